@@ -1,0 +1,55 @@
+"""The environment every figure was measured in, recorded beside it."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+
+import psutil
+
+PACKAGES = ["tensorflow", "tensorflow-cpu", "keras", "tf-keras", "onnxruntime", "onnxruntime-gpu", "tf2onnx",
+            "onnx", "numpy", "mlflow", "prefect"]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpus() -> str:
+    if not shutil.which("nvidia-smi"):
+        return "none"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "nvidia-smi failed"
+    return out.replace("\n", "; ") or "none"
+
+
+def gather_environment() -> dict[str, str]:
+    environment = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": str(os.cpu_count()),
+        "memory_gib": f"{psutil.virtual_memory().total / 2**30:.1f}",
+        "gpus": _gpus(),
+    }
+    for package in PACKAGES:
+        try:
+            environment[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return environment

@@ -1,0 +1,118 @@
+"""The MLflow side of a validation: one run, opened first, fed the report as it grows, closed last.
+
+The active run of the mlflow module is thread-local and Prefect runs tasks in threads, so everything here
+goes through MlflowClient with an explicit run id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.time import get_current_time_millis
+
+from modelgate.schemas import MlflowSection, ValidationReport, ValidationRequest
+
+PARAM_VALUE_LIMIT = 6000
+UNSAFE_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
+RUN_STATUS = {"passed": "FINISHED", "failed": "FINISHED", "error": "FAILED", "running": "KILLED"}
+
+
+def metric_key(*parts: object) -> str:
+    return ".".join(UNSAFE_METRIC_CHARS.sub("_", str(part)) for part in parts)
+
+
+def open_run(request: ValidationRequest, workdir: str, flow_run_url: str | None) -> MlflowSection:
+    tracking_uri = request.resolved_tracking_uri()
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(request.experiment_name)
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(request.experiment_name)
+        except Exception:  # another validation created it in the meantime
+            experiment_id = client.get_experiment_by_name(request.experiment_name).experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    tags = {
+        "modelgate.status": "running",
+        "modelgate.model_dir": str(Path(request.model_dir).resolve()),
+        "modelgate.workdir": workdir,
+    }
+    if flow_run_url:
+        tags["modelgate.prefect_flow_run"] = flow_run_url
+    run = client.create_run(experiment_id, run_name=Path(request.model_dir).resolve().name, tags=tags)
+    return MlflowSection(tracking_uri=tracking_uri, experiment_id=experiment_id, run_id=run.info.run_id)
+
+
+def upload_report(section: MlflowSection, report_file: str | Path) -> None:
+    MlflowClient(section.tracking_uri).log_artifact(section.run_id, str(report_file))
+
+
+def _params(report: ValidationReport) -> list[Param]:
+    values = report.request.model_dump(mode="json")
+    values.update(resolved_signature=report.signature, resolved_tags=report.tags)
+    return [
+        Param(key, (json.dumps(value) if not isinstance(value, str) else value)[:PARAM_VALUE_LIMIT])
+        for key, value in sorted(values.items())
+    ]
+
+
+def _metrics(report: ValidationReport) -> dict[str, float]:
+    metrics: dict[str, float] = {"validation.passed": float(report.status == "passed")}
+    for status in ("passed", "failed", "warning", "skipped"):
+        metrics[metric_key("checks", status)] = float(sum(c.status == status for c in report.checks))
+    for bench in report.benchmarks:
+        config = (bench.runtime, bench.device, f"bs{bench.batch_size}")
+        for figure in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms"):
+            metrics[metric_key(f"latency_{figure}", *config)] = getattr(bench, figure)
+        metrics[metric_key("throughput", *config)] = bench.throughput
+    for name, comparison in report.onnx.outputs.items():
+        for figure in ("max_abs_diff", "max_rel_diff", "mean_abs_diff"):
+            value = getattr(comparison, figure)
+            if value is not None:
+                metrics[metric_key("onnx", figure, name)] = value
+    if report.onnx.status in ("passed", "failed"):
+        metrics["onnx.passed"] = float(report.onnx.status == "passed")
+    for stage in report.stages:
+        metrics[metric_key("stage_seconds", stage.name)] = stage.duration_s
+    return metrics
+
+
+def _artifact_folder(name: str) -> str | None:
+    return "logs" if name.endswith(".log") else None
+
+
+def log_results(report: ValidationReport) -> None:
+    """Params, metrics, artifacts and tags of a finished validation; the run ends with the report's verdict."""
+    section = report.mlflow
+    client = MlflowClient(section.tracking_uri)
+    now = get_current_time_millis()
+    client.log_batch(
+        section.run_id,
+        metrics=[Metric(key, value, now, 0) for key, value in _metrics(report).items()],
+        params=_params(report),
+        tags=[
+            RunTag("modelgate.status", report.status),
+            RunTag("modelgate.signature", report.signature or ""),
+            RunTag("modelgate.first_error", (report.first_error() or "")[:5000]),
+        ],
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        signatures_file = Path(scratch) / "signatures.json"
+        signatures_file.write_text(
+            json.dumps({key: sig.model_dump(mode="json") for key, sig in report.signatures.items()}, indent=2)
+        )
+        client.log_artifact(section.run_id, str(signatures_file))
+    for name, path in report.artifacts.items():
+        if Path(path).is_file():
+            client.log_artifact(section.run_id, path, _artifact_folder(name))
+
+
+def close_run(section: MlflowSection, status: str) -> None:
+    client = MlflowClient(section.tracking_uri)
+    client.set_tag(section.run_id, "modelgate.status", status)
+    client.set_terminated(section.run_id, RUN_STATUS[status])

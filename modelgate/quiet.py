@@ -1,0 +1,35 @@
+"""Keep TensorFlow's C++ start-up chatter off the user's terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def stderr_to(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Point file descriptor 2 elsewhere: C++ logging bypasses sys.stderr, so only the descriptor catches it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as target:
+        os.dup2(target.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow():
+    """Import TensorFlow once, silencing what its C++ side prints at import time."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with stderr_to(os.devnull):
+        import tensorflow
+
+    return tensorflow

@@ -1,0 +1,155 @@
+"""The validation in progress: runs stages, keeps the report, and never loses what was found so far.
+
+After every stage the report is written to disk and, once an MLflow run is open, uploaded to it, so a
+crash at any point leaves the report as it stood, locally and in MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from modelgate import mlflow_store
+from modelgate.environment import gather_environment
+from modelgate.errors import ModelgateError
+from modelgate.schemas import StageRecord, StageResult, ValidationReport, ValidationRequest
+
+logger = logging.getLogger("modelgate")
+
+
+class Missing:
+    """Stands in for the result of a stage that did not complete; stages given one are skipped."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+
+class StageListener(Protocol):
+    def stage_started(self, name: str) -> None: ...
+
+    def stage_finished(self, record: StageRecord) -> None: ...
+
+
+_listeners: list[StageListener] = []
+
+
+def add_listener(listener: StageListener) -> None:
+    _listeners.append(listener)
+
+
+def remove_listener(listener: StageListener) -> None:
+    _listeners.remove(listener)
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, ModelgateError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def new_workdir(output_dir: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    workdir = Path(output_dir).resolve() / f"{stamp}-{uuid.uuid4().hex[:8]}"
+    workdir.mkdir(parents=True)
+    return workdir
+
+
+class ValidationRun:
+    def __init__(self, request: ValidationRequest):
+        self.request = request
+        self.workdir = new_workdir(request.output_dir)
+        self.report = ValidationReport(
+            model_dir=request.model_dir, request=request, workdir=str(self.workdir),
+            environment=gather_environment(),
+        )
+        self.report_file = self.workdir / "report.json"
+        self.save()
+
+    def __enter__(self) -> ValidationRun:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            # Interrupted between stages (Ctrl-C, a cancelled flow run): keep what is known and say why.
+            self.report.stages.append(StageRecord(name="flow", status="error", message=describe_error(exc)))
+            self.report.status = "error"
+            self.save()
+            if self.report.mlflow.run_id:
+                try:
+                    mlflow_store.close_run(self.report.mlflow, "error")
+                except Exception:  # noqa: BLE001 - the original exception is the one to raise
+                    logger.exception("could not close the MLflow run")
+
+    def save(self) -> None:
+        text = self.report.model_dump_json(indent=2)
+        self.report_file.write_text(text)
+        report_path = Path(self.request.report_path)
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(text)
+        if self.report.mlflow.run_id and self.report.status == "running":
+            try:
+                mlflow_store.upload_report(self.report.mlflow, self.report_file)
+            except Exception as exc:  # noqa: BLE001 - the local report stands; the final MLflow stage says more
+                logger.warning("could not upload the report to MLflow: %s", exc)
+
+    def skip(self, name: str, reason: str) -> Missing:
+        record = StageRecord(name=name, status="skipped", message=reason)
+        self.report.stages.append(record)
+        self.save()
+        for listener in _listeners:
+            listener.stage_finished(record)
+        return Missing(name)
+
+    def stage(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        on_error: Callable[[ValidationReport, str], None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run one stage, unless a stage it needs did not complete; record the outcome either way."""
+        missing = [value.stage for value in (*args, *kwargs.values()) if isinstance(value, Missing)]
+        if missing:
+            return self.skip(name, f"needs stage {', '.join(sorted(set(missing)))}, which did not complete")
+        record = StageRecord(name=name, status="running")
+        self.report.stages.append(record)
+        for listener in _listeners:
+            listener.stage_started(name)
+        started = time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a failed stage is recorded and the flow goes on
+            record.status, record.message = "error", describe_error(exc)
+            if on_error:
+                on_error(self.report, record.message)
+            result = Missing(name)
+        else:
+            record.status = "ok"
+            if isinstance(result, StageResult):
+                result.apply_to(self.report)
+        record.duration_s = round(time.perf_counter() - started, 3)
+        self.save()
+        for listener in _listeners:
+            listener.stage_finished(record)
+        return result
+
+    def finish(self, log_results: Callable[..., Any]) -> ValidationReport:
+        """Conclude the verdict, then hand the whole report to MLflow; a failure there is recorded too."""
+        self.report.conclude()
+        if self.report.mlflow.run_id:
+            self.stage("log_mlflow", log_results, self.report)
+            self.report.conclude()
+        self.save()
+        if self.report.mlflow.run_id:
+            try:
+                mlflow_store.upload_report(self.report.mlflow, self.report_file)
+                mlflow_store.close_run(self.report.mlflow, self.report.status)
+            except Exception as exc:  # noqa: BLE001 - the report on disk already says everything
+                logger.warning("could not close the MLflow run: %s", exc)
+        return self.report

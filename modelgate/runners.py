@@ -1,0 +1,72 @@
+"""Runners: load a model once, then map named numpy inputs to named numpy outputs.
+
+They run inside a sandboxed child process (modelgate.sandbox); nothing here is imported by the parent
+before a model has passed static inspection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from modelgate.inputs import Feeds
+from modelgate.quiet import import_tensorflow
+from modelgate.schemas import SignatureSpec
+
+
+def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+    tf = import_tensorflow()
+    tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+
+
+class TFSignatureRunner:
+    """The raw signature, as tf.saved_model.load exposes it: the reference every other runtime is held to."""
+
+    name = "tensorflow"
+
+    def __init__(self, model_dir: str | Path, tags: list[str], key: str):
+        tf = import_tensorflow()
+        self._tf = tf
+        self.loaded = tf.saved_model.load(str(model_dir), tags=tags)
+        self.signature_fn = self.loaded.signatures[key]
+
+    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        tensors = {name: self._tf.constant(value) for name, value in feeds.items()}
+        return {name: value.numpy() for name, value in self.signature_fn(**tensors).items()}
+
+
+class KerasModelRunner:
+    """The same signature through the Keras 3 functional wrapper, called as users would: model.predict."""
+
+    name = "keras"
+
+    def __init__(self, tf_runner: TFSignatureRunner, signature: SignatureSpec):
+        from modelgate.keras_wrapper import build_keras_model
+
+        self.model = build_keras_model(tf_runner.signature_fn, signature)
+
+    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        batch = max((len(v) for v in feeds.values() if np.ndim(v) > 0), default=1)
+        outputs = self.model.predict(feeds, batch_size=batch, verbose=0)
+        return {name: np.asarray(value) for name, value in outputs.items()}
+
+
+class OnnxRuntimeRunner:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(
+            str(onnx_path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+        )
+        self.providers = self.session.get_providers()
+        self.graph_optimization_level = str(options.graph_optimization_level).rsplit(".", 1)[-1]
+        self._output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))

@@ -1,0 +1,181 @@
+"""Static reading of a SavedModel: the protobuf only, no graph is run and no model code is loaded."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from modelgate.errors import NotASavedModel, SignatureNotFound, UnsafeModel
+from modelgate.quiet import import_tensorflow
+from modelgate.schemas import Check, MetaGraphInfo, SignatureSpec, TensorSpec
+
+INIT_OP_KEY = "__saved_model_init_op"
+PREDICT_METHOD = "tensorflow/serving/predict"
+DEFAULT_SIGNATURE = "serving_default"
+SERVE_TAG = "serve"
+
+# Ops that read or write files, run Python or reach the network. Loading itself uses RestoreV2 and the
+# other saver ops on the variables folder, so those stay allowed; lookup tables that read the model's own
+# assets (InitializeTableFromTextFile) are allowed for the same reason.
+RISKY_OPS = frozenset(
+    {
+        "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst",
+        "PyFunc", "PyFuncStateless", "EagerPyFunc",
+        "DebugIdentity", "DebugIdentityV2", "DebugIdentityV3",
+        "Save", "SaveSlices",
+        "WholeFileReader", "WholeFileReaderV2", "TextLineReader", "TextLineReaderV2",
+        "TFRecordReader", "TFRecordReaderV2", "FixedLengthRecordReader", "FixedLengthRecordReaderV2",
+        "IdentityReader", "IdentityReaderV2", "LMDBReader",
+        "TFRecordDataset", "TFRecordDatasetV2", "TextLineDataset", "FixedLengthRecordDataset",
+        "FixedLengthRecordDatasetV2", "MatchingFilesDataset", "ExperimentalMatchingFilesDataset",
+        "SqlDataset", "ExperimentalSqlDataset", "DatasetToTFRecord", "ExperimentalDatasetToTFRecord",
+        "SaveDataset", "SaveDatasetV2", "LoadDataset", "SnapshotDataset", "SnapshotDatasetV2",
+        "DataServiceDataset", "DataServiceDatasetV2", "DataServiceDatasetV3", "DataServiceDatasetV4",
+        "RegisterDataset", "RegisterDatasetV2",
+        "CreateSummaryFileWriter", "CreateSummaryDbWriter", "WriteSummary", "WriteScalarSummary",
+        "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary", "WriteRawProtoSummary",
+        "WriteGraphSummary", "ImportEvent",
+    }
+)
+
+
+def find_saved_model_file(model_dir: str | Path) -> Path:
+    path = Path(model_dir)
+    if not path.exists():
+        raise NotASavedModel(f"{path}: no such directory")
+    if not path.is_dir():
+        raise NotASavedModel(f"{path}: not a directory (a SavedModel is a directory holding saved_model.pb)")
+    for name in ("saved_model.pb", "saved_model.pbtxt"):
+        if (path / name).is_file():
+            return path / name
+    present = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+    raise NotASavedModel(f"{path}: not a SavedModel (no saved_model.pb or saved_model.pbtxt; found {present})")
+
+
+def read_saved_model_proto(model_dir: str | Path):
+    import_tensorflow()
+    from google.protobuf import message, text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto_file = find_saved_model_file(model_dir)
+    proto = saved_model_pb2.SavedModel()
+    try:
+        if proto_file.suffix == ".pbtxt":
+            text_format.Parse(proto_file.read_text(), proto)
+        else:
+            proto.ParseFromString(proto_file.read_bytes())
+    except (message.DecodeError, text_format.ParseError, UnicodeDecodeError) as exc:
+        raise NotASavedModel(f"{proto_file}: not a readable SavedModel protobuf ({exc})") from exc
+    if not proto.meta_graphs:
+        raise NotASavedModel(f"{proto_file}: the SavedModel holds no MetaGraph")
+    return proto
+
+
+def _tensor_spec(tensor_info) -> TensorSpec:
+    tf = import_tensorflow()
+    try:
+        dtype = tf.dtypes.as_dtype(tensor_info.dtype).name
+    except TypeError:
+        dtype = f"unknown({tensor_info.dtype})"
+    if tensor_info.tensor_shape.unknown_rank:
+        return TensorSpec(dtype=dtype, shape=None)
+    return TensorSpec(dtype=dtype, shape=[d.size if d.size >= 0 else None for d in tensor_info.tensor_shape.dim])
+
+
+def _op_locations(meta_graph) -> dict[str, set[str]]:
+    locations: dict[str, set[str]] = defaultdict(set)
+    for node in meta_graph.graph_def.node:
+        locations[node.op].add("graph")
+    for function in meta_graph.graph_def.library.function:
+        for node in function.node_def:
+            locations[node.op].add(function.signature.name)
+    return locations
+
+
+def describe_meta_graph(meta_graph) -> MetaGraphInfo:
+    from tensorflow.python.framework import op_def_registry
+
+    locations = _op_locations(meta_graph)
+    signatures = {
+        key: SignatureSpec(
+            key=key,
+            method_name=sig.method_name,
+            inputs={name: _tensor_spec(info) for name, info in sorted(sig.inputs.items())},
+            outputs={name: _tensor_spec(info) for name, info in sorted(sig.outputs.items())},
+        )
+        for key, sig in sorted(meta_graph.signature_def.items())
+        if key != INIT_OP_KEY
+    }
+    return MetaGraphInfo(
+        tags=sorted(meta_graph.meta_info_def.tags),
+        signatures=signatures,
+        ops=sorted(locations),
+        risky_ops={op: sorted(where) for op, where in sorted(locations.items()) if op in RISKY_OPS},
+        unregistered_ops=[op for op in sorted(locations) if op_def_registry.get(op) is None],
+    )
+
+
+def inspect_saved_model(model_dir: str | Path) -> list[MetaGraphInfo]:
+    return [describe_meta_graph(meta_graph) for meta_graph in read_saved_model_proto(model_dir).meta_graphs]
+
+
+def choose_meta_graph(meta_graphs: list[MetaGraphInfo], tags: list[str] | None) -> MetaGraphInfo:
+    available = "; ".join(",".join(mg.tags) or "(no tags)" for mg in meta_graphs)
+    if tags:
+        wanted = sorted(set(tags))
+        for mg in meta_graphs:
+            if mg.tags == wanted:
+                return mg
+        raise SignatureNotFound(f"no MetaGraph with tag-set {','.join(wanted)}; available tag-sets: {available}")
+    if len(meta_graphs) == 1:
+        return meta_graphs[0]
+    serving = [mg for mg in meta_graphs if mg.tags == [SERVE_TAG]]
+    if serving:
+        return serving[0]
+    raise SignatureNotFound(f"several MetaGraphs and none tagged only 'serve'; pick one with --tag: {available}")
+
+
+def choose_signature(meta_graph: MetaGraphInfo, key: str | None) -> tuple[SignatureSpec, list[Check]]:
+    """The asked key, else serving_default, else the single predict-style signature, with a warning."""
+    candidates = meta_graph.signatures
+    listing = ", ".join(sorted(candidates)) or "none"
+    if key is not None:
+        if key not in candidates:
+            raise SignatureNotFound(f"signature '{key}' not found; available signatures: {listing}")
+        return candidates[key], [Check(name="signature_selection", status="passed", message=f"'{key}' as asked")]
+    if DEFAULT_SIGNATURE in candidates:
+        return candidates[DEFAULT_SIGNATURE], [
+            Check(name="signature_selection", status="passed", message=f"'{DEFAULT_SIGNATURE}' found")
+        ]
+    predict_style = [k for k, sig in candidates.items() if sig.method_name in (PREDICT_METHOD, "")]
+    if len(predict_style) == 1:
+        chosen = predict_style[0]
+        return candidates[chosen], [
+            Check(
+                name="signature_selection",
+                status="warning",
+                message=f"no '{DEFAULT_SIGNATURE}' signature; fell back to the only predict-style signature '{chosen}'",
+            )
+        ]
+    if not candidates:
+        raise SignatureNotFound("the SavedModel has no signatures to validate")
+    raise SignatureNotFound(
+        f"no '{DEFAULT_SIGNATURE}' signature and {len(predict_style) or 'no'} predict-style candidates; "
+        f"pick one with --signature: {listing}"
+    )
+
+
+def refuse_risky_ops(meta_graph: MetaGraphInfo, allowed: list[str]) -> None:
+    """Stop before loading a model whose graph could touch files, run Python or reach the network."""
+    offending = {op: where for op, where in meta_graph.risky_ops.items() if op not in allowed}
+    if offending:
+        detail = "; ".join(f"{op} in {', '.join(where)}" for op, where in offending.items())
+        raise UnsafeModel(
+            f"refusing to load: the graph uses ops that touch files, run Python or reach the network ({detail}); "
+            f"allow them explicitly with --allow-op if this model is trusted"
+        )
+    if meta_graph.unregistered_ops:
+        raise UnsafeModel(
+            "refusing to load: ops not registered in this TensorFlow (custom ops): "
+            + ", ".join(meta_graph.unregistered_ops)
+        )

@@ -1,0 +1,25 @@
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modelgate.jobs import wrapper_parity_job
+from modelgate.sandbox import limits_of, run_isolated
+from modelgate.schemas import CheckList, PreparedInputs, SignatureChoice, ValidationRequest
+
+
+@task(name="load-and-wrap", cache_policy=NO_CACHE)
+def load_and_wrap(
+    choice: SignatureChoice, inputs: PreparedInputs, cleared: CheckList, request: ValidationRequest, workdir: str
+) -> CheckList:
+    """Load the SavedModel, wrap the signature as a Keras 3 model, and prove it matches the raw signature.
+
+    `cleared` is the op scan's verdict: model code runs only once the scan has passed.
+    """
+    checks = run_isolated(
+        wrapper_parity_job, choice.model_dir, choice.tags, choice.signature, inputs.path,
+        limits=limits_of(request), label="load-and-wrap", log_path=Path(workdir) / "load-and-wrap.log",
+    ).value
+    if inputs.path is None:
+        checks[-1].message = inputs.section.message
+    return CheckList(checks=checks)

@@ -1,0 +1,17 @@
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modelgate import mlflow_store
+from modelgate.schemas import MlflowRunOpened, ValidationReport, ValidationRequest
+
+
+@task(name="open-mlflow-run", cache_policy=NO_CACHE)
+def open_mlflow_run(request: ValidationRequest, workdir: str, flow_run_url: str | None) -> MlflowRunOpened:
+    """Open the run first, so that every later stage's report lands in MLflow as it is written."""
+    return MlflowRunOpened(section=mlflow_store.open_run(request, workdir, flow_run_url))
+
+
+@task(name="log-mlflow", cache_policy=NO_CACHE)
+def log_to_mlflow(report: ValidationReport) -> None:
+    """Params, metrics, artifacts (report, signatures, ONNX model, plots, logs) and the status tag."""
+    mlflow_store.log_results(report)

@@ -1,0 +1,24 @@
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modelgate.checks import OUTPUT_CHECK_NAMES, skipped
+from modelgate.jobs import output_checks_job
+from modelgate.sandbox import limits_of, run_isolated
+from modelgate.schemas import CheckList, PreparedInputs, ReferenceOutputs, SignatureChoice, ValidationRequest
+
+
+@task(name="run-checks", cache_policy=NO_CACHE)
+def run_checks(
+    choice: SignatureChoice, inputs: PreparedInputs, cleared: CheckList, request: ValidationRequest, workdir: str
+) -> ReferenceOutputs:
+    """Outputs against the signature (names, dtypes, shapes), finite, deterministic; kept as the reference."""
+    if inputs.path is None:
+        return ReferenceOutputs(checks=skipped(OUTPUT_CHECK_NAMES, inputs.section.message), path=None)
+    outputs_path = str(Path(workdir) / "reference_outputs.npz")
+    checks = run_isolated(
+        output_checks_job, choice.model_dir, choice.tags, choice.signature, inputs.path, outputs_path,
+        limits=limits_of(request), label="run-checks", log_path=Path(workdir) / "run-checks.log",
+    ).value
+    return ReferenceOutputs(checks=checks, path=outputs_path)
