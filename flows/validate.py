@@ -17,7 +17,7 @@ from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
 
 
-@flow(name="validate-savedmodel", log_prints=True)
+@flow(name="validate-savedmodel")
 def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
     """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow."""
     with ValidationRun(request) as run:

@@ -66,8 +66,11 @@ def _request_fields(args: argparse.Namespace, model_dir: str) -> dict:
 def _quiet_frameworks(debug: bool) -> None:
     if not debug:
         # A failed stage is reported by modelgate itself, in one line; Prefect would print its traceback too.
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
-        os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+        for variable in ("PREFECT_LOGGING_LEVEL", "PREFECT_SERVER_LOGGING_LEVEL"):
+            os.environ.setdefault(variable, "CRITICAL")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # The ephemeral server's telemetry heartbeat races its own SQLite writes and prints tracebacks.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def main(argv: list[str] | None = None) -> int:

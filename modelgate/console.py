@@ -38,7 +38,8 @@ class Console:
         if self.out.is_terminal:
             self.out.print(f"[{colour}]{mark}[/] {record.name:<17} {record.duration_s:7.2f} s{detail}", soft_wrap=True)
         else:
-            print(f"[{record.status}] {record.name} {record.duration_s:.2f}s{detail}", flush=True)
+            sys.stdout.write(f"[{record.status}] {record.name} {record.duration_s:.2f}s{detail}\n")
+            sys.stdout.flush()
 
     def _stop_spinner(self) -> None:
         if self._status is not None:

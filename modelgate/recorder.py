@@ -143,7 +143,7 @@ class ValidationRun:
         """Conclude the verdict, then hand the whole report to MLflow; a failure there is recorded too."""
         self.report.conclude()
         if self.report.mlflow.run_id:
-            self.stage("log_mlflow", log_results, self.report)
+            self.stage("log-mlflow", log_results, self.report)
             self.report.conclude()
         self.save()
         if self.report.mlflow.run_id:

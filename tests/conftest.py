@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests import models
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Every test model, built once per session."""
+    root = tmp_path_factory.mktemp("models")
+    builders = {
+        "keras_export": models.keras_export, "custom_signature": models.custom_signature,
+        "two_candidates": models.two_candidates, "nan_outputs": models.nan_outputs,
+        "string_input": models.string_input, "reads_files": models.reads_files, "unknown_dims": models.unknown_dims,
+    }
+    return {name: build(root / name) for name, build in builders.items()}
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One real Prefect server (the test harness) for the whole session: its start costs about 10 s."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory) -> str:
+    """A real MLflow tracking store on SQLite, migrated once per session."""
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,100 @@
+"""Real SavedModels, built by the tests in the shapes users bring them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from modelgate.quiet import import_tensorflow
+
+tf = import_tensorflow()
+
+
+def keras_export(directory: Path) -> Path:
+    """(a) A Keras 3 model exported with model.export(), called through serving_default."""
+    from modelgate.samples import build_sample_model
+
+    return build_sample_model(directory)
+
+
+class _TwoInputs(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.kernel = tf.Variable(np.random.default_rng(3).standard_normal((4, 3)).astype("float32"))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="input1"),
+                                  tf.TensorSpec([None, 1], tf.float32, name="input2")])
+    def predict(self, input1, input2):
+        output = tf.matmul(input1, self.kernel) * input2
+        return {"output": output, "auxiliary_output": tf.reduce_sum(output, axis=1)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def embed(self, x):
+        return {"embedding": tf.matmul(x, self.kernel)}
+
+
+def custom_signature(directory: Path) -> Path:
+    """(b) A tf.Module whose only signature is my_custom_signature(input1, input2) -> output, auxiliary_output."""
+    module = _TwoInputs()
+    tf.saved_model.save(module, str(directory), signatures={"my_custom_signature": module.predict})
+    return directory
+
+
+def two_candidates(directory: Path) -> Path:
+    """(c) No serving_default and two predict-style signatures: ambiguous."""
+    module = _TwoInputs()
+    tf.saved_model.save(module, str(directory), signatures={"predict": module.predict, "embed": module.embed})
+    return directory
+
+
+class _Log(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def __call__(self, x):
+        return {"log_x": tf.math.log(x - 100.0)}
+
+
+def nan_outputs(directory: Path) -> Path:
+    """Log of a negative number: NaN for any synthetic input, so the finite-outputs check must fail."""
+    module = _Log()
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
+    return directory
+
+
+class _Strings(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def __call__(self, text):
+        return {"length": tf.strings.length(text)}
+
+
+def string_input(directory: Path) -> Path:
+    module = _Strings()
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
+    return directory
+
+
+class _ReadsFiles(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="path")])
+    def __call__(self, path):
+        return {"contents": tf.io.read_file(path)}
+
+
+def reads_files(directory: Path) -> Path:
+    """A model that reads any file it is given: must be refused before it is loaded."""
+    module = _ReadsFiles()
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
+    return directory
+
+
+class _Unknown(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="anything"),
+                                  tf.TensorSpec([None, None, 3], tf.int32, name="ids")])
+    def __call__(self, anything, ids):
+        return {"total": tf.reduce_sum(anything) + tf.cast(tf.reduce_sum(ids), tf.float32)}
+
+
+def unknown_dims(directory: Path) -> Path:
+    """Unknown rank and unknown non-batch dims, which inspection must keep as such."""
+    module = _Unknown()
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
+    return directory

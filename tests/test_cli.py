@@ -1,0 +1,65 @@
+"""The CLI as users run it: a real process, an ephemeral Prefect, a local MLflow store."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def _modelgate(*args, cwd):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db"}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "modelgate.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_demo_passes_and_says_where_the_results_are(tmp_path):
+    result = _modelgate("demo", "--model-dir", str(tmp_path / "sample"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verdict: PASSED" in result.stdout
+    assert "[ok] export-onnx" in result.stdout
+    assert "mlflow run:" in result.stdout
+    report = json.loads((tmp_path / "modelgate-report.json").read_text())
+    assert report["status"] == "passed" and report["mlflow"]["tracking_uri"].startswith("sqlite:///")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_failing_check_exits_1(model_dirs, tmp_path):
+    result = _modelgate("validate", str(model_dirs["nan_outputs"]), "--no-onnx", "--benchmark-batch-sizes", "",
+                        cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "finite_outputs" in result.stdout and "verdict: FAILED" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["not_a_saved_model", "missing_inputs_file"])
+def test_bad_input_exits_2_with_one_clear_line_first(case, model_dirs, tmp_path):
+    if case == "not_a_saved_model":
+        (tmp_path / "notes.txt").write_text("not a model")
+        args, expected = ["validate", str(tmp_path)], "not a SavedModel"
+    else:
+        args, expected = ["validate", str(model_dirs["keras_export"]), "--inputs", "absent.npz"], "absent.npz does not exist"
+    result = _modelgate(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    first_line = result.stderr.splitlines()[0]
+    assert first_line.startswith("modelgate: error:") and expected in first_line
+    assert "Traceback" not in result.stderr
+    assert json.loads((tmp_path / "modelgate-report.json").read_text())["status"] == "error"
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert _modelgate("validate", cwd=tmp_path).returncode == 2
+    result = _modelgate("validate", str(tmp_path), "--atol", "-1", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("modelgate: error: invalid option atol")
+
+
+def test_user_inputs_file_is_used(model_dirs, tmp_path):
+    np.savez(tmp_path / "inputs.npz", input1=np.ones((2, 4), "float32"), input2=np.ones((2, 1), "float32"))
+    result = _modelgate("validate", str(model_dirs["custom_signature"]), "--inputs", "inputs.npz", "--no-onnx",
+                        "--signature", "my_custom_signature", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "modelgate-report.json").read_text())
+    assert report["inputs"]["source"] == "file" and report["inputs"]["shapes"]["input1"] == [2, 4]

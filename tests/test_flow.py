@@ -1,0 +1,99 @@
+"""The whole flow under a real Prefect server, recorded in a real MLflow store."""
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.validate import validate_savedmodel
+from modelgate.schemas import ValidationRequest
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _run(model_dir, tracking_uri, workdir, **fields):
+    request = ValidationRequest(
+        model_dir=str(model_dir), tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
+        output_dir=str(workdir / "out"), benchmark_max_windows=3, benchmark_warmup=2, **fields,
+    )
+    return validate_savedmodel(request)
+
+
+def _artifacts(client, run_id, path=None):
+    return {a.path for a in client.list_artifacts(run_id, path)}
+
+
+def test_keras_export_passes_and_everything_lands_in_mlflow(model_dirs, tracking_uri, workdir):
+    report = _run(model_dirs["keras_export"], tracking_uri, workdir)
+    assert report.status == "passed", report.first_error() or report.failed_checks()
+    assert report.signature == "serving_default"
+    assert report.onnx.status == "passed"
+    assert set(report.onnx.outputs) == {"scores", "probabilities"}
+    assert report.onnx.outputs["scores"].max_abs_diff < 1e-4
+    assert report.benchmarks[0].runtime == "tensorflow" and report.benchmarks[0].p50_ms > 0
+    on_disk = json.loads((workdir / "report.json").read_text())
+    assert on_disk["status"] == "passed" and on_disk["mlflow"]["run_id"] == report.mlflow.run_id
+    assert {"name", "status", "message"} <= set(on_disk["checks"][0])
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(report.mlflow.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["modelgate.status"] == "passed"
+    assert run.data.params["resolved_signature"] == "serving_default"
+    assert run.data.metrics["latency_p50_ms.tensorflow.cpu.bs1"] == pytest.approx(report.benchmarks[0].p50_ms)
+    assert run.data.metrics["onnx.max_abs_diff.scores"] == pytest.approx(report.onnx.outputs["scores"].max_abs_diff)
+    assert {"report.json", "signatures.json", "model.onnx", "latency.png", "reproduce.sh"} <= _artifacts(
+        client, run.info.run_id
+    )
+    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "report.json", str(workdir))).read_text())
+    assert logged["status"] == "passed"
+    assert [stage["status"] for stage in logged["stages"]] == ["ok"] * len(logged["stages"])
+
+
+def test_custom_signature_with_two_inputs_falls_back_and_passes(model_dirs, tracking_uri, workdir):
+    report = _run(model_dirs["custom_signature"], tracking_uri, workdir, export_onnx=False)
+    assert report.status == "passed", report.first_error() or report.failed_checks()
+    assert report.signature == "my_custom_signature"
+    checks = {check.name: check for check in report.checks}
+    assert checks["signature_selection"].status == "warning"
+    assert checks["keras_wrapper_parity"].status == "passed"
+    assert report.onnx.status == "skipped"
+
+
+def test_nan_outputs_fail_the_finite_check(model_dirs, tracking_uri, workdir):
+    report = _run(model_dirs["nan_outputs"], tracking_uri, workdir, export_onnx=False, benchmark_batch_sizes=[])
+    assert report.status == "failed"
+    assert [check.name for check in report.failed_checks()] == ["finite_outputs"]
+    assert MlflowClient(tracking_uri).get_run(report.mlflow.run_id).data.tags["modelgate.status"] == "failed"
+
+
+def test_string_inputs_skip_the_checks_that_need_inputs_and_the_rest_runs(model_dirs, tracking_uri, workdir):
+    report = _run(model_dirs["string_input"], tracking_uri, workdir, export_onnx=False)
+    checks = {check.name: check.status for check in report.checks}
+    assert checks["finite_outputs"] == "skipped" and checks["benchmark"] == "skipped"
+    assert checks["keras_wrapper_built"] == "passed"
+    assert report.inputs.source == "unavailable"
+    assert report.status == "passed"
+
+
+def test_a_failed_stage_is_recorded_and_independent_stages_still_run(model_dirs, tracking_uri, workdir):
+    # Half a second is too little for any model stage: each fails alone; stages without model code still run.
+    report = _run(model_dirs["custom_signature"], tracking_uri, workdir, onnx_opset=7, model_timeout_s=0.5)
+    stages = {stage.name: stage for stage in report.stages}
+    assert stages["load-and-wrap"].status == "error" and "timed out after 0.5 s" in stages["load-and-wrap"].message
+    assert stages["export-onnx"].status == "error"
+    assert stages["compare-onnx"].status == "skipped"
+    assert stages["prepare-inputs"].status == "ok"
+    assert report.status == "error" and report.onnx.status == "error"
+    run = MlflowClient(tracking_uri).get_run(report.mlflow.run_id)
+    assert run.info.status == "FAILED"
+    assert "timed out" in run.data.tags["modelgate.first_error"]
+
+
+def test_bad_model_dir_is_an_error_with_a_report_and_a_failed_run(tmp_path, tracking_uri, workdir):
+    report = _run(tmp_path / "nothing-here", tracking_uri, workdir)
+    assert report.status == "error"
+    assert "no such directory" in report.first_error()
+    assert json.loads((workdir / "report.json").read_text())["status"] == "error"
+    assert MlflowClient(tracking_uri).get_run(report.mlflow.run_id).info.status == "FAILED"
