@@ -11,6 +11,11 @@ from modelgate.quiet import import_tensorflow
 tf = import_tensorflow()
 
 
+def _save_serving(module, directory: Path) -> Path:
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
+    return directory
+
+
 def keras_export(directory: Path) -> Path:
     """(a) A Keras 3 model exported with model.export(), called through serving_default."""
     from modelgate.samples import build_sample_model
@@ -56,9 +61,7 @@ class _Log(tf.Module):
 
 def nan_outputs(directory: Path) -> Path:
     """Log of a negative number: NaN for any synthetic input, so the finite-outputs check must fail."""
-    module = _Log()
-    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
-    return directory
+    return _save_serving(_Log(), directory)
 
 
 class _Strings(tf.Module):
@@ -68,9 +71,7 @@ class _Strings(tf.Module):
 
 
 def string_input(directory: Path) -> Path:
-    module = _Strings()
-    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
-    return directory
+    return _save_serving(_Strings(), directory)
 
 
 class _ReadsFiles(tf.Module):
@@ -81,9 +82,7 @@ class _ReadsFiles(tf.Module):
 
 def reads_files(directory: Path) -> Path:
     """A model that reads any file it is given: must be refused before it is loaded."""
-    module = _ReadsFiles()
-    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
-    return directory
+    return _save_serving(_ReadsFiles(), directory)
 
 
 class _Unknown(tf.Module):
@@ -95,6 +94,4 @@ class _Unknown(tf.Module):
 
 def unknown_dims(directory: Path) -> Path:
     """Unknown rank and unknown non-batch dims, which inspection must keep as such."""
-    module = _Unknown()
-    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
-    return directory
+    return _save_serving(_Unknown(), directory)
