@@ -4,8 +4,11 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from modelgate.recorder import ValidationRun
+from modelgate.sandbox import shared_model_process
 from modelgate.schemas import ValidationReport, ValidationRequest
 from tasks.benchmark import benchmark
+from tasks.benchmark_onnx import benchmark_onnx
+from tasks.benchmark_report import benchmark_report
 from tasks.compare_onnx import compare_onnx
 from tasks.export_onnx import export_onnx, record_onnx_error
 from tasks.inspect_model import inspect_model
@@ -20,7 +23,7 @@ from tasks.select_signature import select_signature
 @flow(name="validate-savedmodel")
 def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
     """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow."""
-    with ValidationRun(request) as run:
+    with ValidationRun(request) as run, shared_model_process():
         workdir = str(run.workdir)
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run.get_flow_run_ui_url())
         inspection = run.stage("inspect", inspect_model, request.model_dir)
@@ -33,6 +36,8 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
         if request.export_onnx:
             exported = run.stage("export-onnx", export_onnx, choice, cleared, request, workdir, on_error=record_onnx_error)
             run.stage("compare-onnx", compare_onnx, exported, inputs, reference, request, workdir, on_error=record_onnx_error)
+            run.stage("benchmark-onnx", benchmark_onnx, choice, exported, inputs, request, workdir)
         else:
             run.report.onnx.message = "not asked (--no-onnx)"
+        run.stage("benchmark-report", benchmark_report, run.report, workdir)
         return run.finish(log_to_mlflow)

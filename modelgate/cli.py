@@ -40,7 +40,12 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rtol", type=float, help="relative tolerance, ONNX vs TensorFlow")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: highest supported)")
     parser.add_argument("--batch-size", type=int, help="dynamic batch dimension of synthetic inputs")
-    parser.add_argument("--benchmark-batch-sizes", metavar="N,N,...", help="batch sizes to benchmark ('' for none)")
+    parser.add_argument("--no-benchmark", action="store_true", help="skip latency measurement")
+    parser.add_argument("--benchmark-batch-sizes", metavar="N,N,...", help="batch sizes (default: a sweep)")
+    parser.add_argument("--max-batch-size", type=int, help="largest batch size of the sweep (default 32)")
+    parser.add_argument("--runtimes", metavar="R,R,...", help="of tensorflow,keras,onnxruntime (default: all)")
+    parser.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
+    parser.add_argument("--no-gpu", action="store_true", help="do not benchmark on a GPU even if one is present")
     parser.add_argument("--allow-op", metavar="OP", action="append", help="allow a risky op type (repeatable)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit for each model stage")
     parser.add_argument("--memory-limit-mb", type=int, help="memory limit for each model stage")
@@ -56,8 +61,15 @@ def _request_fields(args: argparse.Namespace, model_dir: str) -> dict:
         "export_onnx": not args.no_onnx, "atol": args.atol, "rtol": args.rtol, "onnx_opset": args.opset,
         "batch_size": args.batch_size, "allow_ops": args.allow_op, "model_timeout_s": args.timeout,
         "memory_limit_mb": args.memory_limit_mb, "report_path": args.report, "output_dir": args.output_dir,
-        "tracking_uri": args.tracking_uri,
+        "tracking_uri": args.tracking_uri, "benchmark_max_batch_size": args.max_batch_size,
+        "intra_op_threads": args.threads,
     }
+    if args.no_benchmark:
+        fields["benchmark"] = False
+    if args.no_gpu:
+        fields["benchmark_gpu"] = False
+    if args.runtimes:
+        fields["benchmark_runtimes"] = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     if args.benchmark_batch_sizes is not None:
         fields["benchmark_batch_sizes"] = [int(n) for n in args.benchmark_batch_sizes.split(",") if n.strip()]
     return {key: value for key, value in fields.items() if value is not None}

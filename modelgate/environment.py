@@ -25,6 +25,26 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def gpu_present() -> bool:
+    """Whether an NVIDIA GPU is visible here; asked without importing a framework."""
+    if not shutil.which("nvidia-smi"):
+        return False
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "GPU" in listing
+
+
+def _cuda_version() -> str:
+    try:
+        header = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    marker = "CUDA Version:"
+    return header.split(marker, 1)[1].split()[0] if marker in header else "unknown"
+
+
 def _gpus() -> str:
     if not shutil.which("nvidia-smi"):
         return "none"
@@ -47,6 +67,8 @@ def gather_environment() -> dict[str, str]:
         "memory_gib": f"{psutil.virtual_memory().total / 2**30:.1f}",
         "gpus": _gpus(),
     }
+    if gpu_present():
+        environment["cuda_driver_version"] = _cuda_version()
     for package in PACKAGES:
         try:
             environment[package] = metadata.version(package)

@@ -6,17 +6,22 @@ values, loads what it needs itself, and returns plain picklable results. Arrays 
 
 from __future__ import annotations
 
+import os
+
 from modelgate import checks
+from modelgate.benchmark import Measured, SweepPlan, sweep
 from modelgate.compare import compare_outputs, exactly_equal
-from modelgate.inputs import batch_of, read_npz, save_npz
-from modelgate.runners import KerasModelRunner, OnnxRuntimeRunner, TFSignatureRunner, configure_tensorflow_threads
-from modelgate.schemas import BenchmarkResult, Check, OutputComparison, SignatureSpec
-from modelgate.timing import MeasurementPlan, measure
+from modelgate.inputs import read_npz, save_npz
+from modelgate.quiet import import_tensorflow
+from modelgate.runners import KerasModelRunner, OnnxRuntimeRunner, configure_tensorflow_threads, load_signature_runner
+from modelgate.sandbox import shares_model_process
+from modelgate.schemas import Check, OutputComparison, SignatureSpec
 
 
+@shares_model_process
 def wrapper_parity_job(model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str | None) -> list[Check]:
     """Build the Keras wrapper and prove it gives exactly the raw signature's outputs."""
-    raw = TFSignatureRunner(model_dir, tags, signature.key)
+    raw = load_signature_runner(model_dir, tags, signature.key)
     wrapped = KerasModelRunner(raw, signature)
     built = Check(
         name="keras_wrapper_built", status="passed",
@@ -39,11 +44,12 @@ def wrapper_parity_job(model_dir: str, tags: list[str], signature: SignatureSpec
     return [built, parity]
 
 
+@shares_model_process
 def output_checks_job(
     model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str, outputs_path: str
 ) -> list[Check]:
     """Run the signature twice on the same inputs, check the outputs, and keep them as the reference."""
-    runner = TFSignatureRunner(model_dir, tags, signature.key)
+    runner = load_signature_runner(model_dir, tags, signature.key)
     feeds = read_npz(inputs_path)
     first = runner(feeds)
     second = runner(feeds)
@@ -51,23 +57,46 @@ def output_checks_job(
     return checks.output_checks(signature, first, second)
 
 
+def _hide_gpus_unless(device: str) -> None:
+    # Device visibility is fixed when TensorFlow or ONNX Runtime initialise: set it before either loads.
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+
+
 def tensorflow_benchmark_job(
-    model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str,
-    batch_sizes: list[int], plan: MeasurementPlan, intra_op_threads: int, inter_op_threads: int,
-) -> list[tuple[BenchmarkResult, list[float]]]:
+    model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str, plan: SweepPlan,
+    runtimes: list[str], device: str, intra_op_threads: int, inter_op_threads: int,
+) -> list[Measured]:
+    """The raw signature and the Keras wrapper, in a process of their own: thread counts and device
+    visibility can only be set before TensorFlow runs its first op."""
+    _hide_gpus_unless(device)
     configure_tensorflow_threads(intra_op_threads, inter_op_threads)
-    runner = TFSignatureRunner(model_dir, tags, signature.key)
+    if device == "gpu" and not import_tensorflow().config.list_physical_devices("GPU"):
+        raise RuntimeError("TensorFlow sees no GPU (is the gpu extra, tensorflow[and-cuda], installed?)")
+    raw = load_signature_runner(model_dir, tags, signature.key)
+    by_name = {"tensorflow": raw}
+    if "keras" in runtimes:
+        by_name["keras"] = KerasModelRunner(raw, signature).infer
     feeds = read_npz(inputs_path)
-    results = []
-    for batch_size in batch_sizes:
-        batch = batch_of(feeds, batch_size)
-        stats = measure(lambda: runner(batch), plan)
-        result = BenchmarkResult(
-            runtime="tensorflow", device="cpu", batch_size=batch_size,
-            intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, **stats.summary(batch_size),
-        )
-        results.append((result, stats.samples_ms))
-    return results
+    measured = []
+    for name in runtimes:
+        if name in by_name:
+            measured += sweep(by_name[name], feeds, plan, runtime_name=name, device=device,
+                              intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+    return measured
+
+
+def onnxruntime_benchmark_job(
+    onnx_path: str, inputs_path: str, plan: SweepPlan, device: str, intra_op_threads: int, inter_op_threads: int,
+) -> list[Measured]:
+    provider = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider"}[device]
+    runner = OnnxRuntimeRunner(onnx_path, providers=[provider], intra_op_threads=intra_op_threads,
+                               inter_op_threads=inter_op_threads)
+    if runner.providers[0] != provider:
+        # ONNX Runtime falls back to CPU silently; a CPU figure labelled GPU would be a lie.
+        raise RuntimeError(f"ONNX Runtime fell back from {provider} to {', '.join(runner.providers)}")
+    return sweep(runner, read_npz(inputs_path), plan, runtime_name="onnxruntime", device=device,
+                 intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, providers=runner.providers)
 
 
 def onnx_compare_job(

@@ -34,3 +34,22 @@ def latency_distribution(samples_by_config: dict[str, list[float]], path: str | 
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def throughput_by_batch(points: dict[str, list[tuple[int, float]]], path: str | Path) -> Path:
+    """Throughput against batch size, one line per runtime and device."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label, series in sorted(points.items()):
+        series = sorted(series)
+        axes.plot([b for b, _ in series], [t for _, t in series], marker="o", label=label)
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("batch size")
+    axes.set_ylabel("throughput (samples/s)")
+    axes.set_title("Throughput against batch size")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

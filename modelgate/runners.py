@@ -37,6 +37,17 @@ class TFSignatureRunner:
         return {name: value.numpy() for name, value in self.signature_fn(**tensors).items()}
 
 
+_loaded: dict[tuple[str, tuple[str, ...], str], TFSignatureRunner] = {}
+
+
+def load_signature_runner(model_dir: str | Path, tags: list[str], key: str) -> TFSignatureRunner:
+    """Load once per process: jobs sharing a model process reuse the loaded model."""
+    cache_key = (str(model_dir), tuple(tags), key)
+    if cache_key not in _loaded:
+        _loaded[cache_key] = TFSignatureRunner(model_dir, tags, key)
+    return _loaded[cache_key]
+
+
 class KerasModelRunner:
     """The same signature through the Keras 3 functional wrapper, called as users would: model.predict."""
 
@@ -47,6 +58,10 @@ class KerasModelRunner:
 
         self.model = build_keras_model(tf_runner.signature_fn, signature)
 
+    def infer(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        """A direct call, as a serving path would make it, without predict()'s per-call data pipeline."""
+        return {name: np.asarray(value) for name, value in self.model(feeds, training=False).items()}
+
     def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
         batch = max((len(v) for v in feeds.values() if np.ndim(v) > 0), default=1)
         outputs = self.model.predict(feeds, batch_size=batch, verbose=0)
@@ -56,11 +71,13 @@ class KerasModelRunner:
 class OnnxRuntimeRunner:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0):
+    def __init__(self, onnx_path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0,
+                 inter_op_threads: int = 0):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
         self.session = ort.InferenceSession(
             str(onnx_path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
         )

@@ -47,11 +47,28 @@ class ValidationRequest(BaseModel):
         description="Size given to unknown non-batch dimensions of synthetic inputs.",
     )
     seed: int = Field(default=0, title="Seed", description="Seed of the synthetic inputs.")
-    benchmark_batch_sizes: list[int] = Field(
-        default=[1],
+    benchmark: bool = Field(default=True, title="Benchmark", description="Measure latency and throughput.")
+    benchmark_batch_sizes: list[int] | None = Field(
+        default=None,
         title="Benchmark batch sizes",
-        description="Batch sizes at which CPU latency is measured. Empty list: no benchmark.",
+        description="Batch sizes to measure. Empty: powers of two from 1 until throughput gains under 5 % twice "
+        "in a row, or the maximum batch size.",
     )
+    benchmark_max_batch_size: int = Field(
+        default=32, ge=1, le=65536, title="Largest batch size of the sweep", description="Upper end of the sweep."
+    )
+    benchmark_runtimes: list[Literal["tensorflow", "keras", "onnxruntime"]] = Field(
+        default=["tensorflow", "keras", "onnxruntime"],
+        title="Runtimes to benchmark",
+        description="The raw TF signature, the Keras wrapper, ONNX Runtime (when the ONNX export ran).",
+    )
+    benchmark_gpu: bool = Field(
+        default=True, title="Benchmark on GPU too", description="Also measure on a GPU where one is present."
+    )
+    intra_op_threads: int | None = Field(
+        default=None, ge=1, title="Intra-op threads", description="Threads inside one op. Empty: one per CPU core."
+    )
+    inter_op_threads: int = Field(default=1, ge=1, title="Inter-op threads", description="Ops run in parallel.")
     benchmark_warmup: int = Field(default=10, ge=0, title="Warm-up calls", description="Untimed calls before measuring.")
     benchmark_window: int = Field(
         default=25, ge=1, title="Calls per window", description="Timed calls per measurement window."
@@ -101,7 +118,9 @@ class ValidationRequest(BaseModel):
 
     @field_validator("benchmark_batch_sizes")
     @classmethod
-    def _positive_batch_sizes(cls, sizes: list[int]) -> list[int]:
+    def _positive_batch_sizes(cls, sizes: list[int] | None) -> list[int] | None:
+        if not sizes:
+            return None
         if any(size < 1 for size in sizes):
             raise ValueError("benchmark batch sizes must be positive")
         return sorted(set(sizes))
@@ -160,9 +179,10 @@ class BenchmarkResult(BaseModel):
     throughput: float = Field(description="Samples per second at this batch size, from the mean latency.")
     iterations: int
     windows: int
-    stable: bool
+    stable: bool = Field(description="False: the window means never settled within 10 %; the figures are kept.")
     intra_op_threads: int
     inter_op_threads: int
+    providers: list[str] = Field(default=[], description="ONNX Runtime's providers, in the order used.")
 
 
 class OutputComparison(BaseModel):
@@ -361,3 +381,10 @@ class MlflowRunOpened(StageResult):
 
     def apply_to(self, report: ValidationReport) -> None:
         report.mlflow = self.section
+
+
+class BenchmarkFigures(StageResult):
+    artifacts: dict[str, str]
+
+    def apply_to(self, report: ValidationReport) -> None:
+        report.artifacts.update(self.artifacts)

@@ -29,7 +29,7 @@ def test_demo_passes_and_says_where_the_results_are(tmp_path):
 
 
 def test_a_failing_check_exits_1(model_dirs, tmp_path):
-    result = _modelgate("validate", str(model_dirs["nan_outputs"]), "--no-onnx", "--benchmark-batch-sizes", "",
+    result = _modelgate("validate", str(model_dirs["nan_outputs"]), "--no-onnx", "--no-benchmark",
                         cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "finite_outputs" in result.stdout and "verdict: FAILED" in result.stdout

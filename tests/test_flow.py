@@ -15,7 +15,8 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 def _run(model_dir, tracking_uri, workdir, **fields):
     request = ValidationRequest(
         model_dir=str(model_dir), tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
-        output_dir=str(workdir / "out"), benchmark_max_windows=3, benchmark_warmup=2, **fields,
+        output_dir=str(workdir / "out"), benchmark_max_windows=3, benchmark_warmup=2,
+        **{"benchmark_batch_sizes": [1, 4], **fields},
     )
     return validate_savedmodel(request)
 
@@ -31,7 +32,12 @@ def test_keras_export_passes_and_everything_lands_in_mlflow(model_dirs, tracking
     assert report.onnx.status == "passed"
     assert set(report.onnx.outputs) == {"scores", "probabilities"}
     assert report.onnx.outputs["scores"].max_abs_diff < 1e-4
-    assert report.benchmarks[0].runtime == "tensorflow" and report.benchmarks[0].p50_ms > 0
+    measured = {(b.runtime, b.device, b.batch_size) for b in report.benchmarks}
+    assert measured == {(r, "cpu", bs) for r in ("tensorflow", "keras", "onnxruntime") for bs in (1, 4)}
+    assert all(b.p50_ms > 0 and b.throughput > 0 for b in report.benchmarks)
+    assert {"latency.png", "throughput.png", "benchmarks.md"} <= set(report.artifacts)
+    checks = {check.name: check for check in report.checks}
+    assert checks["benchmark_gpu_tensorflow"].status in ("skipped", "passed")
     on_disk = json.loads((workdir / "report.json").read_text())
     assert on_disk["status"] == "passed" and on_disk["mlflow"]["run_id"] == report.mlflow.run_id
     assert {"name", "status", "message"} <= set(on_disk["checks"][0])
@@ -41,9 +47,12 @@ def test_keras_export_passes_and_everything_lands_in_mlflow(model_dirs, tracking
     assert run.info.status == "FINISHED"
     assert run.data.tags["modelgate.status"] == "passed"
     assert run.data.params["resolved_signature"] == "serving_default"
-    assert run.data.metrics["latency_p50_ms.tensorflow.cpu.bs1"] == pytest.approx(report.benchmarks[0].p50_ms)
+    tf_bs1 = next(b for b in report.benchmarks if (b.runtime, b.batch_size) == ("tensorflow", 1))
+    assert run.data.metrics["latency_p50_ms.tensorflow.cpu.bs1"] == pytest.approx(tf_bs1.p50_ms)
+    assert "throughput.onnxruntime.cpu.bs4" in run.data.metrics
     assert run.data.metrics["onnx.max_abs_diff.scores"] == pytest.approx(report.onnx.outputs["scores"].max_abs_diff)
-    assert {"report.json", "signatures.json", "model.onnx", "latency.png", "reproduce.sh"} <= _artifacts(
+    assert {"report.json", "signatures.json", "model.onnx", "latency.png", "throughput.png", "reproduce.sh",
+            "benchmarks.md", "latency-samples-tensorflow.json"} <= _artifacts(
         client, run.info.run_id
     )
     logged = json.loads(Path(client.download_artifacts(run.info.run_id, "report.json", str(workdir))).read_text())
@@ -62,7 +71,7 @@ def test_custom_signature_with_two_inputs_falls_back_and_passes(model_dirs, trac
 
 
 def test_nan_outputs_fail_the_finite_check(model_dirs, tracking_uri, workdir):
-    report = _run(model_dirs["nan_outputs"], tracking_uri, workdir, export_onnx=False, benchmark_batch_sizes=[])
+    report = _run(model_dirs["nan_outputs"], tracking_uri, workdir, export_onnx=False, benchmark=False)
     assert report.status == "failed"
     assert [check.name for check in report.failed_checks()] == ["finite_outputs"]
     assert MlflowClient(tracking_uri).get_run(report.mlflow.run_id).data.tags["modelgate.status"] == "failed"

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from modelgate.errors import ModelRunError
-from modelgate.sandbox import Limits, run_isolated
+from modelgate.sandbox import Limits, run_isolated, shared_model_process, shares_model_process
 
 
 def _double(x):
@@ -59,3 +59,25 @@ def test_an_exception_reaches_the_parent_as_one_line(tmp_path):
 def test_a_model_eating_memory_is_killed_at_the_limit():
     with pytest.raises(ModelRunError, match=r"killed at \d+ MiB resident memory \(limit 400 MiB\)"):
         run_isolated(_eat_memory, limits=Limits(timeout_s=120, memory_limit_mb=400), label="memory")
+
+
+@shares_model_process
+def _pid():
+    return os.getpid()
+
+
+def test_jobs_that_share_a_process_reuse_it_until_one_breaks_its_bounds():
+    with shared_model_process():
+        first = run_isolated(_pid, limits=Limits(timeout_s=60), label="pid").value
+        assert run_isolated(_pid, limits=Limits(timeout_s=60), label="pid").value == first
+        # A job that is not marked gets a fresh process of its own.
+        assert run_isolated(os.getpid, limits=Limits(timeout_s=60), label="own").value != first
+        with pytest.raises(ModelRunError, match="timed out"):
+            run_isolated(_sleep_forever_shared, limits=Limits(timeout_s=1), label="hang")
+        assert run_isolated(_pid, limits=Limits(timeout_s=60), label="pid").value != first
+    assert run_isolated(_pid, limits=Limits(timeout_s=60), label="pid").value != first
+
+
+@shares_model_process
+def _sleep_forever_shared():
+    time.sleep(3600)

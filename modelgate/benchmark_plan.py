@@ -1,0 +1,125 @@
+"""From a validation request to benchmark runs: batch sweep, threads, devices; and their results' files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from modelgate.benchmark import Measured, SweepPlan
+from modelgate.environment import gpu_present
+from modelgate.errors import ModelRunError
+from modelgate.schemas import BenchmarkRun, Check, SignatureSpec, ValidationRequest
+from modelgate.timing import MeasurementPlan
+
+SAMPLES_PREFIX = "latency-samples-"
+
+
+def fixed_batch_size(signature: SignatureSpec) -> int | None:
+    """A model whose inputs fix the batch dimension can only be measured at that size."""
+    sizes = {spec.shape[0] for spec in signature.inputs.values() if spec.shape and spec.shape[0] is not None}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def sweep_plan(request: ValidationRequest, fixed: int | None) -> SweepPlan:
+    return SweepPlan(
+        measurement=MeasurementPlan(
+            warmup=request.benchmark_warmup, window=request.benchmark_window,
+            max_windows=request.benchmark_max_windows,
+        ),
+        batch_sizes=request.benchmark_batch_sizes,
+        max_batch_size=request.benchmark_max_batch_size,
+        fixed_batch_size=fixed,
+    )
+
+
+def thread_counts(request: ValidationRequest) -> tuple[int, int]:
+    return request.intra_op_threads or os.cpu_count() or 1, request.inter_op_threads
+
+
+def _cuda_provider_available() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def devices_to_measure(request: ValidationRequest, framework: str) -> tuple[list[str], list[Check]]:
+    name = f"benchmark_gpu_{framework}"
+    if not request.benchmark_gpu:
+        return ["cpu"], [Check(name=name, status="skipped", message="GPU benchmark not asked")]
+    if not gpu_present():
+        return ["cpu"], [Check(name=name, status="skipped", message="no NVIDIA GPU on this machine (nvidia-smi)")]
+    if framework == "onnxruntime" and not _cuda_provider_available():
+        return ["cpu"], [
+            Check(name=name, status="warning",
+                  message="a GPU is present but ONNX Runtime has no CUDA provider: install the gpu extra")
+        ]
+    return ["cpu", "gpu"], []
+
+
+def measure_on_devices(
+    devices: list[str], framework: str, measure_on: Callable[[str], list[Measured]]
+) -> tuple[list[Measured], list[Check]]:
+    """CPU failures stop the stage; a GPU failure (a provider falling back to CPU, say) is a failed check
+    beside the CPU figures, never a CPU figure labelled GPU."""
+    measured: list[Measured] = []
+    checks: list[Check] = []
+    for device in devices:
+        if device == "cpu":
+            measured += measure_on(device)
+            continue
+        try:
+            measured += measure_on(device)
+        except ModelRunError as exc:
+            checks.append(Check(name=f"benchmark_gpu_{framework}", status="failed", message=str(exc)))
+        else:
+            checks.append(Check(name=f"benchmark_gpu_{framework}", status="passed", message="measured on the GPU"))
+    return measured, checks
+
+
+def samples_label(measured: Measured) -> str:
+    r = measured.result
+    return f"{r.runtime}/{r.device}/bs{r.batch_size}"
+
+
+def save_samples(measured: list[Measured], workdir: str, framework: str) -> str:
+    """Every latency sample behind the figures, so a reviewer can recompute any of them."""
+    path = Path(workdir) / f"{SAMPLES_PREFIX}{framework}.json"
+    path.write_text(json.dumps({samples_label(m): m.samples_ms for m in measured}))
+    return str(path)
+
+
+def load_samples(workdir: str) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {}
+    for path in sorted(Path(workdir).glob(f"{SAMPLES_PREFIX}*.json")):
+        samples.update(json.loads(path.read_text()))
+    return samples
+
+
+def summarize(measured: list[Measured], checks: list[Check], samples_path: str, framework: str) -> BenchmarkRun:
+    results = [m.result for m in measured]
+    unstable = [samples_label(m) for m in measured if not m.result.stable]
+    stability = Check(
+        name=f"benchmark_stability_{framework}",
+        status="warning" if unstable else "passed",
+        message=(
+            f"window means did not settle within 10 % for {', '.join(unstable)}; their figures are marked unstable"
+            if unstable
+            else f"all {len(results)} measurements settled: last 3 window means within 10 % of their mean"
+        ),
+    )
+    return BenchmarkRun(results=results, checks=[stability, *checks], artifacts={Path(samples_path).name: samples_path})
+
+
+def benchmark_framework(
+    request: ValidationRequest, signature: SignatureSpec, framework: str, workdir: str,
+    measure_on: Callable[[str, SweepPlan, int, int], list[Measured]],
+) -> BenchmarkRun:
+    """Plan the sweep and threads once, measure on each device (measure_on(device, plan, intra, inter)),
+    keep the samples, and summarise."""
+    plan = sweep_plan(request, fixed_batch_size(signature))
+    intra, inter = thread_counts(request)
+    devices, device_checks = devices_to_measure(request, framework)
+    measured, gpu_checks = measure_on_devices(devices, framework, lambda device: measure_on(device, plan, intra, inter))
+    return summarize(measured, device_checks + gpu_checks, save_samples(measured, workdir, framework), framework)

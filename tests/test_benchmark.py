@@ -1,0 +1,66 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from modelgate.benchmark import SweepPlan, throughput_has_levelled_off
+from modelgate.benchmark_plan import fixed_batch_size
+from modelgate.schemas import SignatureSpec, TensorSpec, ValidationRequest
+from modelgate.timing import MeasurementPlan, measure
+from tasks.benchmark import benchmark
+from tasks.inspect_model import inspect_model
+from tasks.prepare_inputs import prepare_inputs
+from tasks.scan_ops import scan_ops
+from tasks.select_signature import select_signature
+
+
+def test_sweep_doubles_up_to_the_limit_unless_sizes_are_given():
+    plan = MeasurementPlan()
+    assert SweepPlan(plan, max_batch_size=20).candidates() == [1, 2, 4, 8, 16]
+    assert SweepPlan(plan, batch_sizes=[3, 5]).candidates() == [3, 5]
+    assert SweepPlan(plan, batch_sizes=[3, 5], fixed_batch_size=7).candidates() == [7]
+    assert SweepPlan(plan).stops_early and not SweepPlan(plan, batch_sizes=[1]).stops_early
+
+
+def test_sweep_stops_after_two_doublings_that_gain_under_5_percent():
+    assert not throughput_has_levelled_off([100, 200])
+    assert not throughput_has_levelled_off([100, 200, 204])  # one flat step is not enough
+    assert throughput_has_levelled_off([100, 200, 204, 206])
+    assert not throughput_has_levelled_off([100, 103, 200])  # a flat step followed by a real gain
+
+
+def test_a_fixed_batch_dimension_is_the_only_size_measured():
+    def spec(*shape):
+        return TensorSpec(dtype="float32", shape=list(shape))
+
+    signature = SignatureSpec(key="k", method_name="", inputs={"a": spec(8, 3), "b": spec(8)}, outputs={})
+    assert fixed_batch_size(signature) == 8
+    assert fixed_batch_size(signature.model_copy(update={"inputs": {"a": spec(None, 3)}})) is None
+
+
+def test_measurement_windows_settle_on_a_steady_call():
+    stats = measure(lambda: sum(range(2000)), MeasurementPlan(warmup=5, window=25, min_windows=3, max_windows=10))
+    assert stats.windows >= 3 and len(stats.samples_ms) == 25 * stats.windows
+    summary = stats.summary(batch_size=4)
+    assert summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+    assert summary["throughput"] == pytest.approx(4 / (summary["mean_ms"] / 1000))
+
+
+def test_benchmark_task_sweeps_both_tensorflow_runtimes_in_a_child(model_dirs, tmp_path):
+    request = ValidationRequest(
+        model_dir=str(model_dirs["keras_export"]), benchmark_max_batch_size=4, benchmark_warmup=2,
+        benchmark_max_windows=3, intra_op_threads=1, benchmark_gpu=False,
+    )
+    choice = select_signature.fn(inspect_model.fn(request.model_dir), None, None)
+    inputs = prepare_inputs.fn(choice, request, str(tmp_path))
+    run = benchmark.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
+    by_runtime = {}
+    for result in run.results:
+        by_runtime.setdefault(result.runtime, []).append(result.batch_size)
+        assert result.intra_op_threads == 1 and result.inter_op_threads == 1 and result.device == "cpu"
+    # The sweep either reaches 4 or stops early because throughput levelled off; it always starts at 1.
+    assert set(by_runtime) == {"tensorflow", "keras"}
+    assert all(sizes[0] == 1 and sizes == sorted(sizes) and sizes[-1] <= 4 for sizes in by_runtime.values())
+    samples = json.loads(Path(run.artifacts["latency-samples-tensorflow.json"]).read_text())
+    assert set(samples) == {f"{r.runtime}/cpu/bs{r.batch_size}" for r in run.results}
+    assert {c.name: c.status for c in run.checks}["benchmark_gpu_tensorflow"] == "skipped"
