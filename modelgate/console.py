@@ -46,6 +46,22 @@ class Console:
             self._status.stop()
             self._status = None
 
+    @staticmethod
+    def _benchmark_table(report: ValidationReport) -> Table:
+        """p50 latency and throughput, a row per runtime and device, a column per batch size."""
+        batch_sizes = sorted({b.batch_size for b in report.benchmarks})
+        table = Table(title="p50 latency (ms) / throughput (samples/s); * = unstable", title_justify="left")
+        table.add_column("runtime/device")
+        for size in batch_sizes:
+            table.add_column(f"bs{size}", justify="right")
+        rows: dict[str, dict[int, str]] = {}
+        for b in report.benchmarks:
+            mark = "" if b.stable else "*"
+            rows.setdefault(f"{b.runtime}/{b.device}", {})[b.batch_size] = f"{b.p50_ms:.3g}{mark} / {b.throughput:,.0f}"
+        for label, cells in rows.items():
+            table.add_row(label, *(cells.get(size, "") for size in batch_sizes))
+        return table
+
     def verdict(self, report: ValidationReport) -> None:
         if report.status == "error":
             self.error(report.first_error() or "validation did not complete")
@@ -57,13 +73,9 @@ class Console:
             table.add_row(check.name, f"[{STATUS_STYLE[check.status]}]{check.status}[/]", check.message)
         onnx = report.onnx
         table.add_row("onnx", f"[{STATUS_STYLE.get(onnx.status, 'white')}]{onnx.status}[/]", onnx.message)
-        for bench in report.benchmarks:
-            table.add_row(
-                f"latency {bench.runtime}/{bench.device}/bs{bench.batch_size}",
-                "stable" if bench.stable else "[yellow]unstable[/]",
-                f"p50 {bench.p50_ms:.3f} ms · p99 {bench.p99_ms:.3f} ms · {bench.throughput:,.0f} samples/s",
-            )
         self.out.print(table)
+        if report.benchmarks:
+            self.out.print(self._benchmark_table(report))
         style = STATUS_STYLE[report.status]
         self.out.print(f"verdict: [bold {style}]{report.status.upper()}[/]")
         self.out.print(f"report: {report.request.report_path}  (working files: {report.workdir})", soft_wrap=True)

@@ -11,24 +11,26 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
 
 def latency_distribution(samples_by_config: dict[str, list[float]], path: str | Path) -> Path:
-    """One box per runtime/device/batch configuration, p50 and p99 marked in the labels."""
-    import numpy as np
-
-    labels = list(samples_by_config)
-    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(labels) + 2), 4.5))
-    axes.boxplot([samples_by_config[label] for label in labels], whis=(1, 99), showfliers=True)
-    axes.set_xticks(range(1, len(labels) + 1))
-    axes.set_xticklabels(
-        [
-            f"{label}\np50 {np.percentile(samples_by_config[label], 50):.2f} ms"
-            f"\np99 {np.percentile(samples_by_config[label], 99):.2f} ms"
-            for label in labels
-        ],
-        fontsize=8,
+    """One panel per runtime/device, one box per batch size (whiskers p1 to p99), on a log scale so fast
+    and slow runtimes read side by side."""
+    panels: dict[str, dict[str, list[float]]] = {}
+    for label, samples in samples_by_config.items():
+        runtime_device, batch = label.rsplit("/", 1)
+        panels.setdefault(runtime_device, {})[batch] = samples
+    figure, axes_list = plt.subplots(
+        1, len(panels), figsize=(max(6, 3.6 * len(panels)), 4.5), sharey=True, squeeze=False
     )
-    axes.set_ylabel("latency per call (ms)")
-    axes.set_title("Latency distribution (whiskers: p1 to p99)")
-    axes.grid(axis="y", alpha=0.3)
+    for axes, (runtime_device, batches) in zip(axes_list[0], sorted(panels.items())):
+        ordered = sorted(batches, key=lambda b: int(b.removeprefix("bs")))
+        axes.boxplot([batches[b] for b in ordered], whis=(1, 99), showfliers=False)
+        axes.set_xticks(range(1, len(ordered) + 1))
+        axes.set_xticklabels([b.removeprefix("bs") for b in ordered])
+        axes.set_title(runtime_device, fontsize=10)
+        axes.set_xlabel("batch size")
+        axes.set_yscale("log")
+        axes.grid(axis="y", alpha=0.3, which="both")
+    axes_list[0][0].set_ylabel("latency per call (ms, log)")
+    figure.suptitle("Latency distribution (boxes p25-p75, whiskers p1-p99)")
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=110)
@@ -43,8 +45,9 @@ def throughput_by_batch(points: dict[str, list[tuple[int, float]]], path: str | 
         series = sorted(series)
         axes.plot([b for b, _ in series], [t for _, t in series], marker="o", label=label)
     axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
     axes.set_xlabel("batch size")
-    axes.set_ylabel("throughput (samples/s)")
+    axes.set_ylabel("throughput (samples/s, log)")
     axes.set_title("Throughput against batch size")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
