@@ -3,6 +3,7 @@
 from prefect import flow
 from prefect.runtime import flow_run
 
+from modelgate.benchmark_plan import thread_environment
 from modelgate.recorder import ValidationRun
 from modelgate.sandbox import shared_model_process
 from modelgate.schemas import ValidationReport, ValidationRequest
@@ -23,7 +24,7 @@ from tasks.select_signature import select_signature
 @flow(name="validate-savedmodel")
 def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
     """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow."""
-    with ValidationRun(request) as run, shared_model_process():
+    with ValidationRun(request) as run, shared_model_process(thread_environment(request)):
         workdir = str(run.workdir)
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run.get_flow_run_ui_url())
         inspection = run.stage("inspect", inspect_model, request.model_dir)

@@ -38,6 +38,12 @@ def thread_counts(request: ValidationRequest) -> tuple[int, int]:
     return request.intra_op_threads or os.cpu_count() or 1, request.inter_op_threads
 
 
+def thread_environment(request: ValidationRequest) -> dict[str, str]:
+    """Environment for a model process, so TensorFlow starts with the request's thread counts."""
+    intra, inter = thread_counts(request)
+    return {"TF_NUM_INTRAOP_THREADS": str(intra), "TF_NUM_INTEROP_THREADS": str(inter)}
+
+
 def _cuda_provider_available() -> bool:
     import onnxruntime
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -25,6 +26,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.cache
 def gpu_present() -> bool:
     """Whether an NVIDIA GPU is visible here; asked without importing a framework."""
     if not shutil.which("nvidia-smi"):

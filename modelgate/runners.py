@@ -6,6 +6,7 @@ before a model has passed static inspection.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,23 @@ from modelgate.schemas import SignatureSpec
 
 
 def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
-    tf = import_tensorflow()
-    tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    """Thread counts are fixed once TensorFlow has run an op; a process started with TF_NUM_INTRAOP_THREADS
+    and TF_NUM_INTEROP_THREADS already has them, anything else must match or fail loudly."""
+    from_environment = (os.environ.get("TF_NUM_INTRAOP_THREADS"), os.environ.get("TF_NUM_INTEROP_THREADS"))
+    if from_environment == (str(intra_op), str(inter_op)):
+        return  # TensorFlow reads these when its own setting is 0 (the getters keep returning 0)
+    threading = import_tensorflow().config.threading
+    current = (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads())
+    if current == (intra_op, inter_op):
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(intra_op)
+        threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"TensorFlow already runs with {current[0]} intra-op and {current[1]} inter-op threads; "
+            f"{intra_op} and {inter_op} were asked"
+        ) from exc
 
 
 class TFSignatureRunner:

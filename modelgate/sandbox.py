@@ -63,7 +63,9 @@ def _redirect_output(log_path: str | None) -> None:
         os.close(fd)
 
 
-def _worker_main(conn) -> None:
+def _worker_main(conn, environment: dict[str, str]) -> None:
+    # Before anything imports a framework: TensorFlow reads thread counts and device visibility once.
+    os.environ.update(environment)
     while True:
         try:
             request = conn.recv()
@@ -106,7 +108,8 @@ def _describe_exit(exitcode: int | None) -> str:
 class ModelProcess:
     """One spawned interpreter that runs jobs sent to it, watched for time and memory while it does."""
 
-    def __init__(self) -> None:
+    def __init__(self, environment: dict[str, str] | None = None) -> None:
+        self._environment = dict(environment or {})
         self._child = None
         self._conn = None
         self._watched: psutil.Process | None = None
@@ -114,7 +117,7 @@ class ModelProcess:
     def _start(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=True)
-        self._child = context.Process(target=_worker_main, args=(child_conn,), daemon=True)
+        self._child = context.Process(target=_worker_main, args=(child_conn, self._environment), daemon=True)
         self._child.start()
         child_conn.close()
         self._watched = psutil.Process(self._child.pid)
@@ -171,9 +174,10 @@ _shared: contextvars.ContextVar[ModelProcess | None] = contextvars.ContextVar("m
 
 
 @contextlib.contextmanager
-def shared_model_process() -> Iterator[ModelProcess]:
-    """Within this block, jobs marked with shares_model_process run in one child, started on first use."""
-    process = ModelProcess()
+def shared_model_process(environment: dict[str, str] | None = None) -> Iterator[ModelProcess]:
+    """Within this block, jobs marked with shares_model_process run in one child, started on first use
+    with these environment variables."""
+    process = ModelProcess(environment)
     token = _shared.set(process)
     try:
         yield process
@@ -188,10 +192,17 @@ def run_isolated(
     limits: Limits,
     label: str,
     log_path: str | Path | None = None,
+    share: bool | None = None,
 ) -> IsolatedRun:
-    """Call target(*args) in a child interpreter; target must be importable by name, its value must pickle."""
+    """Call target(*args) in a child interpreter; target must be importable by name, its value must pickle.
+
+    It runs in the shared model process, if one is open, when `share` is True, or when `share` is None and
+    the target is marked with shares_model_process.
+    """
     shared = _shared.get()
-    if shared is not None and getattr(target, SHARES_PROCESS, False):
+    if share is None:
+        share = getattr(target, SHARES_PROCESS, False)
+    if shared is not None and share:
         return shared.run(target, args, limits, label, log_path)
     process = ModelProcess()
     try:

@@ -4,6 +4,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelgate.benchmark_plan import benchmark_framework
+from modelgate.environment import gpu_present
 from modelgate.jobs import tensorflow_benchmark_job
 from modelgate.sandbox import limits_of, run_isolated
 from modelgate.schemas import BenchmarkRun, Check, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
@@ -26,5 +27,8 @@ def benchmark(
             tensorflow_benchmark_job, choice.model_dir, choice.tags, choice.signature, inputs.path, plan,
             runtimes, device, intra, inter,
             limits=limits_of(request), label=f"benchmark ({device})", log_path=Path(workdir) / "benchmark.log",
+            # Without a GPU, the shared model process (started with the request's threads) measures on CPU;
+            # with one, each device needs a process of its own to set TensorFlow's device visibility.
+            share=not gpu_present(),
         ).value,
     )
