@@ -75,19 +75,11 @@ def _request_fields(args: argparse.Namespace, model_dir: str) -> dict:
     return {key: value for key, value in fields.items() if value is not None}
 
 
-def _quiet_frameworks(debug: bool) -> None:
-    if not debug:
-        # A failed stage is reported by modelgate itself, in one line; Prefect would print its traceback too.
-        for variable in ("PREFECT_LOGGING_LEVEL", "PREFECT_SERVER_LOGGING_LEVEL"):
-            os.environ.setdefault(variable, "CRITICAL")
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    # The ephemeral server's telemetry heartbeat races its own SQLite writes and prints tracebacks.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _quiet_frameworks(args.debug)
+    from modelgate.quiet import quiet_frameworks
+
+    quiet_frameworks(verbose=args.debug)
     from pydantic import ValidationError
 
     from modelgate.console import Console

@@ -33,3 +33,14 @@ def import_tensorflow():
         import tensorflow
 
     return tensorflow
+
+
+def quiet_frameworks(verbose: bool = False) -> None:
+    """Call before importing Prefect or MLflow: their settings are read at import."""
+    if not verbose:
+        # A failed stage is reported by modelgate itself, in one line; Prefect would print its traceback too.
+        for variable in ("PREFECT_LOGGING_LEVEL", "PREFECT_SERVER_LOGGING_LEVEL"):
+            os.environ.setdefault(variable, "CRITICAL")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # The ephemeral server's telemetry heartbeat reaches for the network and races its own SQLite writes.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

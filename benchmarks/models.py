@@ -1,0 +1,62 @@
+"""Models the performance suite measures: built here, from nothing downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from modelgate.quiet import import_tensorflow
+
+
+def mobilenet_v2(directory: Path) -> Path:
+    """keras.applications.MobileNetV2 with random weights (weights=None: nothing is downloaded)."""
+    import keras
+
+    import_tensorflow()
+    keras.utils.set_random_seed(0)
+    keras.applications.MobileNetV2(weights=None).export(str(directory), format="tf_saved_model", verbose=False)
+    return directory
+
+
+def dense_of_size(directory: Path, weight_bytes: int) -> Path:
+    """One matmul whose kernel holds about weight_bytes of float32 variables."""
+    tf = import_tensorflow()
+    columns = 256
+    rows = max(1, weight_bytes // (4 * columns))
+
+    class Dense(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(tf.random.stateless_normal([rows, columns], seed=[1, 2]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, rows], tf.float32, name="x")])
+        def __call__(self, x):
+            return {"y": tf.matmul(x, self.kernel)}
+
+    module = Dense()
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
+    return directory
+
+
+def variables_bytes(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in (Path(model_dir) / "variables").glob("variables.data-*"))
+
+
+def identity_onnx(path: Path) -> Path:
+    """The most trivial ONNX model: y = x, so a measured call is almost all harness."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def random_feeds(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}

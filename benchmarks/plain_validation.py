@@ -1,0 +1,68 @@
+"""The raw steps of one validation, in a plain script: no Prefect, no child processes, no MLflow, no report.
+
+The suite times this against the real flow on the same model; run as `python -m benchmarks.plain_validation
+MODEL_DIR WORKDIR`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def main(model_dir: str, workdir: str) -> None:
+    import keras
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    from modelgate.timing import MeasurementPlan, measure
+
+    plan = MeasurementPlan(warmup=2, window=25, min_windows=3, max_windows=3)
+    loaded = tf.saved_model.load(model_dir)
+    signature = loaded.signatures["serving_default"]
+    _, input_specs = signature.structured_input_signature
+    rng = np.random.default_rng(0)
+    feeds = {
+        name: rng.standard_normal([1, *spec.shape[1:]]).astype(spec.dtype.as_numpy_dtype)
+        for name, spec in input_specs.items()
+    }
+
+    def run_signature():
+        return {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
+
+    inputs = {name: keras.Input(shape=spec.shape[1:], dtype=spec.dtype.name, name=name)
+              for name, spec in input_specs.items()}
+
+    class Call(keras.layers.Layer):
+        def call(self, x):
+            return signature(**x)
+
+        def compute_output_spec(self, x):
+            return {k: keras.KerasTensor(v.shape, dtype=v.dtype.name) for k, v in signature.structured_outputs.items()}
+
+    model = keras.Model(inputs, Call()(inputs))
+    reference = run_signature()
+    assert all(np.array_equal(reference[k], v) for k, v in model.predict(feeds, verbose=0).items())
+    again = run_signature()
+    assert all(np.array_equal(reference[k], again[k]) and np.isfinite(v).all() for k, v in reference.items())
+
+    measure(run_signature, plan)
+    measure(lambda: {k: np.asarray(v) for k, v in model(feeds, training=False).items()}, plan)
+
+    onnx_path = str(Path(workdir) / "plain.onnx")
+    subprocess.run(
+        [sys.executable, "-m", "tf2onnx.convert", "--saved-model", model_dir, "--signature_def", "serving_default",
+         "--opset", "18", "--output", onnx_path], check=True, capture_output=True,
+    )
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(names, feeds)))
+    assert all(np.allclose(outputs[k], reference[k], atol=1e-3, rtol=1e-2) for k in reference)
+    measure(lambda: session.run(names, feeds), plan)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

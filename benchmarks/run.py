@@ -1,0 +1,234 @@
+"""modelgate's own performance suite. Every figure is a ratio of two things measured side by side in this run.
+
+    uv run python -m benchmarks.run            # the whole suite (about 10 minutes on 2 cores)
+    uv run python -m benchmarks.run --quick    # small models only: a smoke run of every measurement
+
+Writes benchmarks/results.json and benchmarks/results.md (or --out DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from modelgate.quiet import quiet_frameworks
+
+quiet_frameworks()
+
+from benchmarks import models  # noqa: E402 - Prefect and MLflow read their settings at import
+from modelgate.environment import gather_environment, gpu_present
+from modelgate.jobs import output_checks_job, wrapper_parity_job
+from modelgate.onnx_export import ConversionPlan, convert_job, default_opset
+from modelgate.runners import OnnxRuntimeRunner, TFSignatureRunner
+from modelgate.sandbox import Limits, run_isolated, shared_model_process
+from modelgate.schemas import ValidationRequest
+from modelgate.timing import MeasurementPlan, measure
+
+FIDELITY_TOLERANCE = 0.05
+OVERHEAD_LIMIT_US = 5.0
+WALL_TIME_LIMIT = 1.3
+MEMORY_FACTOR = 3.0
+REPEATS = 3
+PLAN = MeasurementPlan(warmup=20, window=25, min_windows=3, max_windows=10)
+LIMITS = Limits(timeout_s=1800)
+
+
+def bare_p50_ms(call: Callable[[], object], calls: int, warmup: int) -> float:
+    """The simplest loop that could time call(): what the engine's figure must agree with."""
+    for _ in range(warmup):
+        call()
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(calls):
+        start = clock()
+        call()
+        samples.append(clock() - start)
+    return float(np.percentile(samples, 50)) / 1e6
+
+
+def engine_against_bare(call: Callable[[], object]) -> dict:
+    """Interleave engine and bare runs so drift of a shared machine hits both alike; compare medians."""
+    engine, bare = [], []
+    for _ in range(REPEATS):
+        stats = measure(call, PLAN)
+        engine.append(stats.percentile(50))
+        bare.append(bare_p50_ms(call, calls=len(stats.samples_ms), warmup=PLAN.warmup))
+    engine_ms, bare_ms = statistics.median(engine), statistics.median(bare)
+    return {"engine_p50_ms": engine_ms, "bare_p50_ms": bare_ms, "ratio": engine_ms / bare_ms,
+            "overhead_us": (engine_ms - bare_ms) * 1000}
+
+
+def convert(model_dir: Path, workdir: Path) -> str:
+    plan = ConversionPlan(model_dir=str(model_dir), signature_key="serving_default", tags=["serve"],
+                          opset=default_opset(), output_path=str(workdir / f"{model_dir.name}.onnx"))
+    log = workdir / f"{model_dir.name}-tf2onnx.log"
+    run_isolated(convert_job, plan, str(log), limits=LIMITS, label="convert", log_path=log)
+    return plan.output_path
+
+
+def fidelity(model_dirs: dict[str, Path], workdir: Path) -> list[dict]:
+    rows = []
+    for name, model_dir in model_dirs.items():
+        tf_runner = TFSignatureRunner(model_dir, ["serve"], "serving_default")
+        _, specs = tf_runner.signature_fn.structured_input_signature
+        feeds = models.random_feeds({k: (1, *s.shape[1:]) for k, s in specs.items()})
+        ort_runner = OnnxRuntimeRunner(convert(model_dir, workdir))
+        for runtime, runner in (("tensorflow", tf_runner), ("onnxruntime", ort_runner)):
+            result = engine_against_bare(lambda: runner(feeds))
+            rows.append({"model": name, "runtime": runtime, **result,
+                         "target": f"within {FIDELITY_TOLERANCE:.0%}",
+                         "passed": abs(result["ratio"] - 1) <= FIDELITY_TOLERANCE})
+    return rows
+
+
+def harness_overhead(workdir: Path) -> dict:
+    runner = OnnxRuntimeRunner(models.identity_onnx(workdir / "identity.onnx"))
+    feeds = models.random_feeds({"x": (1, 4)})
+    result = engine_against_bare(lambda: runner(feeds))
+    return {"model": "onnx Identity", **result, "target": f"below {OVERHEAD_LIMIT_US:g} us per call",
+            "passed": result["overhead_us"] < OVERHEAD_LIMIT_US}
+
+
+def whole_validation(model_dir: Path, workdir: Path) -> dict:
+    """The flow (Prefect started beforehand and timed apart) against the plain script's raw steps."""
+    from prefect import flow
+
+    from flows.validate import validate_savedmodel
+
+    @flow(name="prefect-start-up")
+    def nothing() -> None:
+        return None
+
+    started = time.perf_counter()
+    nothing()
+    prefect_start_s = time.perf_counter() - started
+
+    request = ValidationRequest(
+        model_dir=str(model_dir), benchmark_batch_sizes=[1], benchmark_warmup=2, benchmark_max_windows=3,
+        report_path=str(workdir / "report.json"), output_dir=str(workdir / "out"),
+        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", benchmark_gpu=False,
+    )
+    started = time.perf_counter()
+    report = validate_savedmodel(request)
+    flow_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "benchmarks.plain_validation", str(model_dir), str(workdir)], check=True,
+                   cwd=Path(__file__).resolve().parent.parent, capture_output=True)
+    plain_s = time.perf_counter() - started
+    return {"model": model_dir.name, "validation_status": report.status, "flow_s": flow_s, "plain_script_s": plain_s,
+            "ratio": flow_s / plain_s, "prefect_start_up_s": prefect_start_s,
+            "target": f"at most {WALL_TIME_LIMIT}x", "passed": report.status == "passed" and flow_s / plain_s <= WALL_TIME_LIMIT}
+
+
+def peak_memory_mb(model_dir: Path, workdir: Path) -> float:
+    """Peak resident memory of the model process over the stages that load and run the model."""
+    from tasks.inspect_model import inspect_model
+    from tasks.prepare_inputs import prepare_inputs
+    from tasks.select_signature import select_signature
+
+    request = ValidationRequest(model_dir=str(model_dir), batch_size=1)
+    choice = select_signature.fn(inspect_model.fn(str(model_dir)), None, None)
+    inputs = prepare_inputs.fn(choice, request, str(workdir))
+    with shared_model_process():
+        parity = run_isolated(wrapper_parity_job, str(model_dir), choice.tags, choice.signature, inputs.path,
+                              limits=LIMITS, label="load-and-wrap")
+        checks = run_isolated(output_checks_job, str(model_dir), choice.tags, choice.signature, inputs.path,
+                              str(workdir / "outputs.npz"), limits=LIMITS, label="run-checks")
+    return max(parity.peak_rss_mb, checks.peak_rss_mb)
+
+
+def memory(sizes_mb: list[int], workdir: Path) -> list[dict]:
+    baseline_mb = peak_memory_mb(models.dense_of_size(workdir / "dense-tiny", 4096), workdir)
+    rows = []
+    for size_mb in sizes_mb:
+        model_dir = models.dense_of_size(workdir / f"dense-{size_mb}mb", size_mb * 2**20)
+        variables_mb = models.variables_bytes(model_dir) / 2**20
+        peak_mb = peak_memory_mb(model_dir, workdir)
+        rows.append({"variables_mb": variables_mb, "peak_rss_mb": peak_mb, "baseline_mb": baseline_mb,
+                     "ratio": (peak_mb - baseline_mb) / variables_mb,
+                     "target": f"peak at most baseline + {MEMORY_FACTOR:g}x variables",
+                     "passed": peak_mb <= baseline_mb + MEMORY_FACTOR * variables_mb})
+        subprocess.run(["rm", "-rf", str(model_dir)], check=True)
+    return rows
+
+
+def gpu_section() -> dict:
+    if not gpu_present():
+        return {"status": "skipped", "reason": "no NVIDIA GPU on this machine (nvidia-smi lists none)"}
+    return {"status": "skipped", "reason": "GPU figures come from the validation flow's benchmark stages on a "
+                                           "GPU machine (benchmark_gpu_* checks); this suite measures the CPU"}
+
+
+def markdown(results: dict) -> str:
+    lines = ["# modelgate performance suite", "", f"Run at {results['started_at']}; "
+             f"quick: {results['quick']}.", "", "## Fidelity: engine p50 against a bare perf_counter_ns loop", "",
+             "| model | runtime | engine p50 ms | bare p50 ms | ratio | target | passed |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['runtime']} | {r['engine_p50_ms']:.4f} | {r['bare_p50_ms']:.4f} | "
+              f"{r['ratio']:.3f} | {r['target']} | {r['passed']} |" for r in results["fidelity"]]
+    h = results["harness_overhead"]
+    lines += ["", "## Harness overhead", "", "| model | engine p50 ms | bare p50 ms | overhead us | target | passed |",
+              "|---|---|---|---|---|---|",
+              f"| {h['model']} | {h['engine_p50_ms']:.5f} | {h['bare_p50_ms']:.5f} | {h['overhead_us']:.2f} | "
+              f"{h['target']} | {h['passed']} |"]
+    w = results["whole_validation"]
+    lines += ["", "## Whole validation against a plain script", "",
+              "| model | flow s | plain script s | ratio | Prefect start-up s (excluded) | target | passed |",
+              "|---|---|---|---|---|---|---|",
+              f"| {w['model']} | {w['flow_s']:.1f} | {w['plain_script_s']:.1f} | {w['ratio']:.2f} | "
+              f"{w['prefect_start_up_s']:.1f} | {w['target']} | {w['passed']} |"]
+    lines += ["", "## Peak memory against variables size", "",
+              "| variables MiB | peak RSS MiB | baseline MiB | (peak - baseline) / variables | target | passed |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {m['variables_mb']:.1f} | {m['peak_rss_mb']:.0f} | {m['baseline_mb']:.0f} | {m['ratio']:.2f} | "
+              f"{m['target']} | {m['passed']} |" for m in results["memory"]]
+    lines += ["", f"GPU: {results['gpu']['status']} ({results['gpu']['reason']})", "",
+              "Environment: " + ", ".join(f"{k} {v}" for k, v in results["environment"].items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small models only")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent), help="folder for results.json/.md")
+    args = parser.parse_args(argv)
+    results: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": args.quick,
+                     "environment": gather_environment()}
+    with tempfile.TemporaryDirectory(prefix="modelgate-bench-") as scratch:
+        workdir = Path(scratch)
+        small = models.dense_of_size(workdir / "small", 64 * 1024)
+        model_dirs = {"small dense": small}
+        if not args.quick:
+            model_dirs["MobileNetV2"] = models.mobilenet_v2(workdir / "mobilenet_v2")
+        print("fidelity ...", flush=True)
+        results["fidelity"] = fidelity(model_dirs, workdir)
+        print("harness overhead ...", flush=True)
+        results["harness_overhead"] = harness_overhead(workdir)
+        print("whole validation ...", flush=True)
+        results["whole_validation"] = whole_validation(list(model_dirs.values())[-1], workdir)
+        print("memory ...", flush=True)
+        results["memory"] = memory([1, 4] if args.quick else [10, 100, 1024], workdir)
+        results["gpu"] = gpu_section()
+    results["all_passed"] = all(
+        row["passed"] for row in [*results["fidelity"], results["harness_overhead"], results["whole_validation"],
+                                  *results["memory"]]
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0 if results["all_passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
