@@ -113,7 +113,7 @@ def whole_validation(model_dir: Path, workdir: Path) -> dict:
     prefect_start_s = time.perf_counter() - started
 
     request = ValidationRequest(
-        model_dir=str(model_dir), benchmark_batch_sizes=[1], benchmark_warmup=2, benchmark_max_windows=3,
+        source=str(model_dir), benchmark_batch_sizes=[1], benchmark_warmup=2, benchmark_max_windows=3,
         report_path=str(workdir / "report.json"), output_dir=str(workdir / "out"),
         tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", benchmark_gpu=False,
     )
@@ -136,7 +136,7 @@ def peak_memory_mb(model_dir: Path, workdir: Path) -> float:
     from tasks.prepare_inputs import prepare_inputs
     from tasks.select_signature import select_signature
 
-    request = ValidationRequest(model_dir=str(model_dir), batch_size=1)
+    request = ValidationRequest(source=str(model_dir), batch_size=1)
     choice = select_signature.fn(inspect_model.fn(str(model_dir)), None, None)
     inputs = prepare_inputs.fn(choice, request, str(workdir))
     with shared_model_process():

@@ -5,6 +5,7 @@ from prefect.runtime import flow_run
 
 from modelgate.benchmark_plan import thread_environment
 from modelgate.recorder import ValidationRun
+from modelgate.registry import is_registry_uri
 from modelgate.sandbox import shared_model_process
 from modelgate.schemas import ValidationReport, ValidationRequest
 from tasks.benchmark import benchmark
@@ -16,6 +17,9 @@ from tasks.inspect_model import inspect_model
 from tasks.load_and_wrap import load_and_wrap
 from tasks.log_mlflow import log_to_mlflow, open_mlflow_run
 from tasks.prepare_inputs import prepare_inputs
+from tasks.publish_registry import publish_registry
+from tasks.render_report import render_report
+from tasks.resolve_source import resolve_source
 from tasks.run_checks import run_checks
 from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
@@ -24,10 +28,12 @@ from tasks.select_signature import select_signature
 @flow(name="validate-savedmodel")
 def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
     """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow."""
+    flow_run_url = flow_run.get_flow_run_ui_url()
     with ValidationRun(request) as run, shared_model_process(thread_environment(request)):
         workdir = str(run.workdir)
-        run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run.get_flow_run_ui_url())
-        inspection = run.stage("inspect", inspect_model, request.model_dir)
+        run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run_url)
+        source = run.stage("resolve-source", resolve_source, request, workdir)
+        inspection = run.stage("inspect", inspect_model, source.model_dir)
         choice = run.stage("select-signature", select_signature, inspection, request.signature, request.tags)
         cleared = run.stage("scan-ops", scan_ops, choice, request.allow_ops)
         inputs = run.stage("prepare-inputs", prepare_inputs, choice, request, workdir)
@@ -41,4 +47,11 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
         else:
             run.report.onnx.message = "not asked (--no-onnx)"
         run.stage("benchmark-report", benchmark_report, run.report, workdir)
-        return run.finish(log_to_mlflow)
+        run.conclude()
+        run.stage("render-report", render_report, run.report, workdir, flow_run_url)
+        if run.report.mlflow.run_id:
+            run.stage("log-mlflow", log_to_mlflow, run.report)
+            if is_registry_uri(request.source) or request.register_as:
+                run.conclude()
+                run.stage("publish-registry", publish_registry, run.report, source, request, flow_run_url)
+        return run.close()

@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     validate = commands.add_parser("validate", help="validate one SavedModel")
-    validate.add_argument("model_dir", metavar="MODEL_DIR")
+    validate.add_argument("source", metavar="SOURCE", help="SavedModel directory, or models:/NAME/VERSION or @ALIAS")
     _add_validation_options(validate)
 
     demo = commands.add_parser("demo", help="build a small sample SavedModel and validate it")
@@ -52,17 +52,19 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="PATH", help="report path (default: modelgate-report.json)")
     parser.add_argument("--output-dir", metavar="DIR", help="working files (default: modelgate-out)")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+    parser.add_argument("--register-as", metavar="NAME", help="register a path source under this registered model")
+    parser.add_argument("--alias", help="registry alias set when the validation passes (default: validated)")
 
 
-def _request_fields(args: argparse.Namespace, model_dir: str) -> dict:
+def _request_fields(args: argparse.Namespace, source: str) -> dict:
     tags = [t for value in args.tag for t in value.split(",") if t] if args.tag else None
     fields = {
-        "model_dir": model_dir, "signature": args.signature, "tags": tags, "inputs_path": args.inputs,
+        "source": source, "signature": args.signature, "tags": tags, "inputs_path": args.inputs,
         "export_onnx": not args.no_onnx, "atol": args.atol, "rtol": args.rtol, "onnx_opset": args.opset,
         "batch_size": args.batch_size, "allow_ops": args.allow_op, "model_timeout_s": args.timeout,
         "memory_limit_mb": args.memory_limit_mb, "report_path": args.report, "output_dir": args.output_dir,
         "tracking_uri": args.tracking_uri, "benchmark_max_batch_size": args.max_batch_size,
-        "intra_op_threads": args.threads,
+        "intra_op_threads": args.threads, "register_as": args.register_as, "alias": args.alias,
     }
     if args.no_benchmark:
         fields["benchmark"] = False
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             with stderr_to(os.devnull):
                 build_sample_model(model_dir)
         else:
-            model_dir = args.model_dir
+            model_dir = args.source
         from modelgate.schemas import ValidationRequest
 
         request = ValidationRequest(**_request_fields(args, model_dir))

@@ -65,7 +65,7 @@ class Console:
     def verdict(self, report: ValidationReport) -> None:
         if report.status == "error":
             self.error(report.first_error() or "validation did not complete")
-        table = Table(title=f"{report.model_dir} · signature {report.signature or '?'}", title_justify="left")
+        table = Table(title=f"{report.source} · signature {report.signature or '?'}", title_justify="left")
         table.add_column("check")
         table.add_column("status")
         table.add_column("detail", overflow="fold")

@@ -15,6 +15,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
+from modelgate.registry import is_registry_uri
 from modelgate.schemas import MlflowSection, ValidationReport, ValidationRequest
 
 PARAM_VALUE_LIMIT = 6000
@@ -24,6 +25,10 @@ RUN_STATUS = {"passed": "FINISHED", "failed": "FINISHED", "error": "FAILED", "ru
 
 def metric_key(*parts: object) -> str:
     return ".".join(UNSAFE_METRIC_CHARS.sub("_", str(part)) for part in parts)
+
+
+def _absolute(source: str) -> str:
+    return source if is_registry_uri(source) else str(Path(source).resolve())
 
 
 def open_run(request: ValidationRequest, workdir: str, flow_run_url: str | None) -> MlflowSection:
@@ -39,12 +44,13 @@ def open_run(request: ValidationRequest, workdir: str, flow_run_url: str | None)
         experiment_id = experiment.experiment_id
     tags = {
         "modelgate.status": "running",
-        "modelgate.model_dir": str(Path(request.model_dir).resolve()),
+        "modelgate.source": _absolute(request.source),
         "modelgate.workdir": workdir,
     }
     if flow_run_url:
         tags["modelgate.prefect_flow_run"] = flow_run_url
-    run = client.create_run(experiment_id, run_name=Path(request.model_dir).resolve().name, tags=tags)
+    run_name = request.source.removeprefix("models:/") if is_registry_uri(request.source) else Path(request.source).name
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     return MlflowSection(tracking_uri=tracking_uri, experiment_id=experiment_id, run_id=run.info.run_id)
 
 

@@ -23,10 +23,16 @@ logger = logging.getLogger("modelgate")
 
 
 class Missing:
-    """Stands in for the result of a stage that did not complete; stages given one are skipped."""
+    """Stands in for the result of a stage that did not complete; stages given one are skipped.
+
+    Whatever a flow reads off it (missing.model_dir) is missing too, so composition needs no special cases.
+    """
 
     def __init__(self, stage: str):
         self.stage = stage
+
+    def __getattr__(self, name: str) -> Missing:
+        return self
 
 
 class StageListener(Protocol):
@@ -64,7 +70,7 @@ class ValidationRun:
         self.request = request
         self.workdir = new_workdir(request.output_dir)
         self.report = ValidationReport(
-            model_dir=request.model_dir, request=request, workdir=str(self.workdir),
+            source=request.source, request=request, workdir=str(self.workdir),
             environment=gather_environment(),
         )
         self.report_file = self.workdir / "report.json"
@@ -139,12 +145,14 @@ class ValidationRun:
             listener.stage_finished(record)
         return result
 
-    def finish(self, log_results: Callable[..., Any]) -> ValidationReport:
-        """Conclude the verdict, then hand the whole report to MLflow; a failure there is recorded too."""
+    def conclude(self) -> None:
+        """The verdict as the report stands; closing stages (MLflow, the registry) may still change it."""
         self.report.conclude()
-        if self.report.mlflow.run_id:
-            self.stage("log-mlflow", log_results, self.report)
-            self.report.conclude()
+        self.save()
+
+    def close(self) -> ValidationReport:
+        """The final verdict: written locally, uploaded, and the MLflow run ended with it."""
+        self.report.conclude()
         self.save()
         if self.report.mlflow.run_id:
             try:

@@ -17,9 +17,10 @@ class ValidationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_dir: str = Field(
-        title="SavedModel directory",
-        description="Path to a directory that holds saved_model.pb (or saved_model.pbtxt).",
+    source: str = Field(
+        title="Model source",
+        description="A SavedModel directory (holding saved_model.pb or .pbtxt), or a registry version: "
+        "models:/NAME/VERSION or models:/NAME@ALIAS.",
     )
     signature: str | None = Field(
         default=None,
@@ -115,6 +116,16 @@ class ValidationRequest(BaseModel):
         description="Empty: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory.",
     )
     experiment_name: str = Field(default="modelgate", title="MLflow experiment", description="Experiment of the run.")
+    register_as: str | None = Field(
+        default=None,
+        title="Register as",
+        description="For a path source: register the SavedModel (and ONNX model) under this registered model name.",
+    )
+    alias: str | None = Field(
+        default="validated",
+        title="Alias on success",
+        description="Registry alias set on the version when the validation passed. Never 'champion'.",
+    )
 
     @field_validator("benchmark_batch_sizes")
     @classmethod
@@ -126,7 +137,18 @@ class ValidationRequest(BaseModel):
         return sorted(set(sizes))
 
     def resolved_tracking_uri(self) -> str:
-        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        return self.tracking_uri or default_tracking_uri()
+
+    @field_validator("alias")
+    @classmethod
+    def _not_champion(cls, alias: str | None) -> str | None:
+        if alias == "champion":
+            raise ValueError("'champion' is moved by people, never by modelgate")
+        return alias or None
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
 class TensorSpec(BaseModel):
@@ -212,6 +234,12 @@ class MlflowSection(BaseModel):
     run_id: str | None = None
 
 
+class RegistrySection(BaseModel):
+    name: str | None = None
+    version: str | None = None
+    actions: list[str] = []
+
+
 class StageRecord(BaseModel):
     name: str
     status: Literal["running", "ok", "error", "skipped"]
@@ -234,7 +262,8 @@ def utc_now() -> str:
 
 class ValidationReport(BaseModel):
     status: Literal["running", "passed", "failed", "error"] = "running"
-    model_dir: str
+    source: str
+    model_dir: str | None = Field(default=None, description="The local SavedModel directory validated.")
     started_at: str = Field(default_factory=utc_now)
     finished_at: str | None = None
     tags: list[str] | None = None
@@ -246,6 +275,7 @@ class ValidationReport(BaseModel):
     benchmarks: list[BenchmarkResult] = []
     onnx: OnnxSection = OnnxSection()
     mlflow: MlflowSection = MlflowSection()
+    registry: RegistrySection = RegistrySection()
     stages: list[StageRecord] = []
     artifacts: dict[str, str] = Field(default={}, description="Files this validation produced, by artifact name.")
     environment: dict[str, str] = {}
@@ -384,6 +414,33 @@ class MlflowRunOpened(StageResult):
 
 
 class BenchmarkFigures(StageResult):
+    artifacts: dict[str, str]
+
+    def apply_to(self, report: ValidationReport) -> None:
+        report.artifacts.update(self.artifacts)
+
+
+class ResolvedSource(StageResult):
+    source: str
+    model_dir: str
+    registry_name: str | None = None
+    registry_version: str | None = None
+
+    def apply_to(self, report: ValidationReport) -> None:
+        report.model_dir = self.model_dir
+        report.registry.name, report.registry.version = self.registry_name, self.registry_version
+
+
+class RegistryOutcome(StageResult):
+    name: str | None
+    version: str | None
+    actions: list[str]
+
+    def apply_to(self, report: ValidationReport) -> None:
+        report.registry = RegistrySection(name=self.name, version=self.version, actions=self.actions)
+
+
+class ReportPage(StageResult):
     artifacts: dict[str, str]
 
     def apply_to(self, report: ValidationReport) -> None:

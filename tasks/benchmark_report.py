@@ -41,10 +41,10 @@ def benchmark_report(report: ValidationReport, workdir: str) -> BenchmarkFigures
     table = _markdown_table(report)
     environment = ", ".join(f"{k} {v}" for k, v in report.environment.items())
     table_md = workdir_path / "benchmarks.md"
-    table_md.write_text(f"# Benchmarks of {report.model_dir}\n\n{table}\n\nEnvironment: {environment}\n")
+    table_md.write_text(f"# Benchmarks of {report.source}\n\n{table}\n\nEnvironment: {environment}\n")
     create_table_artifact(
         key="benchmark-figures", table=[b.model_dump(include=set(TABLE_COLUMNS)) for b in report.benchmarks],
-        description=f"Latency and throughput of {report.model_dir}, measured in this run ({environment})",
+        description=f"Latency and throughput of {report.source}, measured in this run ({environment})",
     )
     create_markdown_artifact(
         key="benchmark-report",

@@ -48,10 +48,10 @@ def test_measurement_windows_settle_on_a_steady_call():
 
 def test_benchmark_task_sweeps_both_tensorflow_runtimes_in_a_child(model_dirs, tmp_path):
     request = ValidationRequest(
-        model_dir=str(model_dirs["keras_export"]), benchmark_max_batch_size=4, benchmark_warmup=2,
+        source=str(model_dirs["keras_export"]), benchmark_max_batch_size=4, benchmark_warmup=2,
         benchmark_max_windows=3, intra_op_threads=1, benchmark_gpu=False,
     )
-    choice = select_signature.fn(inspect_model.fn(request.model_dir), None, None)
+    choice = select_signature.fn(inspect_model.fn(request.source), None, None)
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     run = benchmark.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
     by_runtime = {}

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 def _run(model_dir, tracking_uri, workdir, **fields):
     request = ValidationRequest(
-        model_dir=str(model_dir), tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
+        source=str(model_dir), tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
         output_dir=str(workdir / "out"), benchmark_max_windows=3, benchmark_warmup=2,
         **{"benchmark_batch_sizes": [1, 4], **fields},
     )

@@ -40,8 +40,8 @@ def test_keras_model_predict_with_named_inputs_equals_the_raw_signature(model_di
 
 
 def test_load_and_wrap_task_proves_parity_in_a_child_process(model_dirs, tmp_path):
-    request = ValidationRequest(model_dir=str(model_dirs["custom_signature"]))
-    choice = select_signature.fn(inspect_model.fn(request.model_dir), None, None)
+    request = ValidationRequest(source=str(model_dirs["custom_signature"]))
+    choice = select_signature.fn(inspect_model.fn(request.source), None, None)
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     result = load_and_wrap.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
     statuses = {check.name: check.status for check in result.checks}

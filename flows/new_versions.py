@@ -1,0 +1,34 @@
+"""The scheduled side: find registry versions this validator has not judged, validate each as its own run."""
+
+from typing import Annotated
+
+from prefect import flow
+from pydantic import Field
+
+from modelgate.schemas import default_tracking_uri
+from tasks.find_new_versions import find_new_versions
+from tasks.launch_validation import launch_validation
+from tasks.summarize_validations import summarize_validations
+
+VALIDATE_DEPLOYMENT = "validate-savedmodel/validate-savedmodel"
+
+
+@flow(name="validate-new-versions")
+def validate_new_versions(
+    model_names: Annotated[list[str], Field(title="Registered models", description="Names in the MLflow registry.")],
+    request_fields: Annotated[dict, Field(
+        title="Validation settings",
+        description="Validation request fields for every version; source and tracking URI are set here.",
+    )] = {},  # noqa: B006 - Prefect copies parameters per run
+    tracking_uri: Annotated[str | None, Field(
+        title="MLflow tracking URI", description="Empty: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db.",
+    )] = None,
+    deployment: Annotated[str, Field(
+        title="Validation deployment", description="Deployment that validates one version; its workers share the load.",
+    )] = VALIDATE_DEPLOYMENT,
+    timeout_s: Annotated[float, Field(title="Wait (s)", description="How long to wait for the validations.")] = 3600,
+) -> list[dict[str, str]]:
+    uri = tracking_uri or default_tracking_uri()
+    pending = find_new_versions(model_names, uri)
+    launched = [(version, launch_validation(version, deployment, request_fields, uri)) for version in pending]
+    return summarize_validations(launched, uri, timeout_s)

@@ -1,0 +1,23 @@
+"""Both deployments served from one process: a single-machine set-up with no work pool or worker."""
+
+from __future__ import annotations
+
+from prefect import serve
+
+from flows.new_versions import validate_new_versions
+from flows.validate import validate_savedmodel
+
+DEFAULT_CRON = "*/15 * * * *"
+
+
+def serve_deployments(model_names: list[str], request_fields: dict, cron: str = DEFAULT_CRON,
+                      tracking_uri: str | None = None, limit: int = 2) -> None:
+    """validate-savedmodel runs on demand (the UI's form); validate-new-versions on the cron schedule."""
+    schedule_parameters = {"model_names": model_names, "request_fields": request_fields, "tracking_uri": tracking_uri}
+    serve(
+        validate_savedmodel.to_deployment(name="validate-savedmodel"),
+        validate_new_versions.to_deployment(
+            name="validate-new-versions", cron=cron if model_names else None, parameters=schedule_parameters,
+        ),
+        limit=limit,
+    )

@@ -1,0 +1,82 @@
+"""report.html: one self-contained page (plots embedded) that MLflow's UI shows inline beside the run."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from jinja2 import Environment
+
+from modelgate.schemas import ValidationReport
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>modelgate: {{ r.status }} · {{ r.source }}</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:70rem}
+h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:1.6rem}
+table{border-collapse:collapse;margin:.4rem 0;font-size:.9rem} td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}
+.passed,.ok{color:#17702e}.failed,.error{color:#b3261e;font-weight:bold}.warning,.skipped{color:#8a6100}
+.verdict{font-size:1.6rem;font-weight:bold} img{max-width:100%;border:1px solid #eee;margin:.4rem 0}
+code{background:#f4f4f4;padding:0 .2rem}
+</style></head><body>
+<h1>modelgate validation of <code>{{ r.source }}</code></h1>
+<p class="verdict {{ r.status }}">{{ r.status | upper }}</p>
+{% if r.status == "error" %}<p class="error">{{ r.first_error() }}</p>{% endif %}
+<p>Signature <code>{{ r.signature }}</code>, tags <code>{{ (r.tags or []) | join(",") }}</code>;
+started {{ r.started_at }}, finished {{ r.finished_at }}; MLflow run <code>{{ r.mlflow.run_id }}</code>.</p>
+
+<h2>Checks</h2>
+<table><tr><th>check</th><th>status</th><th>detail</th></tr>
+{% for c in r.checks %}<tr><td>{{ c.name }}</td><td class="{{ c.status }}">{{ c.status }}</td><td>{{ c.message }}</td></tr>
+{% endfor %}</table>
+
+<h2>Stages</h2>
+<table><tr><th>stage</th><th>outcome</th><th>seconds</th><th>detail</th></tr>
+{% for s in r.stages %}<tr><td>{{ s.name }}</td><td class="{{ s.status }}">{{ s.status }}</td>
+<td>{{ "%.2f" | format(s.duration_s) }}</td><td>{{ s.message }}</td></tr>{% endfor %}</table>
+
+<h2>Signatures</h2>
+{% for key, sig in r.signatures.items() %}
+<p><b>{{ key }}</b>{% if key == r.signature %} (validated){% endif %} <code>{{ sig.method_name }}</code></p>
+<table><tr><th>side</th><th>name</th><th>dtype</th><th>shape</th></tr>
+{% for side, tensors in (("input", sig.inputs), ("output", sig.outputs)) %}{% for name, t in tensors.items() %}
+<tr><td>{{ side }}</td><td>{{ name }}</td><td>{{ t.dtype }}</td>
+<td>{{ "unknown rank" if t.shape is none else t.shape | map("default", "?", true) | join(" × ") }}</td></tr>
+{% endfor %}{% endfor %}</table>
+{% endfor %}
+
+<h2>ONNX</h2>
+<p class="{{ r.onnx.status }}">{{ r.onnx.status }}: {{ r.onnx.message }}</p>
+{% if r.onnx.outputs %}<table><tr><th>output</th><th>max abs diff</th><th>max rel diff</th><th>failing</th><th>passed</th></tr>
+{% for name, o in r.onnx.outputs.items() %}<tr><td>{{ name }}</td><td>{{ o.max_abs_diff }}</td><td>{{ o.max_rel_diff }}</td>
+<td>{{ o.failing_elements }} / {{ o.total_elements }}</td><td class="{{ 'passed' if o.passed else 'failed' }}">{{ o.passed }}</td></tr>
+{% endfor %}</table>{% endif %}
+
+{% if r.benchmarks %}<h2>Benchmarks</h2>
+<table><tr><th>runtime</th><th>device</th><th>batch</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>mean ms</th>
+<th>samples/s</th><th>stable</th></tr>
+{% for b in r.benchmarks %}<tr><td>{{ b.runtime }}</td><td>{{ b.device }}</td><td>{{ b.batch_size }}</td>
+<td>{{ "%.4g" | format(b.p50_ms) }}</td><td>{{ "%.4g" | format(b.p90_ms) }}</td><td>{{ "%.4g" | format(b.p99_ms) }}</td>
+<td>{{ "%.4g" | format(b.mean_ms) }}</td><td>{{ "{:,.0f}".format(b.throughput) }}</td>
+<td class="{{ '' if b.stable else 'warning' }}">{{ b.stable }}</td></tr>{% endfor %}</table>{% endif %}
+{% for name, data in images %}<p>{{ name }}</p><img alt="{{ name }}" src="data:image/png;base64,{{ data }}">{% endfor %}
+
+<h2>Environment</h2>
+<table>{% for k, v in r.environment.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
+</body></html>
+"""
+
+
+def render(report: ValidationReport) -> str:
+    images = [
+        (name, base64.b64encode(Path(path).read_bytes()).decode())
+        for name, path in report.artifacts.items()
+        if name.endswith(".png") and Path(path).is_file()
+    ]
+    return Environment(autoescape=True).from_string(TEMPLATE).render(r=report, images=images)
+
+
+def write(report: ValidationReport, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(render(report))
+    return path

@@ -1,0 +1,183 @@
+"""The MLflow model registry side: models:/ sources in, verdicts out (tags, description, alias).
+
+A training pipeline makes its SavedModel findable by logging the SavedModel directory as run artifacts
+and registering that folder as a model version:
+
+    mlflow.log_artifacts(saved_model_dir, artifact_path="saved_model")
+    mlflow.register_model(f"runs:/{run_id}/saved_model", "my-model")
+
+modelgate downloads the version's files and validates the shallowest folder holding saved_model.pb, so
+a version whose files hold the SavedModel one or two folders down (an MLflow flavour's data/ folder,
+say) works too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from modelgate.errors import ModelgateError
+from modelgate.schemas import ValidationReport
+
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))/?$")
+TAG_PREFIX = "modelgate."
+PROTECTED_ALIASES = frozenset({"champion"})
+SEARCH_DEPTH = 3
+
+
+class RegistryError(ModelgateError):
+    pass
+
+
+def validator_version() -> str:
+    return metadata.version("modelgate")
+
+
+@dataclass(frozen=True)
+class RegistryVersion:
+    name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def is_registry_uri(source: str) -> bool:
+    return source.startswith("models:/")
+
+
+def resolve_version(client: MlflowClient, uri: str) -> RegistryVersion:
+    match = MODELS_URI.match(uri)
+    if not match:
+        raise RegistryError(f"{uri}: not a registry URI of the form models:/NAME/VERSION or models:/NAME@ALIAS")
+    name, version, alias = match["name"], match["version"], match["alias"]
+    try:
+        if alias:
+            return RegistryVersion(name, client.get_model_version_by_alias(name, alias).version)
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise RegistryError(f"{uri}: {exc.message.splitlines()[0]}") from None
+    return RegistryVersion(name, version)
+
+
+def find_saved_model_dir(root: Path) -> Path:
+    """The shallowest folder under root that holds saved_model.pb or saved_model.pbtxt."""
+    for depth in range(SEARCH_DEPTH + 1):
+        pattern = "/".join(["*"] * depth + ["saved_model.pb*"]) if depth else "saved_model.pb*"
+        found = sorted(p.parent for p in root.glob(pattern) if p.name in ("saved_model.pb", "saved_model.pbtxt"))
+        if found:
+            return found[0]
+    raise RegistryError(
+        f"{root}: the model version's files hold no saved_model.pb within {SEARCH_DEPTH} folders; "
+        "register the SavedModel directory itself (see modelgate.registry)"
+    )
+
+
+def download_version(client: MlflowClient, tracking_uri: str, version: RegistryVersion, destination: Path) -> Path:
+    import mlflow.artifacts
+
+    destination.mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=client.get_model_version_download_uri(version.name, version.version),
+        dst_path=str(destination), tracking_uri=tracking_uri,
+    )
+    return find_saved_model_dir(Path(local))
+
+
+def register_files(client: MlflowClient, run_id: str, saved_model_dir: Path, onnx_path: str | None,
+                   name: str) -> RegistryVersion:
+    """Log the SavedModel (and the ONNX model beside it) to the validation's run and register that folder."""
+    client.log_artifacts(run_id, str(saved_model_dir), "registered_model/saved_model")
+    if onnx_path and Path(onnx_path).is_file():
+        client.log_artifact(run_id, onnx_path, "registered_model")
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    artifact_uri = client.get_run(run_id).info.artifact_uri
+    created = client.create_model_version(name, f"{artifact_uri}/registered_model", run_id=run_id)
+    return RegistryVersion(name, created.version)
+
+
+def key_figures(report: ValidationReport) -> dict[str, str]:
+    figures: dict[str, str] = {}
+    reference = next((b for b in report.benchmarks if (b.runtime, b.device, b.batch_size) == ("tensorflow", "cpu", 1)),
+                     report.benchmarks[0] if report.benchmarks else None)
+    if reference:
+        figures[f"p50_ms.{reference.runtime}.{reference.device}.bs{reference.batch_size}"] = f"{reference.p50_ms:.4g}"
+    errors = [c.max_abs_diff for c in report.onnx.outputs.values() if c.max_abs_diff is not None]
+    if errors:
+        figures["onnx_max_abs_diff"] = f"{max(errors):.3g}"
+    return figures
+
+
+def version_tags(report: ValidationReport, flow_run_url: str | None) -> dict[str, str]:
+    tags = {
+        "status": report.status,
+        "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "validator_version": validator_version(),
+        "run_id": report.mlflow.run_id or "",
+        "signature": report.signature or "",
+        "failed_checks": ",".join(c.name for c in report.failed_checks())[:5000],
+        **key_figures(report),
+    }
+    if flow_run_url:
+        tags["flow_run"] = flow_run_url
+    return {TAG_PREFIX + key: value for key, value in tags.items()}
+
+
+def run_link(report: ValidationReport) -> str:
+    uri = report.mlflow.tracking_uri or ""
+    if uri.startswith(("http://", "https://")):
+        return f"[MLflow run]({uri.rstrip('/')}/#/experiments/{report.mlflow.experiment_id}/runs/{report.mlflow.run_id})"
+    return f"MLflow run `{report.mlflow.run_id}` (tracking URI `{uri}`)"
+
+
+def describe(report: ValidationReport, flow_run_url: str | None) -> str:
+    """The markdown a reviewer reads on the version page: verdict, what failed, the figures, the links."""
+    lines = [f"## modelgate: **{report.status.upper()}**", ""]
+    if report.status == "error":
+        lines += [f"Validation could not complete: {report.first_error()}", ""]
+    failed = report.failed_checks()
+    if failed:
+        lines += ["Failed checks:", *[f"- `{c.name}`: {c.message}" for c in failed], ""]
+    warnings = [c for c in report.checks if c.status == "warning"]
+    if warnings:
+        lines += ["Warnings:", *[f"- `{c.name}`: {c.message}" for c in warnings], ""]
+    if report.benchmarks:
+        lines += ["| runtime | device | batch | p50 ms | p99 ms | samples/s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {b.runtime} | {b.device} | {b.batch_size} | {b.p50_ms:.4g} | {b.p99_ms:.4g} | {b.throughput:,.0f} |"
+                  for b in report.benchmarks]
+        lines.append("")
+    if report.onnx.outputs:
+        lines += [f"ONNX ({report.onnx.status}): " + ", ".join(
+            f"`{name}` max abs diff {c.max_abs_diff:.3g}" for name, c in report.onnx.outputs.items()
+            if c.max_abs_diff is not None), ""]
+    lines.append(f"Signature `{report.signature}`; validator {validator_version()}; {run_link(report)}; "
+                 "report: `report.html` in the run's artifacts.")
+    if flow_run_url:
+        lines.append(f"[Prefect flow run]({flow_run_url})")
+    return "\n".join(lines)
+
+
+def write_back(client: MlflowClient, version: RegistryVersion, report: ValidationReport, alias: str | None,
+               flow_run_url: str | None) -> list[str]:
+    """Tags and description always; the alias only when the validation passed. Returns what was done."""
+    if alias in PROTECTED_ALIASES:
+        raise RegistryError(f"alias '{alias}' is reserved for people; modelgate never moves it")
+    for key, value in version_tags(report, flow_run_url).items():
+        client.set_model_version_tag(version.name, version.version, key, value)
+    client.update_model_version(version.name, version.version, description=describe(report, flow_run_url))
+    done = [f"tagged {version.uri} modelgate.status={report.status}"]
+    if alias and report.status == "passed":
+        client.set_registered_model_alias(version.name, alias, version.version)
+        done.append(f"alias '{alias}' -> {version.uri}")
+    return done

@@ -1,0 +1,17 @@
+from mlflow.tracking import MlflowClient
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.deployments import run_deployment
+
+from modelgate.scheduling import PendingVersion, claim
+
+
+@task(name="launch-validation", cache_policy=NO_CACHE)
+def launch_validation(pending: PendingVersion, deployment: str, request_fields: dict, tracking_uri: str) -> str:
+    """One flow run of the validation deployment per version and attempt, whoever asks; returns its id."""
+    parameters = {"request": {**request_fields, "source": pending.version.uri, "tracking_uri": tracking_uri}}
+    flow_run = run_deployment(
+        deployment, parameters=parameters, idempotency_key=pending.idempotency_key(), timeout=0, as_subflow=False
+    )
+    claim(MlflowClient(tracking_uri, registry_uri=tracking_uri), pending, str(flow_run.id))
+    return str(flow_run.id)

@@ -1,0 +1,21 @@
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modelgate.registry import download_version, is_registry_uri, resolve_version
+from modelgate.schemas import ResolvedSource, ValidationRequest
+
+
+@task(name="resolve-source", cache_policy=NO_CACHE)
+def resolve_source(request: ValidationRequest, workdir: str) -> ResolvedSource:
+    """A local SavedModel directory for the source: the path itself, or a registry version's files."""
+    if not is_registry_uri(request.source):
+        return ResolvedSource(source=request.source, model_dir=request.source)
+    client = MlflowClient(request.resolved_tracking_uri(), registry_uri=request.resolved_tracking_uri())
+    version = resolve_version(client, request.source)
+    model_dir = download_version(client, request.resolved_tracking_uri(), version, Path(workdir) / "source")
+    return ResolvedSource(
+        source=request.source, model_dir=str(model_dir), registry_name=version.name, registry_version=version.version
+    )
