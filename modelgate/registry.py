@@ -1,10 +1,14 @@
 """The MLflow model registry side: models:/ sources in, verdicts out (tags, description, alias).
 
 A training pipeline makes its SavedModel findable by logging the SavedModel directory as run artifacts
-and registering that folder as a model version:
+and registering that folder as a model version (mlflow.register_model with a runs:/ URI wants an MLflow
+logged model, so plain files go through the client):
 
-    mlflow.log_artifacts(saved_model_dir, artifact_path="saved_model")
-    mlflow.register_model(f"runs:/{run_id}/saved_model", "my-model")
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(saved_model_dir, artifact_path="saved_model")
+    client = MlflowClient()
+    client.create_registered_model("my-model")          # once
+    client.create_model_version("my-model", f"{run.info.artifact_uri}/saved_model", run_id=run.info.run_id)
 
 modelgate downloads the version's files and validates the shallowest folder holding saved_model.pb, so
 a version whose files hold the SavedModel one or two folders down (an MLflow flavour's data/ folder,
@@ -60,7 +64,7 @@ def resolve_version(client: MlflowClient, uri: str) -> RegistryVersion:
     name, version, alias = match["name"], match["version"], match["alias"]
     try:
         if alias:
-            return RegistryVersion(name, client.get_model_version_by_alias(name, alias).version)
+            return RegistryVersion(name, str(client.get_model_version_by_alias(name, alias).version))
         client.get_model_version(name, version)
     except MlflowException as exc:
         raise RegistryError(f"{uri}: {exc.message.splitlines()[0]}") from None
@@ -104,7 +108,7 @@ def register_files(client: MlflowClient, run_id: str, saved_model_dir: Path, onn
             raise
     artifact_uri = client.get_run(run_id).info.artifact_uri
     created = client.create_model_version(name, f"{artifact_uri}/registered_model", run_id=run_id)
-    return RegistryVersion(name, created.version)
+    return RegistryVersion(name, str(created.version))
 
 
 def key_figures(report: ValidationReport) -> dict[str, str]:

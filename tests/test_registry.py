@@ -1,0 +1,90 @@
+"""The registry gate against a real MLflow registry (SQLite store) and a real Prefect server."""
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.validate import validate_savedmodel
+from modelgate.registry import validator_version
+from modelgate.schemas import ValidationRequest
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+FAST = {"export_onnx": False, "benchmark_batch_sizes": [1], "benchmark_max_windows": 3, "benchmark_warmup": 1}
+
+
+def _register(tracking_uri, name, model_dir):
+    """As a training pipeline would: log the SavedModel folder to a run, register that folder."""
+    client = MlflowClient(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(model_dir), artifact_path="saved_model")
+    if not client.search_registered_models(f"name='{name}'"):
+        client.create_registered_model(name)
+    return str(client.create_model_version(name, f"{run.info.artifact_uri}/saved_model", run_id=run.info.run_id).version)
+
+
+def _validate(workdir, tracking_uri, source, **fields):
+    return validate_savedmodel(ValidationRequest(
+        source=source, tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
+        output_dir=str(workdir / "out"), **{**FAST, **fields},
+    ))
+
+
+def test_a_registry_version_is_validated_tagged_described_and_aliased(model_dirs, tracking_uri, workdir):
+    client = MlflowClient(tracking_uri)
+    champion = _register(tracking_uri, "gate-pass", model_dirs["keras_export"])
+    client.set_registered_model_alias("gate-pass", "champion", champion)
+    version = _register(tracking_uri, "gate-pass", model_dirs["keras_export"])
+
+    report = _validate(workdir, tracking_uri, f"models:/gate-pass/{version}")
+    assert report.status == "passed", report.first_error() or report.failed_checks()
+    assert (report.registry.name, report.registry.version) == ("gate-pass", version)
+    mv = client.get_model_version("gate-pass", version)
+    assert mv.tags["modelgate.status"] == "passed"
+    assert mv.tags["modelgate.validator_version"] == validator_version()
+    assert mv.tags["modelgate.run_id"] == report.mlflow.run_id
+    assert float(mv.tags["modelgate.p50_ms.tensorflow.cpu.bs1"]) > 0
+    assert "PASSED" in mv.description and report.mlflow.run_id in mv.description
+    assert str(client.get_model_version_by_alias("gate-pass", "validated").version) == version
+    assert str(client.get_model_version_by_alias("gate-pass", "champion").version) == champion  # never moved
+    artifacts = {a.path for a in client.list_artifacts(report.mlflow.run_id)}
+    assert "report.html" in artifacts
+    html = (workdir / "out").glob("*/report.html")
+    assert "PASSED" in next(html).read_text()
+
+
+def test_alias_source_resolves_to_its_version(model_dirs, tracking_uri, workdir):
+    client = MlflowClient(tracking_uri)
+    version = _register(tracking_uri, "gate-alias", model_dirs["custom_signature"])
+    client.set_registered_model_alias("gate-alias", "candidate", version)
+    report = _validate(workdir, tracking_uri, "models:/gate-alias@candidate", alias=None)
+    assert report.status == "passed", report.first_error()
+    assert report.registry.version == version
+    assert client.get_model_version("gate-alias", version).tags["modelgate.status"] == "passed"
+    assert "validated" not in client.get_registered_model("gate-alias").aliases
+
+
+def test_a_failing_path_source_is_registered_tagged_failed_without_alias(model_dirs, tracking_uri, workdir):
+    report = _validate(workdir, tracking_uri, str(model_dirs["nan_outputs"]), register_as="gate-fail", benchmark=False)
+    assert report.status == "failed"
+    client = MlflowClient(tracking_uri)
+    mv = client.get_model_version("gate-fail", report.registry.version)
+    assert mv.tags["modelgate.status"] == "failed"
+    assert mv.tags["modelgate.failed_checks"] == "finite_outputs"
+    assert "finite_outputs" in mv.description and "FAILED" in mv.description
+    assert client.get_registered_model("gate-fail").aliases == {}
+    files = {a.path for a in client.list_artifacts(report.mlflow.run_id, "registered_model/saved_model")}
+    assert "registered_model/saved_model/saved_model.pb" in files
+
+
+def test_an_unknown_registry_version_is_an_error_that_says_so(tracking_uri, workdir):
+    report = _validate(workdir, tracking_uri, "models:/no-such-model/3")
+    assert report.status == "error"
+    assert "models:/no-such-model/3" in report.first_error()
+    assert MlflowClient(tracking_uri).get_run(report.mlflow.run_id).info.status == "FAILED"
+
+
+def test_champion_is_refused_as_the_alias_to_set():
+    with pytest.raises(ValueError, match="champion"):
+        ValidationRequest(source="x", alias="champion")
