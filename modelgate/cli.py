@@ -24,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("source", metavar="SOURCE", help="SavedModel directory, or models:/NAME/VERSION or @ALIAS")
     _add_validation_options(validate)
 
+    serve = commands.add_parser("serve", help="serve both deployments from this process (no worker needed)")
+    serve.add_argument("--models", metavar="NAME,NAME", default="", help="registered models the schedule watches")
+    serve.add_argument("--cron", default="*/15 * * * *", help="schedule of validate-new-versions")
+    serve.add_argument("--settings", metavar="JSON", default="{}", help="validation request fields for each version")
+    serve.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
+    serve.add_argument("--limit", type=int, default=2, help="flow runs at once")
+
     demo = commands.add_parser("demo", help="build a small sample SavedModel and validate it")
     demo.add_argument("--model-dir", default=None, help="where to write the sample model (default: a temp dir)")
     _add_validation_options(demo)
@@ -77,6 +84,22 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
     return {key: value for key, value in fields.items() if value is not None}
 
 
+def _serve(args: argparse.Namespace, console) -> int:
+    import json
+
+    try:
+        settings = json.loads(args.settings)
+    except json.JSONDecodeError as exc:
+        console.error(f"--settings is not JSON: {exc}")
+        return EXIT_ERROR
+    from flows.serve import serve_deployments
+
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    console.note(f"serving validate-savedmodel and validate-new-versions (watching {', '.join(models) or 'nothing'})")
+    serve_deployments(models, settings, cron=args.cron, tracking_uri=args.tracking_uri, limit=args.limit)
+    return EXIT_PASSED
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from modelgate.quiet import quiet_frameworks
@@ -87,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     from modelgate.console import Console
 
     console = Console()
+    if args.command == "serve":
+        return _serve(args, console)
     try:
         if args.command == "demo":
             model_dir = args.model_dir or str(Path(tempfile.mkdtemp(prefix="modelgate-sample-")) / "sample_model")

@@ -1,0 +1,76 @@
+"""validate-new-versions against served deployments: a real Prefect server, runner and MLflow registry."""
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL
+
+from flows.new_versions import VALIDATE_DEPLOYMENT, validate_new_versions
+from tests.test_registry import FAST, _register
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server, tracking_uri, tmp_path_factory):
+    """`modelgate serve` as users start it, pointed at the test's Prefect server and MLflow store."""
+    logs = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+           "MLFLOW_TRACKING_URI": tracking_uri}
+    with open(logs, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "modelgate.cli", "serve", "--limit", "2"],
+                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                client.read_deployment_by_name(VALIDATE_DEPLOYMENT)
+                break
+            except Exception:
+                assert process.poll() is None and time.monotonic() < deadline, logs.read_text()[-3000:]
+                time.sleep(1)
+    yield
+    process.terminate()
+    process.wait(30)
+
+
+def _tick(tracking_uri, workdir, name):
+    fields = {**FAST, "output_dir": str(workdir / "out"), "report_path": str(workdir / "report.json")}
+    return validate_new_versions(model_names=[name], request_fields=fields, tracking_uri=tracking_uri, timeout_s=900)
+
+
+def _flow_runs_for(source):
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(VALIDATE_DEPLOYMENT)
+        runs = client.read_flow_runs(limit=200)
+    return [r for r in runs if r.deployment_id == deployment.id and r.parameters["request"]["source"] == source]
+
+
+def test_each_new_version_is_validated_once_per_validator_version(served, model_dirs, tracking_uri, workdir):
+    first = _register(tracking_uri, "scheduled", model_dirs["keras_export"])
+    second = _register(tracking_uri, "scheduled", model_dirs["nan_outputs"])
+
+    rows = _tick(tracking_uri, workdir, "scheduled")
+    verdicts = {row["version"]: (row["flow_run_state"], row["verdict"]) for row in rows}
+    assert verdicts == {f"models:/scheduled/{first}": ("COMPLETED", "passed"),
+                        f"models:/scheduled/{second}": ("COMPLETED", "failed")}
+    client = MlflowClient(tracking_uri)
+    assert str(client.get_model_version_by_alias("scheduled", "validated").version) == first
+    assert "finite_outputs" in client.get_model_version("scheduled", second).description
+
+    assert _tick(tracking_uri, workdir, "scheduled") == []  # nothing new: nothing validated
+
+    third = _register(tracking_uri, "scheduled", model_dirs["custom_signature"])
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda _: _tick(tracking_uri, workdir, "scheduled"), range(2)))
+    assert [len(rows) for rows in together] == [1, 1]
+    assert together[0][0]["flow_run"] == together[1][0]["flow_run"]
+    assert len(_flow_runs_for(f"models:/scheduled/{third}")) == 1
+    assert client.get_model_version("scheduled", third).tags["modelgate.status"] == "passed"
