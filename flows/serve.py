@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from prefect import serve
+from prefect.events import DeploymentEventTrigger
 
 from flows.new_versions import validate_new_versions
 from flows.validate import validate_savedmodel
+from modelgate.relay import EVENT_NAME
 
 DEFAULT_CRON = "*/15 * * * *"
+# A version announced by `modelgate relay` (an MLflow webhook) is validated at once; the schedule catches the rest.
+RELAYED_VERSION = DeploymentEventTrigger(
+    expect={EVENT_NAME},
+    parameters={"request": {"source": "{{ event.payload.source }}", "tracking_uri": "{{ event.payload.tracking_uri }}"}},
+)
 
 
 def serve_deployments(model_names: list[str], request_fields: dict, cron: str = DEFAULT_CRON,
@@ -15,7 +22,7 @@ def serve_deployments(model_names: list[str], request_fields: dict, cron: str = 
     """validate-savedmodel runs on demand (the UI's form); validate-new-versions on the cron schedule."""
     schedule_parameters = {"model_names": model_names, "request_fields": request_fields, "tracking_uri": tracking_uri}
     serve(
-        validate_savedmodel.to_deployment(name="validate-savedmodel"),
+        validate_savedmodel.to_deployment(name="validate-savedmodel", triggers=[RELAYED_VERSION]),
         validate_new_versions.to_deployment(
             name="validate-new-versions", cron=cron if model_names else None, parameters=schedule_parameters,
         ),

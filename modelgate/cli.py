@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
     serve.add_argument("--limit", type=int, default=2, help="flow runs at once")
 
+    relay = commands.add_parser("relay", help="turn signed MLflow registry webhooks into Prefect events")
+    relay.add_argument("--host", default="127.0.0.1")
+    relay.add_argument("--port", type=int, default=8765)
+    relay.add_argument("--secret-env", default="MODELGATE_WEBHOOK_SECRET",
+                       help="environment variable holding the webhook's secret (never on the command line)")
+
     demo = commands.add_parser("demo", help="build a small sample SavedModel and validate it")
     demo.add_argument("--model-dir", default=None, help="where to write the sample model (default: a temp dir)")
     _add_validation_options(demo)
@@ -100,6 +106,22 @@ def _serve(args: argparse.Namespace, console) -> int:
     return EXIT_PASSED
 
 
+def _relay(args: argparse.Namespace, console) -> int:
+    from modelgate.relay import make_server
+
+    try:
+        server = make_server(os.environ.get(args.secret_env, ""), args.host, args.port)
+    except (ValueError, OSError) as exc:
+        console.error(f"relay: {exc} (secret from ${args.secret_env})")
+        return EXIT_ERROR
+    console.note(f"relaying MLflow webhooks from http://{args.host}:{server.server_address[1]}/ to Prefect events")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.server_close()
+    return EXIT_PASSED
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from modelgate.quiet import quiet_frameworks
@@ -112,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if args.command == "serve":
         return _serve(args, console)
+    if args.command == "relay":
+        return _relay(args, console)
     try:
         if args.command == "demo":
             model_dir = args.model_dir or str(Path(tempfile.mkdtemp(prefix="modelgate-sample-")) / "sample_model")
