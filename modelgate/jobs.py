@@ -7,10 +7,10 @@ values, loads what it needs itself, and returns plain picklable results. Arrays 
 from __future__ import annotations
 
 from modelgate import checks
-from modelgate.compare import compare_outputs, exactly_equal
+from modelgate.compare import exactly_equal
 from modelgate.inputs import batch_of, read_npz, save_npz
-from modelgate.runners import KerasModelRunner, OnnxRuntimeRunner, TFSignatureRunner, configure_tensorflow_threads
-from modelgate.schemas import BenchmarkResult, Check, OutputComparison, SignatureSpec
+from modelgate.runners import KerasModelRunner, TFSignatureRunner, configure_tensorflow_threads
+from modelgate.schemas import BenchmarkResult, Check, SignatureSpec
 from modelgate.timing import MeasurementPlan, measure
 
 
@@ -68,11 +68,3 @@ def tensorflow_benchmark_job(
         )
         results.append((result, stats.samples_ms))
     return results
-
-
-def onnx_compare_job(
-    onnx_path: str, inputs_path: str, reference_path: str, atol: float, rtol: float
-) -> tuple[dict[str, OutputComparison], list[str], str]:
-    runner = OnnxRuntimeRunner(onnx_path)
-    comparisons = compare_outputs(read_npz(reference_path), runner(read_npz(inputs_path)), atol, rtol)
-    return comparisons, runner.providers, runner.graph_optimization_level
