@@ -27,6 +27,7 @@ FATAL_CHECKS = ["onnx_ops_converted", "onnx_checker", "onnx_runtime_load"]
 
 
 EXTERNAL_DATA_FILE = "model.onnx.data"
+EXTERNAL_DATA_MIN_BYTES = 1024
 # A single protobuf cannot pass 2 GiB. The ONNX file holds about the variables' bytes, plus constants tf2onnx
 # folds, so models whose variables pass this margin get external data.
 EXTERNAL_DATA_ABOVE_BYTES = int(1.5 * 2**30)
@@ -62,7 +63,7 @@ class ConversionPlan:
         )
         resave = (
             "from modelgate.onnx_export import unpack_large_model; "
-            f"unpack_large_model({self.tf2onnx_output!r}, {self.output_path!r}, size_threshold=0)"
+            f"unpack_large_model({self.tf2onnx_output!r}, {self.output_path!r})"
         )
         return "\n".join([
             "# tf2onnx 1.17's --large_model still calls numpy.product, which NumPy 2 removed: alias it back.",
@@ -125,9 +126,10 @@ def converter_message(log_text: str) -> str:
     return lines[-1].split(" - ", 2)[-1] if lines else ""
 
 
-def unpack_large_model(zip_path: str, output_path: str, size_threshold: int = 1024) -> None:
+def unpack_large_model(zip_path: str, output_path: str) -> None:
     """tf2onnx's large-model zip as model.onnx plus one model.onnx.data, the layout the checker, ONNX Runtime
-    and MLflow expect; tensors of size_threshold bytes or more go to the data file."""
+    and MLflow expect. Tensors under EXTERNAL_DATA_MIN_BYTES stay inline: ONNX Runtime infers shapes at load
+    from small constants (Slice starts, Reshape shapes) and refuses to read those from external data."""
     import onnx
 
     unpacked = Path(f"{output_path}.unpacked")
@@ -137,7 +139,7 @@ def unpack_large_model(zip_path: str, output_path: str, size_threshold: int = 10
     model = onnx.load(str(unpacked / "__MODEL_PROTO.onnx"))
     onnx.save_model(
         model, output_path, save_as_external_data=True, all_tensors_to_one_file=True,
-        location=EXTERNAL_DATA_FILE, size_threshold=size_threshold,
+        location=EXTERNAL_DATA_FILE, size_threshold=EXTERNAL_DATA_MIN_BYTES,
     )
     for leftover in sorted(unpacked.rglob("*"), reverse=True):
         leftover.unlink() if leftover.is_file() else leftover.rmdir()
@@ -168,8 +170,7 @@ def _run_tf2onnx(plan: ConversionPlan) -> str | None:
     if not Path(plan.tf2onnx_output).is_file():
         return "tf2onnx wrote no ONNX file"
     if plan.external_data:
-        # size_threshold 0 moves every tensor out, so forcing external data on a small model tests the real path.
-        unpack_large_model(plan.tf2onnx_output, plan.output_path, size_threshold=0)
+        unpack_large_model(plan.tf2onnx_output, plan.output_path)
     return None
 
 
@@ -199,9 +200,14 @@ def convert_job(plan: ConversionPlan, signature: SignatureSpec, log_path: str) -
     )
 
 
+MESSAGE_LIMIT = 400
+
+
 def _first_line(exc: BaseException) -> str:
+    """ONNX Runtime's INVALID_GRAPH message lists every input of the node: keep the start, which says why."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= MESSAGE_LIMIT else f"{line[:MESSAGE_LIMIT]}…"
 
 
 def verify_onnx_file(path: str, signature: SignatureSpec) -> list[Check]:

@@ -6,7 +6,7 @@ import os
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 DEFAULT_REPORT_PATH = "modelgate-report.json"
 DEFAULT_OUTPUT_DIR = "modelgate-out"
@@ -136,15 +136,10 @@ class ValidationRequest(BaseModel):
     )
     experiment_name: str = Field(default="modelgate", title="MLflow experiment", description="Experiment of the run.")
 
-    @field_validator("atol")
+    @field_validator("atol", "rtol")
     @classmethod
-    def _valid_atol(cls, value: Tolerance) -> Tolerance:
-        return _normalized_tolerance(value, DEFAULT_ATOL)
-
-    @field_validator("rtol")
-    @classmethod
-    def _valid_rtol(cls, value: Tolerance) -> Tolerance:
-        return _normalized_tolerance(value, DEFAULT_RTOL)
+    def _valid_tolerance(cls, value: Tolerance, info: ValidationInfo) -> Tolerance:
+        return _normalized_tolerance(value, DEFAULT_ATOL if info.field_name == "atol" else DEFAULT_RTOL)
 
     @field_validator("benchmark_batch_sizes")
     @classmethod

@@ -150,7 +150,7 @@ def keras_cnn(directory: Path) -> Path:
     image = keras.Input(shape=(16, 16, 3), name="image")
     hidden = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(image)
     hidden = keras.layers.MaxPooling2D(name="pool1")(hidden)
-    hidden = keras.layers.Conv2D(16, 3, activation="relu", name="conv2")(hidden)
+    hidden = keras.layers.Conv2D(32, 3, activation="relu", name="conv2")(hidden)
     hidden = keras.layers.GlobalAveragePooling2D(name="pool2")(hidden)
     logits = keras.layers.Dense(10, name="logits", kernel_initializer=keras.initializers.RandomNormal(stddev=2.0))(hidden)
     probabilities = keras.layers.Softmax(name="probabilities")(logits)
