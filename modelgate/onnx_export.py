@@ -75,7 +75,6 @@ class ConversionPlan:
 
 def highest_runtime_opset(ceiling: int) -> int:
     """The highest opset up to ceiling whose models this ONNX Runtime loads: it exposes no such number itself."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -86,7 +85,8 @@ def highest_runtime_opset(ceiling: int) -> int:
     )
     for opset in range(ceiling, 6, -1):
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-        model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+        # The lowest IR version that carries this opset, so an older Runtime is not refused for the IR alone.
+        model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
         try:
             ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         except Exception:  # noqa: BLE001 - ONNX Runtime raises its own types for an unknown opset

@@ -210,6 +210,9 @@ class BenchmarkResult(BaseModel):
 class OutputComparison(BaseModel):
     """One output of one runtime against the reference, over every compared batch."""
 
+    # An infinite error written as JSON null would read as 'not computed'.
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
     max_abs_diff: float | None
     max_rel_diff: float | None
     mean_abs_diff: float | None = None

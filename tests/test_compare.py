@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -100,3 +102,4 @@ def test_infinite_error_reports_infinite_figures():
     result = compare_arrays(np.array([1.0, 2.0]), np.array([np.inf, 2.0]), atol=1, rtol=1)
     assert not result.passed and result.max_abs_diff == float("inf") and result.min_passing_atol == float("inf")
     assert result.cosine_similarity is None
+    assert json.loads(result.model_dump_json())["max_abs_diff"] == "Infinity"  # not null, which reads 'unknown'
