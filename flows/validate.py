@@ -42,7 +42,7 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
         run.stage("benchmark", benchmark, choice, inputs, cleared, request, workdir)
         if request.export_onnx:
             exported = run.stage("export-onnx", export_onnx, choice, cleared, request, workdir, on_error=record_onnx_error)
-            run.stage("compare-onnx", compare_onnx, exported, inputs, reference, request, workdir, on_error=record_onnx_error)
+            run.stage("compare-onnx", compare_onnx, choice, exported, inputs, reference, request, workdir, on_error=record_onnx_error)
             run.stage("benchmark-onnx", benchmark_onnx, choice, exported, inputs, request, workdir)
         else:
             run.report.onnx.message = "not asked (--no-onnx)"

@@ -52,6 +52,11 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--atol", type=float, help="absolute tolerance, ONNX vs TensorFlow")
     parser.add_argument("--rtol", type=float, help="relative tolerance, ONNX vs TensorFlow")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: highest supported)")
+    parser.add_argument("--onnx-optional", action="store_true", help="report ONNX problems without failing on them")
+    parser.add_argument("--onnx-external-data", action="store_true", help="write ONNX weights to model.onnx.data")
+    parser.add_argument("--onnx-batches", type=int, metavar="N", help="seeded batches ONNX is compared on (default 8)")
+    parser.add_argument("--output-atol", metavar="NAME=X", action="append", help="atol for one output (repeatable)")
+    parser.add_argument("--output-rtol", metavar="NAME=X", action="append", help="rtol for one output (repeatable)")
     parser.add_argument("--batch-size", type=int, help="dynamic batch dimension of synthetic inputs")
     parser.add_argument("--no-benchmark", action="store_true", help="skip latency measurement")
     parser.add_argument("--benchmark-batch-sizes", metavar="N,N,...", help="batch sizes (default: a sweep)")
@@ -85,6 +90,7 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
         fields["benchmark_gpu"] = False
     if args.runtimes:
         fields["benchmark_runtimes"] = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    fields.update(_onnx_fields(args))
     if args.benchmark_batch_sizes is not None:
         fields["benchmark_batch_sizes"] = [int(n) for n in args.benchmark_batch_sizes.split(",") if n.strip()]
     return {key: value for key, value in fields.items() if value is not None}
@@ -120,6 +126,33 @@ def _relay(args: argparse.Namespace, console) -> int:
     except KeyboardInterrupt:
         server.server_close()
     return EXIT_PASSED
+
+
+def _per_output(default: float | None, settings: list[str] | None, option: str) -> dict[str, float] | None:
+    """--output-atol logits=1e-3 (repeatable) on top of --atol, as {"": default, "logits": 1e-3}."""
+    if not settings:
+        return None
+    tolerances = {"": default} if default is not None else {}
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        try:
+            tolerances[name] = float(value)
+        except ValueError:
+            raise ValueError(f"{option} expects NAME=NUMBER, found '{setting}'") from None
+        if not name:
+            raise ValueError(f"{option} expects NAME=NUMBER, found '{setting}'")
+    return tolerances
+
+
+def _onnx_fields(args: argparse.Namespace) -> dict:
+    fields = {
+        "onnx_requirement": "optional" if args.onnx_optional else None,
+        "onnx_external_data": "always" if args.onnx_external_data else None,
+        "onnx_batches": args.onnx_batches,
+        "atol": _per_output(args.atol, args.output_atol, "--output-atol"),
+        "rtol": _per_output(args.rtol, args.output_rtol, "--output-rtol"),
+    }
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,6 +72,8 @@ class Console:
         for check in report.checks:
             table.add_row(check.name, f"[{STATUS_STYLE[check.status]}]{check.status}[/]", check.message)
         onnx = report.onnx
+        for check in onnx.checks:
+            table.add_row(f"onnx: {check.name}", f"[{STATUS_STYLE[check.status]}]{check.status}[/]", check.message)
         table.add_row("onnx", f"[{STATUS_STYLE.get(onnx.status, 'white')}]{onnx.status}[/]", onnx.message)
         self.out.print(table)
         if report.benchmarks:

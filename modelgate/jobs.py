@@ -10,12 +10,12 @@ import os
 
 from modelgate import checks
 from modelgate.benchmark import Measured, SweepPlan, sweep
-from modelgate.compare import compare_outputs, exactly_equal
+from modelgate.compare import exactly_equal
 from modelgate.inputs import read_npz, save_npz
 from modelgate.quiet import import_tensorflow
 from modelgate.runners import KerasModelRunner, OnnxRuntimeRunner, configure_tensorflow_threads, load_signature_runner
 from modelgate.sandbox import shares_model_process
-from modelgate.schemas import Check, OutputComparison, SignatureSpec
+from modelgate.schemas import Check, SignatureSpec
 
 
 @shares_model_process
@@ -98,10 +98,3 @@ def onnxruntime_benchmark_job(
     return sweep(runner, read_npz(inputs_path), plan, runtime_name="onnxruntime", device=device,
                  intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, providers=runner.providers)
 
-
-def onnx_compare_job(
-    onnx_path: str, inputs_path: str, reference_path: str, atol: float, rtol: float
-) -> tuple[dict[str, OutputComparison], list[str], str]:
-    runner = OnnxRuntimeRunner(onnx_path)
-    comparisons = compare_outputs(read_npz(reference_path), runner(read_npz(inputs_path)), atol, rtol)
-    return comparisons, runner.providers, runner.graph_optimization_level

@@ -15,8 +15,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
+from modelgate.onnx_jobs import log_onnx_model_job
 from modelgate.registry import is_registry_uri
-from modelgate.schemas import MlflowSection, ValidationReport, ValidationRequest
+from modelgate.sandbox import limits_of, run_isolated
+from modelgate.schemas import MlflowSection, OutputComparison, ValidationReport, ValidationRequest
 
 PARAM_VALUE_LIMIT = 6000
 UNSAFE_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
@@ -76,11 +78,9 @@ def _metrics(report: ValidationReport) -> dict[str, float]:
         for figure in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms"):
             metrics[metric_key(f"latency_{figure}", *config)] = getattr(bench, figure)
         metrics[metric_key("throughput", *config)] = bench.throughput
-    for name, comparison in report.onnx.outputs.items():
-        for figure in ("max_abs_diff", "max_rel_diff", "mean_abs_diff"):
-            value = getattr(comparison, figure)
-            if value is not None:
-                metrics[metric_key("onnx", figure, name)] = value
+    metrics.update(_onnx_metrics("onnx", report.onnx.outputs))
+    if report.onnx.cuda is not None:
+        metrics.update(_onnx_metrics("onnx_cuda", report.onnx.cuda.outputs))
     if report.onnx.status in ("passed", "failed"):
         metrics["onnx.passed"] = float(report.onnx.status == "passed")
     for stage in report.stages:
@@ -88,8 +88,20 @@ def _metrics(report: ValidationReport) -> dict[str, float]:
     return metrics
 
 
+def _onnx_metrics(prefix: str, outputs: dict[str, OutputComparison]) -> dict[str, float]:
+    """Every figure of every output, as `<prefix>.<figure>.<output>`; infinite ones too (MLflow keeps them)."""
+    return {
+        metric_key(prefix, figure, name): float(value)
+        for name, comparison in outputs.items()
+        for figure, value in comparison.model_dump().items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
 def _artifact_folder(name: str) -> str | None:
-    return "logs" if name.endswith(".log") else None
+    if name.endswith(".log"):
+        return "logs"
+    return "onnx" if name.startswith("onnx_abs_error_") else None
 
 
 def log_results(report: ValidationReport) -> None:
@@ -116,6 +128,30 @@ def log_results(report: ValidationReport) -> None:
     for name, path in report.artifacts.items():
         if Path(path).is_file():
             client.log_artifact(section.run_id, path, _artifact_folder(name))
+    _log_onnx(report, client)
+
+
+def _log_onnx(report: ValidationReport, client: MlflowClient) -> None:
+    """The comparison as an MLflow table, and the converted model as a logged model with its signature."""
+    onnx = report.onnx
+    runtimes = {"cpu": onnx.outputs, **({"cuda": onnx.cuda.outputs} if onnx.cuda else {})}
+    rows = [
+        {"runtime": runtime, "output": name, **comparison.model_dump(mode="json")}
+        for runtime, outputs in runtimes.items() for name, comparison in outputs.items()
+    ]
+    if rows:
+        client.log_table(report.mlflow.run_id, {key: [row[key] for row in rows] for key in rows[0]},
+                         artifact_file="onnx/comparison_table.json")
+    converted = any(stage.name == "export-onnx" and stage.status == "ok" for stage in report.stages)
+    if not (converted and onnx.path and Path(onnx.path).is_file()):
+        return
+    onnx.mlflow_model_uri = run_isolated(
+        log_onnx_model_job, report.mlflow.tracking_uri, report.mlflow.run_id, onnx.path,
+        report.signatures[report.signature],
+        report.inputs.path if report.inputs else None, onnx.external_data,
+        limits=limits_of(report.request), label="log-mlflow (ONNX model)",
+        log_path=Path(report.workdir) / "log-onnx-model.log",
+    ).value
 
 
 def close_run(section: MlflowSection, status: str) -> None:

@@ -1,7 +1,9 @@
 """ONNX conversion with tf2onnx, judged by what the file does rather than by what tf2onnx says.
 
 tf2onnx logs 'Unsupported ops' and still reports success, writing a file ONNX Runtime refuses
-(INVALID_GRAPH). So a conversion only counts once the ONNX checker passes and ONNX Runtime loads it.
+(INVALID_GRAPH). So a conversion only counts once tf2onnx converted every op, the ONNX checker passes and
+ONNX Runtime loads the file; shape inference and the graph's inputs and outputs against the TensorFlow
+signature are checked too, each as a named check.
 """
 
 from __future__ import annotations
@@ -11,12 +13,24 @@ import re
 import runpy
 import shlex
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelgate.errors import OnnxConversionError
+from modelgate.schemas import Check, OnnxConversion, SignatureSpec, TensorSpec
 
 UNSUPPORTED_OPS = re.compile(r"Unsupported ops: Counter\((\{.*?\})\)")
+CONVERTER_COMPLAINT = re.compile(r" - (?:ERROR|CRITICAL) - (.*)")
+FILE_CHECKS = ["onnx_checker", "onnx_shape_inference", "onnx_runtime_load", "onnx_inputs", "onnx_outputs"]
+# Without these the file cannot stand in for the TensorFlow model at all; the others are reported as mismatches.
+FATAL_CHECKS = ["onnx_ops_converted", "onnx_checker", "onnx_runtime_load"]
+
+
+EXTERNAL_DATA_FILE = "model.onnx.data"
+EXTERNAL_DATA_MIN_BYTES = 1024
+# A single protobuf cannot pass 2 GiB. The ONNX file holds about the variables' bytes, plus constants tf2onnx
+# folds, so models whose variables pass this margin get external data.
+EXTERNAL_DATA_ABOVE_BYTES = int(1.5 * 2**30)
 
 
 @dataclass(frozen=True)
@@ -26,23 +40,73 @@ class ConversionPlan:
     tags: list[str]
     opset: int
     output_path: str
+    external_data: bool = False
+
+    @property
+    def tf2onnx_output(self) -> str:
+        """tf2onnx's large-model mode writes a zip of the graph and one file per big tensor."""
+        return f"{self.output_path}.zip" if self.external_data else self.output_path
 
     def argv(self) -> list[str]:
         return [
             "--saved-model", self.model_dir, "--signature_def", self.signature_key,
-            "--tag", ",".join(self.tags), "--opset", str(self.opset), "--output", self.output_path,
+            "--tag", ",".join(self.tags), "--opset", str(self.opset), "--output", self.tf2onnx_output,
+            *(["--large_model"] if self.external_data else []),
         ]
 
     def shell_command(self) -> str:
-        return shlex.join(["python", "-m", "tf2onnx.convert", *self.argv()])
+        if not self.external_data:
+            return shlex.join(["python", "-m", "tf2onnx.convert", *self.argv()])
+        convert = (
+            "import runpy, sys, numpy; numpy.product = numpy.prod; "
+            f"sys.argv = {['tf2onnx.convert', *self.argv()]!r}; runpy.run_module('tf2onnx.convert', run_name='__main__')"
+        )
+        resave = (
+            "from modelgate.onnx_export import unpack_large_model; "
+            f"unpack_large_model({self.tf2onnx_output!r}, {self.output_path!r})"
+        )
+        return "\n".join([
+            "# tf2onnx 1.17's --large_model still calls numpy.product, which NumPy 2 removed: alias it back.",
+            shlex.join(["python", "-c", convert]),
+            "# Unpack tf2onnx's zip into model.onnx + model.onnx.data (standard ONNX external data).",
+            shlex.join(["python", "-c", resave]),
+        ])
+
+
+def highest_runtime_opset(ceiling: int) -> int:
+    """The highest opset up to ceiling whose models this ONNX Runtime loads: it exposes no such number itself."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "opset_probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    for opset in range(ceiling, 6, -1):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        # The lowest IR version that carries this opset, so an older Runtime is not refused for the IR alone.
+        model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - ONNX Runtime raises its own types for an unknown opset
+            continue
+        return opset
+    return 7
 
 
 def default_opset() -> int:
-    """The highest opset both tf2onnx and the installed onnx package know."""
+    """The highest opset tf2onnx, the installed onnx package and the installed ONNX Runtime all support."""
     import onnx
     from tf2onnx import constants
 
-    return min(max(constants.OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version())
+    return highest_runtime_opset(min(max(constants.OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version()))
+
+
+def needs_external_data(model_dir: str | Path) -> bool:
+    variables = Path(model_dir) / "variables"
+    size = sum(f.stat().st_size for f in variables.rglob("*") if f.is_file()) if variables.is_dir() else 0
+    return size > EXTERNAL_DATA_ABOVE_BYTES
 
 
 def unsupported_ops(log_text: str) -> dict[str, int]:
@@ -53,37 +117,184 @@ def unsupported_ops(log_text: str) -> dict[str, int]:
     return found
 
 
-def convert_job(plan: ConversionPlan, log_path: str) -> None:
-    """Runs in a sandboxed child: tf2onnx changes TensorFlow's global state, and a crash must stay here."""
+def converter_message(log_text: str) -> str:
+    """tf2onnx's own complaints (its ERROR lines), else its last word."""
+    complaints = CONVERTER_COMPLAINT.findall(log_text)
+    if complaints:
+        return "\n".join(complaints[-20:])
+    lines = [line for line in log_text.splitlines() if " - INFO - " in line or " - WARNING - " in line]
+    return lines[-1].split(" - ", 2)[-1] if lines else ""
+
+
+def unpack_large_model(zip_path: str, output_path: str) -> None:
+    """tf2onnx's large-model zip as model.onnx plus one model.onnx.data, the layout the checker, ONNX Runtime
+    and MLflow expect. Tensors under EXTERNAL_DATA_MIN_BYTES stay inline: ONNX Runtime infers shapes at load
+    from small constants (Slice starts, Reshape shapes) and refuses to read those from external data."""
+    import onnx
+
+    unpacked = Path(f"{output_path}.unpacked")
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(unpacked)
+    # Loading resolves tf2onnx's per-tensor files; the proto is never serialised whole, so 2 GiB is no limit.
+    model = onnx.load(str(unpacked / "__MODEL_PROTO.onnx"))
+    onnx.save_model(
+        model, output_path, save_as_external_data=True, all_tensors_to_one_file=True,
+        location=EXTERNAL_DATA_FILE, size_threshold=EXTERNAL_DATA_MIN_BYTES,
+    )
+    for leftover in sorted(unpacked.rglob("*"), reverse=True):
+        leftover.unlink() if leftover.is_file() else leftover.rmdir()
+    unpacked.rmdir()
+    Path(zip_path).unlink()
+
+
+def _run_tf2onnx(plan: ConversionPlan) -> str | None:
+    """tf2onnx's command-line entry point in this process; returns why it failed, if it did."""
+    if plan.external_data:
+        import numpy
+
+        # tf2onnx 1.17's large-model path (graph.py, get_value_attr) calls numpy.product, removed in NumPy 2.
+        # Converting normally and re-saving with external data is no way round it: past 2 GiB tf2onnx cannot
+        # even freeze the graph without --large_model. So the alias comes back, in this child process only.
+        numpy.product = numpy.prod
     sys.argv = ["tf2onnx.convert", *plan.argv()]
     try:
         runpy.run_module("tf2onnx.convert", run_name="__main__")
     except SystemExit as exit_:
         if exit_.code not in (0, None):
-            raise OnnxConversionError(f"tf2onnx exited with code {exit_.code}") from None
-    sys.stdout.flush()
-    sys.stderr.flush()
-    unsupported = unsupported_ops(Path(log_path).read_text(errors="replace"))
-    if unsupported:
-        listing = ", ".join(f"{op} x{count}" for op, count in sorted(unsupported.items()))
-        raise OnnxConversionError(f"tf2onnx cannot convert these ops: {listing}")
-    if not Path(plan.output_path).is_file():
-        raise OnnxConversionError("tf2onnx wrote no ONNX file")
-    verify_onnx_file(plan.output_path)
+            return f"tf2onnx exited with code {exit_.code}"
+    except Exception as exc:  # noqa: BLE001 - tf2onnx raises whatever its handlers raise; keep the message
+        return f"tf2onnx failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    if not Path(plan.tf2onnx_output).is_file():
+        return "tf2onnx wrote no ONNX file"
+    if plan.external_data:
+        unpack_large_model(plan.tf2onnx_output, plan.output_path)
+    return None
 
 
-def verify_onnx_file(path: str) -> None:
+def convert_job(plan: ConversionPlan, signature: SignatureSpec, log_path: str) -> OnnxConversion:
+    """Runs in a sandboxed child: tf2onnx changes TensorFlow's global state, and a crash must stay here."""
+    tf2onnx_failure = _run_tf2onnx(plan)
+    log_text = Path(log_path).read_text(errors="replace")
+    ops = unsupported_ops(log_text)
+    checks = [
+        Check(name="onnx_ops_converted", status="failed",
+              message=f"tf2onnx cannot convert {', '.join(f'{op} x{n}' for op, n in sorted(ops.items()))}")
+        if ops else Check(name="onnx_ops_converted", status="passed", message="tf2onnx converted every op")
+    ]
+    if tf2onnx_failure:
+        checks += [Check(name=name, status="skipped", message=tf2onnx_failure) for name in FILE_CHECKS]
+    else:
+        checks += verify_onnx_file(plan.output_path, signature)
+    fatal = [check.message for check in checks if check.status == "failed" and check.name in FATAL_CHECKS]
+    return OnnxConversion(
+        path=plan.output_path if not tf2onnx_failure else None,
+        opset=plan.opset,
+        external_data=plan.external_data,
+        unsupported_ops=ops,
+        converter_message=converter_message(log_text),
+        checks=checks,
+        failure="; ".join(([tf2onnx_failure] if tf2onnx_failure else []) + fatal) or None,
+    )
+
+
+MESSAGE_LIMIT = 400
+
+
+def _first_line(exc: BaseException) -> str:
+    """ONNX Runtime's INVALID_GRAPH message lists every input of the node: keep the start, which says why."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= MESSAGE_LIMIT else f"{line[:MESSAGE_LIMIT]}…"
+
+
+def verify_onnx_file(path: str, signature: SignatureSpec) -> list[Check]:
     import onnx
     import onnxruntime as ort
 
+    checks = []
     try:
-        # By path, so models stored with external data are checked too.
-        onnx.checker.check_model(path)
-    except onnx.checker.ValidationError as exc:
-        raise OnnxConversionError(f"the ONNX checker rejects the converted model: {str(exc).splitlines()[0]}") from exc
+        # By path: a model with external data cannot be checked in memory past 2 GiB.
+        onnx.checker.check_model(path, full_check=False)
+        checks.append(Check(name="onnx_checker", status="passed", message="the ONNX checker accepts the model"))
+    except Exception as exc:  # noqa: BLE001 - ValidationError, or a C++ error surfacing as another type
+        checks.append(Check(name="onnx_checker", status="failed",
+                            message=f"the ONNX checker rejects the model: {_first_line(exc)}"))
+    inferred = Path(f"{path}.inferred")
+    try:
+        onnx.shape_inference.infer_shapes_path(path, str(inferred), strict_mode=True, data_prop=True)
+        checks.append(Check(name="onnx_shape_inference", status="passed", message="strict shape inference passes"))
+    except Exception as exc:  # noqa: BLE001 - InferenceError, or a checker error for an unknown op
+        checks.append(Check(name="onnx_shape_inference", status="failed",
+                            message=f"shape inference fails: {_first_line(exc)}"))
+    finally:
+        inferred.unlink(missing_ok=True)
     try:
         ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ONNX Runtime raises its own exception types for invalid graphs
-        raise OnnxConversionError(
-            f"ONNX Runtime cannot load the converted model: {str(exc).splitlines()[0]}"
-        ) from exc
+        checks.append(Check(name="onnx_runtime_load", status="passed", message="ONNX Runtime (CPU) loads the model"))
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types for invalid graphs
+        checks.append(Check(name="onnx_runtime_load", status="failed",
+                            message=f"ONNX Runtime cannot load the model: {_first_line(exc)}"))
+    try:
+        graph = onnx.load(path, load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 - not even a readable ModelProto
+        return checks + [Check(name=name, status="failed", message=f"the file is not a readable ONNX model: "
+                               f"{_first_line(exc)}") for name in ("onnx_inputs", "onnx_outputs")]
+    initializers = {init.name for init in graph.initializer}
+    graph_inputs = {value.name: value for value in graph.input if value.name not in initializers}
+    checks.append(_io_check("onnx_inputs", "input", signature.inputs, graph_inputs))
+    checks.append(_io_check("onnx_outputs", "output", signature.outputs, {value.name: value for value in graph.output}))
+    return checks
+
+
+def _onnx_spec(value) -> TensorSpec:
+    """An ONNX graph input or output as a signature TensorSpec: numpy dtype name, None for dynamic dims."""
+    from onnx import TensorProto, helper
+
+    tensor_type = value.type.tensor_type
+    if tensor_type.elem_type == TensorProto.STRING:
+        dtype = "string"
+    else:
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+    if not tensor_type.HasField("shape"):
+        return TensorSpec(dtype=dtype, shape=None)
+    return TensorSpec(dtype=dtype, shape=[d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim])
+
+
+def _shape_problem(expected: list[int | None] | None, found: list[int | None] | None) -> str | None:
+    if expected is None or found is None:
+        return None
+    if len(expected) != len(found):
+        return f"rank {len(found)}, the signature has rank {len(expected)}"
+    for axis, (want, have) in enumerate(zip(expected, found)):
+        if want is None and have is not None:
+            return f"dimension {axis} fixed at {have}, dynamic in the signature"
+        if want is not None and have is not None and want != have:
+            return f"dimension {axis} is {have}, the signature has {want}"
+    return None
+
+
+def _io_check(name: str, kind: str, expected: dict[str, TensorSpec], graph_values: dict) -> Check:
+    """ONNX graph inputs or outputs against the signature's, by name: names, dtypes, shapes."""
+    problems = []
+    missing = sorted(set(expected) - set(graph_values))
+    extra = sorted(set(graph_values) - set(expected))
+    if missing:
+        problems.append(f"no {kind} {', '.join(missing)} in the ONNX graph")
+    if extra:
+        problems.append(f"ONNX {kind}s {', '.join(extra)} are not in the signature")
+    for tensor, spec in expected.items():
+        if tensor not in graph_values:
+            continue
+        found = _onnx_spec(graph_values[tensor])
+        if found.dtype != spec.dtype:
+            problems.append(f"{tensor}: dtype {found.dtype}, the signature has {spec.dtype}")
+        shape_problem = _shape_problem(spec.shape, found.shape)
+        if shape_problem:
+            problems.append(f"{tensor}: {shape_problem}")
+    if problems:
+        return Check(name=name, status="failed", message="; ".join(problems))
+    return Check(name=name, status="passed",
+                 message=f"{kind}s {', '.join(expected)} match the signature by name, dtype and shape")

@@ -56,3 +56,34 @@ def throughput_by_batch(points: dict[str, list[tuple[int, float]]], path: str | 
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def error_histogram(abs_errors, atol: float, path: str | Path, title: str) -> Path:
+    """Absolute errors of one output on a log scale, with atol marked; exact zeros and NaN/Inf counted apart."""
+    import numpy as np
+
+    errors = np.asarray(abs_errors, dtype=np.float64).ravel()
+    finite = errors[np.isfinite(errors)]
+    positive = finite[finite > 0]
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    if positive.size:
+        low, high = np.log10(positive.min()), np.log10(positive.max())
+        bins = np.logspace(low - 0.05, high + 0.05, 40) if high > low else np.array([positive.min() / 2, positive.min() * 2])
+        axes.hist(positive, bins=bins, color="#4c72b0")
+        axes.set_xscale("log")
+    if atol > 0:
+        axes.axvline(atol, color="#c44e52", linestyle="--", label=f"atol {atol:g}")
+        axes.legend(loc="upper left")
+    axes.set_xlabel("absolute error")
+    axes.set_ylabel("elements")
+    axes.set_title(
+        f"{title}\n{finite.size - positive.size} exactly equal, {errors.size - finite.size} NaN/Inf, "
+        f"{positive.size} above zero",
+        fontsize=9,
+    )
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

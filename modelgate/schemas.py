@@ -6,10 +6,24 @@ import os
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 DEFAULT_REPORT_PATH = "modelgate-report.json"
 DEFAULT_OUTPUT_DIR = "modelgate-out"
+DEFAULT_ATOL, DEFAULT_RTOL = 1e-4, 1e-3
+ONNX_STAGES = ("export-onnx", "compare-onnx")
+
+# One tolerance for every output, or per output name with "" as the default (Polygraphy's convention).
+Tolerance = float | dict[str, float]
+
+
+def _normalized_tolerance(value: Tolerance, default: float) -> Tolerance:
+    values = [value] if isinstance(value, (int, float)) else list(value.values())
+    if any(v < 0 for v in values):
+        raise ValueError("tolerances must not be negative")
+    if isinstance(value, dict):
+        return {"": default, **value}
+    return float(value)
 
 
 class ValidationRequest(BaseModel):
@@ -85,8 +99,31 @@ class ValidationRequest(BaseModel):
         title="ONNX opset",
         description="Opset for tf2onnx. Empty: the highest that tf2onnx and ONNX Runtime both support.",
     )
-    atol: float = Field(default=1e-4, ge=0, title="Absolute tolerance", description="ONNX vs TensorFlow atol.")
-    rtol: float = Field(default=1e-3, ge=0, title="Relative tolerance", description="ONNX vs TensorFlow rtol.")
+    atol: Tolerance = Field(
+        default=DEFAULT_ATOL,
+        title="Absolute tolerance",
+        description='ONNX vs TensorFlow atol: one number, or per output {"": default, "output_name": value}.',
+    )
+    rtol: Tolerance = Field(
+        default=DEFAULT_RTOL,
+        title="Relative tolerance",
+        description='ONNX vs TensorFlow rtol: one number, or per output {"": default, "output_name": value}.',
+    )
+    onnx_requirement: Literal["required", "optional"] = Field(
+        default="required",
+        title="ONNX requirement",
+        description="required: an ONNX error or mismatch decides the validation; optional: it is reported only.",
+    )
+    onnx_external_data: Literal["auto", "always"] = Field(
+        default="auto",
+        title="ONNX external data",
+        description="auto: weights go to model.onnx.data only when the file would pass 2 GB; always: every time.",
+    )
+    onnx_batches: int = Field(
+        default=8, ge=1, le=256,
+        title="ONNX comparison batches",
+        description="Seeded synthetic input batches ONNX Runtime is compared on (plus the inputs file, if given).",
+    )
     model_timeout_s: float = Field(
         default=600, gt=0,
         title="Time limit per model stage (s)",
@@ -126,6 +163,11 @@ class ValidationRequest(BaseModel):
         title="Alias on success",
         description="Registry alias set on the version when the validation passed. Never 'champion'.",
     )
+
+    @field_validator("atol", "rtol")
+    @classmethod
+    def _valid_tolerance(cls, value: Tolerance, info: ValidationInfo) -> Tolerance:
+        return _normalized_tolerance(value, DEFAULT_ATOL if info.field_name == "atol" else DEFAULT_RTOL)
 
     @field_validator("benchmark_batch_sizes")
     @classmethod
@@ -208,24 +250,72 @@ class BenchmarkResult(BaseModel):
 
 
 class OutputComparison(BaseModel):
+    """One output of one runtime against the reference, over every compared batch."""
+
+    # An infinite error written as JSON null would read as 'not computed'.
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
     max_abs_diff: float | None
     max_rel_diff: float | None
     mean_abs_diff: float | None = None
+    median_abs_diff: float | None = None
+    p99_abs_diff: float | None = None
+    mean_rel_diff: float | None = None
+    median_rel_diff: float | None = None
+    p99_rel_diff: float | None = None
     failing_elements: int = 0
     total_elements: int = 0
+    failing_share: float | None = None
+    min_passing_atol: float | None = Field(
+        default=None, description="Smallest atol that would have passed every element, rtol as set."
+    )
+    min_passing_rtol: float | None = Field(
+        default=None, description="Smallest rtol that would have passed every element, atol as set."
+    )
+    cosine_similarity: float | None = None
+    top1_agreement: float | None = Field(
+        default=None, description="Rank-2 outputs with several classes: share of rows with the same arg-max."
+    )
+    top5_agreement: float | None = Field(
+        default=None, description="More than 5 classes: share of rows whose reference top-1 is in the top 5."
+    )
+    atol: float | None = None
+    rtol: float | None = None
     passed: bool
     message: str = ""
+
+
+class RuntimeComparison(BaseModel):
+    """ONNX Runtime with one set of execution providers against TensorFlow."""
+
+    providers: list[str] = Field(description="Providers the session actually used, in priority order.")
+    graph_optimization_level: str
+    outputs: dict[str, OutputComparison]
+    batches: int
+    histograms: dict[str, str] = Field(default={}, description="PNG of absolute errors, by output name.")
+
+    def failing(self) -> list[str]:
+        return [name for name, result in self.outputs.items() if not result.passed]
 
 
 class OnnxSection(BaseModel):
     status: Literal["passed", "failed", "error", "skipped"] = "skipped"
     opset: int | None = None
     path: str | None = None
+    external_data: bool = False
     message: str = ""
-    atol: float | None = None
-    rtol: float | None = None
+    unsupported_ops: dict[str, int] = Field(default={}, description="Op types tf2onnx could not convert, with counts.")
+    converter_message: str = Field(default="", description="What tf2onnx itself said about the conversion.")
+    checks: list[Check] = Field(default=[], description="Checks of the ONNX file: checker, shape inference, I/O.")
+    atol: Tolerance | None = None
+    rtol: Tolerance | None = None
+    batches: int = 0
     providers: list[str] = []
+    graph_optimization_level: str | None = None
     outputs: dict[str, OutputComparison] = {}
+    cuda: RuntimeComparison | None = Field(default=None, description="The same comparison on the CUDA provider.")
+    cuda_message: str = ""
+    mlflow_model_uri: str | None = None
 
 
 class MlflowSection(BaseModel):
@@ -289,9 +379,10 @@ class ValidationReport(BaseModel):
         return [check for check in self.checks if check.status == "failed"]
 
     def conclude(self) -> None:
-        if any(stage.status == "error" for stage in self.stages):
+        onnx_decides = self.request.onnx_requirement == "required"
+        if any(stage.status == "error" and (onnx_decides or stage.name not in ONNX_STAGES) for stage in self.stages):
             self.status = "error"
-        elif self.failed_checks() or self.onnx.status == "failed":
+        elif self.failed_checks() or (onnx_decides and self.onnx.status == "failed"):
             self.status = "failed"
         else:
             self.status = "passed"
@@ -370,39 +461,73 @@ class BenchmarkRun(StageResult):
         report.artifacts.update(self.artifacts)
 
 
-class OnnxExport(StageResult):
-    path: str
+class OnnxConversion(BaseModel):
+    """What tf2onnx and the checks after it made of one conversion; kept as onnx_conversion.json."""
+
+    path: str | None
     opset: int
-    artifacts: dict[str, str]
+    external_data: bool
+    unsupported_ops: dict[str, int] = {}
+    converter_message: str = ""
+    checks: list[Check] = []
+    failure: str | None = Field(default=None, description="Why the file cannot be used, in one line; None if it can.")
+    artifacts: dict[str, str] = {}
+
+    def apply_to_section(self, onnx: OnnxSection) -> None:
+        onnx.path, onnx.opset, onnx.external_data = self.path, self.opset, self.external_data
+        onnx.unsupported_ops, onnx.converter_message, onnx.checks = (
+            self.unsupported_ops, self.converter_message, self.checks
+        )
+
+
+class OnnxExport(StageResult):
+    conversion: OnnxConversion
+
+    @property
+    def path(self) -> str:
+        return self.conversion.path
 
     def apply_to(self, report: ValidationReport) -> None:
-        report.onnx.path = self.path
-        report.onnx.opset = self.opset
+        self.conversion.apply_to_section(report.onnx)
         report.onnx.message = "converted; the ONNX checker and ONNX Runtime accept the model"
-        report.artifacts.update(self.artifacts)
+        report.artifacts.update(self.conversion.artifacts)
+
+
+def _tolerance_text(name: str, value: Tolerance) -> str:
+    if isinstance(value, dict):
+        return f"{name}={value['']:g} ({', '.join(f'{k}: {v:g}' for k, v in value.items() if k)})"
+    return f"{name}={value:g}"
 
 
 class OnnxComparison(StageResult):
-    outputs: dict[str, OutputComparison]
-    atol: float
-    rtol: float
-    providers: list[str]
-    graph_optimization_level: str
+    cpu: RuntimeComparison | None
+    atol: Tolerance
+    rtol: Tolerance
+    cuda: RuntimeComparison | None = None
+    cuda_message: str = ""
     skipped_reason: str | None = None
+    artifacts: dict[str, str] = {}
 
     def apply_to(self, report: ValidationReport) -> None:
         onnx = report.onnx
-        onnx.outputs, onnx.atol, onnx.rtol, onnx.providers = self.outputs, self.atol, self.rtol, self.providers
-        if self.skipped_reason:
+        onnx.atol, onnx.rtol, onnx.cuda, onnx.cuda_message = self.atol, self.rtol, self.cuda, self.cuda_message
+        report.artifacts.update(self.artifacts)
+        if self.cpu is None:
             onnx.status, onnx.message = "skipped", f"comparison skipped: {self.skipped_reason}"
             return
-        failing = [name for name, result in self.outputs.items() if not result.passed]
-        onnx.status = "failed" if failing else "passed"
-        onnx.message = (
-            f"outputs {', '.join(failing)} exceed atol={self.atol:g} and rtol={self.rtol:g}"
-            if failing
-            else f"every output within atol={self.atol:g} or rtol={self.rtol:g} "
-            f"(providers {', '.join(self.providers)}, optimisation {self.graph_optimization_level})"
+        onnx.outputs, onnx.providers, onnx.batches = self.cpu.outputs, self.cpu.providers, self.cpu.batches
+        onnx.graph_optimization_level = self.cpu.graph_optimization_level
+        tolerances = f"{_tolerance_text('atol', self.atol)} and {_tolerance_text('rtol', self.rtol)}"
+        problems = [f"outputs {', '.join(self.cpu.failing())} exceed {tolerances}"] if self.cpu.failing() else []
+        if self.cuda is not None and self.cuda.failing():
+            problems.append(f"on CUDA, outputs {', '.join(self.cuda.failing())} exceed {tolerances}")
+        problems += [f"check {check.name} failed" for check in onnx.checks if check.status == "failed"]
+        onnx.status = "failed" if problems else "passed"
+        onnx.message = "; ".join(problems) if problems else (
+            f"every output within {tolerances} on {self.cpu.batches} batches "
+            f"(providers {', '.join(self.cpu.providers)}"
+            + (f"; and {', '.join(self.cuda.providers)}" if self.cuda else "")
+            + f", optimisation {self.cpu.graph_optimization_level})"
         )
 
 

@@ -1,31 +1,59 @@
+import json
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.onnx_export import ConversionPlan, convert_job, default_opset
+from modelgate.errors import OnnxConversionError
+from modelgate.onnx_export import ConversionPlan, convert_job, default_opset, needs_external_data
 from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import CheckList, OnnxExport, SignatureChoice, ValidationReport, ValidationRequest
+from modelgate.schemas import (
+    CheckList, OnnxConversion, OnnxExport, SignatureChoice, ValidationReport, ValidationRequest,
+)
+
+CONVERSION_RECORD = "onnx_conversion.json"
 
 
 @task(name="export-onnx", cache_policy=NO_CACHE)
 def export_onnx(choice: SignatureChoice, cleared: CheckList, request: ValidationRequest, workdir: str) -> OnnxExport:
-    """tf2onnx in a bounded child process; the file counts only once the checker and ONNX Runtime accept it."""
+    """tf2onnx in a bounded child process; the file counts only once tf2onnx converted every op and the
+    checker and ONNX Runtime accept it. Either way the outcome is kept in onnx_conversion.json."""
+    model_dir = str(Path(choice.model_dir).resolve())
     plan = ConversionPlan(
-        model_dir=str(Path(choice.model_dir).resolve()),
+        model_dir=model_dir,
         signature_key=choice.signature.key,
         tags=choice.tags,
         opset=request.onnx_opset or default_opset(),
         output_path=str(Path(workdir) / "model.onnx"),
+        external_data=request.onnx_external_data == "always" or needs_external_data(model_dir),
     )
     reproduce = Path(workdir) / "reproduce.sh"
-    reproduce.write_text(f"#!/bin/sh\n# The conversion modelgate ran, as a command.\nset -e\n{plan.shell_command()}\n")
+    reproduce.write_text(f"#!/bin/sh\n# The conversion modelgate ran, as commands.\nset -e\n{plan.shell_command()}\n")
     log_path = Path(workdir) / "tf2onnx.log"
-    artifacts = {"reproduce.sh": str(reproduce), "tf2onnx.log": str(log_path)}
-    run_isolated(convert_job, plan, str(log_path), limits=limits_of(request), label="export-onnx", log_path=log_path)
-    return OnnxExport(path=plan.output_path, opset=plan.opset, artifacts={"model.onnx": plan.output_path, **artifacts})
+    record = Path(workdir) / CONVERSION_RECORD
+    artifacts = {"reproduce.sh": str(reproduce), "tf2onnx.log": str(log_path), CONVERSION_RECORD: str(record)}
+    conversion = run_isolated(
+        convert_job, plan, choice.signature, str(log_path),
+        limits=limits_of(request), label="export-onnx", log_path=log_path,
+    ).value
+    if conversion.path and not conversion.external_data:
+        # A model with external data goes to MLflow as a logged model only, not twice.
+        artifacts["model.onnx"] = conversion.path
+    conversion.artifacts = artifacts
+    record.write_text(conversion.model_dump_json(indent=2))
+    if conversion.failure:
+        raise OnnxConversionError(f"conversion failed: {conversion.failure}")
+    return OnnxExport(conversion=conversion)
 
 
 def record_onnx_error(report: ValidationReport, message: str) -> None:
+    """The ONNX section says why, and keeps what the conversion found (unsupported ops, tf2onnx's message,
+    checks): the recorder hands error handlers only the message, so that comes from the stage's record file."""
+    record = Path(report.workdir) / CONVERSION_RECORD
+    if record.is_file():
+        conversion = OnnxConversion.model_validate(json.loads(record.read_text()))
+        conversion.apply_to_section(report.onnx)
+        report.artifacts.update({name: path for name, path in conversion.artifacts.items() if Path(path).is_file()})
     report.onnx.status = "error"
     report.onnx.message = message
+

@@ -95,3 +95,65 @@ class _Unknown(tf.Module):
 def unknown_dims(directory: Path) -> Path:
     """Unknown rank and unknown non-batch dims, which inspection must keep as such."""
     return _save_serving(_Unknown(), directory)
+
+
+class _MixedInputs(tf.Module):
+    """Four inputs of four dtypes, dynamic batch and spatial dims, three outputs of three dtypes."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(11)
+        self.filters = tf.Variable(rng.standard_normal((3, 3, 3, 4)).astype("float32"))
+        self.embeddings = tf.Variable(rng.standard_normal((8, 4)).astype("float32"))
+        # Large weights: logits spread over tens of units, so a conversion error cannot hide in a flat softmax.
+        self.head = tf.Variable((10.0 * rng.standard_normal((9, 10))).astype("float32"))
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.float32, name="image"),
+        tf.TensorSpec([None, 5], tf.int32, name="token_ids"),
+        tf.TensorSpec([None, 1], tf.int64, name="offset"),
+        tf.TensorSpec([None, 5], tf.bool, name="mask"),
+    ])
+    def __call__(self, image, token_ids, offset, mask):
+        feature_map = tf.nn.relu(tf.nn.conv2d(image, self.filters, strides=1, padding="SAME"))
+        pooled = tf.reduce_mean(feature_map, axis=[1, 2])
+        embedded = tf.gather(self.embeddings, token_ids) * tf.cast(mask, tf.float32)[..., None]
+        features = tf.concat([pooled, tf.reduce_sum(embedded, axis=1), tf.cast(offset, tf.float32)], axis=1)
+        return {
+            "logits": tf.matmul(features, self.head),
+            "feature_map": feature_map,
+            "kept_tokens": tf.reduce_sum(tf.cast(mask, tf.int64), axis=1) + offset[:, 0],
+        }
+
+
+def mixed_inputs(directory: Path) -> Path:
+    return _save_serving(_MixedInputs(), directory)
+
+
+class _ParsesExamples(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def __call__(self, examples):
+        parsed = tf.io.parse_example(examples, {"x": tf.io.FixedLenFeature([3], tf.float32)})
+        return {"doubled": parsed["x"] * 2.0}
+
+
+def parses_examples(directory: Path) -> Path:
+    """A serving signature fed serialized tf.Example protos: tf2onnx has no ParseExampleV2."""
+    return _save_serving(_ParsesExamples(), directory)
+
+
+def keras_cnn(directory: Path) -> Path:
+    """A small Keras 3 image classifier exported with model.export(): logits and softmax probabilities."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    image = keras.Input(shape=(16, 16, 3), name="image")
+    hidden = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(image)
+    hidden = keras.layers.MaxPooling2D(name="pool1")(hidden)
+    hidden = keras.layers.Conv2D(32, 3, activation="relu", name="conv2")(hidden)
+    hidden = keras.layers.GlobalAveragePooling2D(name="pool2")(hidden)
+    logits = keras.layers.Dense(10, name="logits", kernel_initializer=keras.initializers.RandomNormal(stddev=2.0))(hidden)
+    probabilities = keras.layers.Softmax(name="probabilities")(logits)
+    model = keras.Model(image, {"logits": logits, "probabilities": probabilities})
+    model.export(str(directory), format="tf_saved_model", verbose=False)
+    return directory

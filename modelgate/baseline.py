@@ -1,0 +1,43 @@
+"""Comparison with a baseline version (by default the one behind `champion`): what changes for callers.
+
+Both models run in one child process on the same seeded inputs: output drift is measured there, and so
+is latency, the two measured in alternation so a busy machine slows both alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+
+from modelgate.compare import compare_arrays
+from modelgate.inputs import read_npz
+from modelgate.runners import TFSignatureRunner
+from modelgate.timing import MeasurementPlan, measure
+
+LATENCY_ROUNDS = 3
+LATENCY_PLAN = MeasurementPlan(warmup=5, window=25, min_windows=3, max_windows=3)
+
+
+def baseline_job(
+    model_dir: str, tags: list[str], key: str, baseline_dir: str, baseline_tags: list[str], inputs_path: str,
+) -> dict:
+    """Drift of each shared output (max abs and rel difference) and p50 latency of both, side by side."""
+    current = TFSignatureRunner(model_dir, tags, key)
+    baseline = TFSignatureRunner(baseline_dir, baseline_tags, key)
+    feeds = read_npz(inputs_path)
+    ours, theirs = current(feeds), baseline(feeds)
+    drift = {}
+    for name in sorted(set(ours) & set(theirs)):
+        comparison = compare_arrays(np.asarray(theirs[name]), np.asarray(ours[name]), atol=0.0, rtol=0.0)
+        drift[name] = {"max_abs_diff": comparison.max_abs_diff, "max_rel_diff": comparison.max_rel_diff,
+                       "message": comparison.message}
+    current_p50, baseline_p50 = [], []
+    for _ in range(LATENCY_ROUNDS):
+        current_p50.append(measure(lambda: current(feeds), LATENCY_PLAN).percentile(50))
+        baseline_p50.append(measure(lambda: baseline(feeds), LATENCY_PLAN).percentile(50))
+    return {
+        "drift": drift,
+        "current_p50_ms": statistics.median(current_p50),
+        "baseline_p50_ms": statistics.median(baseline_p50),
+    }

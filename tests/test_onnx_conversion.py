@@ -1,0 +1,155 @@
+"""The ONNX stages on real SavedModels: tf2onnx in its child, the checks after it, ONNX Runtime against TF."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from modelgate.compare import UnknownOutputTolerance
+from modelgate.errors import OnnxConversionError
+from modelgate.onnx_export import EXTERNAL_DATA_FILE, EXTERNAL_DATA_MIN_BYTES, default_opset
+from modelgate.schemas import OnnxExport, ValidationReport, ValidationRequest
+from tasks.compare_onnx import compare_onnx
+from tasks.export_onnx import export_onnx, record_onnx_error
+from tasks.inspect_model import inspect_model
+from tasks.prepare_inputs import prepare_inputs
+from tasks.run_checks import run_checks
+from tasks.scan_ops import scan_ops
+from tasks.select_signature import select_signature
+from tests import models
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("onnx_models")
+    return {name: getattr(models, name)(root / name) for name in ("mixed_inputs", "parses_examples", "keras_cnn")}
+
+
+class Stages:
+    """The stages up to compare-onnx, called as the flow calls them, on one model."""
+
+    def __init__(self, model_dir: Path, workdir: Path, **fields):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = str(workdir)
+        self.request = ValidationRequest(source=str(model_dir), output_dir=str(workdir), **fields)
+        self.choice = select_signature.fn(inspect_model.fn(str(model_dir)), None, None)
+        self.cleared = scan_ops.fn(self.choice, [])
+
+    def export(self) -> OnnxExport:
+        return export_onnx.fn(self.choice, self.cleared, self.request, self.workdir)
+
+    def compare(self, exported: OnnxExport):
+        inputs = prepare_inputs.fn(self.choice, self.request, self.workdir)
+        reference = run_checks.fn(self.choice, inputs, self.cleared, self.request, self.workdir)
+        return compare_onnx.fn(self.choice, exported, inputs, reference, self.request, self.workdir)
+
+
+@pytest.fixture(scope="module")
+def mixed(onnx_models, tmp_path_factory):
+    """Four inputs (float32 image with dynamic spatial dims, int32, int64, bool), three outputs; converted once."""
+    stages = Stages(onnx_models["mixed_inputs"], tmp_path_factory.mktemp("mixed"))
+    exported = stages.export()
+    return stages, exported, stages.compare(exported)
+
+
+def test_mixed_dtypes_and_dynamic_dims_convert_and_every_check_passes(mixed):
+    stages, exported, _ = mixed
+    conversion = exported.conversion
+    assert conversion.failure is None and not conversion.external_data
+    assert conversion.opset == default_opset() == 18  # tf2onnx 1.17 stops at 18; onnx and ONNX Runtime go higher
+    assert {check.name: check.status for check in conversion.checks} == {
+        "onnx_ops_converted": "passed", "onnx_checker": "passed", "onnx_shape_inference": "passed",
+        "onnx_runtime_load": "passed", "onnx_inputs": "passed", "onnx_outputs": "passed",
+    }
+    graph = onnx.load(conversion.path).graph
+    image = next(value for value in graph.input if value.name == "image")
+    assert [dim.HasField("dim_value") for dim in image.type.tensor_type.shape.dim] == [False, False, False, True]
+    reproduce = (Path(stages.workdir) / "reproduce.sh").read_text()
+    assert "python -m tf2onnx.convert --saved-model" in reproduce and "--opset 18" in reproduce
+    assert json.loads((Path(stages.workdir) / "onnx_conversion.json").read_text())["failure"] is None
+
+
+def test_onnx_runtime_matches_tensorflow_on_eight_batches_with_outputs_that_spread(mixed):
+    stages, _, comparison = mixed
+    cpu = comparison.cpu
+    assert cpu.batches == 8 and cpu.providers == ["CPUExecutionProvider"]
+    assert cpu.graph_optimization_level == "ORT_ENABLE_ALL"
+    assert all(result.passed for result in cpu.outputs.values()), cpu.outputs
+    logits = cpu.outputs["logits"]
+    assert logits.total_elements == 8 * stages.request.batch_size * 10
+    assert logits.top1_agreement == 1.0 and logits.top5_agreement == 1.0
+    assert logits.cosine_similarity > 0.999999
+    assert cpu.outputs["kept_tokens"].max_abs_diff == 0.0  # int64, exact
+    # The logits spread over tens of units: an error there cannot hide the way it would in a flat softmax.
+    reference = np.load(Path(stages.workdir) / "reference_outputs.npz")["logits"]
+    assert reference.std() > 10 and np.ptp(reference, axis=1).min() > 10
+    assert set(cpu.histograms) == {"logits", "feature_map", "kept_tokens"}
+    assert all(Path(path).stat().st_size > 0 for path in cpu.histograms.values())
+    assert comparison.cuda is None or not comparison.cuda.failing()
+    if comparison.cuda is None:
+        assert comparison.cuda_message == "skipped: this ONNX Runtime has no CUDA provider"
+
+
+def test_one_edited_weight_fails_the_comparison(mixed, tmp_path):
+    stages, exported, _ = mixed
+    model = onnx.load(exported.path)
+    head = next(init for init in model.graph.initializer if numpy_helper.to_array(init).shape in ((9, 10), (10, 9)))
+    weights = numpy_helper.to_array(head).copy()
+    weights.flat[0] += 0.5  # one weight of 90, by 5 % of its spread
+    head.CopyFrom(numpy_helper.from_array(weights, head.name))
+    broken_path = tmp_path / "broken.onnx"
+    onnx.save(model, broken_path)
+    broken = OnnxExport(conversion=exported.conversion.model_copy(update={"path": str(broken_path)}))
+    cpu = stages.compare(broken).cpu
+    logits = cpu.outputs["logits"]
+    assert not logits.passed and logits.failing_elements > 0
+    assert logits.min_passing_atol > stages.request.atol
+    assert cpu.outputs["feature_map"].passed and cpu.outputs["kept_tokens"].passed
+
+
+def test_forced_external_data_goes_through_checker_runtime_and_comparison(onnx_models, tmp_path):
+    stages = Stages(onnx_models["keras_cnn"], tmp_path, onnx_external_data="always", onnx_batches=2)
+    exported = stages.export()
+    conversion = exported.conversion
+    assert conversion.failure is None and conversion.external_data
+    assert all(check.status == "passed" for check in conversion.checks), conversion.checks
+    data_file = Path(conversion.path).parent / EXTERNAL_DATA_FILE
+    assert data_file.stat().st_size > Path(conversion.path).stat().st_size
+    stored = onnx.load(conversion.path, load_external_data=False)
+    external = {init.name for init in stored.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL}
+    big = {init.name for init in onnx.load(conversion.path).graph.initializer
+           if len(init.raw_data) >= EXTERNAL_DATA_MIN_BYTES}
+    assert external == big and len(big) >= 2  # the conv2 and dense kernels
+    assert "model.onnx" not in conversion.artifacts  # logged as an MLflow model instead, not twice
+    assert "--large_model" in (tmp_path / "reproduce.sh").read_text()
+    comparison = stages.compare(exported)
+    assert comparison.cpu.batches == 2 and not comparison.cpu.failing()
+
+
+def test_unsupported_op_is_a_structured_failure_of_the_onnx_stage_only(onnx_models, tmp_path):
+    stages = Stages(onnx_models["parses_examples"], tmp_path)
+    with pytest.raises(OnnxConversionError) as raised:
+        stages.export()
+    message = str(raised.value)
+    assert message.startswith("conversion failed: tf2onnx cannot convert ParseExampleV2 x1")
+    assert "INVALID_GRAPH" in message and "\n" not in message
+    report = ValidationReport(source=stages.request.source, request=stages.request, workdir=stages.workdir)
+    record_onnx_error(report, message)
+    onnx_section = report.onnx
+    assert onnx_section.status == "error" and onnx_section.unsupported_ops == {"ParseExampleV2": 1}
+    assert "Unsupported ops: Counter({'ParseExampleV2': 1})" in onnx_section.converter_message
+    checks = {check.name: check for check in onnx_section.checks}
+    assert checks["onnx_ops_converted"].status == "failed"
+    assert checks["onnx_checker"].status == "failed" and "ParseExampleV2" in checks["onnx_checker"].message
+    assert checks["onnx_runtime_load"].status == "failed"
+    assert {"tf2onnx.log", "reproduce.sh", "onnx_conversion.json"} <= set(report.artifacts)
+
+
+def test_a_tolerance_for_an_output_the_model_lacks_is_refused(onnx_models, mixed, tmp_path):
+    _, exported, _ = mixed
+    stages = Stages(onnx_models["mixed_inputs"], tmp_path, atol={"logit": 1e-2})
+    with pytest.raises(UnknownOutputTolerance, match="atol names logit, which the signature lacks"):
+        stages.compare(exported)

@@ -1,0 +1,94 @@
+"""The ONNX stages inside the whole flow, under a real Prefect server, recorded in a real MLflow store."""
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.validate import validate_savedmodel
+from modelgate.schemas import ValidationReport, ValidationRequest
+from tests import models
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _run(model_dir, tracking_uri, workdir, **fields) -> ValidationReport:
+    request = ValidationRequest(
+        source=str(model_dir), tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
+        output_dir=str(workdir / "out"), benchmark_batch_sizes=[], **fields,
+    )
+    return validate_savedmodel(request)
+
+
+def test_keras_cnn_end_to_end_with_per_output_tolerances_and_a_logged_onnx_model(tmp_path, tracking_uri, workdir):
+    model_dir = models.keras_cnn(tmp_path / "keras_cnn")
+    report = _run(model_dir, tracking_uri, workdir, atol={"": 1e-4, "probabilities": 1e-5})
+    assert report.status == "passed", report.first_error() or report.onnx.message
+    onnx = report.onnx
+    assert onnx.status == "passed" and onnx.opset == 18 and onnx.batches == 8
+    assert all(check.status == "passed" for check in onnx.checks), onnx.checks
+    assert onnx.outputs["probabilities"].atol == 1e-5 and onnx.outputs["logits"].atol == 1e-4
+    logits = onnx.outputs["logits"]
+    assert logits.top1_agreement == 1.0 and logits.top5_agreement == 1.0 and logits.p99_abs_diff <= logits.max_abs_diff
+    assert onnx.graph_optimization_level == "ORT_ENABLE_ALL" and onnx.providers[0] == "CPUExecutionProvider"
+    assert (onnx.cuda is not None) or onnx.cuda_message.startswith("skipped")
+    on_disk = json.loads((workdir / "report.json").read_text())
+    assert on_disk["onnx"]["outputs"]["logits"]["min_passing_atol"] == logits.min_passing_atol
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(report.mlflow.run_id)
+    assert run.data.metrics["onnx.p99_abs_diff.logits"] == pytest.approx(logits.p99_abs_diff)
+    assert run.data.metrics["onnx.top1_agreement.logits"] == 1.0
+    onnx_artifacts = {artifact.path for artifact in client.list_artifacts(run.info.run_id, "onnx")}
+    assert {"onnx/onnx_abs_error_cpu_logits.png", "onnx/comparison_table.json"} <= onnx_artifacts
+    assert {"onnx_comparison.csv", "onnx_conversion.json", "model.onnx"} <= {
+        artifact.path for artifact in client.list_artifacts(run.info.run_id)
+    }
+
+    assert onnx.mlflow_model_uri and onnx.mlflow_model_uri.startswith("models:/")
+    mlflow.set_tracking_uri(tracking_uri)
+    logged = mlflow.models.get_model_info(onnx.mlflow_model_uri)
+    assert logged.run_id == report.mlflow.run_id
+    inputs = {spec.name: spec for spec in logged.signature.inputs.inputs}
+    assert list(inputs) == ["image"] and inputs["image"].shape == (-1, 16, 16, 3)
+    assert {spec.name for spec in logged.signature.outputs.inputs} == {"logits", "probabilities"}
+    assert logged.saved_input_example_info is not None
+    image = np.random.default_rng(0).standard_normal((2, 16, 16, 3)).astype("float32")
+    predicted = mlflow.pyfunc.load_model(onnx.mlflow_model_uri).predict({"image": image})
+    assert predicted["logits"].shape == (2, 10)
+
+
+def test_external_data_model_is_logged_to_mlflow_with_its_data(tmp_path, tracking_uri, workdir):
+    model_dir = models.keras_cnn(tmp_path / "keras_cnn")
+    report = _run(model_dir, tracking_uri, workdir, onnx_external_data="always", onnx_batches=2)
+    assert report.status == "passed", report.first_error() or report.onnx.message
+    assert report.onnx.external_data and report.onnx.mlflow_model_uri
+    assert "model.onnx" not in report.artifacts
+    mlflow.set_tracking_uri(tracking_uri)
+    downloaded = mlflow.artifacts.download_artifacts(report.onnx.mlflow_model_uri, dst_path=str(tmp_path / "dl"))
+    import onnx
+
+    stored = onnx.load(f"{downloaded}/model.onnx", load_external_data=False)
+    assert any(init.data_location == onnx.TensorProto.EXTERNAL for init in stored.graph.initializer)
+    predicted = mlflow.pyfunc.load_model(report.onnx.mlflow_model_uri).predict(
+        {"image": np.zeros((1, 16, 16, 3), dtype="float32")}
+    )
+    assert predicted["probabilities"].shape == (1, 10)
+
+
+@pytest.mark.parametrize("requirement, verdict", [("optional", "passed"), ("required", "error")])
+def test_an_unconvertible_model_passes_only_where_onnx_is_optional(
+    requirement, verdict, tmp_path, tracking_uri, workdir
+):
+    model_dir = models.parses_examples(tmp_path / "parses_examples")
+    report = _run(model_dir, tracking_uri, workdir, onnx_requirement=requirement)
+    stages = {stage.name: stage.status for stage in report.stages}
+    assert stages["export-onnx"] == "error" and stages["compare-onnx"] == "skipped"
+    assert stages["run-checks"] == "ok" and stages["log-mlflow"] == "ok"
+    assert report.onnx.status == "error" and report.onnx.unsupported_ops == {"ParseExampleV2": 1}
+    assert report.status == verdict
+    run = MlflowClient(tracking_uri).get_run(report.mlflow.run_id)
+    assert run.data.tags["modelgate.status"] == verdict
+    assert report.onnx.mlflow_model_uri is None
