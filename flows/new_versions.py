@@ -16,6 +16,9 @@ VALIDATE_DEPLOYMENT = "validate-savedmodel/validate-savedmodel"
 @flow(name="validate-new-versions")
 def validate_new_versions(
     model_names: Annotated[list[str], Field(title="Registered models", description="Names in the MLflow registry.")],
+    base_paths: Annotated[list[str], Field(
+        title="TF Serving base paths", description="Folders of numbered SavedModel versions (base/1, base/2, ...).",
+    )] = [],  # noqa: B006 - Prefect copies parameters per run
     request_fields: Annotated[dict, Field(
         title="Validation settings",
         description="Validation request fields for every version; source and tracking URI are set here.",
@@ -29,6 +32,7 @@ def validate_new_versions(
     timeout_s: Annotated[float, Field(title="Wait (s)", description="How long to wait for the validations.")] = 3600,
 ) -> list[dict[str, str]]:
     uri = tracking_uri or default_tracking_uri()
-    pending = find_new_versions(model_names, uri)
+    experiment = request_fields.get("experiment_name", "modelgate")
+    pending = find_new_versions(model_names, base_paths, uri, experiment)
     launched = [(version, launch_validation(version, deployment, request_fields, uri)) for version in pending]
-    return summarize_validations(launched, uri, timeout_s)
+    return summarize_validations(launched, uri, experiment, timeout_s)

@@ -17,14 +17,16 @@ RELAYED_VERSION = DeploymentEventTrigger(
 )
 
 
-def serve_deployments(model_names: list[str], request_fields: dict, cron: str = DEFAULT_CRON,
+def serve_deployments(model_names: list[str], base_paths: list[str], request_fields: dict, cron: str = DEFAULT_CRON,
                       tracking_uri: str | None = None, limit: int = 2) -> None:
     """validate-savedmodel runs on demand (the UI's form); validate-new-versions on the cron schedule."""
-    schedule_parameters = {"model_names": model_names, "request_fields": request_fields, "tracking_uri": tracking_uri}
+    schedule_parameters = {"model_names": model_names, "base_paths": base_paths, "request_fields": request_fields,
+                           "tracking_uri": tracking_uri}
     serve(
         validate_savedmodel.to_deployment(name="validate-savedmodel", triggers=[RELAYED_VERSION]),
         validate_new_versions.to_deployment(
-            name="validate-new-versions", cron=cron if model_names else None, parameters=schedule_parameters,
+            name="validate-new-versions", cron=cron if model_names or base_paths else None,
+            parameters=schedule_parameters,
         ),
         limit=limit,
     )

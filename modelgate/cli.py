@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve both deployments from this process (no worker needed)")
     serve.add_argument("--models", metavar="NAME,NAME", default="", help="registered models the schedule watches")
+    serve.add_argument("--base-paths", metavar="DIR,DIR", default="", help="TF Serving base paths the schedule watches")
     serve.add_argument("--cron", default="*/15 * * * *", help="schedule of validate-new-versions")
     serve.add_argument("--settings", metavar="JSON", default="{}", help="validation request fields for each version")
     serve.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
@@ -107,8 +108,10 @@ def _serve(args: argparse.Namespace, console) -> int:
     from flows.serve import serve_deployments
 
     models = [name.strip() for name in args.models.split(",") if name.strip()]
-    console.note(f"serving validate-savedmodel and validate-new-versions (watching {', '.join(models) or 'nothing'})")
-    serve_deployments(models, settings, cron=args.cron, tracking_uri=args.tracking_uri, limit=args.limit)
+    base_paths = [path.strip() for path in args.base_paths.split(",") if path.strip()]
+    watched = ", ".join(models + base_paths) or "nothing"
+    console.note(f"serving validate-savedmodel and validate-new-versions (watching {watched})")
+    serve_deployments(models, base_paths, settings, cron=args.cron, tracking_uri=args.tracking_uri, limit=args.limit)
     return EXIT_PASSED
 
 

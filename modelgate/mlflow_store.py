@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
 from modelgate.onnx_jobs import log_onnx_model_job
-from modelgate.registry import is_registry_uri
+from modelgate.registry import is_registry_uri, validator_version
 from modelgate.sandbox import limits_of, run_isolated
 from modelgate.schemas import MlflowSection, OutputComparison, ValidationReport, ValidationRequest
 
@@ -47,6 +47,7 @@ def open_run(request: ValidationRequest, workdir: str, flow_run_url: str | None)
     tags = {
         "modelgate.status": "running",
         "modelgate.source": _absolute(request.source),
+        "modelgate.validator_version": validator_version(),
         "modelgate.workdir": workdir,
     }
     if flow_run_url:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
@@ -23,11 +24,14 @@ ATTEMPT_TAG = TAG_PREFIX + "attempt"
 
 @dataclass(frozen=True)
 class PendingVersion:
-    version: RegistryVersion
+    """A registry version (models:/NAME/VERSION) or a numbered folder of a TF Serving base path."""
+
+    source: str
     attempt: int
+    registry: RegistryVersion | None = None
 
     def idempotency_key(self) -> str:
-        return f"modelgate/{validator_version()}/{self.version.uri}/attempt-{self.attempt}"
+        return f"modelgate/{validator_version()}/{self.source}/attempt-{self.attempt}"
 
 
 def _flow_run_state(flow_run_id: str) -> str | None:
@@ -49,13 +53,57 @@ def pending_versions(client: MlflowClient, model_names: list[str]) -> list[Pendi
             claim = tags.get(CLAIM_TAG)
             if claim and _flow_run_state(claim) in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 attempt += 1  # the claimed run ended without a verdict: try again under a new key
-            pending.append(PendingVersion(RegistryVersion(name, mv.version), attempt))
+            version = RegistryVersion(name, str(mv.version))
+            pending.append(PendingVersion(version.uri, attempt, version))
+    return pending
+
+
+def judged_sources(client: MlflowClient, experiment_name: str) -> dict[str, str]:
+    """Local sources this validator version has given a verdict, from the runs' tags: source -> verdict."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return {}
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{TAG_PREFIX}validator_version` = '{validator_version()}'",
+        max_results=50000,
+    )
+    return {
+        run.data.tags[TAG_PREFIX + "source"]: run.data.tags[TAG_PREFIX + "status"]
+        for run in sorted(runs, key=lambda run: run.info.start_time)
+        if run.data.tags.get(TAG_PREFIX + "status") in VERDICTS and TAG_PREFIX + "source" in run.data.tags
+    }
+
+
+def pending_base_path_versions(client: MlflowClient, base_paths: list[str], experiment_name: str) -> list[PendingVersion]:
+    """Numbered version folders of TF Serving base paths with no verdict from this validator version.
+
+    A folder cannot carry tags, so the verdict is looked up among the MLflow runs; the idempotency key alone
+    keeps two schedulers from validating a folder twice.
+    """
+    judged = judged_sources(client, experiment_name)
+    pending = []
+    for base in base_paths:
+        base_path = Path(base).resolve()
+        folders = sorted((p for p in base_path.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+        pending += [PendingVersion(str(folder), 1) for folder in folders if str(folder) not in judged]
     return pending
 
 
 def claim(client: MlflowClient, pending: PendingVersion, flow_run_id: str) -> None:
-    client.set_model_version_tag(pending.version.name, pending.version.version, CLAIM_TAG, flow_run_id)
-    client.set_model_version_tag(pending.version.name, pending.version.version, ATTEMPT_TAG, str(pending.attempt))
+    """Mark a registry version as being validated by this flow run (folders have nowhere to say it)."""
+    if pending.registry is None:
+        return
+    version = pending.registry
+    client.set_model_version_tag(version.name, version.version, CLAIM_TAG, flow_run_id)
+    client.set_model_version_tag(version.name, version.version, ATTEMPT_TAG, str(pending.attempt))
+
+
+def verdict(client: MlflowClient, pending: PendingVersion, experiment_name: str) -> str:
+    if pending.registry is not None:
+        tags = client.get_model_version(pending.registry.name, pending.registry.version).tags or {}
+        return tags.get(TAG_PREFIX + "status", "none")
+    return judged_sources(client, experiment_name).get(pending.source, "none")
 
 
 def wait_for_flow_runs(flow_run_ids: list[str], timeout_s: float, poll_s: float = 2.0) -> dict[str, str]:

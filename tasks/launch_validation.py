@@ -9,7 +9,7 @@ from modelgate.scheduling import PendingVersion, claim
 @task(name="launch-validation", cache_policy=NO_CACHE)
 def launch_validation(pending: PendingVersion, deployment: str, request_fields: dict, tracking_uri: str) -> str:
     """One flow run of the validation deployment per version and attempt, whoever asks; returns its id."""
-    parameters = {"request": {**request_fields, "source": pending.version.uri, "tracking_uri": tracking_uri}}
+    parameters = {"request": {**request_fields, "source": pending.source, "tracking_uri": tracking_uri}}
     flow_run = run_deployment(
         deployment, parameters=parameters, idempotency_key=pending.idempotency_key(), timeout=0, as_subflow=False
     )

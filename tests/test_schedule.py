@@ -1,6 +1,7 @@
 """validate-new-versions against served deployments: a real Prefect server, runner and MLflow registry."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,9 +42,10 @@ def served(prefect_server, tracking_uri, tmp_path_factory):
     process.wait(30)
 
 
-def _tick(tracking_uri, workdir, name):
+def _tick(tracking_uri, workdir, name, base_paths=()):
     fields = {**FAST, "output_dir": str(workdir / "out"), "report_path": str(workdir / "report.json")}
-    return validate_new_versions(model_names=[name], request_fields=fields, tracking_uri=tracking_uri, timeout_s=900)
+    return validate_new_versions(model_names=[name], base_paths=[str(p) for p in base_paths], request_fields=fields,
+                                 tracking_uri=tracking_uri, timeout_s=900)
 
 
 def _flow_runs_for(source):
@@ -74,3 +76,15 @@ def test_each_new_version_is_validated_once_per_validator_version(served, model_
     assert together[0][0]["flow_run"] == together[1][0]["flow_run"]
     assert len(_flow_runs_for(f"models:/scheduled/{third}")) == 1
     assert client.get_model_version("scheduled", third).tags["modelgate.status"] == "passed"
+
+
+def test_new_folders_of_a_tf_serving_base_path_are_validated_once(served, model_dirs, tracking_uri, workdir):
+    base = workdir / "serving"
+    base.mkdir()
+    shutil.copytree(model_dirs["custom_signature"], base / "1")
+    rows = _tick(tracking_uri, workdir, "no-such-model", base_paths=[base])
+    assert [(Path(r["version"]).name, r["verdict"]) for r in rows] == [("1", "passed")]
+    shutil.copytree(model_dirs["nan_outputs"], base / "2")
+    rows = _tick(tracking_uri, workdir, "no-such-model", base_paths=[base])
+    assert [(Path(r["version"]).name, r["verdict"]) for r in rows] == [("2", "failed")]
+    assert _tick(tracking_uri, workdir, "no-such-model", base_paths=[base]) == []
