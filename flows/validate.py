@@ -6,6 +6,7 @@ from prefect.runtime import flow_run
 from modelgate.recorder import ValidationRun
 from modelgate.schemas import ValidationReport, ValidationRequest
 from tasks.benchmark import benchmark
+from tasks.check_contract import check_signature
 from tasks.compare_onnx import compare_onnx
 from tasks.export_onnx import export_onnx, record_onnx_error
 from tasks.inspect_model import inspect_model
@@ -23,8 +24,9 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
     with ValidationRun(request) as run:
         workdir = str(run.workdir)
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run.get_flow_run_ui_url())
-        inspection = run.stage("inspect", inspect_model, request.model_dir)
+        inspection = run.stage("inspect", inspect_model, request.model_dir, workdir, request.model_version)
         choice = run.stage("select-signature", select_signature, inspection, request.signature, request.tags)
+        run.stage("check-signature", check_signature, choice, request)
         cleared = run.stage("scan-ops", scan_ops, choice, request.allow_ops)
         inputs = run.stage("prepare-inputs", prepare_inputs, choice, request, workdir)
         run.stage("load-and-wrap", load_and_wrap, choice, inputs, cleared, request, workdir)

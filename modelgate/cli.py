@@ -34,7 +34,10 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--signature", metavar="KEY", help="signature key (default: serving_default)")
     parser.add_argument("--tag", metavar="TAG", action="append", help="tag of the MetaGraph (repeat or comma-separate)")
-    parser.add_argument("--inputs", metavar="FILE.npz", help="inputs keyed by signature input name")
+    parser.add_argument("--version", type=int, metavar="N", help="version folder of a TF Serving base path (default: latest)")
+    parser.add_argument("--inputs", metavar="FILE", help="inputs: .npz keyed by input name, or a TFRecord of tf.Examples")
+    parser.add_argument("--contract", metavar="FILE", help="expected contract (YAML or JSON) the signature must match")
+    parser.add_argument("--previous", metavar="MODEL_DIR", help="previous version to check compatibility against")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and comparison")
     parser.add_argument("--atol", type=float, help="absolute tolerance, ONNX vs TensorFlow")
     parser.add_argument("--rtol", type=float, help="relative tolerance, ONNX vs TensorFlow")
@@ -56,7 +59,8 @@ def _request_fields(args: argparse.Namespace, model_dir: str) -> dict:
         "export_onnx": not args.no_onnx, "atol": args.atol, "rtol": args.rtol, "onnx_opset": args.opset,
         "batch_size": args.batch_size, "allow_ops": args.allow_op, "model_timeout_s": args.timeout,
         "memory_limit_mb": args.memory_limit_mb, "report_path": args.report, "output_dir": args.output_dir,
-        "tracking_uri": args.tracking_uri,
+        "tracking_uri": args.tracking_uri, "model_version": args.version, "contract_path": args.contract,
+        "previous_model_dir": args.previous,
     }
     if args.benchmark_batch_sizes is not None:
         fields["benchmark_batch_sizes"] = [int(n) for n in args.benchmark_batch_sizes.split(",") if n.strip()]

@@ -6,7 +6,7 @@ import os
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_REPORT_PATH = "modelgate-report.json"
 DEFAULT_OUTPUT_DIR = "modelgate-out"
@@ -31,10 +31,16 @@ class ValidationRequest(BaseModel):
         title="Tag-set",
         description="MetaGraph tag-set to load, for example ['serve']. Empty: the only one, or the 'serve' one.",
     )
+    model_version: int | None = Field(
+        default=None, ge=0,
+        title="Model version",
+        description="For a TF Serving base path (base/1, base/2, ...): the version to validate. Empty: the latest.",
+    )
     inputs_path: str | None = Field(
         default=None,
-        title="Inputs file (.npz)",
-        description="NumPy .npz file keyed by signature input name. Empty: seeded synthetic inputs.",
+        title="Inputs file (.npz or tf.Example records)",
+        description="NumPy .npz keyed by signature input name, or a TFRecord file of serialized tf.Example "
+        "records for the signature's string input. Empty: seeded synthetic inputs.",
     )
     batch_size: int = Field(
         default=4, ge=1, le=4096,
@@ -84,6 +90,17 @@ class ValidationRequest(BaseModel):
         title="Allowed risky ops",
         description="Op types that touch files, run Python or reach the network which this model may use anyway.",
     )
+    contract_path: str | None = Field(
+        default=None,
+        title="Expected contract (YAML or JSON)",
+        description="Input and output names, dtypes and shapes (null for a dynamic dimension) the signature must have.",
+    )
+    previous_model_dir: str | None = Field(
+        default=None,
+        title="Previous version",
+        description="A SavedModel (or TF Serving base path) to diff the signature against: removed inputs, "
+        "dtype or rank changes are breaking.",
+    )
     report_path: str = Field(
         default=DEFAULT_REPORT_PATH, title="Report path", description="Where report.json is written."
     )
@@ -113,6 +130,12 @@ class ValidationRequest(BaseModel):
 class TensorSpec(BaseModel):
     dtype: str
     shape: list[int | None] | None = Field(description="None for unknown rank; None entries for unknown dims.")
+    declared_dtype: str | None = Field(
+        default=None,
+        description="The dtype as the SavedModel declares it, where it differs from dtype: a TF1 reference "
+        "type such as float32_ref, whose values are plain float32.",
+    )
+    tensor_name: str | None = Field(default=None, description="The graph tensor the signature binds, e.g. x:0.")
 
     @property
     def rank(self) -> int | None:
@@ -139,10 +162,25 @@ class MetaGraphInfo(BaseModel):
 CheckStatus = Literal["passed", "failed", "warning", "skipped"]
 
 
+Severity = Literal["error", "warning", "info"]
+STATUS_WHEN_BROKEN: dict[str, CheckStatus] = {"error": "failed", "warning": "warning", "info": "passed"}
+
+
 class Check(BaseModel):
+    """One named rule. Its severity says what breaking it costs: `error` fails the validation (status
+    `failed`), `warning` does not (status `warning`), `info` is a note (status `passed`)."""
+
     name: str
     status: CheckStatus
     message: str
+    severity: Severity = Field(default=None, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _severity_from_status(cls, values):
+        if isinstance(values, dict) and values.get("severity") is None:
+            values = {**values, "severity": "warning" if values.get("status") == "warning" else "error"}
+        return values
 
 
 class BenchmarkResult(BaseModel):
@@ -215,6 +253,11 @@ def utc_now() -> str:
 class ValidationReport(BaseModel):
     status: Literal["running", "passed", "failed", "error"] = "running"
     model_dir: str
+    resolved_model_dir: str | None = Field(
+        default=None, description="The SavedModel directory validated: model_dir, or its version folder."
+    )
+    model_version: int | None = Field(default=None, description="The TF Serving version folder chosen, if any.")
+    model_format: str | None = Field(default=None, description="tf1-graph, tf2, or keras2 (tf_keras model.save).")
     started_at: str = Field(default_factory=utc_now)
     finished_at: str | None = None
     tags: list[str] | None = None
@@ -256,12 +299,20 @@ class StageResult(BaseModel):
 
 
 class Inspection(StageResult):
-    model_dir: str
+    model_dir: str = Field(description="The directory model code loads: the resolved SavedModel, or its loadable copy.")
+    resolved_model_dir: str
+    model_version: int | None = None
+    model_format: str
     saved_model_file: str
     meta_graphs: list[MetaGraphInfo]
+    checks: list[Check] = []
 
     def apply_to(self, report: ValidationReport) -> None:
-        """The choice of MetaGraph and signature, a later stage, decides what of this the report shows."""
+        """The choice of MetaGraph and signature, a later stage, decides what else of this the report shows."""
+        report.resolved_model_dir = self.resolved_model_dir
+        report.model_version = self.model_version
+        report.model_format = self.model_format
+        report.checks.extend(self.checks)
 
 
 class SignatureChoice(StageResult):
