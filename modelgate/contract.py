@@ -229,7 +229,7 @@ def check_compatibility(previous: MetaGraphInfo, current: MetaGraphInfo, source:
         old, new = previous.signatures.get(key), current.signatures.get(key)
         if new is None:
             breaking.append(f"signature '{key}' removed: expected as before, found signatures "
-                            f"{', '.join(current.signatures) or 'none'}")
+                            f"{', '.join(sorted(current.signatures)) or 'none'}")
             continue
         if old is None:
             notes.append(f"signature '{key}' is new")
