@@ -128,6 +128,7 @@ def load_examples(path: str | Path, signature: SignatureSpec, unknown_dim_size: 
     path = Path(path)
     if not path.is_file():
         raise InputsError(f"inputs file {path} does not exist")
+    records = read_example_records(path)
     strings = [name for name, spec in signature.inputs.items() if spec.dtype == "string"]
     if len(strings) != 1:
         raise InputsError(
@@ -138,7 +139,6 @@ def load_examples(path: str | Path, signature: SignatureSpec, unknown_dim_size: 
     spec = signature.inputs[name]
     if spec.shape is not None and len(spec.shape) != 1:
         raise InputsError(f"input '{name}' has shape {spec.shape}; tf.Example records feed a vector, shape [None]")
-    records = read_example_records(path)
     if spec.shape and spec.shape[0] not in (None, len(records)):
         raise InputsError(f"input '{name}' takes exactly {spec.shape[0]} records, {path} holds {len(records)}")
     others = signature.model_copy(update={"inputs": {k: v for k, v in signature.inputs.items() if k != name}})
