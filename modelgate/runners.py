@@ -12,7 +12,8 @@ import numpy as np
 
 from modelgate.inputs import Feeds
 from modelgate.quiet import import_tensorflow
-from modelgate.savedmodel import load_saved_model
+from modelgate.errors import ModelRunError
+from modelgate.savedmodel import first_meaningful_line, load_saved_model
 from modelgate.schemas import SignatureSpec
 
 
@@ -34,7 +35,11 @@ class TFSignatureRunner:
 
     def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
         tensors = {name: self._tf.constant(value) for name, value in feeds.items()}
-        return {name: value.numpy() for name, value in self.signature_fn(**tensors).items()}
+        try:
+            outputs = self.signature_fn(**tensors)
+        except self._tf.errors.OpError as exc:
+            raise ModelRunError(f"the signature failed: {first_meaningful_line(exc.message)}") from exc
+        return {name: value.numpy() for name, value in outputs.items()}
 
 
 class KerasModelRunner:

@@ -179,7 +179,7 @@ def write_loadable_copy(model_dir: Path, saved_model, target: Path) -> Path:
     return target
 
 
-_TF_BOILERPLATE = re.compile(r"^(Graph execution error:|Detected at node|File \"|\[\[|Encountered when|Op:__)")
+_TF_BOILERPLATE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces|File \"|\[\[|Encountered when|Op:__)")
 
 
 def first_meaningful_line(message: str) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from modelgate.errors import InputsError, NotASavedModel, SignatureNotFound
+from modelgate.errors import InputsError, ModelRunError, NotASavedModel, SignatureNotFound
 from modelgate.inputs import load_examples, load_inputs_file, read_npz, save_npz
 from modelgate.jobs import output_checks_job, wrapper_parity_job
 from modelgate.model_source import resolve_model_source
@@ -227,3 +227,21 @@ def test_a_model_folder_copied_without_its_pb_is_not_resolved_as_a_base_path(mod
     (copy / "saved_model.pb").unlink()
     with pytest.raises(NotASavedModel, match="found assets/, fingerprint.pb, variables/"):
         resolve_model_source(copy)
+
+
+class _Asserts(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def __call__(self, x):
+        with tf.control_dependencies([tf.debugging.assert_positive(x, message="x must be positive")]):
+            return {"root": tf.sqrt(x)}
+
+
+def test_a_signature_that_fails_at_run_time_says_why_in_one_line(tmp_path):
+    module = _Asserts()
+    tf.saved_model.save(module, str(tmp_path / "model"), signatures={"serving_default": module.__call__})
+    choice = _select(tmp_path / "model")
+    inputs = save_npz({"x": -np.ones((2, 2), "float32")}, tmp_path / "inputs.npz")
+    with pytest.raises(ModelRunError) as error:
+        output_checks_job(choice.model_dir, choice.tags, choice.signature, str(inputs), str(tmp_path / "o.npz"), 0, 0)
+    assert str(error.value).startswith("the signature failed: ") and "\n" not in str(error.value)
+    assert "x must be positive" in str(error.value)
