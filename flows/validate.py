@@ -11,6 +11,8 @@ from modelgate.schemas import ValidationReport, ValidationRequest
 from tasks.benchmark import benchmark
 from tasks.benchmark_onnx import benchmark_onnx
 from tasks.benchmark_report import benchmark_report
+from tasks.check_contract import check_signature
+from tasks.compare_baseline import compare_baseline
 from tasks.compare_onnx import compare_onnx
 from tasks.export_onnx import export_onnx, record_onnx_error
 from tasks.inspect_model import inspect_model
@@ -19,6 +21,7 @@ from tasks.log_mlflow import log_to_mlflow, open_mlflow_run
 from tasks.prepare_inputs import prepare_inputs
 from tasks.publish_registry import publish_registry
 from tasks.render_report import render_report
+from tasks.resolve_baseline import resolve_baseline
 from tasks.resolve_source import resolve_source
 from tasks.run_checks import run_checks
 from tasks.scan_ops import scan_ops
@@ -33,12 +36,15 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
         workdir = str(run.workdir)
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run_url)
         source = run.stage("resolve-source", resolve_source, request, workdir)
-        inspection = run.stage("inspect", inspect_model, source.model_dir)
+        baseline = run.stage("resolve-baseline", resolve_baseline, request, source, workdir)
+        inspection = run.stage("inspect", inspect_model, source.model_dir, workdir, request.model_version)
         choice = run.stage("select-signature", select_signature, inspection, request.signature, request.tags)
+        run.stage("check-signature", check_signature, choice, request, baseline)
         cleared = run.stage("scan-ops", scan_ops, choice, request.allow_ops)
         inputs = run.stage("prepare-inputs", prepare_inputs, choice, request, workdir)
         run.stage("load-and-wrap", load_and_wrap, choice, inputs, cleared, request, workdir)
         reference = run.stage("run-checks", run_checks, choice, inputs, cleared, request, workdir)
+        run.stage("compare-baseline", compare_baseline, choice, baseline, inputs, cleared, request, workdir)
         run.stage("benchmark", benchmark, choice, inputs, cleared, request, workdir)
         if request.export_onnx:
             exported = run.stage("export-onnx", export_onnx, choice, cleared, request, workdir, on_error=record_onnx_error)

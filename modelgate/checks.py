@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelgate.compare import exactly_equal
-from modelgate.schemas import Check, SignatureSpec
+from collections.abc import Callable
+
+from modelgate.compare import compare_arrays, exactly_equal
+from modelgate.schemas import STATUS_WHEN_BROKEN, Check, Severity, SignatureSpec
 
 
-def _numpy_dtype_name(array: np.ndarray) -> str:
+def rule(name: str, severity: Severity, problems: list[str], passed: str, notes: list[str] | tuple[str, ...] = ()) -> Check:
+    """A named rule's verdict: broken when there are problems (each saying what was expected and what was
+    found), its status then set by its severity; notes never break it."""
+    if problems:
+        message = "; ".join([*problems, *notes])
+        return Check(name=name, status=STATUS_WHEN_BROKEN[severity], severity=severity, message=message)
+    return Check(name=name, status="passed", severity=severity, message="; ".join([passed, *notes]))
+
+
+def dtype_name(array: np.ndarray) -> str:
     return "string" if array.dtype.kind in "SUO" else array.dtype.name
 
 
@@ -21,9 +32,9 @@ def check_output_names(signature: SignatureSpec, outputs: dict[str, np.ndarray])
 
 def check_output_dtypes(signature: SignatureSpec, outputs: dict[str, np.ndarray]) -> Check:
     wrong = [
-        f"{name}: expected {spec.dtype}, found {_numpy_dtype_name(outputs[name])}"
+        f"{name}: expected {spec.dtype}, found {dtype_name(outputs[name])}"
         for name, spec in signature.outputs.items()
-        if name in outputs and _numpy_dtype_name(outputs[name]) != spec.dtype
+        if name in outputs and dtype_name(outputs[name]) != spec.dtype
     ]
     if wrong:
         return Check(name="output_dtypes", status="failed", message="; ".join(wrong))
@@ -65,6 +76,54 @@ def check_deterministic(first: dict[str, np.ndarray], second: dict[str, np.ndarr
     return Check(name="deterministic", status="passed", message="two calls on the same inputs gave identical outputs")
 
 
+BATCH_ROWS_CHECKED = 8
+
+
+def _unbatchable(signature: SignatureSpec, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> str | None:
+    """Why a batch of these inputs cannot be split into rows, if it cannot."""
+    if not signature.inputs:
+        return "the signature takes no inputs"
+    for name, spec in signature.inputs.items():
+        if spec.shape is None or spec.shape == []:
+            return f"input '{name}' has {'unknown rank' if spec.shape is None else 'no dimensions'}: no batch dimension"
+        if spec.shape[0] is not None:
+            return f"input '{name}' fixes its batch dimension at {spec.shape[0]}"
+    sizes = {name: len(value) for name, value in feeds.items()}
+    if len(set(sizes.values())) != 1:
+        return f"the inputs have different first dimensions ({', '.join(f'{k}: {v}' for k, v in sizes.items())})"
+    (size,) = set(sizes.values())
+    if size < 2:
+        return "the inputs hold a batch of 1"
+    for name, value in outputs.items():
+        if np.ndim(value) == 0 or len(value) != size:
+            return f"output '{name}' has shape {list(np.shape(value))}, no batch dimension of {size}"
+    return None
+
+
+def check_batch_consistency(
+    run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], signature: SignatureSpec,
+    feeds: dict[str, np.ndarray], batched: dict[str, np.ndarray], atol: float, rtol: float,
+) -> Check:
+    """Each row of a batch must equal that row run alone: batch statistics or rows leaking into each other
+    make a model's answer depend on who else is in the batch."""
+    reason = _unbatchable(signature, feeds, batched)
+    if reason:
+        return Check(name="batch_consistency", status="skipped", message=reason)
+    size = len(next(iter(feeds.values())))
+    rows = min(size, BATCH_ROWS_CHECKED)
+    problems = []
+    for row in range(rows):
+        alone = run({name: value[row:row + 1] for name, value in feeds.items()})
+        for name, value in batched.items():
+            result = compare_arrays(value[row:row + 1], np.asarray(alone[name]), atol, rtol)
+            if not result.passed:
+                found = result.message or f"max abs diff {result.max_abs_diff:.3g}, max rel diff {result.max_rel_diff:.3g}"
+                problems.append(f"row {row} of a batch of {size}, output '{name}': expected the row run alone "
+                                f"within atol={atol:g} or rtol={rtol:g}, found {found}")
+    return rule("batch_consistency", "error", problems,
+                f"each of {rows} rows of a batch of {size} equals the row run alone within atol={atol:g} or rtol={rtol:g}")
+
+
 def output_checks(signature: SignatureSpec, first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> list[Check]:
     return [
         check_output_names(signature, first),
@@ -75,8 +134,21 @@ def output_checks(signature: SignatureSpec, first: dict[str, np.ndarray], second
     ]
 
 
+def unwrappable(signature: SignatureSpec, feeds: dict[str, np.ndarray] | None) -> str | None:
+    """Why no Keras model can stand for this signature, if none can: keras.Model needs an input, and each
+    keras.Input a rank, which an input of unknown rank takes from the inputs at hand."""
+    if not signature.inputs:
+        return "the signature takes no inputs; a keras.Model needs at least one"
+    unknown = [name for name, spec in signature.inputs.items() if spec.shape is None]
+    if unknown and feeds is None:
+        return f"inputs {', '.join(unknown)} have unknown rank and there are no inputs to take one from"
+    return None
+
+
 def skipped(names: list[str], reason: str) -> list[Check]:
     return [Check(name=name, status="skipped", message=reason) for name in names]
 
 
-OUTPUT_CHECK_NAMES = ["output_names", "output_dtypes", "output_shapes", "finite_outputs", "deterministic"]
+OUTPUT_CHECK_NAMES = [
+    "output_names", "output_dtypes", "output_shapes", "finite_outputs", "deterministic", "batch_consistency",
+]

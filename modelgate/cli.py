@@ -48,7 +48,11 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--signature", metavar="KEY", help="signature key (default: serving_default)")
     parser.add_argument("--tag", metavar="TAG", action="append", help="tag of the MetaGraph (repeat or comma-separate)")
-    parser.add_argument("--inputs", metavar="FILE.npz", help="inputs keyed by signature input name")
+    parser.add_argument("--version", type=int, metavar="N", help="version folder of a TF Serving base path (default: latest)")
+    parser.add_argument("--inputs", metavar="FILE", help="inputs: .npz keyed by input name, or a TFRecord of tf.Examples")
+    parser.add_argument("--contract", metavar="FILE", help="expected contract (YAML or JSON) the signature must match")
+    parser.add_argument("--baseline", "--previous", metavar="SOURCE", dest="baseline",
+                        help="version to compare with: path, models:/NAME/VERSION or an alias (default: champion)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and comparison")
     parser.add_argument("--atol", type=float, help="absolute tolerance, ONNX vs TensorFlow")
     parser.add_argument("--rtol", type=float, help="relative tolerance, ONNX vs TensorFlow")
@@ -84,6 +88,8 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
         "memory_limit_mb": args.memory_limit_mb, "report_path": args.report, "output_dir": args.output_dir,
         "tracking_uri": args.tracking_uri, "benchmark_max_batch_size": args.max_batch_size,
         "intra_op_threads": args.threads, "register_as": args.register_as, "alias": args.alias,
+        "tracking_uri": args.tracking_uri, "model_version": args.version, "contract_path": args.contract,
+        "baseline": args.baseline,
     }
     if args.no_benchmark:
         fields["benchmark"] = False

@@ -52,6 +52,15 @@ started {{ r.started_at }}, finished {{ r.finished_at }}; MLflow run <code>{{ r.
 <td>{{ o.failing_elements }} / {{ o.total_elements }}</td><td class="{{ 'passed' if o.passed else 'failed' }}">{{ o.passed }}</td></tr>
 {% endfor %}</table>{% endif %}
 
+<h2>Baseline</h2>
+{% if r.baseline.source %}<p>Compared with <code>{{ r.baseline.source }}</code>{% if r.baseline.latency_change_pct is not none %}:
+latency p50 {{ "%.4g" | format(r.baseline.current_p50_ms) }} ms against {{ "%.4g" | format(r.baseline.baseline_p50_ms) }} ms
+({{ "%+.1f" | format(r.baseline.latency_change_pct) }} %), measured side by side{% endif %}.</p>
+{% if r.baseline.drift %}<table><tr><th>output</th><th>max abs drift</th><th>max rel drift</th></tr>
+{% for name, d in r.baseline.drift.items() %}<tr><td>{{ name }}</td><td>{{ d.max_abs_diff }}</td><td>{{ d.max_rel_diff }}</td></tr>
+{% endfor %}</table>{% endif %}{% endif %}
+{% if r.baseline.skipped_reason %}<p class="skipped">{{ r.baseline.skipped_reason }}</p>{% endif %}
+
 {% if r.benchmarks %}<h2>Benchmarks</h2>
 <table><tr><th>runtime</th><th>device</th><th>batch</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>mean ms</th>
 <th>samples/s</th><th>stable</th></tr>

@@ -22,14 +22,17 @@ from modelgate.schemas import Check, SignatureSpec
 def wrapper_parity_job(model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str | None) -> list[Check]:
     """Build the Keras wrapper and prove it gives exactly the raw signature's outputs."""
     raw = load_signature_runner(model_dir, tags, signature.key)
-    wrapped = KerasModelRunner(raw, signature)
+    feeds = read_npz(inputs_path) if inputs_path else None
+    unwrappable = checks.unwrappable(signature, feeds)
+    if unwrappable:
+        return checks.skipped(["keras_wrapper_built", "keras_wrapper_parity"], unwrappable)
+    wrapped = KerasModelRunner(raw, signature, {name: value.ndim for name, value in (feeds or {}).items()})
     built = Check(
         name="keras_wrapper_built", status="passed",
         message=f"keras.Model with inputs {', '.join(signature.inputs)} and outputs {', '.join(signature.outputs)}",
     )
-    if inputs_path is None:
+    if feeds is None:
         return [built, Check(name="keras_wrapper_parity", status="skipped", message="no inputs for this signature")]
-    feeds = read_npz(inputs_path)
     differing = exactly_equal(raw(feeds), wrapped(feeds))
     if differing:
         parity = Check(
@@ -46,15 +49,19 @@ def wrapper_parity_job(model_dir: str, tags: list[str], signature: SignatureSpec
 
 @shares_model_process
 def output_checks_job(
-    model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str, outputs_path: str
+    model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str, outputs_path: str,
+    atol: float, rtol: float,
 ) -> list[Check]:
-    """Run the signature twice on the same inputs, check the outputs, and keep them as the reference."""
+    """Run the signature twice on the same inputs, then row by row; check the outputs, keep them as the reference."""
     runner = load_signature_runner(model_dir, tags, signature.key)
     feeds = read_npz(inputs_path)
     first = runner(feeds)
     second = runner(feeds)
     save_npz(first, outputs_path)
-    return checks.output_checks(signature, first, second)
+    return [
+        *checks.output_checks(signature, first, second),
+        checks.check_batch_consistency(runner, signature, feeds, first, atol, rtol),
+    ]
 
 
 def _hide_gpus_unless(device: str) -> None:

@@ -27,13 +27,18 @@ class SignatureLayer(keras.layers.Layer):
         return {name: keras.KerasTensor(shape, dtype=dtype) for name, (shape, dtype) in self._output_specs.items()}
 
 
-def build_keras_model(signature_fn, signature: SignatureSpec) -> keras.Model:
-    """A functional keras.Model so that model.predict({name: array, ...}) works like any Keras model."""
+def build_keras_model(signature_fn, signature: SignatureSpec, ranks: dict[str, int] | None = None) -> keras.Model:
+    """A functional keras.Model so that model.predict({name: array, ...}) works like any Keras model.
+
+    A keras.Input needs a rank: an input of unknown rank takes the one given in `ranks`, every dimension free."""
     inputs = {}
     for name, spec in signature.inputs.items():
-        if spec.shape is None:
-            raise ValueError(f"input '{name}' has unknown rank; a keras.Input needs a rank")
-        inputs[name] = keras.Input(shape=tuple(spec.shape[1:]), batch_size=spec.shape[0] if spec.shape else None,
+        shape = spec.shape
+        if shape is None:
+            if ranks is None or name not in ranks:
+                raise ValueError(f"input '{name}' has unknown rank; a keras.Input needs a rank")
+            shape = [None] * ranks[name]
+        inputs[name] = keras.Input(shape=tuple(shape[1:]), batch_size=shape[0] if shape else None,
                                    dtype=spec.dtype, name=name)
     output_specs = {
         name: (tuple(spec.shape) if spec.shape is not None else None, spec.dtype)

@@ -135,7 +135,48 @@ def version_tags(report: ValidationReport, flow_run_url: str | None) -> dict[str
     }
     if flow_run_url:
         tags["flow_run"] = flow_run_url
+    tags.update(baseline_figures(report))
     return {TAG_PREFIX + key: value for key, value in tags.items()}
+
+
+def _max_drift(report: ValidationReport) -> float | None:
+    values = [d["max_abs_diff"] for d in report.baseline.drift.values() if isinstance(d.get("max_abs_diff"), float)]
+    return max(values) if values else None
+
+
+def baseline_figures(report: ValidationReport) -> dict[str, str]:
+    baseline = report.baseline
+    if not baseline.source:
+        return {}
+    figures = {"baseline": baseline.source}
+    compatibility = next((c for c in report.checks if c.name == "signature_compatibility"), None)
+    if compatibility:
+        figures["baseline_compatible"] = str(compatibility.status != "failed").lower()
+    if baseline.latency_change_pct is not None:
+        figures["latency_change_pct"] = f"{baseline.latency_change_pct:+.1f}"
+    drift = _max_drift(report)
+    if drift is not None:
+        figures["drift_max_abs"] = f"{drift:.3g}"
+    return figures
+
+
+def describe_baseline(report: ValidationReport) -> list[str]:
+    baseline = report.baseline
+    if not baseline.source:
+        return [f"No baseline comparison: {baseline.skipped_reason}.", ""] if baseline.skipped_reason else []
+    lines = [f"Compared with baseline `{baseline.source}`:"]
+    compatibility = next((c for c in report.checks if c.name == "signature_compatibility"), None)
+    if compatibility:
+        lines.append(f"- signature: **{compatibility.status}**: {compatibility.message}")
+    if baseline.latency_change_pct is not None:
+        lines.append(f"- latency p50 {baseline.current_p50_ms:.4g} ms against {baseline.baseline_p50_ms:.4g} ms "
+                     f"({baseline.latency_change_pct:+.1f} %), measured side by side")
+    for name, drift in baseline.drift.items():
+        lines.append(f"- output `{name}` drift: max abs {drift['max_abs_diff']:.3g}, max rel {drift['max_rel_diff']:.3g}"
+                     if isinstance(drift.get("max_abs_diff"), float) else f"- output `{name}`: {drift.get('message')}")
+    if baseline.skipped_reason:
+        lines.append(f"- {baseline.skipped_reason}")
+    return [*lines, ""]
 
 
 def run_link(report: ValidationReport) -> str:
@@ -161,6 +202,7 @@ def describe(report: ValidationReport, flow_run_url: str | None) -> str:
         lines += [f"| {b.runtime} | {b.device} | {b.batch_size} | {b.p50_ms:.4g} | {b.p99_ms:.4g} | {b.throughput:,.0f} |"
                   for b in report.benchmarks]
         lines.append("")
+    lines += describe_baseline(report)
     if report.onnx.outputs:
         lines += [f"ONNX ({report.onnx.status}): " + ", ".join(
             f"`{name}` max abs diff {c.max_abs_diff:.3g}" for name, c in report.onnx.outputs.items()

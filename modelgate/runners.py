@@ -13,6 +13,8 @@ import numpy as np
 
 from modelgate.inputs import Feeds
 from modelgate.quiet import import_tensorflow
+from modelgate.errors import ModelRunError
+from modelgate.savedmodel import first_meaningful_line, load_saved_model
 from modelgate.schemas import SignatureSpec
 
 
@@ -42,14 +44,17 @@ class TFSignatureRunner:
     name = "tensorflow"
 
     def __init__(self, model_dir: str | Path, tags: list[str], key: str):
-        tf = import_tensorflow()
-        self._tf = tf
-        self.loaded = tf.saved_model.load(str(model_dir), tags=tags)
+        self._tf = import_tensorflow()
+        self.loaded = load_saved_model(model_dir, tags)
         self.signature_fn = self.loaded.signatures[key]
 
     def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
         tensors = {name: self._tf.constant(value) for name, value in feeds.items()}
-        return {name: value.numpy() for name, value in self.signature_fn(**tensors).items()}
+        try:
+            outputs = self.signature_fn(**tensors)
+        except self._tf.errors.OpError as exc:
+            raise ModelRunError(f"the signature failed: {first_meaningful_line(exc.message)}") from exc
+        return {name: value.numpy() for name, value in outputs.items()}
 
 
 _loaded: dict[tuple[str, tuple[str, ...], str], TFSignatureRunner] = {}
@@ -68,10 +73,11 @@ class KerasModelRunner:
 
     name = "keras"
 
-    def __init__(self, tf_runner: TFSignatureRunner, signature: SignatureSpec):
+    def __init__(self, tf_runner: TFSignatureRunner, signature: SignatureSpec, ranks: dict[str, int] | None = None):
         from modelgate.keras_wrapper import build_keras_model
 
-        self.model = build_keras_model(tf_runner.signature_fn, signature)
+        self.model = build_keras_model(tf_runner.signature_fn, signature, ranks)
+        self._tf = import_tensorflow()
 
     def infer(self, feeds: Feeds) -> dict[str, np.ndarray]:
         """A direct call, as a serving path would make it, without predict()'s per-call data pipeline."""
@@ -79,6 +85,8 @@ class KerasModelRunner:
 
     def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
         batch = max((len(v) for v in feeds.values() if np.ndim(v) > 0), default=1)
+        # Keras' NumPy adapter refuses object arrays, which is how strings travel; a string tensor it takes.
+        feeds = {name: self._tf.constant(v) if v.dtype == object else v for name, v in feeds.items()}
         outputs = self.model.predict(feeds, batch_size=batch, verbose=0)
         return {name: np.asarray(value) for name, value in outputs.items()}
 

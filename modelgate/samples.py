@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_sample_model(directory: str | Path) -> Path:
+def build_sample_model(directory: str | Path, seed: int = 7) -> Path:
     """A Keras 3 functional model exported with model.export(), the way training pipelines write them."""
     import keras
 
     from modelgate.quiet import import_tensorflow
 
     import_tensorflow()
-    keras.utils.set_random_seed(7)
+    keras.utils.set_random_seed(seed)
     features = keras.Input(shape=(16,), name="features")
     context = keras.Input(shape=(4,), name="context")
     hidden = keras.layers.Dense(32, activation="relu", name="hidden")(

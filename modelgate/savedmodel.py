@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
-from modelgate.errors import NotASavedModel, SignatureNotFound, UnsafeModel
+from modelgate.errors import ModelRunError, NotASavedModel, SignatureNotFound, UnsafeModel
+from modelgate.model_source import SAVED_MODEL_FILES
 from modelgate.quiet import import_tensorflow
 from modelgate.schemas import Check, MetaGraphInfo, SignatureSpec, TensorSpec
 
@@ -45,7 +47,7 @@ def find_saved_model_file(model_dir: str | Path) -> Path:
         raise NotASavedModel(f"{path}: no such directory")
     if not path.is_dir():
         raise NotASavedModel(f"{path}: not a directory (a SavedModel is a directory holding saved_model.pb)")
-    for name in ("saved_model.pb", "saved_model.pbtxt"):
+    for name in SAVED_MODEL_FILES:
         if (path / name).is_file():
             return path / name
     present = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
@@ -71,15 +73,26 @@ def read_saved_model_proto(model_dir: str | Path):
     return proto
 
 
-def _tensor_spec(tensor_info) -> TensorSpec:
+def _dtype_names(enum_value: int) -> tuple[str, str | None]:
+    """The dtype's name and, for a TF1 reference type (float32_ref), the declared name as well: its values
+    are plain float32, which is what inputs, outputs and contracts deal in."""
     tf = import_tensorflow()
     try:
-        dtype = tf.dtypes.as_dtype(tensor_info.dtype).name
+        dtype = tf.dtypes.as_dtype(enum_value)
     except TypeError:
-        dtype = f"unknown({tensor_info.dtype})"
-    if tensor_info.tensor_shape.unknown_rank:
-        return TensorSpec(dtype=dtype, shape=None)
-    return TensorSpec(dtype=dtype, shape=[d.size if d.size >= 0 else None for d in tensor_info.tensor_shape.dim])
+        return f"unknown({enum_value})", None
+    if dtype.base_dtype != dtype:
+        return dtype.base_dtype.name, dtype.name
+    return dtype.name, None
+
+
+def _tensor_spec(tensor_info) -> TensorSpec:
+    dtype, declared = _dtype_names(tensor_info.dtype)
+    shape = tensor_info.tensor_shape
+    return TensorSpec(
+        dtype=dtype, declared_dtype=declared, tensor_name=tensor_info.name or None,
+        shape=None if shape.unknown_rank else [d.size if d.size >= 0 else None for d in shape.dim],
+    )
 
 
 def _op_locations(meta_graph) -> dict[str, set[str]]:
@@ -117,6 +130,73 @@ def describe_meta_graph(meta_graph) -> MetaGraphInfo:
 
 def inspect_saved_model(model_dir: str | Path) -> list[MetaGraphInfo]:
     return [describe_meta_graph(meta_graph) for meta_graph in read_saved_model_proto(model_dir).meta_graphs]
+
+
+def model_format(model_dir: str | Path, saved_model) -> str:
+    if (Path(model_dir) / "keras_metadata.pb").is_file():
+        return "keras2"
+    if any(meta_graph.object_graph_def.nodes for meta_graph in saved_model.meta_graphs):
+        return "tf2"
+    return "tf1-graph"
+
+
+def reference_outputs(saved_model) -> list[str]:
+    return sorted(
+        {
+            f"{key}/{name}"
+            for meta_graph in saved_model.meta_graphs
+            for key, signature in meta_graph.signature_def.items()
+            for name, info in signature.outputs.items()
+            if _dtype_names(info.dtype)[1]
+        }
+    )
+
+
+def write_loadable_copy(model_dir: Path, saved_model, target: Path) -> Path:
+    """A copy whose signatures read reference-typed outputs through an Identity.
+
+    TF2's loader refuses a signature tensor of reference type (a TF1 variable, float32_ref) while TF1
+    sessions and TF Serving read it as its value; the Identity is exactly that read. Everything but the
+    protobuf is linked, not copied."""
+    tf = import_tensorflow()
+    for meta_graph in saved_model.meta_graphs:
+        for signature in meta_graph.signature_def.values():
+            for info in signature.outputs.values():
+                if not _dtype_names(info.dtype)[1]:
+                    continue
+                read = meta_graph.graph_def.node.add()
+                read.name = f"modelgate_read/{info.name.replace(':', '_')}"
+                read.op = "Identity"
+                read.input.append(info.name[:-2] if info.name.endswith(":0") else info.name)
+                base = tf.dtypes.as_dtype(info.dtype).base_dtype.as_datatype_enum
+                read.attr["T"].type = base
+                info.name, info.dtype = f"{read.name}:0", base
+    target.mkdir(parents=True, exist_ok=False)
+    (target / "saved_model.pb").write_bytes(saved_model.SerializeToString())
+    for entry in model_dir.resolve().iterdir():
+        if entry.name not in SAVED_MODEL_FILES:
+            (target / entry.name).symlink_to(entry)
+    return target
+
+
+_TF_BOILERPLATE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces|File \"|\[\[|Encountered when|Op:__)")
+
+
+def first_meaningful_line(message: str) -> str:
+    """TensorFlow's error messages open with boilerplate and end with node listings; keep the line that says why."""
+    lines = [line.strip() for line in message.splitlines()]
+    useful = [line for line in lines if line and not _TF_BOILERPLATE.match(line)]
+    return (useful or [message.strip() or "no message"])[0]
+
+
+def load_saved_model(model_dir: str | Path, tags: list[str]):
+    """tf.saved_model.load, failing with one line that says why (it runs in a model stage's child process)."""
+    tf = import_tensorflow()
+    try:
+        return tf.saved_model.load(str(model_dir), tags=tags)
+    except (tf.errors.OpError, ValueError, RuntimeError, OSError, KeyError) as exc:
+        detail = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
+        raise ModelRunError(f"could not load the SavedModel: {first_meaningful_line(detail)}") from exc
 
 
 def choose_meta_graph(meta_graphs: list[MetaGraphInfo], tags: list[str] | None) -> MetaGraphInfo:

@@ -6,7 +6,7 @@ import os
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 DEFAULT_REPORT_PATH = "modelgate-report.json"
 DEFAULT_OUTPUT_DIR = "modelgate-out"
@@ -46,10 +46,16 @@ class ValidationRequest(BaseModel):
         title="Tag-set",
         description="MetaGraph tag-set to load, for example ['serve']. Empty: the only one, or the 'serve' one.",
     )
+    model_version: int | None = Field(
+        default=None, ge=0,
+        title="Model version",
+        description="For a TF Serving base path (base/1, base/2, ...): the version to validate. Empty: the latest.",
+    )
     inputs_path: str | None = Field(
         default=None,
-        title="Inputs file (.npz)",
-        description="NumPy .npz file keyed by signature input name. Empty: seeded synthetic inputs.",
+        title="Inputs file (.npz or tf.Example records)",
+        description="NumPy .npz keyed by signature input name, or a TFRecord file of serialized tf.Example "
+        "records for the signature's string input. Empty: seeded synthetic inputs.",
     )
     batch_size: int = Field(
         default=4, ge=1, le=4096,
@@ -139,6 +145,18 @@ class ValidationRequest(BaseModel):
         title="Allowed risky ops",
         description="Op types that touch files, run Python or reach the network which this model may use anyway.",
     )
+    contract_path: str | None = Field(
+        default=None,
+        title="Expected contract (YAML or JSON)",
+        description="Input and output names, dtypes and shapes (null for a dynamic dimension) the signature must have.",
+    )
+    baseline: str | None = Field(
+        default="champion",
+        title="Baseline",
+        description="The version to compare with: a SavedModel path (or TF Serving base path), models:/NAME/VERSION, "
+        "or an alias of the same registered model (default champion, when there is one). Removed inputs, dtype or "
+        "rank changes are breaking; output drift and latency change are measured. Empty: no baseline.",
+    )
     report_path: str = Field(
         default=DEFAULT_REPORT_PATH, title="Report path", description="Where report.json is written."
     )
@@ -196,6 +214,12 @@ def default_tracking_uri() -> str:
 class TensorSpec(BaseModel):
     dtype: str
     shape: list[int | None] | None = Field(description="None for unknown rank; None entries for unknown dims.")
+    declared_dtype: str | None = Field(
+        default=None,
+        description="The dtype as the SavedModel declares it, where it differs from dtype: a TF1 reference "
+        "type such as float32_ref, whose values are plain float32.",
+    )
+    tensor_name: str | None = Field(default=None, description="The graph tensor the signature binds, e.g. x:0.")
 
     @property
     def rank(self) -> int | None:
@@ -222,10 +246,25 @@ class MetaGraphInfo(BaseModel):
 CheckStatus = Literal["passed", "failed", "warning", "skipped"]
 
 
+Severity = Literal["error", "warning", "info"]
+STATUS_WHEN_BROKEN: dict[str, CheckStatus] = {"error": "failed", "warning": "warning", "info": "passed"}
+
+
 class Check(BaseModel):
+    """One named rule. Its severity says what breaking it costs: `error` fails the validation (status
+    `failed`), `warning` does not (status `warning`), `info` is a note (status `passed`)."""
+
     name: str
     status: CheckStatus
     message: str
+    severity: Severity = Field(default=None, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _severity_from_status(cls, values):
+        if isinstance(values, dict) and values.get("severity") is None:
+            values = {**values, "severity": "warning" if values.get("status") == "warning" else "error"}
+        return values
 
 
 class BenchmarkResult(BaseModel):
@@ -324,6 +363,17 @@ class MlflowSection(BaseModel):
     run_id: str | None = None
 
 
+class BaselineSection(BaseModel):
+    source: str | None = None
+    skipped_reason: str | None = None
+    drift: dict[str, dict[str, float | str | None]] = Field(
+        default={}, description="Per output: max abs and rel difference from the baseline's outputs, same inputs."
+    )
+    current_p50_ms: float | None = None
+    baseline_p50_ms: float | None = None
+    latency_change_pct: float | None = Field(default=None, description="p50 of this version against the baseline's.")
+
+
 class RegistrySection(BaseModel):
     name: str | None = None
     version: str | None = None
@@ -354,6 +404,11 @@ class ValidationReport(BaseModel):
     status: Literal["running", "passed", "failed", "error"] = "running"
     source: str
     model_dir: str | None = Field(default=None, description="The local SavedModel directory validated.")
+    resolved_model_dir: str | None = Field(
+        default=None, description="The SavedModel directory validated: model_dir, or its TF Serving version folder."
+    )
+    model_version: int | None = Field(default=None, description="The TF Serving version folder chosen, if any.")
+    model_format: str | None = Field(default=None, description="tf1-graph, tf2, or keras2 (tf_keras model.save).")
     started_at: str = Field(default_factory=utc_now)
     finished_at: str | None = None
     tags: list[str] | None = None
@@ -366,6 +421,7 @@ class ValidationReport(BaseModel):
     onnx: OnnxSection = OnnxSection()
     mlflow: MlflowSection = MlflowSection()
     registry: RegistrySection = RegistrySection()
+    baseline: BaselineSection = BaselineSection()
     stages: list[StageRecord] = []
     artifacts: dict[str, str] = Field(default={}, description="Files this validation produced, by artifact name.")
     environment: dict[str, str] = {}
@@ -397,12 +453,20 @@ class StageResult(BaseModel):
 
 
 class Inspection(StageResult):
-    model_dir: str
+    model_dir: str = Field(description="The directory model code loads: the resolved SavedModel, or its loadable copy.")
+    resolved_model_dir: str
+    model_version: int | None = None
+    model_format: str
     saved_model_file: str
     meta_graphs: list[MetaGraphInfo]
+    checks: list[Check] = []
 
     def apply_to(self, report: ValidationReport) -> None:
-        """The choice of MetaGraph and signature, a later stage, decides what of this the report shows."""
+        """The choice of MetaGraph and signature, a later stage, decides what else of this the report shows."""
+        report.resolved_model_dir = self.resolved_model_dir
+        report.model_version = self.model_version
+        report.model_format = self.model_format
+        report.checks.extend(self.checks)
 
 
 class SignatureChoice(StageResult):
@@ -543,6 +607,33 @@ class BenchmarkFigures(StageResult):
 
     def apply_to(self, report: ValidationReport) -> None:
         report.artifacts.update(self.artifacts)
+
+
+class BaselineChoice(StageResult):
+    source: str | None = None
+    model_dir: str | None = None
+    registry_name: str | None = None
+    registry_version: str | None = None
+    skipped_reason: str | None = None
+
+    def apply_to(self, report: ValidationReport) -> None:
+        report.baseline.source, report.baseline.skipped_reason = self.source, self.skipped_reason
+
+
+class BaselineComparison(StageResult):
+    drift: dict[str, dict[str, float | str | None]] = {}
+    current_p50_ms: float | None = None
+    baseline_p50_ms: float | None = None
+    latency_change_pct: float | None = None
+    skipped_reason: str | None = None
+
+    def apply_to(self, report: ValidationReport) -> None:
+        section = report.baseline
+        if self.skipped_reason:
+            section.skipped_reason = section.skipped_reason or self.skipped_reason
+            return
+        section.drift, section.latency_change_pct = self.drift, self.latency_change_pct
+        section.current_p50_ms, section.baseline_p50_ms = self.current_p50_ms, self.baseline_p50_ms
 
 
 class ResolvedSource(StageResult):

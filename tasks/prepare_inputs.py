@@ -3,17 +3,19 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.inputs import InputsUnavailable, load_npz, save_npz, synthesize
+from modelgate.checks import dtype_name
+from modelgate.inputs import InputsUnavailable, load_inputs_file, save_npz, synthesize
 from modelgate.schemas import InputsSection, PreparedInputs, SignatureChoice, ValidationRequest
 
 
 @task(name="prepare-inputs", cache_policy=NO_CACHE)
 def prepare_inputs(choice: SignatureChoice, request: ValidationRequest, workdir: str) -> PreparedInputs:
-    """The user's .npz checked against the signature, or seeded synthetic inputs; saved for later stages."""
+    """The user's .npz or tf.Example records checked against the signature, or seeded synthetic inputs;
+    saved for later stages."""
     signature = choice.signature
     if request.inputs_path:
-        feeds, source, seed = load_npz(request.inputs_path, signature), "file", None
-        message = f"from {request.inputs_path}"
+        feeds = load_inputs_file(request.inputs_path, signature, request.unknown_dim_size, request.seed)
+        source, seed, message = "file", None, f"from {request.inputs_path}"
     else:
         try:
             feeds = synthesize(signature, request.batch_size, request.unknown_dim_size, request.seed)
@@ -29,6 +31,6 @@ def prepare_inputs(choice: SignatureChoice, request: ValidationRequest, workdir:
         section=InputsSection(
             source=source, path=str(path), seed=seed, message=message,
             shapes={name: list(value.shape) for name, value in feeds.items()},
-            dtypes={name: str(value.dtype) for name, value in feeds.items()},
+            dtypes={name: dtype_name(value) for name, value in feeds.items()},
         )
     )

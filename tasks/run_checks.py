@@ -13,12 +13,13 @@ from modelgate.schemas import CheckList, PreparedInputs, ReferenceOutputs, Signa
 def run_checks(
     choice: SignatureChoice, inputs: PreparedInputs, cleared: CheckList, request: ValidationRequest, workdir: str
 ) -> ReferenceOutputs:
-    """Outputs against the signature (names, dtypes, shapes), finite, deterministic; kept as the reference."""
+    """Outputs against the signature (names, dtypes, shapes), finite, deterministic, each row of the batch as
+    it is alone; the outputs are kept as the reference."""
     if inputs.path is None:
         return ReferenceOutputs(checks=skipped(OUTPUT_CHECK_NAMES, inputs.section.message), path=None)
     outputs_path = str(Path(workdir) / "reference_outputs.npz")
     checks = run_isolated(
         output_checks_job, choice.model_dir, choice.tags, choice.signature, inputs.path, outputs_path,
-        limits=limits_of(request), label="run-checks", log_path=Path(workdir) / "run-checks.log",
+        request.atol, request.rtol, limits=limits_of(request), label="run-checks", log_path=Path(workdir) / "run-checks.log",
     ).value
     return ReferenceOutputs(checks=checks, path=outputs_path)

@@ -16,6 +16,10 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
         "keras_export": models.keras_export, "custom_signature": models.custom_signature,
         "two_candidates": models.two_candidates, "nan_outputs": models.nan_outputs,
         "string_input": models.string_input, "reads_files": models.reads_files, "unknown_dims": models.unknown_dims,
+        "tf1_graph": models.tf1_graph, "tf1_pbtxt": models.tf1_pbtxt, "keras2_save": models.keras2_save,
+        "serving_base": models.serving_base, "renamed_input": models.renamed_input,
+        "unnamed_fixed_batch": models.unnamed_fixed_batch, "batch_mixing": models.batch_mixing,
+        "hangs": models.hangs, "aborts": models.aborts, "eats_memory": models.eats_memory,
     }
     return {name: build(root / name) for name, build in builders.items()}
 

@@ -55,7 +55,10 @@ def test_unknown_rank_and_dims_are_kept(model_dirs):
 
 
 def test_not_a_saved_model(tmp_path):
-    with pytest.raises(NotASavedModel, match="not a SavedModel"):
+    with pytest.raises(NotASavedModel, match="empty directory"):
+        inspect_model.fn(str(tmp_path))
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(NotASavedModel, match="not a SavedModel .* found notes.txt"):
         inspect_model.fn(str(tmp_path))
     with pytest.raises(NotASavedModel, match="no such directory"):
         inspect_model.fn(str(tmp_path / "absent"))

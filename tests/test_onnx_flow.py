@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 def _run(model_dir, tracking_uri, workdir, **fields) -> ValidationReport:
     request = ValidationRequest(
         source=str(model_dir), tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
-        output_dir=str(workdir / "out"), benchmark_batch_sizes=[], **fields,
+        output_dir=str(workdir / "out"), benchmark=False, **fields,
     )
     return validate_savedmodel(request)
 

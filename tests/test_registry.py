@@ -6,6 +6,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.validate import validate_savedmodel
 from modelgate.registry import validator_version
+from modelgate.samples import build_sample_model
 from modelgate.schemas import ValidationRequest
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -48,10 +49,38 @@ def test_a_registry_version_is_validated_tagged_described_and_aliased(model_dirs
     assert "PASSED" in mv.description and report.mlflow.run_id in mv.description
     assert str(client.get_model_version_by_alias("gate-pass", "validated").version) == version
     assert str(client.get_model_version_by_alias("gate-pass", "champion").version) == champion  # never moved
+    # The same model behind champion: compatible, no drift, latency measured side by side.
+    assert report.baseline.source == f"models:/gate-pass/{champion}"
+    assert {d["max_abs_diff"] for d in report.baseline.drift.values()} == {0.0}
+    assert report.baseline.latency_change_pct is not None
+    assert mv.tags["modelgate.baseline"] == f"models:/gate-pass/{champion}"
+    assert mv.tags["modelgate.baseline_compatible"] == "true"
+    assert "Compared with baseline" in mv.description
     artifacts = {a.path for a in client.list_artifacts(report.mlflow.run_id)}
     assert "report.html" in artifacts
     html = (workdir / "out").glob("*/report.html")
     assert "PASSED" in next(html).read_text()
+
+
+def test_the_baseline_comparison_catches_drift_and_a_breaking_signature(model_dirs, tracking_uri, workdir, tmp_path):
+    client = MlflowClient(tracking_uri)
+    champion = _register(tracking_uri, "gate-drift", model_dirs["keras_export"])
+    client.set_registered_model_alias("gate-drift", "champion", champion)
+    retrained = _register(tracking_uri, "gate-drift", build_sample_model(tmp_path / "retrained", seed=8))
+    report = _validate(workdir, tracking_uri, f"models:/gate-drift/{retrained}")
+    assert report.status == "passed", report.first_error() or report.failed_checks()
+    assert report.baseline.drift["scores"]["max_abs_diff"] > 0.01  # other weights, other outputs
+    assert float(client.get_model_version("gate-drift", retrained).tags["modelgate.drift_max_abs"]) > 0.01
+
+    breaking = _register(tracking_uri, "gate-drift", model_dirs["custom_signature"])
+    report = _validate(workdir, tracking_uri, f"models:/gate-drift/{breaking}")
+    assert report.status == "failed"
+    assert [c.name for c in report.failed_checks()] == ["signature_compatibility"]
+    mv = client.get_model_version("gate-drift", breaking)
+    assert mv.tags["modelgate.baseline_compatible"] == "false"
+    assert "serving_default' removed" in mv.description
+    assert report.baseline.skipped_reason == "the baseline has no signature 'my_custom_signature'"
+    assert str(client.get_model_version_by_alias("gate-drift", "validated").version) == retrained
 
 
 def test_alias_source_resolves_to_its_version(model_dirs, tracking_uri, workdir):

@@ -1,0 +1,35 @@
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modelgate.contract import check_compatibility, check_contract, load_contract, signature_rules
+from modelgate.errors import SignatureNotFound
+from modelgate.model_source import resolve_model_source
+from modelgate.savedmodel import choose_meta_graph, inspect_saved_model
+from modelgate.schemas import BaselineChoice, Check, CheckList, SignatureChoice, ValidationRequest
+
+
+def compatibility_with(previous_model_dir: str, label: str, choice: SignatureChoice) -> Check:
+    source = resolve_model_source(previous_model_dir)
+    try:
+        previous = choose_meta_graph(inspect_saved_model(source.model_dir), choice.tags)
+    except SignatureNotFound as exc:
+        return Check(name="signature_compatibility", status="failed",
+                     message=f"expected the previous version {source.model_dir} to serve tag-set "
+                     f"{','.join(choice.tags)} too, found: {exc}")
+    return check_compatibility(previous, choice.meta_graph, f"baseline {label}")
+
+
+@task(name="check-signature", cache_policy=NO_CACHE)
+def check_signature(choice: SignatureChoice, request: ValidationRequest, baseline: BaselineChoice) -> CheckList:
+    """Rules on what the signature declares, from the protobuf alone: dtypes, ranks, batch dimension, names,
+    the expected contract and compatibility with the baseline version, when there is one."""
+    checks = signature_rules(choice.signature)
+    if request.contract_path:
+        checks.append(check_contract(choice.signature, load_contract(request.contract_path), request.contract_path))
+    else:
+        checks.append(Check(name="contract", status="skipped", message="no expected contract given"))
+    if baseline.model_dir:
+        checks.append(compatibility_with(baseline.model_dir, baseline.source or baseline.model_dir, choice))
+    else:
+        checks.append(Check(name="signature_compatibility", status="skipped", message=baseline.skipped_reason))
+    return CheckList(checks=checks)

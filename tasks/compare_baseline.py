@@ -1,0 +1,39 @@
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modelgate.baseline import baseline_job
+from modelgate.model_source import resolve_model_source
+from modelgate.sandbox import limits_of, run_isolated
+from modelgate.savedmodel import choose_meta_graph, inspect_saved_model, refuse_risky_ops
+from modelgate.schemas import BaselineChoice, BaselineComparison, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
+
+
+@task(name="compare-baseline", cache_policy=NO_CACHE)
+def compare_baseline(
+    choice: SignatureChoice, baseline: BaselineChoice, inputs: PreparedInputs, cleared: CheckList,
+    request: ValidationRequest, workdir: str,
+) -> BaselineComparison:
+    """Output drift and latency change against the baseline, both models on the same seeded inputs.
+
+    The baseline is a model like any other: its ops are scanned before it is loaded."""
+    if baseline.model_dir is None:
+        return BaselineComparison(skipped_reason=baseline.skipped_reason)
+    if inputs.path is None:
+        return BaselineComparison(skipped_reason=inputs.section.message)
+    baseline_dir = resolve_model_source(baseline.model_dir).model_dir
+    meta_graph = choose_meta_graph(inspect_saved_model(baseline_dir), choice.tags)
+    refuse_risky_ops(meta_graph, request.allow_ops)
+    if choice.signature.key not in meta_graph.signatures:
+        return BaselineComparison(skipped_reason=f"the baseline has no signature '{choice.signature.key}'")
+    measured = run_isolated(
+        baseline_job, choice.model_dir, choice.tags, choice.signature.key, str(baseline_dir), meta_graph.tags,
+        inputs.path, limits=limits_of(request), label="compare-baseline",
+        log_path=Path(workdir) / "compare-baseline.log",
+    ).value
+    change = 100.0 * (measured["current_p50_ms"] / measured["baseline_p50_ms"] - 1)
+    return BaselineComparison(
+        drift=measured["drift"], current_p50_ms=measured["current_p50_ms"],
+        baseline_p50_ms=measured["baseline_p50_ms"], latency_change_pct=change,
+    )

@@ -1,0 +1,39 @@
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modelgate.registry import RegistryVersion, download_version, is_registry_uri, resolve_version
+from modelgate.schemas import BaselineChoice, ResolvedSource, ValidationRequest
+
+
+@task(name="resolve-baseline", cache_policy=NO_CACHE)
+def resolve_baseline(request: ValidationRequest, source: ResolvedSource, workdir: str) -> BaselineChoice:
+    """The version to compare with: a path or models:/ URI as asked, or the version behind an alias
+    (default champion) of the same registered model. No baseline is a skip, not an error."""
+    spec = request.baseline
+    if not spec:
+        return BaselineChoice(skipped_reason="no baseline asked")
+    tracking_uri = request.resolved_tracking_uri()
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    destination = Path(workdir) / "baseline"
+    if is_registry_uri(spec):
+        version = resolve_version(client, spec)
+    elif Path(spec).exists():
+        return BaselineChoice(source=spec, model_dir=spec)
+    else:
+        name = source.registry_name or request.register_as
+        if not name:
+            return BaselineChoice(skipped_reason=f"alias '{spec}' needs a registry source or --register-as")
+        try:
+            version = RegistryVersion(name, str(client.get_model_version_by_alias(name, spec).version))
+        except MlflowException:
+            return BaselineChoice(skipped_reason=f"registered model '{name}' has no version behind '{spec}'")
+        if version.version == source.registry_version:
+            return BaselineChoice(skipped_reason=f"the version validated is '{spec}' itself")
+    return BaselineChoice(
+        source=version.uri, model_dir=str(download_version(client, tracking_uri, version, destination)),
+        registry_name=version.name, registry_version=version.version,
+    )
