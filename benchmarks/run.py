@@ -33,6 +33,7 @@ from modelgate.sandbox import Limits, run_isolated, shared_model_process
 from modelgate.schemas import ValidationRequest
 from modelgate.timing import MeasurementPlan, measure
 
+TARGET_MISSED = 3  # distinct from 1, which an uncaught exception gives
 FIDELITY_TOLERANCE = 0.05
 OVERHEAD_LIMIT_US = 5.0
 WALL_TIME_LIMIT = 1.3
@@ -68,11 +69,19 @@ def engine_against_bare(call: Callable[[], object]) -> dict:
 
 
 def convert(model_dir: Path, workdir: Path) -> str:
-    plan = ConversionPlan(model_dir=str(model_dir), signature_key="serving_default", tags=["serve"],
+    """The product's own conversion (a bounded child, the file checked), so the suite measures what ships."""
+    from tasks.inspect_model import inspect_model
+    from tasks.select_signature import select_signature
+
+    choice = select_signature.fn(inspect_model.fn(str(model_dir)), None, None)
+    plan = ConversionPlan(model_dir=str(model_dir), signature_key=choice.signature.key, tags=choice.tags,
                           opset=default_opset(), output_path=str(workdir / f"{model_dir.name}.onnx"))
     log = workdir / f"{model_dir.name}-tf2onnx.log"
-    run_isolated(convert_job, plan, str(log), limits=LIMITS, label="convert", log_path=log)
-    return plan.output_path
+    conversion = run_isolated(convert_job, plan, choice.signature, str(log), limits=LIMITS, label="convert",
+                              log_path=log).value
+    if conversion.failure:
+        raise RuntimeError(f"converting {model_dir.name} failed: {conversion.failure}")
+    return conversion.path
 
 
 def fidelity(model_dirs: dict[str, Path], workdir: Path) -> list[dict]:
@@ -143,7 +152,7 @@ def peak_memory_mb(model_dir: Path, workdir: Path) -> float:
         parity = run_isolated(wrapper_parity_job, str(model_dir), choice.tags, choice.signature, inputs.path,
                               limits=LIMITS, label="load-and-wrap")
         checks = run_isolated(output_checks_job, str(model_dir), choice.tags, choice.signature, inputs.path,
-                              str(workdir / "outputs.npz"), limits=LIMITS, label="run-checks")
+                              str(workdir / "outputs.npz"), request.atol, request.rtol, limits=LIMITS, label="run-checks")
     return max(parity.peak_rss_mb, checks.peak_rss_mb)
 
 
@@ -227,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
     print(markdown(results))
-    return 0 if results["all_passed"] else 1
+    return 0 if results["all_passed"] else TARGET_MISSED
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ import numpy as np
 
 from collections.abc import Callable
 
-from modelgate.compare import compare_arrays, exactly_equal
-from modelgate.schemas import STATUS_WHEN_BROKEN, Check, Severity, SignatureSpec
+from modelgate.compare import compare_arrays, exactly_equal, tolerance_for
+from modelgate.schemas import STATUS_WHEN_BROKEN, Check, Severity, SignatureSpec, Tolerance
 
 
 def rule(name: str, severity: Severity, problems: list[str], passed: str, notes: list[str] | tuple[str, ...] = ()) -> Check:
@@ -102,7 +102,7 @@ def _unbatchable(signature: SignatureSpec, feeds: dict[str, np.ndarray], outputs
 
 def check_batch_consistency(
     run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], signature: SignatureSpec,
-    feeds: dict[str, np.ndarray], batched: dict[str, np.ndarray], atol: float, rtol: float,
+    feeds: dict[str, np.ndarray], batched: dict[str, np.ndarray], atol: Tolerance, rtol: Tolerance,
 ) -> Check:
     """Each row of a batch must equal that row run alone: batch statistics or rows leaking into each other
     make a model's answer depend on who else is in the batch."""
@@ -115,13 +115,14 @@ def check_batch_consistency(
     for row in range(rows):
         alone = run({name: value[row:row + 1] for name, value in feeds.items()})
         for name, value in batched.items():
-            result = compare_arrays(value[row:row + 1], np.asarray(alone[name]), atol, rtol)
+            output_atol, output_rtol = tolerance_for(atol, name), tolerance_for(rtol, name)
+            result = compare_arrays(value[row:row + 1], np.asarray(alone[name]), output_atol, output_rtol)
             if not result.passed:
                 found = result.message or f"max abs diff {result.max_abs_diff:.3g}, max rel diff {result.max_rel_diff:.3g}"
                 problems.append(f"row {row} of a batch of {size}, output '{name}': expected the row run alone "
-                                f"within atol={atol:g} or rtol={rtol:g}, found {found}")
+                                f"within atol={output_atol:g} or rtol={output_rtol:g}, found {found}")
     return rule("batch_consistency", "error", problems,
-                f"each of {rows} rows of a batch of {size} equals the row run alone within atol={atol:g} or rtol={rtol:g}")
+                f"each of {rows} rows of a batch of {size} equals the row run alone within atol {atol} or rtol {rtol}")
 
 
 def output_checks(signature: SignatureSpec, first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> list[Check]:

@@ -15,7 +15,7 @@ from modelgate.inputs import read_npz, save_npz
 from modelgate.quiet import import_tensorflow
 from modelgate.runners import KerasModelRunner, OnnxRuntimeRunner, configure_tensorflow_threads, load_signature_runner
 from modelgate.sandbox import shares_model_process
-from modelgate.schemas import Check, SignatureSpec
+from modelgate.schemas import Check, SignatureSpec, Tolerance
 
 
 @shares_model_process
@@ -50,7 +50,7 @@ def wrapper_parity_job(model_dir: str, tags: list[str], signature: SignatureSpec
 @shares_model_process
 def output_checks_job(
     model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str, outputs_path: str,
-    atol: float, rtol: float,
+    atol: Tolerance, rtol: Tolerance,
 ) -> list[Check]:
     """Run the signature twice on the same inputs, then row by row; check the outputs, keep them as the reference."""
     runner = load_signature_runner(model_dir, tags, signature.key)

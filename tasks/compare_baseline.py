@@ -27,6 +27,13 @@ def compare_baseline(
     refuse_risky_ops(meta_graph, request.allow_ops)
     if choice.signature.key not in meta_graph.signatures:
         return BaselineComparison(skipped_reason=f"the baseline has no signature '{choice.signature.key}'")
+    theirs = {n: (s.dtype, s.rank) for n, s in meta_graph.signatures[choice.signature.key].inputs.items()}
+    ours = {n: (s.dtype, s.rank) for n, s in choice.signature.inputs.items()}
+    if theirs != ours:
+        return BaselineComparison(
+            skipped_reason="the baseline takes other inputs (see signature_compatibility), so the same inputs "
+            "cannot feed both: no drift or latency comparison"
+        )
     measured = run_isolated(
         baseline_job, choice.model_dir, choice.tags, choice.signature.key, str(baseline_dir), meta_graph.tags,
         inputs.path, limits=limits_of(request), label="compare-baseline",

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_quick_suite_measures_and_writes_every_figure(tmp_path):
     result = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    assert result.returncode in (0, 1), result.stdout + result.stderr  # 1: a target missed on a busy machine
+    # 3: a target missed on a busy machine, which the suite itself reports; anything else is a broken suite.
+    assert result.returncode in (0, 3), result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert {(row["model"], row["runtime"]) for row in results["fidelity"]} == {
         ("small dense", "tensorflow"), ("small dense", "onnxruntime")
