@@ -28,7 +28,8 @@ needs_postgres = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory):
-    with Topology(tmp_path_factory.mktemp("topology")).start() as running:
+    with Topology(tmp_path_factory.mktemp("topology")) as running:  # entered first: a failed start stops all
+        running.start()
         running.start_worker("worker")
         running.start_worker("worker-gpu")
         yield running

@@ -141,12 +141,11 @@ class PostgresCluster:
             raise RuntimeError(f"{' '.join(argv)} failed: {result.stdout}{result.stderr}{log[-3000:]}")
         return result
 
-    def start(self) -> PostgresCluster:
+    def start(self) -> None:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8")
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory}"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log),
                   "-w", "-t", "60", "start")
-        return self
 
     def run_sql_file(self, path: Path) -> None:
         self._run(str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,

@@ -33,7 +33,10 @@ def _clean_environment() -> dict[str, str]:
 
 
 class Topology(contextlib.ExitStack):
-    """Postgres, the MLflow and Prefect servers, prefect-setup, and workers started on demand."""
+    """Postgres, the MLflow and Prefect servers, prefect-setup, and workers started on demand.
+
+    Enter it before start(): leaving it stops every process started so far, whatever failed.
+    """
 
     def __init__(self, root: Path, settings: dict[str, str] | None = None):
         super().__init__()
@@ -74,12 +77,12 @@ class Topology(contextlib.ExitStack):
         self.callback(process.stop)
         return process
 
-    def start(self) -> Topology:
+    def start(self) -> None:
         bindir = postgres_bindir()
         assert bindir, "PostgreSQL's server binaries are not installed"
-        user = compose.environment(self.model, "postgres")["POSTGRES_USER"]
-        self.postgres = PostgresCluster(bindir, user).start()
+        self.postgres = PostgresCluster(bindir, compose.environment(self.model, "postgres")["POSTGRES_USER"])
         self.callback(self.postgres.stop)
+        self.postgres.start()
         self.postgres.run_sql_file(compose.DOCKER / "postgres-init.sql")
 
         self.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
@@ -91,7 +94,6 @@ class Topology(contextlib.ExitStack):
         prefect.wait_healthy(f"{self.prefect_api}/health")
         self.services["mlflow"].wait_healthy(f"{self.tracking_uri}/health")
         self._setup()
-        return self
 
     def start_mlflow(self) -> Service:
         return self._start("mlflow", "mlflow", {
