@@ -15,6 +15,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
+from modelgate.errors import ModelgateError
 from modelgate.onnx_jobs import log_onnx_model_job
 from modelgate.registry import is_registry_uri, validator_version
 from modelgate.sandbox import limits_of, run_isolated
@@ -23,6 +24,10 @@ from modelgate.schemas import MlflowSection, OutputComparison, ValidationReport,
 PARAM_VALUE_LIMIT = 6000
 UNSAFE_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 RUN_STATUS = {"passed": "FINISHED", "failed": "FINISHED", "error": "FAILED", "running": "KILLED"}
+
+
+class ResultsNotLogged(ModelgateError):
+    """The tracking server refused or never answered (after MLflow's own bounded HTTP retries)."""
 
 
 def metric_key(*parts: object) -> str:
@@ -106,7 +111,20 @@ def _artifact_folder(name: str) -> str | None:
 
 
 def log_results(report: ValidationReport) -> None:
-    """Params, metrics, artifacts and tags of a finished validation; the run ends with the report's verdict."""
+    """Params, metrics, artifacts and tags of a finished validation; the run ends with the report's verdict.
+
+    Whatever stops them (the server down, a full disk), the error says where the report is kept instead.
+    """
+    try:
+        _log_results(report)
+    except Exception as exc:  # noqa: BLE001 - every failure here leaves the same thing to say
+        raise ResultsNotLogged(
+            f"could not log the results to MLflow at {report.mlflow.tracking_uri}; the report is kept on disk at "
+            f"{Path(report.workdir) / 'report.json'} ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _log_results(report: ValidationReport) -> None:
     section = report.mlflow
     client = MlflowClient(section.tracking_uri)
     now = get_current_time_millis()
