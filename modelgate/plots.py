@@ -10,6 +10,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
 
+def _save(figure, path: str | Path, dpi: int) -> Path:
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path
+
+
 def latency_distribution(samples_by_config: dict[str, list[float]], path: str | Path) -> Path:
     """One panel per runtime/device, one box per batch size (whiskers p1 to p99), on a log scale so fast
     and slow runtimes read side by side."""
@@ -31,11 +39,7 @@ def latency_distribution(samples_by_config: dict[str, list[float]], path: str | 
         axes.grid(axis="y", alpha=0.3, which="both")
     axes_list[0][0].set_ylabel("latency per call (ms, log)")
     figure.suptitle("Latency distribution (boxes p25-p75, whiskers p1-p99)")
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path, dpi=110)
 
 
 def throughput_by_batch(points: dict[str, list[tuple[int, float]]], path: str | Path) -> Path:
@@ -51,11 +55,7 @@ def throughput_by_batch(points: dict[str, list[tuple[int, float]]], path: str | 
     axes.set_title("Throughput against batch size")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path, dpi=110)
 
 
 def error_histogram(abs_errors, atol: float, path: str | Path, title: str) -> Path:
@@ -82,8 +82,4 @@ def error_histogram(abs_errors, atol: float, path: str | Path, title: str) -> Pa
         fontsize=9,
     )
     axes.grid(alpha=0.3)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, path, dpi=100)
