@@ -13,7 +13,8 @@ import numpy as np
 
 from modelgate.compare import compare_batches, errors, stack_batches, tolerance_for
 from modelgate.inputs import read_npz, save_npz
-from modelgate.runners import OnnxRuntimeRunner, TFSignatureRunner
+from modelgate.runners import OnnxRuntimeRunner, load_signature_runner
+from modelgate.sandbox import shares_model_process
 from modelgate.schemas import RuntimeComparison, SignatureSpec, Tolerance
 
 UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
@@ -22,8 +23,10 @@ MLFLOW_MODEL_NAME = "onnx-model"
 Batch = tuple[str, str]  # (inputs .npz, TensorFlow reference outputs .npz)
 
 
+@shares_model_process
 def tensorflow_references_job(model_dir: str, tags: list[str], signature_key: str, batches: list[Batch]) -> None:
-    runner = TFSignatureRunner(model_dir, tags, signature_key)
+    """TensorFlow's outputs for the extra batches, from the model the validation's process already loaded."""
+    runner = load_signature_runner(model_dir, tags, signature_key)
     for inputs_path, reference_path in batches:
         save_npz(runner(read_npz(inputs_path)), reference_path)
 
