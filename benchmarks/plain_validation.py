@@ -1,7 +1,9 @@
-"""The raw steps of one validation, in a plain script: no Prefect, no child processes, no MLflow, no report.
+"""The raw steps of one validation, in a plain script: no Prefect, no child processes, no report, no plots.
 
-The suite times this against the real flow on the same model; run as `python -m benchmarks.plain_validation
-MODEL_DIR WORKDIR`.
+Load, wrap and prove the wrapper, check the outputs, time TensorFlow and the wrapper, convert with tf2onnx,
+compare ONNX Runtime on 8 batches, time it, and record the figures and the ONNX model in an MLflow run,
+as the flow does. The suite times this against the real flow on the same model; run as
+`python -m benchmarks.plain_validation MODEL_DIR WORKDIR`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import numpy as np
 
 def main(model_dir: str, workdir: str) -> None:
     import keras
+    import mlflow
+    import onnx
     import onnxruntime as ort
     import tensorflow as tf
 
@@ -49,8 +53,10 @@ def main(model_dir: str, workdir: str) -> None:
     again = run_signature()
     assert all(np.array_equal(reference[k], again[k]) and np.isfinite(v).all() for k, v in reference.items())
 
-    measure(run_signature, plan)
-    measure(lambda: {k: np.asarray(v) for k, v in model(feeds, training=False).items()}, plan)
+    latency = {
+        "tensorflow": measure(run_signature, plan),
+        "keras": measure(lambda: {k: np.asarray(v) for k, v in model(feeds, training=False).items()}, plan),
+    }
 
     onnx_path = str(Path(workdir) / "plain.onnx")
     subprocess.run(
@@ -65,7 +71,18 @@ def main(model_dir: str, workdir: str) -> None:
         expected = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in batch.items()}).items()}
         outputs = dict(zip(names, session.run(names, batch)))
         assert all(np.allclose(outputs[k], expected[k], atol=1e-3, rtol=1e-2) for k in expected)
-    measure(lambda: session.run(names, feeds), plan)
+    latency["onnxruntime"] = measure(lambda: session.run(names, feeds), plan)
+
+    mlflow.set_tracking_uri(f"sqlite:///{Path(workdir) / 'plain-mlflow.db'}")
+    with mlflow.start_run():
+        mlflow.log_params({"model_dir": model_dir, "signature": "serving_default", "opset": 18})
+        mlflow.log_metrics({f"latency_p50_ms.{runtime}.cpu.bs1": stats.percentile(50)
+                            for runtime, stats in latency.items()})
+        mlflow.onnx.log_model(
+            onnx.load(onnx_path), name="onnx-model", input_example=feeds,
+            signature=mlflow.models.infer_signature(feeds, reference),
+            pip_requirements=mlflow.onnx.get_default_pip_requirements(),
+        )
 
 
 if __name__ == "__main__":

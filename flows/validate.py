@@ -3,10 +3,10 @@
 from prefect import flow
 from prefect.runtime import flow_run
 
-from modelgate.benchmark_plan import thread_environment
 from modelgate.recorder import ValidationRun
 from modelgate.registry import is_registry_uri
-from modelgate.sandbox import shared_model_process
+from modelgate.pools import validation_pools
+from modelgate.sandbox import shared_processes
 from modelgate.schemas import ValidationReport, ValidationRequest
 from tasks.benchmark import benchmark
 from tasks.benchmark_onnx import benchmark_onnx
@@ -32,7 +32,7 @@ from tasks.select_signature import select_signature
 def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
     """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow."""
     flow_run_url = flow_run.get_flow_run_ui_url()
-    with ValidationRun(request) as run, shared_model_process(thread_environment(request)):
+    with ValidationRun(request) as run, shared_processes(validation_pools(request)):
         workdir = str(run.workdir)
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run_url)
         source = run.stage("resolve-source", resolve_source, request, workdir)

@@ -10,6 +10,7 @@ from pathlib import Path
 from modelgate.benchmark import Measured, SweepPlan
 from modelgate.environment import gpu_present
 from modelgate.errors import ModelRunError
+from modelgate.sandbox import limits_of, settle_shared_processes
 from modelgate.schemas import BenchmarkRun, Check, SignatureSpec, ValidationRequest
 from modelgate.timing import MeasurementPlan
 
@@ -124,6 +125,7 @@ def benchmark_framework(
 ) -> BenchmarkRun:
     """Plan the sweep and threads once, measure on each device (measure_on(device, plan, intra, inter)),
     keep the samples, and summarise."""
+    settle_shared_processes(limits_of(request))  # a child still importing its frameworks would skew the figures
     plan = sweep_plan(request, fixed_batch_size(signature))
     intra, inter = thread_counts(request)
     devices, device_checks = devices_to_measure(request, framework)

@@ -14,11 +14,12 @@ from modelgate.compare import exactly_equal
 from modelgate.inputs import read_npz, save_npz
 from modelgate.quiet import import_tensorflow
 from modelgate.runners import KerasModelRunner, OnnxRuntimeRunner, configure_tensorflow_threads, load_signature_runner
-from modelgate.sandbox import shares_model_process
+from modelgate.pools import ONNXRUNTIME, TENSORFLOW
+from modelgate.sandbox import shares_process
 from modelgate.schemas import Check, SignatureSpec, Tolerance
 
 
-@shares_model_process
+@shares_process(TENSORFLOW)
 def wrapper_parity_job(model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str | None) -> list[Check]:
     """Build the Keras wrapper and prove it gives exactly the raw signature's outputs."""
     raw = load_signature_runner(model_dir, tags, signature.key)
@@ -47,7 +48,7 @@ def wrapper_parity_job(model_dir: str, tags: list[str], signature: SignatureSpec
     return [built, parity]
 
 
-@shares_model_process
+@shares_process(TENSORFLOW)
 def output_checks_job(
     model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str, outputs_path: str,
     atol: Tolerance, rtol: Tolerance,
@@ -70,6 +71,7 @@ def _hide_gpus_unless(device: str) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 
 
+@shares_process(TENSORFLOW)
 def tensorflow_benchmark_job(
     model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str, plan: SweepPlan,
     runtimes: list[str], device: str, intra_op_threads: int, inter_op_threads: int,
@@ -93,6 +95,7 @@ def tensorflow_benchmark_job(
     return measured
 
 
+@shares_process(ONNXRUNTIME)
 def onnxruntime_benchmark_job(
     onnx_path: str, inputs_path: str, plan: SweepPlan, device: str, intra_op_threads: int, inter_op_threads: int,
 ) -> list[Measured]:

@@ -17,6 +17,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelgate.pools import TF2ONNX
+from modelgate.sandbox import shares_process
 from modelgate.schemas import Check, OnnxConversion, SignatureSpec, TensorSpec
 
 UNSUPPORTED_OPS = re.compile(r"Unsupported ops: Counter\((\{.*?\})\)")
@@ -174,6 +176,7 @@ def _run_tf2onnx(plan: ConversionPlan) -> str | None:
     return None
 
 
+@shares_process(TF2ONNX)
 def convert_job(plan: ConversionPlan, signature: SignatureSpec, log_path: str) -> OnnxConversion:
     """Runs in a sandboxed child: tf2onnx changes TensorFlow's global state, and a crash must stay here."""
     tf2onnx_failure = _run_tf2onnx(plan)

@@ -14,7 +14,8 @@ import numpy as np
 from modelgate.compare import compare_batches, errors, stack_batches, tolerance_for
 from modelgate.inputs import read_npz, save_npz
 from modelgate.runners import OnnxRuntimeRunner, load_signature_runner
-from modelgate.sandbox import shares_model_process
+from modelgate.pools import ONNXRUNTIME, TENSORFLOW
+from modelgate.sandbox import shares_process
 from modelgate.schemas import RuntimeComparison, SignatureSpec, Tolerance
 
 UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
@@ -23,7 +24,7 @@ MLFLOW_MODEL_NAME = "onnx-model"
 Batch = tuple[str, str]  # (inputs .npz, TensorFlow reference outputs .npz)
 
 
-@shares_model_process
+@shares_process(TENSORFLOW)
 def tensorflow_references_job(model_dir: str, tags: list[str], signature_key: str, batches: list[Batch]) -> None:
     """TensorFlow's outputs for the extra batches, from the model the validation's process already loaded."""
     runner = load_signature_runner(model_dir, tags, signature_key)
@@ -31,6 +32,7 @@ def tensorflow_references_job(model_dir: str, tags: list[str], signature_key: st
         save_npz(runner(read_npz(inputs_path)), reference_path)
 
 
+@shares_process(ONNXRUNTIME)
 def onnx_comparison_job(
     onnx_path: str, batches: list[Batch], atol: Tolerance, rtol: Tolerance,
     providers: list[str], histogram_dir: str, label: str,
@@ -76,6 +78,7 @@ def mlflow_signature(signature: SignatureSpec):
     return ModelSignature(inputs=schema(signature.inputs), outputs=schema(signature.outputs))
 
 
+@shares_process(ONNXRUNTIME)
 def log_onnx_model_job(
     tracking_uri: str, run_id: str, onnx_path: str, signature: SignatureSpec,
     inputs_path: str | None, external_data: bool,
@@ -94,5 +97,8 @@ def log_onnx_model_job(
     info = mlflow.onnx.log_model(
         onnx.load(onnx_path), name=MLFLOW_MODEL_NAME, run_id=run_id, signature=mlflow_signature(signature),
         input_example=example, save_as_external_data=external_data,
+        # Serving the ONNX model takes onnx and ONNX Runtime, not this environment's TensorFlow and Prefect;
+        # left to infer, MLflow exports the uv project or imports the model in yet another process.
+        pip_requirements=mlflow.onnx.get_default_pip_requirements(),
     )
     return info.model_uri

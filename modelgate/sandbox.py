@@ -4,10 +4,12 @@ A SavedModel is a program: it can hang, crash the interpreter or eat all memory.
 cannot interrupt blocking code in a thread, so every stage that executes a model runs its work here, and
 whatever happens to the child, the parent gets a clear ModelRunError and carries on.
 
-Importing TensorFlow and loading a model cost seconds, so the stages of one validation that only read
-the model share one child (`shared_model_process`); jobs that change TensorFlow's global state (tf2onnx)
-or need their own device visibility get a fresh one. A job that times out or is killed takes the shared
-child with it, and the next job starts a new one.
+Importing TensorFlow and loading a model cost seconds, so the stages of one validation share children:
+one pool for the TensorFlow jobs that only read the model, one for the ONNX Runtime jobs
+(`shared_processes`); a job that changes TensorFlow's global state (tf2onnx) gets a single-use child, and
+one that needs its own device visibility a fresh one. A job that times out or is killed takes its shared child with it, and the
+next job starts a new one. A pool's child can start at once with a warm-up (importing its frameworks,
+never touching the model), so that import overlaps the parent's static inspection instead of following it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,8 @@ import psutil
 from modelgate.errors import ModelRunError
 
 POLL_S = 0.05
-SHARES_PROCESS = "__modelgate_shares_model_process__"
+SHARES_PROCESS = "__modelgate_process_pool__"
+READY = ("ready",)
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,15 @@ class IsolatedRun:
     peak_rss_mb: float
 
 
-def shares_model_process(job: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a job that only reads the model, so it may run in the validation's shared child."""
-    setattr(job, SHARES_PROCESS, True)
-    return job
+def shares_process(pool: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a job that leaves its framework's global state as it found it, so it may run in the pool's
+    shared child (see shared_processes)."""
+
+    def mark(job: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(job, SHARES_PROCESS, pool)
+        return job
+
+    return mark
 
 
 def _redirect_output(log_path: str | None) -> None:
@@ -63,9 +71,13 @@ def _redirect_output(log_path: str | None) -> None:
         os.close(fd)
 
 
-def _worker_main(conn, environment: dict[str, str]) -> None:
+def _worker_main(conn, environment: dict[str, str], warm_up: Callable[[], object] | None) -> None:
     # Before anything imports a framework: TensorFlow reads thread counts and device visibility once.
     os.environ.update(environment)
+    if warm_up is not None:
+        with contextlib.suppress(Exception):  # a framework that fails to import fails the first job, with its message
+            warm_up()
+    conn.send(READY)
     while True:
         try:
             request = conn.recv()
@@ -106,26 +118,46 @@ def _describe_exit(exitcode: int | None) -> str:
 
 
 class ModelProcess:
-    """One spawned interpreter that runs jobs sent to it, watched for time and memory while it does."""
+    """One spawned interpreter that runs jobs sent to it, watched for time and memory while it does.
 
-    def __init__(self, environment: dict[str, str] | None = None) -> None:
+    A single-use process is closed after its first job: one whose job leaves global state behind."""
+
+    def __init__(self, environment: dict[str, str] | None = None,
+                 warm_up: Callable[[], object] | None = None, single_use: bool = False) -> None:
         self._environment = dict(environment or {})
+        self._warm_up = warm_up
+        self._single_use = single_use
         self._child = None
         self._conn = None
         self._watched: psutil.Process | None = None
+        self._ready = False
+        self._jobs_sent = 0
 
-    def _start(self) -> None:
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
+    @property
+    def warming_up(self) -> bool:
+        return self._child is not None and not self._ready
+
+    def start(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=True)
-        self._child = context.Process(target=_worker_main, args=(child_conn, self._environment), daemon=True)
+        self._child = context.Process(
+            target=_worker_main, args=(child_conn, self._environment, self._warm_up), daemon=True
+        )
         self._child.start()
         child_conn.close()
         self._watched = psutil.Process(self._child.pid)
+        self._ready = False
+        self._jobs_sent = 0
 
     def close(self) -> None:
         if self._child is None:
             return
-        if self._child.is_alive():
+        # A child that ran no job (still warming up, say) has nothing to finish: it is killed at once.
+        if self._jobs_sent and self._child.is_alive():
             with contextlib.suppress(OSError, BrokenPipeError):
                 self._conn.send(None)
             self._child.join(5)
@@ -135,19 +167,18 @@ class ModelProcess:
         self._conn.close()
         self._child = self._conn = self._watched = None
 
-    def run(self, target: Callable[..., Any], args: tuple, limits: Limits, label: str,
-            log_path: str | Path | None) -> IsolatedRun:
-        if self._child is None or not self._child.is_alive():
-            self.close()
-            self._start()
-        started = time.monotonic()
-        self._conn.send((target, args, str(log_path) if log_path else None))
+    def wait_ready(self, limits: Limits, label: str) -> float:
+        """Wait for the child's warm-up to end; returns the peak resident memory seen meanwhile."""
+        if self._ready:
+            return 0.0
+        reply, peak = self._await_reply(limits, label, time.monotonic())
+        self._ready = reply == READY
+        return peak
+
+    def _await_reply(self, limits: Limits, label: str, started: float) -> tuple[tuple, float]:
         peak = 0.0
         try:
-            while True:
-                if self._conn.poll(POLL_S):
-                    reply = self._conn.recv()
-                    break
+            while not self._conn.poll(POLL_S):
                 peak = max(peak, _rss_mb(self._watched))
                 if not self._child.is_alive():
                     raise ModelRunError(f"{label}: model process {_describe_exit(self._child.exitcode)}")
@@ -157,6 +188,7 @@ class ModelProcess:
                     raise ModelRunError(
                         f"{label}: killed at {peak:.0f} MiB resident memory (limit {limits.memory_limit_mb} MiB)"
                     )
+            reply = self._conn.recv()
         except (ModelRunError, EOFError) as exc:
             self._child.join(1)
             message = exc if isinstance(exc, ModelRunError) else ModelRunError(
@@ -164,26 +196,66 @@ class ModelProcess:
             )
             self.close()  # a child that broke its bounds is not trusted with the next job
             raise message from None
-        peak = max(peak, _rss_mb(self._watched))
+        return reply, max(peak, _rss_mb(self._watched))
+
+    def run(self, target: Callable[..., Any], args: tuple, limits: Limits, label: str,
+            log_path: str | Path | None) -> IsolatedRun:
+        if self._child is None or not self._child.is_alive():
+            self.close()
+            self.start()
+        started = time.monotonic()
+        try:
+            warm_up_peak = self.wait_ready(limits, label)
+            self._conn.send((target, args, str(log_path) if log_path else None))
+            self._jobs_sent += 1
+            reply, peak = self._await_reply(limits, label, started)
+        finally:
+            if self._single_use:
+                self.close()
         if reply[0] == "error":
             raise ModelRunError(f"{label}: {reply[1]}")
-        return IsolatedRun(value=reply[1], wall_s=time.monotonic() - started, peak_rss_mb=peak)
+        return IsolatedRun(value=reply[1], wall_s=time.monotonic() - started, peak_rss_mb=max(peak, warm_up_peak))
 
 
-_shared: contextvars.ContextVar[ModelProcess | None] = contextvars.ContextVar("modelgate_shared", default=None)
+@dataclass(frozen=True)
+class SharedProcess:
+    """How to start one pool's shared child: its environment variables, and a warm-up that runs at once
+    (importing frameworks; it must never load the model, which is not cleared to load when the pool opens).
+    A single-use pool is a warm spare for one job that leaves global state behind: closed after it."""
+    environment: dict[str, str] = field(default_factory=dict)
+    warm_up: Callable[[], object] | None = None
+    single_use: bool = False
+
+
+_shared: contextvars.ContextVar[dict[str, ModelProcess]] = contextvars.ContextVar("modelgate_shared", default={})
 
 
 @contextlib.contextmanager
-def shared_model_process(environment: dict[str, str] | None = None) -> Iterator[ModelProcess]:
-    """Within this block, jobs marked with shares_model_process run in one child, started on first use
-    with these environment variables."""
-    process = ModelProcess(environment)
-    token = _shared.set(process)
+def shared_processes(pools: dict[str, SharedProcess]) -> Iterator[dict[str, ModelProcess]]:
+    """Within this block, jobs marked with shares_process(pool) run in that pool's one child: started at
+    once when the pool has a warm-up, else on first use."""
+    processes = {name: ModelProcess(spec.environment, spec.warm_up, spec.single_use) for name, spec in pools.items()}
+    token = _shared.set(processes)
     try:
-        yield process
+        for name, process in processes.items():
+            if pools[name].warm_up is not None:
+                process.start()
+        yield processes
     finally:
         _shared.reset(token)
-        process.close()
+        for process in processes.values():
+            process.close()
+
+
+def settle_shared_processes(limits: Limits) -> None:
+    """Wait until no shared child is still warming up, so that nothing of ours competes with a measurement.
+    A warm-up that does not end within the limits is given up: its pool starts afresh when next used."""
+    for name, process in _shared.get().items():
+        if process.warming_up:
+            try:
+                process.wait_ready(limits, f"warm-up of the {name} process")
+            except ModelRunError:
+                process.close()
 
 
 def run_isolated(
@@ -192,17 +264,15 @@ def run_isolated(
     limits: Limits,
     label: str,
     log_path: str | Path | None = None,
-    share: bool | None = None,
+    share: bool = True,
 ) -> IsolatedRun:
     """Call target(*args) in a child interpreter; target must be importable by name, its value must pickle.
 
-    It runs in the shared model process, if one is open, when `share` is True, or when `share` is None and
-    the target is marked with shares_model_process.
+    A target marked with shares_process(pool) runs in that pool's shared child when one is open and `share`
+    is left True; anything else gets a fresh child of its own.
     """
-    shared = _shared.get()
-    if share is None:
-        share = getattr(target, SHARES_PROCESS, False)
-    if shared is not None and share:
+    shared = _shared.get().get(getattr(target, SHARES_PROCESS, None)) if share else None
+    if shared is not None:
         return shared.run(target, args, limits, label, log_path)
     process = ModelProcess()
     try:

@@ -27,7 +27,7 @@ def benchmark(
             tensorflow_benchmark_job, choice.model_dir, choice.tags, choice.signature, inputs.path, plan,
             runtimes, device, intra, inter,
             limits=limits_of(request), label=f"benchmark ({device})", log_path=Path(workdir) / "benchmark.log",
-            # Without a GPU, the shared model process (started with the request's threads) measures on CPU;
+            # Without a GPU, the shared TensorFlow process (started with the request's threads) measures on CPU;
             # with one, each device needs a process of its own to set TensorFlow's device visibility.
             share=not gpu_present(),
         ).value,

@@ -24,7 +24,7 @@ def test_quick_suite_measures_and_writes_every_figure(tmp_path):
     }
     rows = [*results["fidelity"], results["harness_overhead"], results["whole_validation"], *results["memory"]]
     assert all(math.isfinite(row["ratio"]) and row["ratio"] > 0 and isinstance(row["passed"], bool) for row in rows)
-    assert results["whole_validation"]["validation_status"] == "passed"
+    assert results["whole_validation"]["validation_statuses"] == ["passed"]
     assert results["whole_validation"]["prefect_start_up_s"] > 0
     assert [round(row["variables_mb"]) for row in results["memory"]] == [1, 4]
     assert results["gpu"]["status"] == "skipped" and results["gpu"]["reason"]

@@ -2,10 +2,11 @@ import os
 import signal
 import time
 
+import psutil
 import pytest
 
 from modelgate.errors import ModelRunError
-from modelgate.sandbox import Limits, run_isolated, shared_model_process, shares_model_process
+from modelgate.sandbox import Limits, SharedProcess, run_isolated, shared_processes, shares_process
 
 
 def _double(x):
@@ -61,23 +62,57 @@ def test_a_model_eating_memory_is_killed_at_the_limit():
         run_isolated(_eat_memory, limits=Limits(timeout_s=120, memory_limit_mb=400), label="memory")
 
 
-@shares_model_process
+@shares_process("a")
 def _pid():
     return os.getpid()
 
 
+@shares_process("b")
+def _pid_in_b():
+    return os.getpid()
+
+
+@shares_process("a")
+def _sleep_forever_shared():
+    time.sleep(3600)
+
+
+def _mark_warm():
+    os.environ["WARMED_UP_BEFORE_ANY_JOB"] = "yes"
+
+
+@shares_process("a")
+def _warm_mark_and_variable():
+    return os.environ.get("WARMED_UP_BEFORE_ANY_JOB"), os.environ.get("POOL_VARIABLE")
+
+
 def test_jobs_that_share_a_process_reuse_it_until_one_breaks_its_bounds():
-    with shared_model_process():
+    with shared_processes({"a": SharedProcess(), "b": SharedProcess()}):
         first = run_isolated(_pid, limits=Limits(timeout_s=60), label="pid").value
         assert run_isolated(_pid, limits=Limits(timeout_s=60), label="pid").value == first
-        # A job that is not marked gets a fresh process of its own.
+        # Another pool, an unmarked job, and a marked job told not to share each get a process of their own.
+        in_b = run_isolated(_pid_in_b, limits=Limits(timeout_s=60), label="b").value
+        assert in_b != first
+        assert run_isolated(_pid_in_b, limits=Limits(timeout_s=60), label="b").value == in_b
         assert run_isolated(os.getpid, limits=Limits(timeout_s=60), label="own").value != first
+        assert run_isolated(_pid, limits=Limits(timeout_s=60), label="apart", share=False).value != first
         with pytest.raises(ModelRunError, match="timed out"):
             run_isolated(_sleep_forever_shared, limits=Limits(timeout_s=1), label="hang")
         assert run_isolated(_pid, limits=Limits(timeout_s=60), label="pid").value != first
     assert run_isolated(_pid, limits=Limits(timeout_s=60), label="pid").value != first
 
 
-@shares_model_process
-def _sleep_forever_shared():
-    time.sleep(3600)
+def test_a_pool_with_a_warm_up_starts_at_once_and_runs_it_before_the_first_job():
+    pool = {"a": SharedProcess(environment={"POOL_VARIABLE": "set"}, warm_up=_mark_warm)}
+    with shared_processes(pool) as processes:
+        assert processes["a"].pid is not None  # started before any job was sent
+        assert run_isolated(_warm_mark_and_variable, limits=Limits(timeout_s=60), label="warm").value == ("yes", "set")
+
+
+def test_closing_a_pool_still_warming_up_kills_it_without_waiting():
+    with shared_processes({"a": SharedProcess(warm_up=_sleep_forever)}) as processes:
+        pid = processes["a"].pid
+        started = time.monotonic()
+    # A polite close would wait 5 s for a child that never reads its pipe.
+    assert time.monotonic() - started < 4
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
