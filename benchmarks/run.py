@@ -1,6 +1,6 @@
 """modelgate's own performance suite. Every figure is a ratio of two things measured side by side in this run.
 
-    uv run python -m benchmarks.run            # the whole suite (about 10 minutes on 2 cores)
+    uv run python -m benchmarks.run            # the whole suite (about 4 minutes on 2 cores)
     uv run python -m benchmarks.run --quick    # small models only: a smoke run of every measurement
 
 Writes benchmarks/results.json and benchmarks/results.md (or --out DIR).
