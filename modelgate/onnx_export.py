@@ -23,6 +23,10 @@ from modelgate.schemas import Check, OnnxConversion, SignatureSpec, TensorSpec
 
 UNSUPPORTED_OPS = re.compile(r"Unsupported ops: Counter\((\{.*?\})\)")
 CONVERTER_COMPLAINT = re.compile(r" - (?:ERROR|CRITICAL) - (.*)")
+# TensorFlow's C++ errors (absl format): where tf2onnx only says "check error log", the reason is here.
+TENSORFLOW_COMPLAINT = re.compile(r"^E\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] (.*)$", re.MULTILINE)
+# A CPU build probing for CUDA, on every machine without a GPU: not about the conversion.
+TENSORFLOW_NOISE = ("failed call to cuInit",)
 FILE_CHECKS = ["onnx_checker", "onnx_shape_inference", "onnx_runtime_load", "onnx_inputs", "onnx_outputs"]
 # Without these the file cannot stand in for the TensorFlow model at all; the others are reported as mismatches.
 FATAL_CHECKS = ["onnx_ops_converted", "onnx_checker", "onnx_runtime_load"]
@@ -119,9 +123,14 @@ def unsupported_ops(log_text: str) -> dict[str, int]:
     return found
 
 
+def tensorflow_complaints(log_text: str) -> list[str]:
+    return [line for line in TENSORFLOW_COMPLAINT.findall(log_text)
+            if not any(noise in line for noise in TENSORFLOW_NOISE)]
+
+
 def converter_message(log_text: str) -> str:
-    """tf2onnx's own complaints (its ERROR lines), else its last word."""
-    complaints = CONVERTER_COMPLAINT.findall(log_text)
+    """tf2onnx's own complaints (its ERROR lines) and TensorFlow's, else tf2onnx's last word."""
+    complaints = CONVERTER_COMPLAINT.findall(log_text) + tensorflow_complaints(log_text)
     if complaints:
         return "\n".join(complaints[-20:])
     lines = [line for line in log_text.splitlines() if " - INFO - " in line or " - WARNING - " in line]
@@ -181,12 +190,17 @@ def convert_job(plan: ConversionPlan, signature: SignatureSpec, log_path: str) -
     """Runs in a sandboxed child: tf2onnx changes TensorFlow's global state, and a crash must stay here."""
     tf2onnx_failure = _run_tf2onnx(plan)
     log_text = Path(log_path).read_text(errors="replace")
+    if tf2onnx_failure and tensorflow_complaints(log_text):
+        tf2onnx_failure = f"{tf2onnx_failure.rstrip('.')}; TensorFlow: {tensorflow_complaints(log_text)[-1]}"
     ops = unsupported_ops(log_text)
-    checks = [
-        Check(name="onnx_ops_converted", status="failed",
-              message=f"tf2onnx cannot convert {', '.join(f'{op} x{n}' for op, n in sorted(ops.items()))}")
-        if ops else Check(name="onnx_ops_converted", status="passed", message="tf2onnx converted every op")
-    ]
+    if ops:
+        ops_check = Check(name="onnx_ops_converted", status="failed",
+                          message=f"tf2onnx cannot convert {', '.join(f'{op} x{n}' for op, n in sorted(ops.items()))}")
+    elif tf2onnx_failure:
+        ops_check = Check(name="onnx_ops_converted", status="skipped", message=f"no op was converted: {tf2onnx_failure}")
+    else:
+        ops_check = Check(name="onnx_ops_converted", status="passed", message="tf2onnx converted every op")
+    checks = [ops_check]
     if tf2onnx_failure:
         checks += [Check(name=name, status="skipped", message=tf2onnx_failure) for name in FILE_CHECKS]
     else:

@@ -153,3 +153,17 @@ def test_a_tolerance_for_an_output_the_model_lacks_is_refused(onnx_models, mixed
     stages = Stages(onnx_models["mixed_inputs"], tmp_path, atol={"logit": 1e-2})
     with pytest.raises(UnknownOutputTolerance, match="atol names logit, which the signature lacks"):
         stages.compare(exported)
+
+
+def test_a_conversion_tensorflow_refuses_says_why_and_converts_no_op(model_dirs, tmp_path):
+    # tf2onnx freezes the graph with grappler, which cannot find the lookup table's init op of a TF1 model
+    # (legacy_init_op); tf2onnx itself only says "check error log", so the reason comes from TensorFlow's.
+    stages = Stages(model_dirs["tf1_graph"], tmp_path)
+    with pytest.raises(OnnxConversionError) as raised:
+        stages.export()
+    assert "TensorFlow: Init node key_value_init/LookupTableImportV2 doesn't exist in graph" in str(raised.value)
+    conversion = json.loads((tmp_path / "onnx_conversion.json").read_text())
+    checks = {check["name"]: check["status"] for check in conversion["checks"]}
+    assert checks["onnx_ops_converted"] == "skipped"
+    assert "cuInit" not in conversion["converter_message"]
+    assert "LookupTableImportV2" in conversion["converter_message"]
