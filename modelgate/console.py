@@ -48,18 +48,19 @@ class Console:
 
     @staticmethod
     def _benchmark_table(report: ValidationReport) -> Table:
-        """p50 latency and throughput, a row per runtime and device, a column per batch size."""
+        """p50 latency and throughput, a column per runtime and device (their names stay whole in 80 columns),
+        a row per batch size."""
         batch_sizes = sorted({b.batch_size for b in report.benchmarks})
         table = Table(title="p50 latency (ms) / throughput (samples/s); * = unstable", title_justify="left")
-        table.add_column("runtime/device")
-        for size in batch_sizes:
-            table.add_column(f"bs{size}", justify="right")
-        rows: dict[str, dict[int, str]] = {}
+        table.add_column("batch", justify="right")
+        columns: dict[str, dict[int, str]] = {}
         for b in report.benchmarks:
             mark = "" if b.stable else "*"
-            rows.setdefault(f"{b.runtime}/{b.device}", {})[b.batch_size] = f"{b.p50_ms:.3g}{mark} / {b.throughput:,.0f}"
-        for label, cells in rows.items():
-            table.add_row(label, *(cells.get(size, "") for size in batch_sizes))
+            columns.setdefault(f"{b.runtime}/{b.device}", {})[b.batch_size] = f"{b.p50_ms:.3g}{mark} / {b.throughput:,.0f}"
+        for label in columns:
+            table.add_column(label, justify="right")
+        for size in batch_sizes:
+            table.add_row(str(size), *(cells.get(size, "") for cells in columns.values()))
         return table
 
     def verdict(self, report: ValidationReport) -> None:
