@@ -128,10 +128,6 @@ def compare_arrays(reference: np.ndarray, candidate: np.ndarray, atol: float, rt
     )
 
 
-def compare_outputs(reference: Outputs, candidate: Outputs, atol: Tolerance, rtol: Tolerance) -> dict[str, OutputComparison]:
-    return compare_batches([reference], [candidate], atol, rtol)
-
-
 def stack_batches(references: list[Outputs], candidates: list[Outputs]) -> tuple[dict[str, tuple], dict[str, str]]:
     """Each output's reference and candidate values over all batches, joined along the batch axis, and the
     outputs that cannot be joined (missing somewhere, or shaped unlike the reference) with the reason."""
@@ -165,7 +161,14 @@ def compare_batches(
     references: list[Outputs], candidates: list[Outputs], atol: Tolerance, rtol: Tolerance
 ) -> dict[str, OutputComparison]:
     """Every batch's outputs against its reference, by name; figures are over all batches together."""
-    stacked, problems = stack_batches(references, candidates)
+    return compare_stacked(*stack_batches(references, candidates), references, candidates, atol, rtol)
+
+
+def compare_stacked(
+    stacked: dict[str, tuple], problems: dict[str, str], references: list[Outputs], candidates: list[Outputs],
+    atol: Tolerance, rtol: Tolerance,
+) -> dict[str, OutputComparison]:
+    """compare_batches for a caller that keeps stack_batches' result for more (error histograms)."""
     results = {}
     for name in references[0]:
         if name in problems:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgate.compare import compare_batches, errors, stack_batches, tolerance_for
+from modelgate.compare import compare_stacked, errors, stack_batches, tolerance_for
 from modelgate.inputs import read_npz, save_npz
 from modelgate.runners import OnnxRuntimeRunner, load_signature_runner
 from modelgate.pools import ONNXRUNTIME, TENSORFLOW
@@ -42,8 +42,8 @@ def onnx_comparison_job(
     runner = OnnxRuntimeRunner(onnx_path, providers=providers)
     references = [read_npz(reference_path) for _, reference_path in batches]
     candidates = [runner(read_npz(inputs_path)) for inputs_path, _ in batches]
-    outputs = compare_batches(references, candidates, atol, rtol)
-    stacked, _ = stack_batches(references, candidates)
+    stacked, problems = stack_batches(references, candidates)
+    outputs = compare_stacked(stacked, problems, references, candidates, atol, rtol)
     histograms = {}
     for name, (reference, candidate) in stacked.items():
         if reference.dtype.kind not in "fciub":

@@ -3,9 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from modelgate.compare import (
-    UnknownOutputTolerance, check_tolerance_names, compare_arrays, compare_batches, compare_outputs,
-)
+from modelgate.compare import UnknownOutputTolerance, check_tolerance_names, compare_arrays, compare_batches
 
 
 def test_an_element_fails_only_where_it_exceeds_both_tolerances():
@@ -32,8 +30,8 @@ def test_nan_where_the_reference_is_finite_fails_and_matching_nan_passes():
 def test_outputs_are_matched_by_name_not_position():
     reference = {"a": np.array([1.0]), "b": np.array([2.0])}
     swapped_order = {"b": np.array([2.0]), "a": np.array([1.0])}
-    assert all(r.passed for r in compare_outputs(reference, swapped_order, 0, 0).values())
-    renamed = compare_outputs(reference, {"a": np.array([1.0]), "c": np.array([2.0])}, 0, 0)
+    assert all(r.passed for r in compare_batches([reference], [swapped_order], 0, 0).values())
+    renamed = compare_batches([reference], [{"a": np.array([1.0]), "c": np.array([2.0])}], 0, 0)
     assert not renamed["b"].passed and "missing" in renamed["b"].message
     assert not renamed["c"].passed
 
@@ -46,7 +44,7 @@ def test_shape_mismatch_fails_with_a_message():
 def test_per_output_tolerances_use_the_default_for_other_outputs():
     reference = {"tight": np.array([1.0, 2.0]), "loose": np.array([1.0, 2.0])}
     candidate = {"tight": np.array([1.01, 2.0]), "loose": np.array([1.01, 2.0])}
-    results = compare_outputs(reference, candidate, atol={"": 1e-4, "loose": 0.1}, rtol={"": 1e-4})
+    results = compare_batches([reference], [candidate], atol={"": 1e-4, "loose": 0.1}, rtol={"": 1e-4})
     assert not results["tight"].passed and results["tight"].atol == 1e-4
     assert results["loose"].passed and results["loose"].atol == 0.1
 
