@@ -27,7 +27,7 @@ def wrapper_parity_job(model_dir: str, tags: list[str], signature: SignatureSpec
     unwrappable = checks.unwrappable(signature, feeds)
     if unwrappable:
         return checks.skipped(["keras_wrapper_built", "keras_wrapper_parity"], unwrappable)
-    wrapped = KerasModelRunner(raw, signature, {name: value.ndim for name, value in (feeds or {}).items()})
+    wrapped = KerasModelRunner(raw, signature, feeds)
     built = Check(
         name="keras_wrapper_built", status="passed",
         message=f"keras.Model with inputs {', '.join(signature.inputs)} and outputs {', '.join(signature.outputs)}",
@@ -83,15 +83,14 @@ def tensorflow_benchmark_job(
     if device == "gpu" and not import_tensorflow().config.list_physical_devices("GPU"):
         raise RuntimeError("TensorFlow sees no GPU (is the gpu extra, tensorflow[and-cuda], installed?)")
     raw = load_signature_runner(model_dir, tags, signature.key)
+    feeds = read_npz(inputs_path)
     by_name = {"tensorflow": raw}
     if "keras" in runtimes:
-        by_name["keras"] = KerasModelRunner(raw, signature).infer
-    feeds = read_npz(inputs_path)
+        by_name["keras"] = KerasModelRunner(raw, signature, feeds).infer
     measured = []
     for name in runtimes:
-        if name in by_name:
-            measured += sweep(by_name[name], feeds, plan, runtime_name=name, device=device,
-                              intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+        measured += sweep(by_name[name], feeds, plan, runtime_name=name, device=device,
+                          intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
     return measured
 
 

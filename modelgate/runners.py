@@ -73,9 +73,11 @@ class KerasModelRunner:
 
     name = "keras"
 
-    def __init__(self, tf_runner: TFSignatureRunner, signature: SignatureSpec, ranks: dict[str, int] | None = None):
+    def __init__(self, tf_runner: TFSignatureRunner, signature: SignatureSpec, feeds: Feeds | None = None):
+        """An input of unknown rank takes its rank from feeds, the inputs the wrapper will be called with."""
         from modelgate.keras_wrapper import build_keras_model
 
+        ranks = {name: np.ndim(value) for name, value in feeds.items()} if feeds else None
         self.model = build_keras_model(tf_runner.signature_fn, signature, ranks)
         self._tf = import_tensorflow()
 

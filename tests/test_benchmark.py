@@ -64,3 +64,16 @@ def test_benchmark_task_sweeps_both_tensorflow_runtimes_in_a_child(model_dirs, t
     samples = json.loads(Path(run.artifacts["latency-samples-tensorflow.json"]).read_text())
     assert set(samples) == {f"{r.runtime}/cpu/bs{r.batch_size}" for r in run.results}
     assert {c.name: c.status for c in run.checks}["benchmark_gpu_tensorflow"] == "skipped"
+
+
+def test_the_keras_wrapper_is_benchmarked_on_an_input_of_unknown_rank(model_dirs, tmp_path):
+    # keras.Input needs a rank: the wrapper takes it from the inputs at hand, as the parity stage's does.
+    request = ValidationRequest(
+        source=str(model_dirs["unknown_dims"]), benchmark_batch_sizes=[1], benchmark_warmup=2,
+        benchmark_max_windows=3, benchmark_gpu=False,
+    )
+    choice = select_signature.fn(inspect_model.fn(request.source), None, None)
+    assert any(spec.shape is None for spec in choice.signature.inputs.values())
+    inputs = prepare_inputs.fn(choice, request, str(tmp_path))
+    run = benchmark.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
+    assert {result.runtime for result in run.results} == {"tensorflow", "keras"}
