@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelgate.benchmark import Measured, SweepPlan
-from modelgate.environment import gpu_present
+from modelgate.environment import cuda_provider_available, gpu_present
 from modelgate.errors import ModelRunError
 from modelgate.sandbox import limits_of, settle_shared_processes
-from modelgate.schemas import BenchmarkRun, Check, SignatureSpec, ValidationRequest
+from modelgate.schemas import BenchmarkRun, Check, PreparedInputs, SignatureSpec, ValidationRequest
 from modelgate.timing import MeasurementPlan
 
 SAMPLES_PREFIX = "latency-samples-"
@@ -45,19 +45,13 @@ def thread_environment(request: ValidationRequest) -> dict[str, str]:
     return {"TF_NUM_INTRAOP_THREADS": str(intra), "TF_NUM_INTEROP_THREADS": str(inter)}
 
 
-def _cuda_provider_available() -> bool:
-    import onnxruntime
-
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-
-
 def devices_to_measure(request: ValidationRequest, framework: str) -> tuple[list[str], list[Check]]:
     name = f"benchmark_gpu_{framework}"
     if not request.benchmark_gpu:
         return ["cpu"], [Check(name=name, status="skipped", message="GPU benchmark not asked")]
     if not gpu_present():
         return ["cpu"], [Check(name=name, status="skipped", message="no NVIDIA GPU on this machine (nvidia-smi)")]
-    if framework == "onnxruntime" and not _cuda_provider_available():
+    if framework == "onnxruntime" and not cuda_provider_available():
         return ["cpu"], [
             Check(name=name, status="warning",
                   message="a GPU is present but ONNX Runtime has no CUDA provider: install the gpu extra")
@@ -117,6 +111,14 @@ def summarize(measured: list[Measured], checks: list[Check], samples_path: str, 
         ),
     )
     return BenchmarkRun(results=results, checks=[stability, *checks], artifacts={Path(samples_path).name: samples_path})
+
+
+def not_measured(inputs: PreparedInputs, asked: bool, check_name: str) -> BenchmarkRun | None:
+    """The skipped result of a benchmark stage with no inputs to time, or not asked for; None when it runs."""
+    if inputs.path is not None and asked:
+        return None
+    reason = inputs.section.message if inputs.path is None else "not asked"
+    return BenchmarkRun(results=[], checks=[Check(name=check_name, status="skipped", message=reason)])
 
 
 def benchmark_framework(

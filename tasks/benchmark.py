@@ -3,11 +3,11 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.benchmark_plan import benchmark_framework
+from modelgate.benchmark_plan import benchmark_framework, not_measured
 from modelgate.environment import gpu_present
 from modelgate.jobs import tensorflow_benchmark_job
 from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import BenchmarkRun, Check, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
+from modelgate.schemas import BenchmarkRun, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
 
 TENSORFLOW_RUNTIMES = ("tensorflow", "keras")
 
@@ -18,9 +18,8 @@ def benchmark(
 ) -> BenchmarkRun:
     """Latency and throughput of the raw TF signature and the Keras wrapper, per device and batch size."""
     runtimes = [name for name in request.benchmark_runtimes if name in TENSORFLOW_RUNTIMES]
-    if inputs.path is None or not request.benchmark or not runtimes:
-        reason = inputs.section.message if inputs.path is None else "not asked"
-        return BenchmarkRun(results=[], checks=[Check(name="benchmark", status="skipped", message=reason)])
+    if skipped := not_measured(inputs, request.benchmark and bool(runtimes), "benchmark"):
+        return skipped
     return benchmark_framework(
         request, choice.signature, "tensorflow", workdir,
         lambda device, plan, intra, inter: run_isolated(

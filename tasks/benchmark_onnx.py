@@ -3,10 +3,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.benchmark_plan import benchmark_framework
+from modelgate.benchmark_plan import benchmark_framework, not_measured
 from modelgate.jobs import onnxruntime_benchmark_job
 from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import BenchmarkRun, Check, OnnxExport, PreparedInputs, SignatureChoice, ValidationRequest
+from modelgate.schemas import BenchmarkRun, OnnxExport, PreparedInputs, SignatureChoice, ValidationRequest
 
 
 @task(name="benchmark-onnx", cache_policy=NO_CACHE)
@@ -14,9 +14,9 @@ def benchmark_onnx(
     choice: SignatureChoice, exported: OnnxExport, inputs: PreparedInputs, request: ValidationRequest, workdir: str
 ) -> BenchmarkRun:
     """Latency and throughput of the converted model in ONNX Runtime: CPU, and CUDA where it is present."""
-    if inputs.path is None or not request.benchmark or "onnxruntime" not in request.benchmark_runtimes:
-        reason = inputs.section.message if inputs.path is None else "not asked"
-        return BenchmarkRun(results=[], checks=[Check(name="benchmark_onnx", status="skipped", message=reason)])
+    asked = request.benchmark and "onnxruntime" in request.benchmark_runtimes
+    if skipped := not_measured(inputs, asked, "benchmark_onnx"):
+        return skipped
     return benchmark_framework(
         request, choice.signature, "onnxruntime", workdir,
         lambda device, plan, intra, inter: run_isolated(
