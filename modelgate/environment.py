@@ -38,6 +38,13 @@ def gpu_present() -> bool:
     return "GPU" in listing
 
 
+def cuda_provider_available() -> bool:
+    """Whether this ONNX Runtime build has the CUDA provider (it may still fall back to CPU at run time)."""
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
 def _cuda_version() -> str:
     try:
         header = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout

@@ -1,11 +1,11 @@
 import csv
 from pathlib import Path
 
-import onnxruntime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelgate.compare import check_tolerance_names
+from modelgate.environment import cuda_provider_available
 from modelgate.errors import ModelRunError
 from modelgate.inputs import InputsUnavailable, save_npz, synthesize
 from modelgate.onnx_jobs import Batch, onnx_comparison_job, tensorflow_references_job
@@ -85,7 +85,7 @@ def compare_onnx(
 
     runtimes = {"cpu": compare_on([CPU], "cpu")}
     cuda_message = ""
-    if CUDA not in onnxruntime.get_available_providers():
+    if not cuda_provider_available():
         cuda_message = "skipped: this ONNX Runtime has no CUDA provider"
     else:
         try:
