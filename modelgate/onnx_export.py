@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelgate.checks import rule
 from modelgate.pools import TF2ONNX
 from modelgate.sandbox import shares_process
 from modelgate.schemas import Check, OnnxConversion, SignatureSpec, TensorSpec
@@ -190,8 +191,9 @@ def convert_job(plan: ConversionPlan, signature: SignatureSpec, log_path: str) -
     """Runs in a sandboxed child: tf2onnx changes TensorFlow's global state, and a crash must stay here."""
     tf2onnx_failure = _run_tf2onnx(plan)
     log_text = Path(log_path).read_text(errors="replace")
-    if tf2onnx_failure and tensorflow_complaints(log_text):
-        tf2onnx_failure = f"{tf2onnx_failure.rstrip('.')}; TensorFlow: {tensorflow_complaints(log_text)[-1]}"
+    tensorflow_said = tensorflow_complaints(log_text)
+    if tf2onnx_failure and tensorflow_said:
+        tf2onnx_failure = f"{tf2onnx_failure.rstrip('.')}; TensorFlow: {tensorflow_said[-1]}"
     ops = unsupported_ops(log_text)
     if ops:
         ops_check = Check(name="onnx_ops_converted", status="failed",
@@ -311,7 +313,4 @@ def _io_check(name: str, kind: str, expected: dict[str, TensorSpec], graph_value
         shape_problem = _shape_problem(spec.shape, found.shape)
         if shape_problem:
             problems.append(f"{tensor}: {shape_problem}")
-    if problems:
-        return Check(name=name, status="failed", message="; ".join(problems))
-    return Check(name=name, status="passed",
-                 message=f"{kind}s {', '.join(expected)} match the signature by name, dtype and shape")
+    return rule(name, "error", problems, f"{kind}s {', '.join(expected)} match the signature by name, dtype and shape")
