@@ -79,6 +79,10 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alias", help="registry alias set when the validation passes (default: validated)")
 
 
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def _request_fields(args: argparse.Namespace, source: str) -> dict:
     tags = [t for value in args.tag for t in value.split(",") if t] if args.tag else None
     fields = {
@@ -88,7 +92,7 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
         "memory_limit_mb": args.memory_limit_mb, "report_path": args.report, "output_dir": args.output_dir,
         "tracking_uri": args.tracking_uri, "benchmark_max_batch_size": args.max_batch_size,
         "intra_op_threads": args.threads, "register_as": args.register_as, "alias": args.alias,
-        "tracking_uri": args.tracking_uri, "model_version": args.version, "contract_path": args.contract,
+        "model_version": args.version, "contract_path": args.contract,
         "baseline": args.baseline,
     }
     if args.no_benchmark:
@@ -96,10 +100,10 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
     if args.no_gpu:
         fields["benchmark_gpu"] = False
     if args.runtimes:
-        fields["benchmark_runtimes"] = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+        fields["benchmark_runtimes"] = _csv(args.runtimes)
     fields.update(_onnx_fields(args))
     if args.benchmark_batch_sizes is not None:
-        fields["benchmark_batch_sizes"] = [int(n) for n in args.benchmark_batch_sizes.split(",") if n.strip()]
+        fields["benchmark_batch_sizes"] = [int(n) for n in _csv(args.benchmark_batch_sizes)]
     return {key: value for key, value in fields.items() if value is not None}
 
 
@@ -113,8 +117,7 @@ def _serve(args: argparse.Namespace, console) -> int:
         return EXIT_ERROR
     from flows.serve import serve_deployments
 
-    models = [name.strip() for name in args.models.split(",") if name.strip()]
-    base_paths = [path.strip() for path in args.base_paths.split(",") if path.strip()]
+    models, base_paths = _csv(args.models), _csv(args.base_paths)
     watched = ", ".join(models + base_paths) or "nothing"
     console.note(f"serving validate-savedmodel and validate-new-versions (watching {watched})")
     serve_deployments(models, base_paths, settings, cron=args.cron, tracking_uri=args.tracking_uri, limit=args.limit)
