@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -80,12 +81,17 @@ def engine_against_bare(call: Callable[[], object]) -> dict:
             "overhead_us": statistics.median(e - b for e, b in zip(engine, bare)) * 1000, "pairs": REPEATS}
 
 
-def convert(model_dir: Path, workdir: Path) -> str:
-    """The product's own conversion (a bounded child, the file checked), so the suite measures what ships."""
+def signature_choice(model_dir: Path):
+    """The signature the flow would validate, chosen by its own stages."""
     from tasks.inspect_model import inspect_model
     from tasks.select_signature import select_signature
 
-    choice = select_signature.fn(inspect_model.fn(str(model_dir)), None, None)
+    return select_signature.fn(inspect_model.fn(str(model_dir)), None, None)
+
+
+def convert(model_dir: Path, workdir: Path) -> str:
+    """The product's own conversion (a bounded child, the file checked), so the suite measures what ships."""
+    choice = signature_choice(model_dir)
     plan = ConversionPlan(model_dir=str(model_dir), signature_key=choice.signature.key, tags=choice.tags,
                           opset=default_opset(), output_path=str(workdir / f"{model_dir.name}.onnx"))
     log = workdir / f"{model_dir.name}-tf2onnx.log"
@@ -167,12 +173,10 @@ def whole_validation(model_dir: Path, workdir: Path, pairs: int) -> dict:
 
 def peak_memory_mb(model_dir: Path, workdir: Path) -> float:
     """Peak resident memory of the model process over the stages that load and run the model."""
-    from tasks.inspect_model import inspect_model
     from tasks.prepare_inputs import prepare_inputs
-    from tasks.select_signature import select_signature
 
     request = ValidationRequest(source=str(model_dir), batch_size=1)
-    choice = select_signature.fn(inspect_model.fn(str(model_dir)), None, None)
+    choice = signature_choice(model_dir)
     inputs = prepare_inputs.fn(choice, request, str(workdir))
     with shared_processes({TENSORFLOW: SharedProcess()}):
         parity = run_isolated(wrapper_parity_job, str(model_dir), choice.tags, choice.signature, inputs.path,
@@ -193,7 +197,7 @@ def memory(sizes_mb: list[int], workdir: Path) -> list[dict]:
                      "ratio": (peak_mb - baseline_mb) / variables_mb,
                      "target": f"peak at most baseline + {MEMORY_FACTOR:g}x variables",
                      "passed": peak_mb <= baseline_mb + MEMORY_FACTOR * variables_mb})
-        subprocess.run(["rm", "-rf", str(model_dir)], check=True)
+        shutil.rmtree(model_dir)
     return rows
 
 
