@@ -26,4 +26,8 @@ class ModelRunError(ModelgateError):
 
 
 class OnnxConversionError(ModelgateError):
-    pass
+    """A conversion that produced no usable file; `conversion` keeps what it found (ops, checks, messages)."""
+
+    def __init__(self, message: str, conversion=None):
+        super().__init__(message)
+        self.conversion = conversion

@@ -116,7 +116,7 @@ class ValidationRun:
         name: str,
         fn: Callable[..., Any],
         *args: Any,
-        on_error: Callable[[ValidationReport, str], None] | None = None,
+        on_error: Callable[[ValidationReport, Exception], None] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Run one stage, unless a stage it needs did not complete; record the outcome either way."""
@@ -133,7 +133,7 @@ class ValidationRun:
         except Exception as exc:  # noqa: BLE001 - a failed stage is recorded and the flow goes on
             record.status, record.message = "error", describe_error(exc)
             if on_error:
-                on_error(self.report, record.message)
+                on_error(self.report, exc)
             result = Missing(name)
         else:
             record.status = "ok"

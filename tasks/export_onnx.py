@@ -1,4 +1,3 @@
-import json
 from pathlib import Path
 
 from prefect import task
@@ -6,9 +5,10 @@ from prefect.cache_policies import NO_CACHE
 
 from modelgate.errors import OnnxConversionError
 from modelgate.onnx_export import ConversionPlan, convert_job, default_opset, needs_external_data
+from modelgate.recorder import describe_error
 from modelgate.sandbox import limits_of, run_isolated
 from modelgate.schemas import (
-    CheckList, OnnxConversion, OnnxExport, SignatureChoice, ValidationReport, ValidationRequest,
+    CheckList, OnnxExport, SignatureChoice, ValidationReport, ValidationRequest,
 )
 
 CONVERSION_RECORD = "onnx_conversion.json"
@@ -42,18 +42,16 @@ def export_onnx(choice: SignatureChoice, cleared: CheckList, request: Validation
     conversion.artifacts = artifacts
     record.write_text(conversion.model_dump_json(indent=2))
     if conversion.failure:
-        raise OnnxConversionError(f"conversion failed: {conversion.failure}")
+        raise OnnxConversionError(f"conversion failed: {conversion.failure}", conversion)
     return OnnxExport(conversion=conversion)
 
 
-def record_onnx_error(report: ValidationReport, message: str) -> None:
-    """The ONNX section says why, and keeps what the conversion found (unsupported ops, tf2onnx's message,
-    checks): the recorder hands error handlers only the message, so that comes from the stage's record file."""
-    record = Path(report.workdir) / CONVERSION_RECORD
-    if record.is_file():
-        conversion = OnnxConversion.model_validate(json.loads(record.read_text()))
+def record_onnx_error(report: ValidationReport, error: Exception) -> None:
+    """The ONNX section says why, and keeps what a failed conversion found (unsupported ops, tf2onnx's
+    message, checks)."""
+    conversion = getattr(error, "conversion", None)
+    if conversion is not None:
         conversion.apply_to_section(report.onnx)
         report.artifacts.update({name: path for name, path in conversion.artifacts.items() if Path(path).is_file()})
     report.onnx.status = "error"
-    report.onnx.message = message
-
+    report.onnx.message = describe_error(error)

@@ -137,7 +137,7 @@ def test_unsupported_op_is_a_structured_failure_of_the_onnx_stage_only(onnx_mode
     assert message.startswith("conversion failed: tf2onnx cannot convert ParseExampleV2 x1")
     assert "INVALID_GRAPH" in message and "\n" not in message
     report = ValidationReport(source=stages.request.source, request=stages.request, workdir=stages.workdir)
-    record_onnx_error(report, message)
+    record_onnx_error(report, raised.value)
     onnx_section = report.onnx
     assert onnx_section.status == "error" and onnx_section.unsupported_ops == {"ParseExampleV2": 1}
     assert "Unsupported ops: Counter({'ParseExampleV2': 1})" in onnx_section.converter_message
