@@ -117,16 +117,21 @@ def _describe_exit(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+@dataclass(frozen=True)
+class SharedProcess:
+    """How to start one pool's shared child: its environment variables, and a warm-up that runs at once
+    (importing frameworks; it must never load the model, which is not cleared to load when the pool opens).
+    A single-use pool is a warm spare for one job that leaves global state behind: closed after it."""
+    environment: dict[str, str] = field(default_factory=dict)
+    warm_up: Callable[[], object] | None = None
+    single_use: bool = False
+
+
 class ModelProcess:
-    """One spawned interpreter that runs jobs sent to it, watched for time and memory while it does.
+    """One spawned interpreter that runs jobs sent to it, watched for time and memory while it does."""
 
-    A single-use process is closed after its first job: one whose job leaves global state behind."""
-
-    def __init__(self, environment: dict[str, str] | None = None,
-                 warm_up: Callable[[], object] | None = None, single_use: bool = False) -> None:
-        self._environment = dict(environment or {})
-        self._warm_up = warm_up
-        self._single_use = single_use
+    def __init__(self, spec: SharedProcess = SharedProcess()) -> None:
+        self._spec = spec
         self._child = None
         self._conn = None
         self._watched: psutil.Process | None = None
@@ -145,7 +150,7 @@ class ModelProcess:
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=True)
         self._child = context.Process(
-            target=_worker_main, args=(child_conn, self._environment, self._warm_up), daemon=True
+            target=_worker_main, args=(child_conn, self._spec.environment, self._spec.warm_up), daemon=True
         )
         self._child.start()
         child_conn.close()
@@ -210,21 +215,11 @@ class ModelProcess:
             self._jobs_sent += 1
             reply, peak = self._await_reply(limits, label, started)
         finally:
-            if self._single_use:
+            if self._spec.single_use:
                 self.close()
         if reply[0] == "error":
             raise ModelRunError(f"{label}: {reply[1]}")
         return IsolatedRun(value=reply[1], wall_s=time.monotonic() - started, peak_rss_mb=max(peak, warm_up_peak))
-
-
-@dataclass(frozen=True)
-class SharedProcess:
-    """How to start one pool's shared child: its environment variables, and a warm-up that runs at once
-    (importing frameworks; it must never load the model, which is not cleared to load when the pool opens).
-    A single-use pool is a warm spare for one job that leaves global state behind: closed after it."""
-    environment: dict[str, str] = field(default_factory=dict)
-    warm_up: Callable[[], object] | None = None
-    single_use: bool = False
 
 
 _shared: contextvars.ContextVar[dict[str, ModelProcess]] = contextvars.ContextVar("modelgate_shared", default={})
@@ -234,7 +229,7 @@ _shared: contextvars.ContextVar[dict[str, ModelProcess]] = contextvars.ContextVa
 def shared_processes(pools: dict[str, SharedProcess]) -> Iterator[dict[str, ModelProcess]]:
     """Within this block, jobs marked with shares_process(pool) run in that pool's one child: started at
     once when the pool has a warm-up, else on first use."""
-    processes = {name: ModelProcess(spec.environment, spec.warm_up, spec.single_use) for name, spec in pools.items()}
+    processes = {name: ModelProcess(spec) for name, spec in pools.items()}
     token = _shared.set(processes)
     try:
         for name, process in processes.items():
@@ -252,10 +247,8 @@ def settle_shared_processes(limits: Limits) -> None:
     A warm-up that does not end within the limits is given up: its pool starts afresh when next used."""
     for name, process in _shared.get().items():
         if process.warming_up:
-            try:
+            with contextlib.suppress(ModelRunError):  # the failed child is closed already
                 process.wait_ready(limits, f"warm-up of the {name} process")
-            except ModelRunError:
-                process.close()
 
 
 def run_isolated(
