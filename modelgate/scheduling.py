@@ -99,11 +99,12 @@ def claim(client: MlflowClient, pending: PendingVersion, flow_run_id: str) -> No
     client.set_model_version_tag(version.name, version.version, ATTEMPT_TAG, str(pending.attempt))
 
 
-def verdict(client: MlflowClient, pending: PendingVersion, experiment_name: str) -> str:
+def verdict(client: MlflowClient, pending: PendingVersion, judged: dict[str, str]) -> str:
+    """judged is judged_sources(), looked up once for all the folders of a tick."""
     if pending.registry is not None:
         tags = client.get_model_version(pending.registry.name, pending.registry.version).tags or {}
         return tags.get(TAG_PREFIX + "status", "none")
-    return judged_sources(client, experiment_name).get(pending.source, "none")
+    return judged.get(pending.source, "none")
 
 
 def wait_for_flow_runs(flow_run_ids: list[str], timeout_s: float, poll_s: float = 2.0) -> dict[str, str]:
