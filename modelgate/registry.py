@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from modelgate.errors import ModelgateError
+from modelgate.model_source import SAVED_MODEL_FILES
 from modelgate.schemas import ValidationReport
 
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))/?$")
@@ -74,8 +75,8 @@ def resolve_version(client: MlflowClient, uri: str) -> RegistryVersion:
 def find_saved_model_dir(root: Path) -> Path:
     """The shallowest folder under root that holds saved_model.pb or saved_model.pbtxt."""
     for depth in range(SEARCH_DEPTH + 1):
-        pattern = "/".join(["*"] * depth + ["saved_model.pb*"]) if depth else "saved_model.pb*"
-        found = sorted(p.parent for p in root.glob(pattern) if p.name in ("saved_model.pb", "saved_model.pbtxt"))
+        pattern = "/".join(["*"] * depth + ["saved_model.pb*"])
+        found = sorted(p.parent for p in root.glob(pattern) if p.name in SAVED_MODEL_FILES)
         if found:
             return found[0]
     raise RegistryError(
