@@ -40,6 +40,11 @@ class RegistryError(ModelgateError):
     pass
 
 
+def registry_client(tracking_uri: str) -> MlflowClient:
+    """A client whose model registry is the tracking store itself, as modelgate always uses them."""
+    return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+
+
 def validator_version() -> str:
     return metadata.version("modelgate")
 

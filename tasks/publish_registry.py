@@ -1,10 +1,9 @@
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.registry import RegistryVersion, register_files, write_back
+from modelgate.registry import RegistryVersion, register_files, registry_client, write_back
 from modelgate.schemas import RegistryOutcome, ResolvedSource, ValidationReport, ValidationRequest
 
 
@@ -13,7 +12,7 @@ def publish_registry(
     report: ValidationReport, source: ResolvedSource, request: ValidationRequest, flow_run_url: str | None
 ) -> RegistryOutcome:
     """Write the verdict to the registry version validated, or register a path source first (register_as)."""
-    client = MlflowClient(report.mlflow.tracking_uri, registry_uri=report.mlflow.tracking_uri)
+    client = registry_client(report.mlflow.tracking_uri)
     actions = []
     if source.registry_name:
         version = RegistryVersion(source.registry_name, source.registry_version)

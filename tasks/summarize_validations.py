@@ -1,8 +1,8 @@
-from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from modelgate.registry import registry_client
 from modelgate.scheduling import PendingVersion, judged_sources, verdict, wait_for_flow_runs
 
 
@@ -12,7 +12,7 @@ def summarize_validations(
 ) -> list[dict[str, str]]:
     """Wait for every launched validation, then one table: version, flow run, its state, the verdict."""
     states = wait_for_flow_runs([flow_run_id for _, flow_run_id in launched], timeout_s)
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client = registry_client(tracking_uri)
     judged = judged_sources(client, experiment_name)
     rows = []
     for pending, flow_run_id in launched:
