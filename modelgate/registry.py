@@ -32,7 +32,6 @@ from modelgate.schemas import ValidationReport
 
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))/?$")
 TAG_PREFIX = "modelgate."
-PROTECTED_ALIASES = frozenset({"champion"})
 SEARCH_DEPTH = 3
 
 
@@ -223,8 +222,6 @@ def describe(report: ValidationReport, flow_run_url: str | None) -> str:
 def write_back(client: MlflowClient, version: RegistryVersion, report: ValidationReport, alias: str | None,
                flow_run_url: str | None) -> list[str]:
     """Tags and description always; the alias only when the validation passed. Returns what was done."""
-    if alias in PROTECTED_ALIASES:
-        raise RegistryError(f"alias '{alias}' is reserved for people; modelgate never moves it")
     for key, value in version_tags(report, flow_run_url).items():
         client.set_model_version_tag(version.name, version.version, key, value)
     client.update_model_version(version.name, version.version, description=describe(report, flow_run_url))
