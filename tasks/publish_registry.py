@@ -14,13 +14,12 @@ def publish_registry(
     """Write the verdict to the registry version validated, or register a path source first (register_as)."""
     client = registry_client(report.mlflow.tracking_uri)
     actions = []
+    # flows/validate.py runs this stage only for a registry source or with register_as.
     if source.registry_name:
         version = RegistryVersion(source.registry_name, source.registry_version)
-    elif request.register_as:
+    else:
         version = register_files(client, report.mlflow.run_id, Path(source.model_dir), report.onnx.path,
                                  request.register_as)
         actions.append(f"registered {version.uri}")
-    else:
-        return RegistryOutcome(name=None, version=None, actions=["nothing to publish: not a registry source"])
     actions += write_back(client, version, report, request.alias, flow_run_url)
     return RegistryOutcome(name=version.name, version=version.version, actions=actions)
