@@ -184,11 +184,19 @@ def describe_baseline(report: ValidationReport) -> list[str]:
     return [*lines, ""]
 
 
-def run_link(report: ValidationReport) -> str:
+def run_url(report: ValidationReport) -> str | None:
+    """The run's page in the MLflow UI, when the tracking URI is a server (a file or database store has none)."""
     uri = report.mlflow.tracking_uri or ""
     if uri.startswith(("http://", "https://")):
-        return f"[MLflow run]({uri.rstrip('/')}/#/experiments/{report.mlflow.experiment_id}/runs/{report.mlflow.run_id})"
-    return f"MLflow run `{report.mlflow.run_id}` (tracking URI `{uri}`)"
+        return f"{uri.rstrip('/')}/#/experiments/{report.mlflow.experiment_id}/runs/{report.mlflow.run_id}"
+    return None
+
+
+def run_link(report: ValidationReport) -> str:
+    url = run_url(report)
+    if url:
+        return f"[MLflow run]({url})"
+    return f"MLflow run `{report.mlflow.run_id}` (tracking URI `{report.mlflow.tracking_uri or ''}`)"
 
 
 def describe(report: ValidationReport, flow_run_url: str | None) -> str:
