@@ -15,6 +15,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 
+from modelgate.model_source import version_folders
 from modelgate.registry import TAG_PREFIX, RegistryVersion, validator_version
 
 VERDICTS = frozenset({"passed", "failed", "error"})
@@ -84,9 +85,8 @@ def pending_base_path_versions(client: MlflowClient, base_paths: list[str], expe
     judged = judged_sources(client, experiment_name)
     pending = []
     for base in base_paths:
-        base_path = Path(base).resolve()
-        folders = sorted((p for p in base_path.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-        pending += [PendingVersion(str(folder), 1) for folder in folders if str(folder) not in judged]
+        folders = version_folders(Path(base).resolve())
+        pending += [PendingVersion(str(folder), 1) for _, folder in folders if str(folder) not in judged]
     return pending
 
 
