@@ -21,6 +21,7 @@ from modelgate.registry import TAG_PREFIX, RegistryVersion, validator_version
 VERDICTS = frozenset({"passed", "failed", "error"})
 CLAIM_TAG = TAG_PREFIX + "claim"
 ATTEMPT_TAG = TAG_PREFIX + "attempt"
+FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def pending_versions(client: MlflowClient, model_names: list[str]) -> list[Pendi
                 continue
             attempt = int(tags.get(ATTEMPT_TAG, "1"))
             claim = tags.get(CLAIM_TAG)
-            if claim and _flow_run_state(claim) in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            if claim and _flow_run_state(claim) in FINISHED_STATES:
                 attempt += 1  # the claimed run ended without a verdict: try again under a new key
             version = RegistryVersion(name, str(mv.version))
             pending.append(PendingVersion(version.uri, attempt, version))
@@ -116,7 +117,7 @@ def wait_for_flow_runs(flow_run_ids: list[str], timeout_s: float, poll_s: float 
             for flow_run_id in flow_run_ids:
                 state = client.read_flow_run(flow_run_id).state
                 states[flow_run_id] = state.type.value if state else "UNKNOWN"
-            done = all(s in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in states.values())
+            done = all(s in FINISHED_STATES for s in states.values())
             if done or time.monotonic() > deadline:
                 return states
             time.sleep(poll_s)
