@@ -603,7 +603,9 @@ class MlflowRunOpened(StageResult):
         report.mlflow = self.section
 
 
-class BenchmarkFigures(StageResult):
+class Artifacts(StageResult):
+    """Files a stage wrote for people to read (benchmark figures, report.html): name -> path."""
+
     artifacts: dict[str, str]
 
     def apply_to(self, report: ValidationReport) -> None:
@@ -655,10 +657,3 @@ class RegistryOutcome(StageResult):
 
     def apply_to(self, report: ValidationReport) -> None:
         report.registry = RegistrySection(name=self.name, version=self.version, actions=self.actions)
-
-
-class ReportPage(StageResult):
-    artifacts: dict[str, str]
-
-    def apply_to(self, report: ValidationReport) -> None:
-        report.artifacts.update(self.artifacts)

@@ -6,11 +6,11 @@ from prefect.cache_policies import NO_CACHE
 
 from modelgate import html_report
 from modelgate.registry import describe, run_link, run_url
-from modelgate.schemas import ReportPage, ValidationReport
+from modelgate.schemas import Artifacts, ValidationReport
 
 
 @task(name="render-report", cache_policy=NO_CACHE)
-def render_report(report: ValidationReport, workdir: str, flow_run_url: str | None) -> ReportPage:
+def render_report(report: ValidationReport, workdir: str, flow_run_url: str | None) -> Artifacts:
     """report.html for MLflow, and the verdict as Prefect artifacts on the flow run."""
     page = html_report.write(report, Path(workdir) / "report.html")
     create_markdown_artifact(key="validation-report", markdown=describe(report, flow_run_url),
@@ -20,4 +20,4 @@ def render_report(report: ValidationReport, workdir: str, flow_run_url: str | No
         create_link_artifact(key="mlflow-run", link=url, link_text="MLflow run")
     else:
         create_markdown_artifact(key="mlflow-run", markdown=run_link(report))
-    return ReportPage(artifacts={"report.html": str(page)})
+    return Artifacts(artifacts={"report.html": str(page)})
