@@ -651,9 +651,7 @@ class ResolvedSource(StageResult):
 
 
 class RegistryOutcome(StageResult):
-    name: str | None
-    version: str | None
-    actions: list[str]
+    section: RegistrySection
 
     def apply_to(self, report: ValidationReport) -> None:
-        report.registry = RegistrySection(name=self.name, version=self.version, actions=self.actions)
+        report.registry = self.section

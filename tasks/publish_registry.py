@@ -4,7 +4,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelgate.registry import RegistryVersion, register_files, registry_client, write_back
-from modelgate.schemas import RegistryOutcome, ResolvedSource, ValidationReport, ValidationRequest
+from modelgate.schemas import RegistryOutcome, RegistrySection, ResolvedSource, ValidationReport, ValidationRequest
 
 
 @task(name="publish-registry", cache_policy=NO_CACHE)
@@ -22,4 +22,4 @@ def publish_registry(
                                  request.register_as)
         actions.append(f"registered {version.uri}")
     actions += write_back(client, version, report, request.alias, flow_run_url)
-    return RegistryOutcome(name=version.name, version=version.version, actions=actions)
+    return RegistryOutcome(section=RegistrySection(name=version.name, version=version.version, actions=actions))
