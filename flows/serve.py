@@ -13,7 +13,7 @@ DEFAULT_CRON = "*/15 * * * *"
 # A version announced by `modelgate relay` (an MLflow webhook) is validated at once; the schedule catches the rest.
 RELAYED_VERSION = DeploymentEventTrigger(
     expect={EVENT_NAME},
-    parameters={"request": {"source": "{{ event.payload.source }}", "tracking_uri": "{{ event.payload.tracking_uri }}"}},
+    parameters={"request": {"source": "{{ event.payload.source }}"}},
 )
 
 

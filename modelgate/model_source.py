@@ -25,6 +25,13 @@ def holds_saved_model(path: Path) -> bool:
     return any((path / name).is_file() for name in SAVED_MODEL_FILES)
 
 
+def version_folders(path: Path) -> list[tuple[int, Path]]:
+    """The numeric folders of a TF Serving base path with their version, by version. A list, not a dict:
+    007 and 7 are both version 7 and neither is dropped here."""
+    folders = (p for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(((int(p.name), p) for p in folders), key=lambda item: item[0])
+
+
 def resolve_model_source(path: str | Path, version: int | None = None) -> ModelSource:
     """The SavedModel directory to validate. A base path resolves as TF Serving does: the highest numeric
     version folder, unless a version is asked."""
@@ -44,7 +51,8 @@ def resolve_model_source(path: str | Path, version: int | None = None) -> ModelS
                 "of numbered version folders"
             )
         return ModelSource(path)
-    versions = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+    folders = version_folders(path)
+    versions = [number for number, _ in folders]
     if not versions:
         raise NotASavedModel(
             f"{path}: not a SavedModel (no saved_model.pb or saved_model.pbtxt) and not a TF Serving base path "
@@ -57,7 +65,7 @@ def resolve_model_source(path: str | Path, version: int | None = None) -> ModelS
             f"{path}: no version {version}; the numeric version folders are {', '.join(map(str, versions))}"
         )
     # A folder named 007 is version 7 to TF Serving; find it by value, not by name.
-    chosen = next(p for p in path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) == version)
+    chosen = next(folder for number, folder in folders if number == version)
     if not holds_saved_model(chosen):
         present = _listing(chosen) or "nothing"
         raise NotASavedModel(

@@ -152,8 +152,7 @@ class ValidationRun:
 
     def close(self) -> ValidationReport:
         """The final verdict: written locally, uploaded, and the MLflow run ended with it."""
-        self.report.conclude()
-        self.save()
+        self.conclude()
         if self.report.mlflow.run_id:
             try:
                 mlflow_store.upload_report(self.report.mlflow, self.report_file)

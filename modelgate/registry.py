@@ -27,16 +27,21 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from modelgate.errors import ModelgateError
+from modelgate.model_source import SAVED_MODEL_FILES
 from modelgate.schemas import ValidationReport
 
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))/?$")
 TAG_PREFIX = "modelgate."
-PROTECTED_ALIASES = frozenset({"champion"})
 SEARCH_DEPTH = 3
 
 
 class RegistryError(ModelgateError):
     pass
+
+
+def registry_client(tracking_uri: str) -> MlflowClient:
+    """A client whose model registry is the tracking store itself, as modelgate always uses them."""
+    return MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
 
 def validator_version() -> str:
@@ -74,8 +79,8 @@ def resolve_version(client: MlflowClient, uri: str) -> RegistryVersion:
 def find_saved_model_dir(root: Path) -> Path:
     """The shallowest folder under root that holds saved_model.pb or saved_model.pbtxt."""
     for depth in range(SEARCH_DEPTH + 1):
-        pattern = "/".join(["*"] * depth + ["saved_model.pb*"]) if depth else "saved_model.pb*"
-        found = sorted(p.parent for p in root.glob(pattern) if p.name in ("saved_model.pb", "saved_model.pbtxt"))
+        pattern = "/".join(["*"] * depth + ["saved_model.pb*"])
+        found = sorted(p.parent for p in root.glob(pattern) if p.name in SAVED_MODEL_FILES)
         if found:
             return found[0]
     raise RegistryError(
@@ -179,11 +184,19 @@ def describe_baseline(report: ValidationReport) -> list[str]:
     return [*lines, ""]
 
 
-def run_link(report: ValidationReport) -> str:
+def run_url(report: ValidationReport) -> str | None:
+    """The run's page in the MLflow UI, when the tracking URI is a server (a file or database store has none)."""
     uri = report.mlflow.tracking_uri or ""
     if uri.startswith(("http://", "https://")):
-        return f"[MLflow run]({uri.rstrip('/')}/#/experiments/{report.mlflow.experiment_id}/runs/{report.mlflow.run_id})"
-    return f"MLflow run `{report.mlflow.run_id}` (tracking URI `{uri}`)"
+        return f"{uri.rstrip('/')}/#/experiments/{report.mlflow.experiment_id}/runs/{report.mlflow.run_id}"
+    return None
+
+
+def run_link(report: ValidationReport) -> str:
+    url = run_url(report)
+    if url:
+        return f"[MLflow run]({url})"
+    return f"MLflow run `{report.mlflow.run_id}` (tracking URI `{report.mlflow.tracking_uri or ''}`)"
 
 
 def describe(report: ValidationReport, flow_run_url: str | None) -> str:
@@ -217,8 +230,6 @@ def describe(report: ValidationReport, flow_run_url: str | None) -> str:
 def write_back(client: MlflowClient, version: RegistryVersion, report: ValidationReport, alias: str | None,
                flow_run_url: str | None) -> list[str]:
     """Tags and description always; the alias only when the validation passed. Returns what was done."""
-    if alias in PROTECTED_ALIASES:
-        raise RegistryError(f"alias '{alias}' is reserved for people; modelgate never moves it")
     for key, value in version_tags(report, flow_run_url).items():
         client.set_model_version_tag(version.name, version.version, key, value)
     client.update_model_version(version.name, version.version, description=describe(report, flow_run_url))

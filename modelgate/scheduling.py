@@ -15,11 +15,13 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 
+from modelgate.model_source import version_folders
 from modelgate.registry import TAG_PREFIX, RegistryVersion, validator_version
 
 VERDICTS = frozenset({"passed", "failed", "error"})
 CLAIM_TAG = TAG_PREFIX + "claim"
 ATTEMPT_TAG = TAG_PREFIX + "attempt"
+FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def pending_versions(client: MlflowClient, model_names: list[str]) -> list[Pendi
                 continue
             attempt = int(tags.get(ATTEMPT_TAG, "1"))
             claim = tags.get(CLAIM_TAG)
-            if claim and _flow_run_state(claim) in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            if claim and _flow_run_state(claim) in FINISHED_STATES:
                 attempt += 1  # the claimed run ended without a verdict: try again under a new key
             version = RegistryVersion(name, str(mv.version))
             pending.append(PendingVersion(version.uri, attempt, version))
@@ -84,9 +86,8 @@ def pending_base_path_versions(client: MlflowClient, base_paths: list[str], expe
     judged = judged_sources(client, experiment_name)
     pending = []
     for base in base_paths:
-        base_path = Path(base).resolve()
-        folders = sorted((p for p in base_path.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-        pending += [PendingVersion(str(folder), 1) for folder in folders if str(folder) not in judged]
+        folders = version_folders(Path(base).resolve())
+        pending += [PendingVersion(str(folder), 1) for _, folder in folders if str(folder) not in judged]
     return pending
 
 
@@ -99,11 +100,12 @@ def claim(client: MlflowClient, pending: PendingVersion, flow_run_id: str) -> No
     client.set_model_version_tag(version.name, version.version, ATTEMPT_TAG, str(pending.attempt))
 
 
-def verdict(client: MlflowClient, pending: PendingVersion, experiment_name: str) -> str:
+def verdict(client: MlflowClient, pending: PendingVersion, judged: dict[str, str]) -> str:
+    """judged is judged_sources(), looked up once for all the folders of a tick."""
     if pending.registry is not None:
         tags = client.get_model_version(pending.registry.name, pending.registry.version).tags or {}
         return tags.get(TAG_PREFIX + "status", "none")
-    return judged_sources(client, experiment_name).get(pending.source, "none")
+    return judged.get(pending.source, "none")
 
 
 def wait_for_flow_runs(flow_run_ids: list[str], timeout_s: float, poll_s: float = 2.0) -> dict[str, str]:
@@ -115,7 +117,7 @@ def wait_for_flow_runs(flow_run_ids: list[str], timeout_s: float, poll_s: float 
             for flow_run_id in flow_run_ids:
                 state = client.read_flow_run(flow_run_id).state
                 states[flow_run_id] = state.type.value if state else "UNKNOWN"
-            done = all(s in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in states.values())
+            done = all(s in FINISHED_STATES for s in states.values())
             if done or time.monotonic() > deadline:
                 return states
             time.sleep(poll_s)

@@ -12,6 +12,7 @@ DEFAULT_REPORT_PATH = "modelgate-report.json"
 DEFAULT_OUTPUT_DIR = "modelgate-out"
 DEFAULT_ATOL, DEFAULT_RTOL = 1e-4, 1e-3
 ONNX_STAGES = ("export-onnx", "compare-onnx")
+PROTECTED_ALIASES = frozenset({"champion"})  # aliases people move; modelgate never sets them
 
 # One tolerance for every output, or per output name with "" as the default (Polygraphy's convention).
 Tolerance = float | dict[str, float]
@@ -202,8 +203,8 @@ class ValidationRequest(BaseModel):
     @field_validator("alias")
     @classmethod
     def _not_champion(cls, alias: str | None) -> str | None:
-        if alias == "champion":
-            raise ValueError("'champion' is moved by people, never by modelgate")
+        if alias in PROTECTED_ALIASES:
+            raise ValueError(f"'{alias}' is moved by people, never by modelgate")
         return alias or None
 
 
@@ -602,7 +603,9 @@ class MlflowRunOpened(StageResult):
         report.mlflow = self.section
 
 
-class BenchmarkFigures(StageResult):
+class Artifacts(StageResult):
+    """Files a stage wrote for people to read (benchmark figures, report.html): name -> path."""
+
     artifacts: dict[str, str]
 
     def apply_to(self, report: ValidationReport) -> None:
@@ -648,16 +651,7 @@ class ResolvedSource(StageResult):
 
 
 class RegistryOutcome(StageResult):
-    name: str | None
-    version: str | None
-    actions: list[str]
+    section: RegistrySection
 
     def apply_to(self, report: ValidationReport) -> None:
-        report.registry = RegistrySection(name=self.name, version=self.version, actions=self.actions)
-
-
-class ReportPage(StageResult):
-    artifacts: dict[str, str]
-
-    def apply_to(self, report: ValidationReport) -> None:
-        report.artifacts.update(self.artifacts)
+        report.registry = self.section

@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from modelgate.benchmark_plan import load_samples
 from modelgate.plots import latency_distribution, throughput_by_batch
-from modelgate.schemas import BenchmarkFigures, ValidationReport
+from modelgate.schemas import Artifacts, ValidationReport
 
 TABLE_COLUMNS = ["runtime", "device", "batch_size", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms",
                  "min_ms", "max_ms", "throughput", "iterations", "stable", "intra_op_threads", "inter_op_threads"]
@@ -28,10 +28,10 @@ def _embedded(png: Path) -> str:
 
 
 @task(name="benchmark-report", cache_policy=NO_CACHE)
-def benchmark_report(report: ValidationReport, workdir: str) -> BenchmarkFigures:
+def benchmark_report(report: ValidationReport, workdir: str) -> Artifacts:
     """Plots and a table of every figure measured, as files for MLflow and as Prefect artifacts."""
     if not report.benchmarks:
-        return BenchmarkFigures(artifacts={})
+        return Artifacts(artifacts={})
     workdir_path = Path(workdir)
     latency_png = latency_distribution(load_samples(workdir), workdir_path / "latency.png")
     points: dict[str, list[tuple[int, float]]] = {}
@@ -51,7 +51,7 @@ def benchmark_report(report: ValidationReport, workdir: str) -> BenchmarkFigures
         markdown=f"## Benchmarks\n\n{table}\n\n{_embedded(latency_png)}\n\n{_embedded(throughput_png)}\n",
         description="Benchmark table and plots (also in the MLflow run)",
     )
-    return BenchmarkFigures(
+    return Artifacts(
         artifacts={"latency.png": str(latency_png), "throughput.png": str(throughput_png),
                    "benchmarks.md": str(table_md)}
     )

@@ -1,7 +1,7 @@
-from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from modelgate.registry import registry_client
 from modelgate.scheduling import PendingVersion, pending_base_path_versions, pending_versions
 
 
@@ -10,5 +10,5 @@ def find_new_versions(
     model_names: list[str], base_paths: list[str], tracking_uri: str, experiment_name: str
 ) -> list[PendingVersion]:
     """Versions of these registered models and TF Serving base paths that this validator has not judged."""
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client = registry_client(tracking_uri)
     return pending_versions(client, model_names) + pending_base_path_versions(client, base_paths, experiment_name)

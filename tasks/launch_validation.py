@@ -1,8 +1,8 @@
-from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 
+from modelgate.registry import registry_client
 from modelgate.scheduling import PendingVersion, claim
 
 
@@ -13,5 +13,5 @@ def launch_validation(pending: PendingVersion, deployment: str, request_fields: 
     flow_run = run_deployment(
         deployment, parameters=parameters, idempotency_key=pending.idempotency_key(), timeout=0, as_subflow=False
     )
-    claim(MlflowClient(tracking_uri, registry_uri=tracking_uri), pending, str(flow_run.id))
+    claim(registry_client(tracking_uri), pending, str(flow_run.id))
     return str(flow_run.id)

@@ -1,11 +1,10 @@
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.registry import RegistryVersion, register_files, write_back
-from modelgate.schemas import RegistryOutcome, ResolvedSource, ValidationReport, ValidationRequest
+from modelgate.registry import RegistryVersion, register_files, registry_client, write_back
+from modelgate.schemas import RegistryOutcome, RegistrySection, ResolvedSource, ValidationReport, ValidationRequest
 
 
 @task(name="publish-registry", cache_policy=NO_CACHE)
@@ -13,15 +12,14 @@ def publish_registry(
     report: ValidationReport, source: ResolvedSource, request: ValidationRequest, flow_run_url: str | None
 ) -> RegistryOutcome:
     """Write the verdict to the registry version validated, or register a path source first (register_as)."""
-    client = MlflowClient(report.mlflow.tracking_uri, registry_uri=report.mlflow.tracking_uri)
+    client = registry_client(report.mlflow.tracking_uri)
     actions = []
+    # flows/validate.py runs this stage only for a registry source or with register_as.
     if source.registry_name:
         version = RegistryVersion(source.registry_name, source.registry_version)
-    elif request.register_as:
+    else:
         version = register_files(client, report.mlflow.run_id, Path(source.model_dir), report.onnx.path,
                                  request.register_as)
         actions.append(f"registered {version.uri}")
-    else:
-        return RegistryOutcome(name=None, version=None, actions=["nothing to publish: not a registry source"])
     actions += write_back(client, version, report, request.alias, flow_run_url)
-    return RegistryOutcome(name=version.name, version=version.version, actions=actions)
+    return RegistryOutcome(section=RegistrySection(name=version.name, version=version.version, actions=actions))

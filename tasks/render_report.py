@@ -5,22 +5,19 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from modelgate import html_report
-from modelgate.registry import describe, run_link
-from modelgate.schemas import ReportPage, ValidationReport
+from modelgate.registry import describe, run_link, run_url
+from modelgate.schemas import Artifacts, ValidationReport
 
 
 @task(name="render-report", cache_policy=NO_CACHE)
-def render_report(report: ValidationReport, workdir: str, flow_run_url: str | None) -> ReportPage:
+def render_report(report: ValidationReport, workdir: str, flow_run_url: str | None) -> Artifacts:
     """report.html for MLflow, and the verdict as Prefect artifacts on the flow run."""
     page = html_report.write(report, Path(workdir) / "report.html")
     create_markdown_artifact(key="validation-report", markdown=describe(report, flow_run_url),
                              description=f"modelgate verdict for {report.source}")
-    tracking_uri = report.mlflow.tracking_uri or ""
-    if tracking_uri.startswith(("http://", "https://")):
-        create_link_artifact(
-            key="mlflow-run", link=f"{tracking_uri.rstrip('/')}/#/experiments/{report.mlflow.experiment_id}"
-                                   f"/runs/{report.mlflow.run_id}", link_text="MLflow run",
-        )
+    url = run_url(report)
+    if url:
+        create_link_artifact(key="mlflow-run", link=url, link_text="MLflow run")
     else:
         create_markdown_artifact(key="mlflow-run", markdown=run_link(report))
-    return ReportPage(artifacts={"report.html": str(page)})
+    return Artifacts(artifacts={"report.html": str(page)})

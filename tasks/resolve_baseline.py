@@ -1,11 +1,10 @@
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.registry import RegistryVersion, download_version, is_registry_uri, resolve_version
+from modelgate.registry import RegistryVersion, download_version, is_registry_uri, registry_client, resolve_version
 from modelgate.schemas import BaselineChoice, ResolvedSource, ValidationRequest
 
 
@@ -17,7 +16,7 @@ def resolve_baseline(request: ValidationRequest, source: ResolvedSource, workdir
     if not spec:
         return BaselineChoice(skipped_reason="no baseline asked")
     tracking_uri = request.resolved_tracking_uri()
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client = registry_client(tracking_uri)
     destination = Path(workdir) / "baseline"
     if is_registry_uri(spec):
         version = resolve_version(client, spec)

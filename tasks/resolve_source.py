@@ -1,10 +1,9 @@
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.registry import download_version, is_registry_uri, resolve_version
+from modelgate.registry import download_version, is_registry_uri, registry_client, resolve_version
 from modelgate.schemas import ResolvedSource, ValidationRequest
 
 
@@ -13,9 +12,10 @@ def resolve_source(request: ValidationRequest, workdir: str) -> ResolvedSource:
     """A local SavedModel directory for the source: the path itself, or a registry version's files."""
     if not is_registry_uri(request.source):
         return ResolvedSource(source=request.source, model_dir=request.source)
-    client = MlflowClient(request.resolved_tracking_uri(), registry_uri=request.resolved_tracking_uri())
+    tracking_uri = request.resolved_tracking_uri()
+    client = registry_client(tracking_uri)
     version = resolve_version(client, request.source)
-    model_dir = download_version(client, request.resolved_tracking_uri(), version, Path(workdir) / "source")
+    model_dir = download_version(client, tracking_uri, version, Path(workdir) / "source")
     return ResolvedSource(
         source=request.source, model_dir=str(model_dir), registry_name=version.name, registry_version=version.version
     )

@@ -1,9 +1,9 @@
-from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.scheduling import PendingVersion, verdict, wait_for_flow_runs
+from modelgate.registry import registry_client
+from modelgate.scheduling import PendingVersion, judged_sources, verdict, wait_for_flow_runs
 
 
 @task(name="summarize-validations", cache_policy=NO_CACHE)
@@ -12,12 +12,13 @@ def summarize_validations(
 ) -> list[dict[str, str]]:
     """Wait for every launched validation, then one table: version, flow run, its state, the verdict."""
     states = wait_for_flow_runs([flow_run_id for _, flow_run_id in launched], timeout_s)
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client = registry_client(tracking_uri)
+    judged = judged_sources(client, experiment_name)
     rows = []
     for pending, flow_run_id in launched:
         rows.append({
             "version": pending.source, "attempt": str(pending.attempt), "flow_run": flow_run_id,
-            "flow_run_state": states.get(flow_run_id, "UNKNOWN"), "verdict": verdict(client, pending, experiment_name),
+            "flow_run_state": states.get(flow_run_id, "UNKNOWN"), "verdict": verdict(client, pending, judged),
         })
     create_table_artifact(
         key="new-versions", table=rows or [{"version": "none", "verdict": "no new versions"}],
