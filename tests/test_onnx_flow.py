@@ -1,25 +1,20 @@
 """The ONNX stages inside the whole flow, under a real Prefect server, recorded in a real MLflow store."""
 
 import json
+from functools import partial
 
 import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.validate import validate_savedmodel
-from modelgate.schemas import ValidationReport, ValidationRequest
 from tests import models
+from tests.flows import run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def _run(model_dir, tracking_uri, workdir, **fields) -> ValidationReport:
-    request = ValidationRequest(
-        source=str(model_dir), tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
-        output_dir=str(workdir / "out"), benchmark=False, **fields,
-    )
-    return validate_savedmodel(request)
+_run = partial(run_flow, benchmark=False)
 
 
 def test_keras_cnn_end_to_end_with_per_output_tolerances_and_a_logged_onnx_model(tmp_path, tracking_uri, workdir):
