@@ -24,6 +24,13 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def onnx_models(tmp_path_factory) -> dict[str, Path]:
+    """The models the ONNX tests convert, built once per session; the tests only read them."""
+    root = tmp_path_factory.mktemp("onnx_models")
+    return {name: getattr(models, name)(root / name) for name in ("mixed_inputs", "parses_examples", "keras_cnn")}
+
+
+@pytest.fixture(scope="session")
 def prefect_server():
     """One real Prefect server (the test harness) for the whole session: its start costs about 10 s."""
     from prefect.testing.utilities import prefect_test_harness

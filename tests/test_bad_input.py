@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from modelgate import cli
 from modelgate.quiet import import_tensorflow
-from tests.test_cli import _modelgate
+from tests.test_cli import _assert_exit_2_with_the_reason_first, _modelgate
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -147,17 +147,9 @@ def test_bad_input_ends_in_one_clear_line_a_report_and_a_failed_run(case, model_
                          ids=["truncated_variables", "unknown_op", "exceeds_time_limit"])
 def test_from_the_command_line_the_reason_comes_first_and_the_exit_code_is_2(case, model_dirs, tmp_path):
     args, expected = case(model_dirs, tmp_path)
-    result = _modelgate("validate", *args, *FAST, cwd=tmp_path)
-    assert result.returncode == 2, result.stdout + result.stderr
-    first_line = result.stderr.splitlines()[0]
-    assert first_line.startswith("modelgate: error: ") and expected in first_line, result.stderr
-    assert "Traceback" not in result.stderr
-    assert json.loads((tmp_path / "modelgate-report.json").read_text())["status"] == "error"
+    _assert_exit_2_with_the_reason_first(_modelgate("validate", *args, *FAST, cwd=tmp_path), expected, tmp_path)
 
 
 def test_a_version_that_is_not_there_as_a_real_process(model_dirs, tmp_path):
     result = _modelgate("validate", str(model_dirs["serving_base"]), "--version", "7", *FAST, cwd=tmp_path)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr.splitlines()[0].startswith("modelgate: error: ")
-    assert "no version 7; the numeric version folders are 1, 2" in result.stderr.splitlines()[0]
-    assert json.loads((tmp_path / "modelgate-report.json").read_text())["status"] == "error"
+    _assert_exit_2_with_the_reason_first(result, "no version 7; the numeric version folders are 1, 2", tmp_path)

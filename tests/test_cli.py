@@ -17,6 +17,15 @@ def _modelgate(*args, cwd):
     )
 
 
+def _assert_exit_2_with_the_reason_first(result, expected, cwd):
+    """Bad input from the command line: exit code 2, one clear line first, no traceback, a report saying error."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    first_line = result.stderr.splitlines()[0]
+    assert first_line.startswith("modelgate: error: ") and expected in first_line, result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads((cwd / "modelgate-report.json").read_text())["status"] == "error"
+
+
 def test_demo_passes_and_says_where_the_results_are(tmp_path):
     result = _modelgate("demo", "--model-dir", str(tmp_path / "sample"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -42,12 +51,7 @@ def test_bad_input_exits_2_with_one_clear_line_first(case, model_dirs, tmp_path)
         args, expected = ["validate", str(tmp_path)], "not a SavedModel"
     else:
         args, expected = ["validate", str(model_dirs["keras_export"]), "--inputs", "absent.npz"], "absent.npz does not exist"
-    result = _modelgate(*args, cwd=tmp_path)
-    assert result.returncode == 2, result.stdout + result.stderr
-    first_line = result.stderr.splitlines()[0]
-    assert first_line.startswith("modelgate: error:") and expected in first_line
-    assert "Traceback" not in result.stderr
-    assert json.loads((tmp_path / "modelgate-report.json").read_text())["status"] == "error"
+    _assert_exit_2_with_the_reason_first(_modelgate(*args, cwd=tmp_path), expected, tmp_path)
 
 
 def test_usage_errors_exit_2(tmp_path):

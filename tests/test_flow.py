@@ -1,24 +1,18 @@
 """The whole flow under a real Prefect server, recorded in a real MLflow store."""
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.validate import validate_savedmodel
-from modelgate.schemas import ValidationRequest
+from tests.flows import run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def _run(model_dir, tracking_uri, workdir, **fields):
-    request = ValidationRequest(
-        source=str(model_dir), tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
-        output_dir=str(workdir / "out"), benchmark_max_windows=3, benchmark_warmup=2,
-        **{"benchmark_batch_sizes": [1, 4], **fields},
-    )
-    return validate_savedmodel(request)
+_run = partial(run_flow, benchmark_max_windows=3, benchmark_warmup=2, benchmark_batch_sizes=[1, 4])
 
 
 def _artifacts(client, run_id, path=None):

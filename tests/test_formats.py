@@ -3,6 +3,7 @@ base paths, tf.Example string inputs; read statically, then run for real in the 
 through the whole flow."""
 
 import shutil
+from functools import partial
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from modelgate.model_source import resolve_model_source
 from modelgate.quiet import import_tensorflow
 from tasks.inspect_model import inspect_model
 from tasks.select_signature import select_signature
+from tests.flows import run_flow
 from tests.models import example_record
 
 tf = import_tensorflow()
@@ -175,19 +177,10 @@ def test_unknown_rank_and_no_input_signatures_run(model_dirs, tmp_path):
 
 @pytest.mark.usefixtures("prefect_server")
 class TestThroughTheFlow:
-    @staticmethod
-    def _run(tracking_uri, workdir, **fields):
-        from flows.validate import validate_savedmodel
-        from modelgate.schemas import ValidationRequest
-
-        request = ValidationRequest(
-            tracking_uri=tracking_uri, report_path=str(workdir / "report.json"), output_dir=str(workdir / "out"),
-            export_onnx=False, benchmark=False, **fields,
-        )
-        return validate_savedmodel(request)
+    _run = staticmethod(partial(run_flow, export_onnx=False, benchmark=False))
 
     def test_tf1_classify_signature_runs_on_tf_example_records(self, model_dirs, examples_file, tracking_uri, workdir):
-        report = self._run(tracking_uri, workdir, source=str(model_dirs["tf1_graph"]), signature="classify",
+        report = self._run(model_dirs["tf1_graph"], tracking_uri, workdir, signature="classify",
                            inputs_path=str(examples_file))
         assert report.status == "passed", report.first_error() or report.failed_checks()
         assert report.model_format == "tf1-graph"
@@ -197,18 +190,18 @@ class TestThroughTheFlow:
         assert report.inputs.shapes == {"inputs": [5]} and report.inputs.dtypes == {"inputs": "string"}
 
     def test_pbtxt_with_main_op_and_a_reference_output_passes(self, model_dirs, tracking_uri, workdir):
-        report = self._run(tracking_uri, workdir, source=str(model_dirs["tf1_pbtxt"]), signature="weights")
+        report = self._run(model_dirs["tf1_pbtxt"], tracking_uri, workdir, signature="weights")
         assert report.status == "passed", report.first_error() or report.failed_checks()
         assert report.signatures["weights"].outputs["weight"].declared_dtype == "float32_ref"
         assert {check.name: check.status for check in report.checks}["reference_dtypes"] == "passed"
 
     def test_keras2_save_passes(self, model_dirs, tracking_uri, workdir):
-        report = self._run(tracking_uri, workdir, source=str(model_dirs["keras2_save"]))
+        report = self._run(model_dirs["keras2_save"], tracking_uri, workdir)
         assert report.status == "passed", report.first_error() or report.failed_checks()
         assert report.model_format == "keras2"
 
     def test_serving_base_version_is_recorded_and_a_breaking_change_fails(self, model_dirs, tracking_uri, workdir):
-        report = self._run(tracking_uri, workdir, source=str(model_dirs["serving_base"]),
+        report = self._run(model_dirs["serving_base"], tracking_uri, workdir,
                            baseline=str(model_dirs["renamed_input"]))
         assert report.model_version == 2 and report.resolved_model_dir == str(model_dirs["serving_base"] / "2")
         assert [check.name for check in report.failed_checks()] == ["signature_compatibility"]
@@ -217,7 +210,7 @@ class TestThroughTheFlow:
         assert run.data.tags["modelgate.status"] == "failed"
 
     def test_rows_that_depend_on_the_batch_fail_batch_consistency(self, model_dirs, tracking_uri, workdir):
-        report = self._run(tracking_uri, workdir, source=str(model_dirs["batch_mixing"]))
+        report = self._run(model_dirs["batch_mixing"], tracking_uri, workdir)
         assert [check.name for check in report.failed_checks()] == ["batch_consistency"]
         assert "row 0 of a batch of 4, output 'centred': expected the row run alone" in report.failed_checks()[0].message
 

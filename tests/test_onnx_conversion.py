@@ -19,13 +19,6 @@ from tasks.prepare_inputs import prepare_inputs
 from tasks.run_checks import run_checks
 from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
-from tests import models
-
-
-@pytest.fixture(scope="module")
-def onnx_models(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("onnx_models")
-    return {name: getattr(models, name)(root / name) for name in ("mixed_inputs", "parses_examples", "keras_cnn")}
 
 
 class Stages:

@@ -1,30 +1,23 @@
 """The ONNX stages inside the whole flow, under a real Prefect server, recorded in a real MLflow store."""
 
 import json
+from functools import partial
 
 import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.validate import validate_savedmodel
-from modelgate.schemas import ValidationReport, ValidationRequest
-from tests import models
+from tests.flows import run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def _run(model_dir, tracking_uri, workdir, **fields) -> ValidationReport:
-    request = ValidationRequest(
-        source=str(model_dir), tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
-        output_dir=str(workdir / "out"), benchmark=False, **fields,
-    )
-    return validate_savedmodel(request)
+_run = partial(run_flow, benchmark=False)
 
 
-def test_keras_cnn_end_to_end_with_per_output_tolerances_and_a_logged_onnx_model(tmp_path, tracking_uri, workdir):
-    model_dir = models.keras_cnn(tmp_path / "keras_cnn")
-    report = _run(model_dir, tracking_uri, workdir, atol={"": 1e-4, "probabilities": 1e-5})
+def test_keras_cnn_end_to_end_with_per_output_tolerances_and_a_logged_onnx_model(onnx_models, tracking_uri, workdir):
+    report = _run(onnx_models["keras_cnn"], tracking_uri, workdir, atol={"": 1e-4, "probabilities": 1e-5})
     assert report.status == "passed", report.first_error() or report.onnx.message
     onnx = report.onnx
     assert onnx.status == "passed" and onnx.opset == 18 and onnx.batches == 8
@@ -60,9 +53,8 @@ def test_keras_cnn_end_to_end_with_per_output_tolerances_and_a_logged_onnx_model
     assert predicted["logits"].shape == (2, 10)
 
 
-def test_external_data_model_is_logged_to_mlflow_with_its_data(tmp_path, tracking_uri, workdir):
-    model_dir = models.keras_cnn(tmp_path / "keras_cnn")
-    report = _run(model_dir, tracking_uri, workdir, onnx_external_data="always", onnx_batches=2)
+def test_external_data_model_is_logged_to_mlflow_with_its_data(onnx_models, tmp_path, tracking_uri, workdir):
+    report = _run(onnx_models["keras_cnn"], tracking_uri, workdir, onnx_external_data="always", onnx_batches=2)
     assert report.status == "passed", report.first_error() or report.onnx.message
     assert report.onnx.external_data and report.onnx.mlflow_model_uri
     assert "model.onnx" not in report.artifacts
@@ -80,10 +72,9 @@ def test_external_data_model_is_logged_to_mlflow_with_its_data(tmp_path, trackin
 
 @pytest.mark.parametrize("requirement, verdict", [("optional", "passed"), ("required", "error")])
 def test_an_unconvertible_model_passes_only_where_onnx_is_optional(
-    requirement, verdict, tmp_path, tracking_uri, workdir
+    requirement, verdict, onnx_models, tracking_uri, workdir
 ):
-    model_dir = models.parses_examples(tmp_path / "parses_examples")
-    report = _run(model_dir, tracking_uri, workdir, onnx_requirement=requirement)
+    report = _run(onnx_models["parses_examples"], tracking_uri, workdir, onnx_requirement=requirement)
     stages = {stage.name: stage.status for stage in report.stages}
     assert stages["export-onnx"] == "error" and stages["compare-onnx"] == "skipped"
     assert stages["run-checks"] == "ok" and stages["log-mlflow"] == "ok"

@@ -1,13 +1,15 @@
 """The registry gate against a real MLflow registry (SQLite store) and a real Prefect server."""
 
+from functools import partial
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.validate import validate_savedmodel
 from modelgate.registry import validator_version
 from modelgate.samples import build_sample_model
 from modelgate.schemas import ValidationRequest
+from tests.flows import run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -25,11 +27,7 @@ def _register(tracking_uri, name, model_dir):
     return str(client.create_model_version(name, f"{run.info.artifact_uri}/saved_model", run_id=run.info.run_id).version)
 
 
-def _validate(workdir, tracking_uri, source, **fields):
-    return validate_savedmodel(ValidationRequest(
-        source=source, tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
-        output_dir=str(workdir / "out"), **{**FAST, **fields},
-    ))
+_validate = partial(run_flow, **FAST)
 
 
 def test_a_registry_version_is_validated_tagged_described_and_aliased(model_dirs, tracking_uri, workdir):
@@ -38,7 +36,7 @@ def test_a_registry_version_is_validated_tagged_described_and_aliased(model_dirs
     client.set_registered_model_alias("gate-pass", "champion", champion)
     version = _register(tracking_uri, "gate-pass", model_dirs["keras_export"])
 
-    report = _validate(workdir, tracking_uri, f"models:/gate-pass/{version}")
+    report = _validate(f"models:/gate-pass/{version}", tracking_uri, workdir)
     assert report.status == "passed", report.first_error() or report.failed_checks()
     assert (report.registry.name, report.registry.version) == ("gate-pass", version)
     mv = client.get_model_version("gate-pass", version)
@@ -67,13 +65,13 @@ def test_the_baseline_comparison_catches_drift_and_a_breaking_signature(model_di
     champion = _register(tracking_uri, "gate-drift", model_dirs["keras_export"])
     client.set_registered_model_alias("gate-drift", "champion", champion)
     retrained = _register(tracking_uri, "gate-drift", build_sample_model(tmp_path / "retrained", seed=8))
-    report = _validate(workdir, tracking_uri, f"models:/gate-drift/{retrained}")
+    report = _validate(f"models:/gate-drift/{retrained}", tracking_uri, workdir)
     assert report.status == "passed", report.first_error() or report.failed_checks()
     assert report.baseline.drift["scores"]["max_abs_diff"] > 0.01  # other weights, other outputs
     assert float(client.get_model_version("gate-drift", retrained).tags["modelgate.drift_max_abs"]) > 0.01
 
     breaking = _register(tracking_uri, "gate-drift", model_dirs["custom_signature"])
-    report = _validate(workdir, tracking_uri, f"models:/gate-drift/{breaking}")
+    report = _validate(f"models:/gate-drift/{breaking}", tracking_uri, workdir)
     assert report.status == "failed"
     assert [c.name for c in report.failed_checks()] == ["signature_compatibility"]
     mv = client.get_model_version("gate-drift", breaking)
@@ -87,7 +85,7 @@ def test_alias_source_resolves_to_its_version(model_dirs, tracking_uri, workdir)
     client = MlflowClient(tracking_uri)
     version = _register(tracking_uri, "gate-alias", model_dirs["custom_signature"])
     client.set_registered_model_alias("gate-alias", "candidate", version)
-    report = _validate(workdir, tracking_uri, "models:/gate-alias@candidate", alias=None)
+    report = _validate("models:/gate-alias@candidate", tracking_uri, workdir, alias=None)
     assert report.status == "passed", report.first_error()
     assert report.registry.version == version
     assert client.get_model_version("gate-alias", version).tags["modelgate.status"] == "passed"
@@ -95,7 +93,7 @@ def test_alias_source_resolves_to_its_version(model_dirs, tracking_uri, workdir)
 
 
 def test_a_failing_path_source_is_registered_tagged_failed_without_alias(model_dirs, tracking_uri, workdir):
-    report = _validate(workdir, tracking_uri, str(model_dirs["nan_outputs"]), register_as="gate-fail", benchmark=False)
+    report = _validate(str(model_dirs["nan_outputs"]), tracking_uri, workdir, register_as="gate-fail", benchmark=False)
     assert report.status == "failed"
     client = MlflowClient(tracking_uri)
     mv = client.get_model_version("gate-fail", report.registry.version)
@@ -108,7 +106,7 @@ def test_a_failing_path_source_is_registered_tagged_failed_without_alias(model_d
 
 
 def test_an_unknown_registry_version_is_an_error_that_says_so(tracking_uri, workdir):
-    report = _validate(workdir, tracking_uri, "models:/no-such-model/3")
+    report = _validate("models:/no-such-model/3", tracking_uri, workdir)
     assert report.status == "error"
     assert "models:/no-such-model/3" in report.first_error()
     assert MlflowClient(tracking_uri).get_run(report.mlflow.run_id).info.status == "FAILED"

@@ -10,6 +10,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from modelgate.relay import EVENT_NAME, expected_signature, make_server
+from tests.topology.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 SECRET = "s3cret"
@@ -47,10 +48,7 @@ def _events_named(name):
 def test_a_signed_model_version_created_becomes_a_prefect_event(relay_url):
     response = _post(relay_url, CREATED)
     assert response.status_code == 202, response.text
-    deadline = time.monotonic() + 30
-    while not (events := _events_named(EVENT_NAME)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert events, "the relay's event never reached the Prefect server"
+    events = wait_until(lambda: _events_named(EVENT_NAME), 30, "the relay's event reaching the Prefect server")
     assert events[0]["resource"]["mlflow.model.version"] == "7"
     assert events[0]["payload"]["source"] == "models:/relayed/7"
 

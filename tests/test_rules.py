@@ -83,18 +83,27 @@ def test_contract_file_yaml_or_json(tmp_path, suffix):
     assert check.status == "passed", check.message
 
 
+def _assert_problems(check, *expected):
+    """A check's message lists its problems joined by '; ': every expected one must be among them."""
+    problems = check.message.split("; ")
+    missing = [problem for problem in expected if problem not in problems]
+    assert not missing, f"missing {missing}; found {problems}"
+
+
 def test_contract_mismatches_say_expected_and_found(tmp_path):
     path = tmp_path / "contract.yaml"
     path.write_text("signature: predict\ninputs:\n  features: {dtype: int64, shape: [null, 8]}\n  mask: {dtype: bool}\n"
                     "outputs:\n  scores: {shape: [null, null]}\n")
     check = check_contract(SCORER, load_contract(path), str(path))
     assert check.status == "failed" and check.severity == "error"
-    problems = check.message.split("; ")
-    assert "expected signature 'predict', found 'serving_default' validated" in problems
-    assert "input 'features': expected dtype int64, found float32" in problems
-    assert "input 'features': expected shape [None, 8], found [None, 4] (None = dynamic)" in problems
-    assert "input 'mask': expected, found no such input (the signature has features)" in problems
-    assert "output 'scores': expected shape [None, None], found [None, 2] (None = dynamic)" in problems
+    _assert_problems(
+        check,
+        "expected signature 'predict', found 'serving_default' validated",
+        "input 'features': expected dtype int64, found float32",
+        "input 'features': expected shape [None, 8], found [None, 4] (None = dynamic)",
+        "input 'mask': expected, found no such input (the signature has features)",
+        "output 'scores': expected shape [None, None], found [None, 2] (None = dynamic)",
+    )
 
 
 def test_a_bad_contract_file_is_a_clear_error(tmp_path):
@@ -124,13 +133,15 @@ def test_compatibility_breaking_changes_are_errors_and_additions_notes():
     )
     check = check_compatibility(before, after, "v1")
     assert check.status == "failed"
-    problems = check.message.split("; ")
-    assert "signature 'legacy' removed: expected as before, found signatures embed, serving_default" in problems
-    assert "signature 'serving_default' input 'features': expected dtype float32 as before, found float64" in problems
-    assert "signature 'serving_default' input 'extra' is new: float32 [None, 4]" in problems
-    assert "signature 'serving_default' output 'scores': expected rank 2 as before, found 3" in problems
-    assert "signature 'serving_default' output 'confidence' is new: float32 [None] (compatible)" in problems
-    assert "signature 'embed' is new" in problems
+    _assert_problems(
+        check,
+        "signature 'legacy' removed: expected as before, found signatures embed, serving_default",
+        "signature 'serving_default' input 'features': expected dtype float32 as before, found float64",
+        "signature 'serving_default' input 'extra' is new: float32 [None, 4]",
+        "signature 'serving_default' output 'scores': expected rank 2 as before, found 3",
+        "signature 'serving_default' output 'confidence' is new: float32 [None] (compatible)",
+        "signature 'embed' is new",
+    )
 
 
 def test_compatible_changes_pass_with_notes():

@@ -4,7 +4,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.new_versions import VALIDATE_DEPLOYMENT, validate_new_versions
 from tests.test_registry import FAST, _register
+from tests.topology.processes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,15 +28,20 @@ def served(prefect_server, tracking_uri, tmp_path_factory):
     with open(logs, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "modelgate.cli", "serve", "--limit", "2"],
                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
+
+    def serve_log():
+        return logs.read_text()[-3000:]
+
+    def deployment_served():
+        try:
+            client.read_deployment_by_name(VALIDATE_DEPLOYMENT)
+            return True
+        except Exception:
+            assert process.poll() is None, f"modelgate serve exited with {process.returncode}\n{serve_log()}"
+            return False
+
     with get_client(sync_client=True) as client:
-        while True:
-            try:
-                client.read_deployment_by_name(VALIDATE_DEPLOYMENT)
-                break
-            except Exception:
-                assert process.poll() is None and time.monotonic() < deadline, logs.read_text()[-3000:]
-                time.sleep(1)
+        wait_until(deployment_served, 180, f"deployment {VALIDATE_DEPLOYMENT} served", poll_s=1, diagnose=serve_log)
     yield
     process.terminate()
     process.wait(30)

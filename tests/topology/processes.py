@@ -44,6 +44,15 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def _kill_all(processes: list[psutil.Process]) -> None:
+    """SIGKILL each process; one that has already exited is no error."""
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 class Service:
     """One long-running command with its own log; stop() ends it and every process it started."""
 
@@ -80,11 +89,7 @@ class Service:
 
     def kill(self) -> None:
         """SIGKILL to the process and all its descendants at once, as when its container or machine dies."""
-        for process in self._tree():
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
+        _kill_all(self._tree())
         self.process.wait(STOP_GRACE_S)
 
     def stop(self) -> None:
@@ -97,11 +102,7 @@ class Service:
                 self.process.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 pass
-        for process in tree:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
+        _kill_all(tree)
         self.process.wait(STOP_GRACE_S)
 
 
