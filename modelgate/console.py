@@ -9,7 +9,10 @@ from rich.table import Table
 
 from modelgate.schemas import StageRecord, ValidationReport
 
-MARKS = {"ok": ("✓", "green"), "error": ("✗", "red"), "skipped": ("–", "yellow")}
+MARKS = {
+    "ok": ("✓", "green"), "failed": ("✗", "red"), "error": ("!", "red"), "skipped": ("–", "yellow"),
+    "interrupted": ("■", "red"),
+}
 STATUS_STYLE = {"passed": "green", "failed": "red", "warning": "yellow", "skipped": "dim", "error": "red"}
 
 

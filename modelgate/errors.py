@@ -17,8 +17,34 @@ class InputsError(ModelgateError):
     pass
 
 
-class UnsafeModel(ModelgateError):
-    pass
+class ModelRejected(ModelgateError):
+    """The model was judged and misses a requirement: the validation fails (exit 1) on the named check.
+
+    The verdict rule: `error` only when modelgate could not judge (not a SavedModel, bad usage, a limit hit,
+    a tool crash, ops this environment lacks); a model that cannot load, breaks at a declared batch size, is
+    refused as unsafe or cannot be converted as required is `failed`, with the check that says why.
+    """
+
+    def __init__(self, check: str, message: str):
+        super().__init__(message)
+        self.check = check
+
+    def __reduce__(self):
+        return type(self), (self.check, str(self))
+
+
+class UnsafeModel(ModelRejected):
+    """Refused before any model code runs: the graph could touch files, run Python or reach the network."""
+
+    def __init__(self, message: str, check: str = "op_safety"):
+        super().__init__(check, message)
+
+    def __reduce__(self):
+        return type(self), (str(self), self.check)
+
+
+class MissingOps(ModelgateError):
+    """The model uses ops this environment has not registered (a custom op library is missing): no judgement."""
 
 
 class ModelRunError(ModelgateError):

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from modelgate import mlflow_store
 from modelgate.environment import gather_environment
-from modelgate.errors import ModelgateError
-from modelgate.schemas import StageRecord, StageResult, ValidationReport, ValidationRequest
+from modelgate.errors import ModelgateError, ModelRejected
+from modelgate.schemas import Check, StageRecord, StageResult, ValidationReport, ValidationRequest
 
 logger = logging.getLogger("modelgate")
 
@@ -81,8 +81,12 @@ class ValidationRun:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is not None:
-            # Interrupted between stages (Ctrl-C, a cancelled flow run): keep what is known and say why.
-            self.report.stages.append(StageRecord(name="flow", status="error", message=describe_error(exc)))
+            # Interrupted (Ctrl-C, a cancelled flow run): the stage under way says so, and what is known stays.
+            reason = describe_error(exc) if str(exc) else type(exc).__name__
+            for record in self.report.stages:
+                if record.status == "running":
+                    record.status, record.message = "interrupted", f"interrupted: {reason}"
+            self.report.stages.append(StageRecord(name="flow", status="error", message=reason))
             self.report.status = "error"
             self.save()
             if self.report.mlflow.run_id:
@@ -130,6 +134,13 @@ class ValidationRun:
         started = time.perf_counter()
         try:
             result = fn(*args, **kwargs)
+        except ModelRejected as exc:
+            # A verdict, not a breakdown: the named check fails the validation and the stages needing this skip.
+            record.status, record.message = "failed", str(exc)
+            self.report.checks.append(Check(name=exc.check, status="failed", message=str(exc)))
+            if on_error:
+                on_error(self.report, exc)
+            result = Missing(name)
         except Exception as exc:  # noqa: BLE001 - a failed stage is recorded and the flow goes on
             record.status, record.message = "error", describe_error(exc)
             if on_error:

@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 
-from modelgate.errors import ModelRunError
+from modelgate.errors import ModelRejected, ModelRunError
 
 POLL_S = 0.05
 SHARES_PROCESS = "__modelgate_process_pool__"
@@ -89,6 +89,8 @@ def _worker_main(conn, environment: dict[str, str], warm_up: Callable[[], object
         _redirect_output(log_path)
         try:
             reply = ("ok", target(*args))
+        except ModelRejected as exc:  # a verdict on the model, not a failure of the job
+            reply = ("rejected", exc.check, str(exc))
         except BaseException as exc:  # noqa: BLE001 - everything must reach the parent as a message
             details = traceback.format_exc()
             print(details, file=sys.stderr, flush=True)
@@ -217,6 +219,8 @@ class ModelProcess:
         finally:
             if self._spec.single_use:
                 self.close()
+        if reply[0] == "rejected":
+            raise ModelRejected(reply[1], reply[2])
         if reply[0] == "error":
             raise ModelRunError(f"{label}: {reply[1]}")
         return IsolatedRun(value=reply[1], wall_s=time.monotonic() - started, peak_rss_mb=max(peak, warm_up_peak))

@@ -6,7 +6,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from modelgate.errors import ModelRunError, NotASavedModel, SignatureNotFound, UnsafeModel
+from modelgate.errors import MissingOps, ModelRejected, NotASavedModel, SignatureNotFound, UnsafeModel
 from modelgate.model_source import SAVED_MODEL_FILES
 from modelgate.quiet import import_tensorflow
 from modelgate.schemas import Check, MetaGraphInfo, SignatureSpec, TensorSpec
@@ -196,7 +196,7 @@ def load_saved_model(model_dir: str | Path, tags: list[str]):
         return tf.saved_model.load(str(model_dir), tags=tags)
     except (tf.errors.OpError, ValueError, RuntimeError, OSError, KeyError) as exc:
         detail = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
-        raise ModelRunError(f"could not load the SavedModel: {first_meaningful_line(detail)}") from exc
+        raise ModelRejected("model_loads", f"TensorFlow cannot load the SavedModel: {first_meaningful_line(detail)}") from exc
 
 
 def choose_meta_graph(meta_graphs: list[MetaGraphInfo], tags: list[str] | None) -> MetaGraphInfo:
@@ -255,7 +255,7 @@ def refuse_risky_ops(meta_graph: MetaGraphInfo, allowed: list[str]) -> None:
             f"allow them explicitly with --allow-op if this model is trusted"
         )
     if meta_graph.unregistered_ops:
-        raise UnsafeModel(
-            "refusing to load: ops not registered in this TensorFlow (custom ops): "
+        raise MissingOps(
+            "cannot judge: ops not registered in this TensorFlow (custom ops): "
             + ", ".join(meta_graph.unregistered_ops)
         )

@@ -382,8 +382,11 @@ class RegistrySection(BaseModel):
 
 
 class StageRecord(BaseModel):
+    """failed: the stage judged the model and it missed a requirement (its check says which); error: the
+    stage could not judge; interrupted: stopped by a signal (Ctrl-C, a cancelled flow run)."""
+
     name: str
-    status: Literal["running", "ok", "error", "skipped"]
+    status: Literal["running", "ok", "failed", "error", "skipped", "interrupted"]
     duration_s: float = 0.0
     message: str = ""
 
