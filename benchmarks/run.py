@@ -130,7 +130,7 @@ def whole_validation(model_dir: Path, workdir: Path, pairs: int) -> dict:
     pairs alternating which goes first, each in a fresh folder with a fresh MLflow store."""
     from prefect import flow
 
-    from flows.validate import validate_savedmodel
+    from flows.validate import validate
 
     @flow(name="prefect-start-up")
     def nothing() -> None:
@@ -152,7 +152,7 @@ def whole_validation(model_dir: Path, workdir: Path, pairs: int) -> dict:
                 tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", benchmark_gpu=False,
             )
             started = time.perf_counter()
-            statuses.append(validate_savedmodel(request).status)
+            statuses.append(validate(request).status)
             flow_times.append(time.perf_counter() - started)
 
         def run_plain() -> None:

@@ -2,6 +2,7 @@
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from modelgate.recorder import ValidationRun
 from modelgate.registry import is_registry_uri
@@ -29,8 +30,12 @@ from tasks.select_signature import select_signature
 
 
 @flow(name="validate-savedmodel")
-def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
-    """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow."""
+def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
+    """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow.
+
+    The flow run ends Completed only when the model passed; a rejected model or a validation that could not
+    judge ends Failed with the verdict as its message (the report is its result either way), so Prefect's
+    UI, notifications and automations see what the report, MLflow and the registry say."""
     flow_run_url = flow_run.get_flow_run_ui_url()
     with ValidationRun(request) as run, shared_processes(validation_pools(request)):
         workdir = str(run.workdir)
@@ -60,4 +65,14 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
             if is_registry_uri(request.source) or request.register_as:
                 run.conclude()
                 run.stage("publish-registry", publish_registry, run.report, source, request, flow_run_url)
-        return run.close()
+        report = run.close()
+        return report if report.status == "passed" else Failed(message=report.verdict_line(), data=report)
+
+
+def validate(request: ValidationRequest) -> ValidationReport:
+    """Run the flow in this process and hand back its report, whatever the verdict."""
+    state = validate_savedmodel(request, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return result

@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
 
     recorder.add_listener(console)
     try:
-        from flows.validate import validate_savedmodel
+        from flows.validate import validate
 
-        report = validate_savedmodel(request)
+        report = validate(request)
     except Exception as exc:
         if args.debug:
             raise

@@ -25,12 +25,13 @@ class ModelRejected(ModelgateError):
     refused as unsafe or cannot be converted as required is `failed`, with the check that says why.
     """
 
-    def __init__(self, check: str, message: str):
+    def __init__(self, check: str, message: str, severity: str = "error"):
         super().__init__(message)
         self.check = check
+        self.severity = severity  # "warning" where the request makes this requirement report-only
 
     def __reduce__(self):
-        return type(self), (self.check, str(self))
+        return type(self), (self.check, str(self), self.severity)
 
 
 class UnsafeModel(ModelRejected):
@@ -51,9 +52,13 @@ class ModelRunError(ModelgateError):
     """Model code failed in its child process: an exception, a time-out, a memory kill or a signal."""
 
 
-class OnnxConversionError(ModelgateError):
-    """A conversion that produced no usable file; `conversion` keeps what it found (ops, checks, messages)."""
+class OnnxConversionError(ModelRejected):
+    """A conversion that produced no usable file (unsupported ops, a checker rejection, tf2onnx giving up):
+    the model misses the ONNX requirement. `conversion` keeps what it found (ops, checks, messages)."""
 
-    def __init__(self, message: str, conversion=None):
-        super().__init__(message)
+    def __init__(self, message: str, conversion=None, severity: str = "error"):
+        super().__init__("onnx_conversion", message, severity)
         self.conversion = conversion
+
+    def __reduce__(self):
+        return type(self), (str(self), self.conversion, self.severity)

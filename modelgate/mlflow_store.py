@@ -23,7 +23,9 @@ from modelgate.schemas import MlflowSection, OutputComparison, ValidationReport,
 
 PARAM_VALUE_LIMIT = 6000
 UNSAFE_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
-RUN_STATUS = {"passed": "FINISHED", "failed": "FINISHED", "error": "FAILED", "running": "KILLED"}
+# A rejected model fails its run as a validation that could not run does: MLflow, Prefect and the registry
+# agree that only a passed validation finished well; the modelgate.status tag tells failed from error.
+RUN_STATUS = {"passed": "FINISHED", "failed": "FAILED", "error": "FAILED", "running": "KILLED"}
 
 
 class ResultsNotLogged(ModelgateError):
@@ -136,6 +138,8 @@ def _log_results(report: ValidationReport) -> None:
             RunTag("modelgate.status", report.status),
             RunTag("modelgate.signature", report.signature or ""),
             RunTag("modelgate.first_error", (report.first_error() or "")[:5000]),
+            RunTag("modelgate.failed_checks", ",".join(c.name for c in report.failed_checks())[:5000]),
+            RunTag("modelgate.verdict", report.verdict_line()[:5000]),
         ],
     )
     with tempfile.TemporaryDirectory() as scratch:

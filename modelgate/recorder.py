@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from modelgate import mlflow_store
 from modelgate.environment import gather_environment
 from modelgate.errors import ModelgateError, ModelRejected
-from modelgate.schemas import Check, StageRecord, StageResult, ValidationReport, ValidationRequest
+from modelgate.schemas import STATUS_WHEN_BROKEN, Check, StageRecord, StageResult, ValidationReport, ValidationRequest
 
 logger = logging.getLogger("modelgate")
 
@@ -137,7 +137,9 @@ class ValidationRun:
         except ModelRejected as exc:
             # A verdict, not a breakdown: the named check fails the validation and the stages needing this skip.
             record.status, record.message = "failed", str(exc)
-            self.report.checks.append(Check(name=exc.check, status="failed", message=str(exc)))
+            self.report.checks.append(Check(
+                name=exc.check, status=STATUS_WHEN_BROKEN[exc.severity], severity=exc.severity, message=str(exc),
+            ))
             if on_error:
                 on_error(self.report, exc)
             result = Missing(name)

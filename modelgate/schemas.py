@@ -438,6 +438,17 @@ class ValidationReport(BaseModel):
     def failed_checks(self) -> list[Check]:
         return [check for check in self.checks if check.status == "failed"]
 
+    def verdict_line(self) -> str:
+        """The verdict in one line, as the Prefect flow run's state message and notifications carry it."""
+        if self.status == "error":
+            return f"error: {self.first_error() or 'the validation did not complete'}"
+        failed = self.failed_checks()
+        if failed:
+            return f"failed: {', '.join(c.name for c in failed)}: {failed[0].message}"
+        if self.status == "failed":
+            return f"failed: onnx: {self.onnx.message}"
+        return self.status
+
     def conclude(self) -> None:
         onnx_decides = self.request.onnx_requirement == "required"
         if any(stage.status == "error" and (onnx_decides or stage.name not in ONNX_STAGES) for stage in self.stages):

@@ -3,7 +3,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.errors import OnnxConversionError
+from modelgate.errors import ModelRejected, OnnxConversionError
 from modelgate.onnx_export import ConversionPlan, convert_job, default_opset, needs_external_data
 from modelgate.recorder import describe_error
 from modelgate.sandbox import limits_of, run_isolated
@@ -42,7 +42,8 @@ def export_onnx(choice: SignatureChoice, cleared: CheckList, request: Validation
     conversion.artifacts = artifacts
     record.write_text(conversion.model_dump_json(indent=2))
     if conversion.failure:
-        raise OnnxConversionError(f"conversion failed: {conversion.failure}", conversion)
+        severity = "error" if request.onnx_requirement == "required" else "warning"
+        raise OnnxConversionError(f"conversion failed: {conversion.failure}", conversion, severity)
     return OnnxExport(conversion=conversion)
 
 
@@ -53,5 +54,6 @@ def record_onnx_error(report: ValidationReport, error: Exception) -> None:
     if conversion is not None:
         conversion.apply_to_section(report.onnx)
         report.artifacts.update({name: path for name, path in conversion.artifacts.items() if Path(path).is_file()})
-    report.onnx.status = "error"
+    # A conversion that is impossible is a verdict on the model; one that could not run (a crash, a limit) is not.
+    report.onnx.status = "failed" if isinstance(error, ModelRejected) else "error"
     report.onnx.message = describe_error(error)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.validate import validate_savedmodel
+from flows.validate import validate
 from modelgate.schemas import ValidationReport, ValidationRequest
 
 
@@ -14,4 +14,4 @@ def run_flow(source: str | Path, tracking_uri: str, workdir: Path, **fields) -> 
         source=str(source), tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
         output_dir=str(workdir / "out"), **fields,
     )
-    return validate_savedmodel(request)
+    return validate(request)

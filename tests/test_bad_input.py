@@ -1,5 +1,6 @@
-"""Bad input and untrusted models: each ends in one clear line, a report with status error, and an MLflow
-run marked FAILED with the reason; from the command line, that line comes first and the exit code is 2.
+"""Bad input and models that cannot be judged: each ends in one clear line, a report with status error, and an
+MLflow run marked FAILED with the reason; from the command line, that line comes first and the exit code is 2.
+A model refused as unsafe was judged: it fails (exit 1) on its named check.
 
 Every case runs the flow under the session's Prefect server, with the request the CLI makes of its
 arguments; a few run the CLI as a real process too (each starts an ephemeral Prefect server, about 15 s).
@@ -94,10 +95,6 @@ def unknown_op(model_dirs, tmp_path):
     return [str(tmp_path / "model")], "ops not registered in this TensorFlow (custom ops): ModelgateNoSuchOp"
 
 
-def reads_files(model_dirs, tmp_path):
-    return [str(model_dirs["reads_files"])], "refusing to load: the graph uses ops that touch files"
-
-
 def exceeds_time_limit(model_dirs, tmp_path):
     # The model never returns, so whatever the machine's speed it is stopped at the limit, loading or running.
     return [str(model_dirs["hangs"]), "--timeout", "10"], "load-and-wrap: timed out after 10 s"
@@ -113,7 +110,7 @@ def eats_memory(model_dirs, tmp_path):
 
 CASES = [
     nonexistent, a_file, empty_directory, truncated_pb, random_bytes_pb, missing_variables, truncated_variables,
-    unknown_signature, unknown_tag_set, unknown_op, reads_files, exceeds_time_limit, crashes_the_interpreter,
+    unknown_signature, unknown_tag_set, unknown_op, exceeds_time_limit, crashes_the_interpreter,
     eats_memory,
 ]
 
@@ -129,10 +126,10 @@ def _request(args, tracking_uri, workdir):
 
 @pytest.mark.parametrize("case", CASES, ids=[case.__name__ for case in CASES])
 def test_bad_input_ends_in_one_clear_line_a_report_and_a_failed_run(case, model_dirs, tracking_uri, workdir):
-    from flows.validate import validate_savedmodel
+    from flows.validate import validate
 
     args, expected = case(model_dirs, workdir)
-    report = validate_savedmodel(_request(args, tracking_uri, workdir))
+    report = validate(_request(args, tracking_uri, workdir))
     assert report.status == "error"
     first_error = report.first_error()
     assert expected in first_error and "\n" not in first_error, first_error
@@ -153,3 +150,25 @@ def test_from_the_command_line_the_reason_comes_first_and_the_exit_code_is_2(cas
 def test_a_version_that_is_not_there_as_a_real_process(model_dirs, tmp_path):
     result = _modelgate("validate", str(model_dirs["serving_base"]), "--version", "7", *FAST, cwd=tmp_path)
     _assert_exit_2_with_the_reason_first(result, "no version 7; the numeric version folders are 1, 2", tmp_path)
+
+
+def test_a_model_refused_as_unsafe_fails_on_its_check_everywhere(model_dirs, tracking_uri, workdir):
+    from flows.validate import validate_savedmodel
+
+    request = _request([str(model_dirs["reads_files"])], tracking_uri, workdir)
+    state = validate_savedmodel(request, return_state=True)
+    report = state.result(raise_on_failure=False)
+    assert report.status == "failed" and report.first_error() is None
+    refusal = next(c for c in report.checks if c.name == "op_safety")
+    assert refusal.status == "failed" and "ReadFile" in refusal.message
+    assert {s.name: s.status for s in report.stages}["scan-ops"] == "failed"
+    assert state.is_failed() and state.message.startswith("failed: op_safety: ")
+    run = MlflowClient(tracking_uri).get_run(report.mlflow.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["modelgate.status"] == "failed"
+    assert json.loads((workdir / "report.json").read_text())["status"] == "failed"
+
+
+def test_from_the_command_line_an_unsafe_model_exits_1(model_dirs, tmp_path):
+    result = _modelgate("validate", str(model_dirs["reads_files"]), *FAST, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "op_safety" in result.stdout and "FAILED" in result.stdout

@@ -70,16 +70,20 @@ def test_external_data_model_is_logged_to_mlflow_with_its_data(onnx_models, tmp_
     assert predicted["probabilities"].shape == (1, 10)
 
 
-@pytest.mark.parametrize("requirement, verdict", [("optional", "passed"), ("required", "error")])
-def test_an_unconvertible_model_passes_only_where_onnx_is_optional(
-    requirement, verdict, onnx_models, tracking_uri, workdir
+@pytest.mark.parametrize("requirement, verdict, check_status", [
+    ("optional", "passed", "warning"), ("required", "failed", "failed"),
+])
+def test_an_unconvertible_model_fails_only_where_onnx_is_required(
+    requirement, verdict, check_status, onnx_models, tracking_uri, workdir
 ):
     report = _run(onnx_models["parses_examples"], tracking_uri, workdir, onnx_requirement=requirement)
     stages = {stage.name: stage.status for stage in report.stages}
-    assert stages["export-onnx"] == "error" and stages["compare-onnx"] == "skipped"
+    assert stages["export-onnx"] == "failed" and stages["compare-onnx"] == "skipped"
     assert stages["run-checks"] == "ok" and stages["log-mlflow"] == "ok"
-    assert report.onnx.status == "error" and report.onnx.unsupported_ops == {"ParseExampleV2": 1}
-    assert report.status == verdict
+    assert report.onnx.status == "failed" and report.onnx.unsupported_ops == {"ParseExampleV2": 1}
+    conversion = next(c for c in report.checks if c.name == "onnx_conversion")
+    assert conversion.status == check_status and "ParseExampleV2" in conversion.message
+    assert report.status == verdict and report.first_error() is None
     run = MlflowClient(tracking_uri).get_run(report.mlflow.run_id)
     assert run.data.tags["modelgate.status"] == verdict
     assert report.onnx.mlflow_model_uri is None

@@ -88,14 +88,16 @@ def test_a_bad_model_fails_saying_why_and_the_worker_serves_the_next_run_into_ml
         topology, model_dirs, tmp_path):
     bad = run_parameters(tmp_path / "bad", str(model_dirs["reads_files"]))
     bad_run = topology.run_deployment(bad)
-    assert topology.wait_until_final(bad_run).state.type.value == "COMPLETED"  # the flow ran; the model failed
+    final = topology.wait_until_final(bad_run).state
+    assert final.type.value == "FAILED" and final.message.startswith("failed: op_safety")  # refused: judged
     report = _report(bad)
-    assert report["status"] == "error"
+    assert report["status"] == "failed"
     assert "ReadFile" in next(s["message"] for s in report["stages"] if s["name"] == "scan-ops")
     client = MlflowClient(topology.tracking_uri)
     failed = client.get_run(report["mlflow"]["run_id"])
     assert failed.info.status == "FAILED"
-    assert "ReadFile" in failed.data.tags["modelgate.first_error"]
+    assert failed.data.tags["modelgate.failed_checks"] == "op_safety"
+    assert "ReadFile" in failed.data.tags["modelgate.verdict"]
 
     version = _register(topology.tracking_uri, "topology-model", model_dirs["keras_export"])
     good = run_parameters(tmp_path / "good", f"models:/topology-model/{version}")
@@ -152,7 +154,7 @@ def test_mlflow_down_when_results_are_logged_fails_the_run_and_keeps_the_report(
                "the validation under way", poll_s=0.2)
     topology.services["mlflow"].stop()
 
-    assert topology.wait_until_final(flow_run).state.type.value == "COMPLETED"
+    assert topology.wait_until_final(flow_run).state.type.value == "FAILED"  # no verdict could be recorded
     assert topology.served_by("worker-gpu", flow_run)
     report = _report(parameters)
     assert report["status"] == "error"
