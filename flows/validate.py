@@ -43,7 +43,9 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
         source = run.stage("resolve-source", resolve_source, request, workdir)
         baseline = run.stage("resolve-baseline", resolve_baseline, request, source, workdir)
         inspection = run.stage("inspect", inspect_model, source.model_dir, workdir, request.model_version)
-        choice = run.stage("select-signature", select_signature, inspection, request.signature, request.tags)
+        choice = run.stage(
+            "select-signature", select_signature, inspection, request.signature, request.tags, request.atol, request.rtol,
+        )
         run.stage("check-signature", check_signature, choice, request, baseline)
         cleared = run.stage("scan-ops", scan_ops, choice, request.allow_ops)
         inputs = run.stage("prepare-inputs", prepare_inputs, choice, request, workdir)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from modelgate.errors import MissingOps, ModelRejected, NotASavedModel, SignatureNotFound, UnsafeModel
 from modelgate.model_source import SAVED_MODEL_FILES
+from modelgate.precision import lowest_float_precision
 from modelgate.quiet import import_tensorflow
 from modelgate.schemas import Check, MetaGraphInfo, SignatureSpec, TensorSpec
 
@@ -125,6 +126,7 @@ def describe_meta_graph(meta_graph) -> MetaGraphInfo:
         ops=sorted(locations),
         risky_ops={op: sorted(where) for op, where in sorted(locations.items()) if op in RISKY_OPS},
         unregistered_ops=[op for op in sorted(locations) if op_def_registry.get(op) is None],
+        float_precision=lowest_float_precision(meta_graph),
     )
 
 

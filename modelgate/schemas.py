@@ -6,25 +6,24 @@ import os
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_REPORT_PATH = "modelgate-report.json"
 DEFAULT_OUTPUT_DIR = "modelgate-out"
-DEFAULT_ATOL, DEFAULT_RTOL = 1e-4, 1e-3
 ONNX_STAGES = ("export-onnx", "compare-onnx")
 PROTECTED_ALIASES = frozenset({"champion"})  # aliases people move; modelgate never sets them
 
-# One tolerance for every output, or per output name with "" as the default (Polygraphy's convention).
+# One tolerance for every output, or per output name with "" as the default (Polygraphy's convention). An
+# output a dict does not cover, and every output under the empty default {}, gets the default of the precision
+# the graph computes in (modelgate.precision).
 Tolerance = float | dict[str, float]
 
 
-def _normalized_tolerance(value: Tolerance, default: float) -> Tolerance:
+def _normalized_tolerance(value: Tolerance) -> Tolerance:
     values = [value] if isinstance(value, (int, float)) else list(value.values())
     if any(v < 0 for v in values):
         raise ValueError("tolerances must not be negative")
-    if isinstance(value, dict):
-        return {"": default, **value}
-    return float(value)
+    return dict(value) if isinstance(value, dict) else float(value)
 
 
 class ValidationRequest(BaseModel):
@@ -107,14 +106,16 @@ class ValidationRequest(BaseModel):
         description="Opset for tf2onnx. Empty: the highest that tf2onnx and ONNX Runtime both support.",
     )
     atol: Tolerance = Field(
-        default=DEFAULT_ATOL,
+        default={},
         title="Absolute tolerance",
-        description='ONNX vs TensorFlow atol: one number, or per output {"": default, "output_name": value}.',
+        description='ONNX vs TensorFlow atol: one number, or per output {"": default, "output_name": value}. '
+        "Empty: by the graph's lowest float precision (1e-4 for float32, 1e-2 for float16, 1e-1 for bfloat16).",
     )
     rtol: Tolerance = Field(
-        default=DEFAULT_RTOL,
+        default={},
         title="Relative tolerance",
-        description='ONNX vs TensorFlow rtol: one number, or per output {"": default, "output_name": value}.',
+        description='ONNX vs TensorFlow rtol: one number, or per output {"": default, "output_name": value}. '
+        "Empty: by the graph's lowest float precision (1e-3 for float32, 1e-2 for float16, 1e-1 for bfloat16).",
     )
     onnx_requirement: Literal["required", "optional"] = Field(
         default="required",
@@ -185,8 +186,8 @@ class ValidationRequest(BaseModel):
 
     @field_validator("atol", "rtol")
     @classmethod
-    def _valid_tolerance(cls, value: Tolerance, info: ValidationInfo) -> Tolerance:
-        return _normalized_tolerance(value, DEFAULT_ATOL if info.field_name == "atol" else DEFAULT_RTOL)
+    def _valid_tolerance(cls, value: Tolerance) -> Tolerance:
+        return _normalized_tolerance(value)
 
     @field_validator("benchmark_batch_sizes")
     @classmethod
@@ -242,6 +243,9 @@ class MetaGraphInfo(BaseModel):
         default={}, description="Op types that touch files, run Python or reach the network, with where they occur."
     )
     unregistered_ops: list[str] = Field(default=[], description="Op types this TensorFlow does not know (custom ops).")
+    float_precision: str = Field(
+        default="float32", description="The lowest float precision an op computes in: float32, float16 or bfloat16."
+    )
 
 
 CheckStatus = Literal["passed", "failed", "warning", "skipped"]
@@ -490,6 +494,8 @@ class SignatureChoice(StageResult):
     signature: SignatureSpec
     meta_graph: MetaGraphInfo
     checks: list[Check]
+    atol: Tolerance = Field(description="The request's atol, its defaults set by the graph's float precision.")
+    rtol: Tolerance = Field(description="The request's rtol, its defaults set by the graph's float precision.")
 
     def apply_to(self, report: ValidationReport) -> None:
         report.tags = self.tags

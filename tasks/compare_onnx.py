@@ -58,14 +58,14 @@ def compare_onnx(
 ) -> OnnxComparison:
     """ONNX Runtime against TensorFlow on the same batches, by output name, with atol and rtol per output:
     on the CPU provider always, and on the CUDA provider too where this ONNX Runtime has it."""
-    tolerances = {"atol": request.atol, "rtol": request.rtol}
+    tolerances = {"atol": choice.atol, "rtol": choice.rtol}
     if inputs.path is None or reference.path is None:
         return OnnxComparison(
             cpu=None, **tolerances, skipped_reason=inputs.section.message or "no TensorFlow reference outputs"
         )
     outputs = list(choice.signature.outputs)
-    check_tolerance_names(request.atol, outputs, "atol")
-    check_tolerance_names(request.rtol, outputs, "rtol")
+    check_tolerance_names(choice.atol, outputs, "atol")
+    check_tolerance_names(choice.rtol, outputs, "rtol")
     folder = Path(workdir) / "onnx_comparison"
     folder.mkdir(exist_ok=True)
     batches = comparison_batches(choice, inputs, reference, request, folder)
@@ -79,7 +79,7 @@ def compare_onnx(
 
     def compare_on(providers: list[str], label: str) -> RuntimeComparison:
         return run_isolated(
-            onnx_comparison_job, exported.path, batches, request.atol, request.rtol, providers, str(folder), label,
+            onnx_comparison_job, exported.path, batches, choice.atol, choice.rtol, providers, str(folder), label,
             limits=limits, label=f"compare-onnx ({label})", log_path=log_path,
         ).value
 

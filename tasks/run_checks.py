@@ -20,6 +20,6 @@ def run_checks(
     outputs_path = str(Path(workdir) / "reference_outputs.npz")
     checks = run_isolated(
         output_checks_job, choice.model_dir, choice.tags, choice.signature, inputs.path, outputs_path,
-        request.atol, request.rtol, limits=limits_of(request), label="run-checks", log_path=Path(workdir) / "run-checks.log",
+        choice.atol, choice.rtol, limits=limits_of(request), label="run-checks", log_path=Path(workdir) / "run-checks.log",
     ).value
     return ReferenceOutputs(checks=checks, path=outputs_path)

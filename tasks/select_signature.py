@@ -1,15 +1,23 @@
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from modelgate.precision import effective_tolerances
 from modelgate.savedmodel import choose_meta_graph, choose_signature
-from modelgate.schemas import Inspection, SignatureChoice
+from modelgate.schemas import Check, Inspection, SignatureChoice, Tolerance
 
 
 @task(name="select-signature", cache_policy=NO_CACHE)
-def select_signature(inspection: Inspection, key: str | None, tags: list[str] | None) -> SignatureChoice:
-    """The asked signature, else serving_default, else the single predict-style one (with a warning)."""
+def select_signature(
+    inspection: Inspection, key: str | None, tags: list[str] | None,
+    atol: Tolerance | None = None, rtol: Tolerance | None = None,
+) -> SignatureChoice:
+    """The asked signature, else serving_default, else the single predict-style one (with a warning); and the
+    tolerances it is judged with, their defaults set by the precision its graph computes in."""
     meta_graph = choose_meta_graph(inspection.meta_graphs, tags)
     signature, checks = choose_signature(meta_graph, key)
+    atol, rtol, note = effective_tolerances(atol or {}, rtol or {}, meta_graph.float_precision)
+    checks.append(Check(name="tolerances", status="passed", severity="info", message=note))
     return SignatureChoice(
-        model_dir=inspection.model_dir, tags=meta_graph.tags, signature=signature, meta_graph=meta_graph, checks=checks
+        model_dir=inspection.model_dir, tags=meta_graph.tags, signature=signature, meta_graph=meta_graph,
+        checks=checks, atol=atol, rtol=rtol,
     )

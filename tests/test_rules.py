@@ -184,6 +184,23 @@ def test_batch_consistency_compares_each_row_with_the_row_alone():
     inconsistent = check_batch_consistency(_rows_alone_differ, signature, feeds, batched, 1e-4, 1e-3)
     assert inconsistent.status == "failed"
     assert inconsistent.message.startswith("row 0 of a batch of 3, output 'y': expected the row run alone within "
-                                           "atol=0.0001 or rtol=0.001, found max abs diff 2")
+                                           "atol=0.0001, rtol=0.001, or 0.001 of the output's largest magnitude 2, "
+                                           "found max abs diff 2")
     single = check_batch_consistency(_rows_alone_differ, signature, {"x": feeds["x"][:1]}, batched, 1e-4, 1e-3)
     assert single.status == "skipped" and single.message == "the inputs hold a batch of 1"
+
+
+def test_batch_consistency_judges_a_long_reduction_against_the_output_scale():
+    """A batch and a single row summing 102,400 products in another order differ by float epsilons of the
+    output's magnitude; that is no batch dependence. The figures are reported either way."""
+    signature = _signature({"x": _spec(shape=(None, 4))}, {"y": _spec(shape=(None, 2))})
+    feeds = {"x": np.arange(16, dtype="float32").reshape(4, 4)}
+    scale = 974.0
+    batched = {"y": np.array([[scale, 0.5]] * 4, dtype="float32")}
+    summed_in_another_order = {"y": np.array([[scale + 0.0066, 0.5 + 0.0066]], dtype="float32")}
+    check = check_batch_consistency(lambda f: summed_in_another_order, signature, feeds, batched, 1e-4, 1e-3)
+    assert check.status == "passed", check.message
+    assert "'y' differs by at most 0.0066 (6.8e-06 of its largest magnitude 974)" in check.message
+    leaking = {"y": np.array([[scale * 0.99, 0.5]], dtype="float32")}
+    mixed = check_batch_consistency(lambda f: leaking, signature, feeds, batched, 1e-4, 1e-3)
+    assert mixed.status == "failed" and "'y' differs by at most 9.74 (0.01 of its largest magnitude 974)" in mixed.message
