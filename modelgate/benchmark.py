@@ -6,12 +6,13 @@ every runtime is measured by the same loop, and its outputs are on the host befo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from modelgate.inputs import Feeds, batch_of
-from modelgate.schemas import BenchmarkResult
-from modelgate.timing import LatencyStats, MeasurementPlan, measure
+from modelgate.schemas import BenchmarkResult, UnmeasuredBenchmark
+from modelgate.timing import BudgetSpent, LatencyStats, MeasurementPlan, measure
 
 # Model Navigator's rule: keep doubling the batch while throughput still grows by at least 5 %.
 MIN_THROUGHPUT_GAIN = 0.05
@@ -24,6 +25,7 @@ class SweepPlan:
     batch_sizes: list[int] | None = None
     max_batch_size: int = 32
     fixed_batch_size: int | None = None
+    budget_s: float | None = None  # per runtime and device: the sweep stops when it is spent
 
     def candidates(self) -> list[int]:
         if self.fixed_batch_size is not None:
@@ -50,11 +52,24 @@ class Measured:
 def sweep(
     runtime: Callable[[Feeds], object], feeds: Feeds, plan: SweepPlan, *, runtime_name: str, device: str,
     intra_op_threads: int, inter_op_threads: int, providers: list[str] | None = None,
-) -> list[Measured]:
+) -> list[Measured | UnmeasuredBenchmark]:
+    """Every batch size of the plan, or as many as its budget allows: the sizes left are returned as
+    UnmeasuredBenchmark, saying why, beside the measured ones."""
     measured: list[Measured] = []
-    for batch_size in plan.candidates():
+    deadline = time.monotonic() + plan.budget_s if plan.budget_s else None
+    candidates = plan.candidates()
+    for index, batch_size in enumerate(candidates):
         batch = batch_of(feeds, batch_size)
-        stats: LatencyStats = measure(lambda: runtime(batch), plan.measurement)
+        try:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise BudgetSpent("before this batch size started")
+            stats: LatencyStats = measure(lambda: runtime(batch), plan.measurement, deadline)
+        except BudgetSpent as spent:
+            reason = f"the benchmark budget of {plan.budget_s:g} s for {runtime_name}/{device} was spent ({spent})"
+            return [*measured, *(
+                UnmeasuredBenchmark(runtime=runtime_name, device=device, batch_size=size, reason=reason)
+                for size in candidates[index:]
+            )]
         result = BenchmarkResult(
             runtime=runtime_name, device=device, batch_size=batch_size, intra_op_threads=intra_op_threads,
             inter_op_threads=inter_op_threads, providers=providers or [], **stats.summary(batch_size),

@@ -11,7 +11,7 @@ from modelgate.benchmark import Measured, SweepPlan
 from modelgate.environment import cuda_provider_available, gpu_present
 from modelgate.errors import ModelRunError
 from modelgate.sandbox import limits_of, settle_shared_processes
-from modelgate.schemas import BenchmarkRun, Check, PreparedInputs, SignatureSpec, ValidationRequest
+from modelgate.schemas import BenchmarkRun, Check, PreparedInputs, SignatureSpec, UnmeasuredBenchmark, ValidationRequest
 from modelgate.timing import MeasurementPlan
 
 SAMPLES_PREFIX = "latency-samples-"
@@ -32,6 +32,7 @@ def sweep_plan(request: ValidationRequest, fixed: int | None) -> SweepPlan:
         batch_sizes=request.benchmark_batch_sizes,
         max_batch_size=request.benchmark_max_batch_size,
         fixed_batch_size=fixed,
+        budget_s=request.benchmark_budget_s,
     )
 
 
@@ -60,11 +61,11 @@ def devices_to_measure(request: ValidationRequest, framework: str) -> tuple[list
 
 
 def measure_on_devices(
-    devices: list[str], framework: str, measure_on: Callable[[str], list[Measured]]
-) -> tuple[list[Measured], list[Check]]:
+    devices: list[str], framework: str, measure_on: Callable[[str], list[Measured | UnmeasuredBenchmark]]
+) -> tuple[list[Measured | UnmeasuredBenchmark], list[Check]]:
     """CPU failures stop the stage; a GPU failure (a provider falling back to CPU, say) is a failed check
     beside the CPU figures, never a CPU figure labelled GPU."""
-    measured: list[Measured] = []
+    measured: list[Measured | UnmeasuredBenchmark] = []
     checks: list[Check] = []
     for device in devices:
         if device == "cpu":
@@ -98,7 +99,11 @@ def load_samples(workdir: str) -> dict[str, list[float]]:
     return samples
 
 
-def summarize(measured: list[Measured], checks: list[Check], samples_path: str, framework: str) -> BenchmarkRun:
+def summarize(
+    outcomes: list[Measured | UnmeasuredBenchmark], checks: list[Check], samples_path: str, framework: str
+) -> BenchmarkRun:
+    measured = [m for m in outcomes if isinstance(m, Measured)]
+    unmeasured = [u for u in outcomes if isinstance(u, UnmeasuredBenchmark)]
     results = [m.result for m in measured]
     unstable = [samples_label(m) for m in measured if not m.result.stable]
     stability = Check(
@@ -110,7 +115,17 @@ def summarize(measured: list[Measured], checks: list[Check], samples_path: str, 
             else f"all {len(results)} measurements settled: last 3 window means within 10 % of their mean"
         ),
     )
-    return BenchmarkRun(results=results, checks=[stability, *checks], artifacts={Path(samples_path).name: samples_path})
+    budget = []
+    if unmeasured or any(r.cut_by_budget for r in results):
+        left = "; ".join(f"{u.runtime}/{u.device} bs{u.batch_size}" for u in unmeasured) or "none"
+        cut = ", ".join(samples_label(m) for m in measured if m.result.cut_by_budget) or "none"
+        budget = [Check(
+            name=f"benchmark_budget_{framework}", status="warning",
+            message=f"the time budget ended the sweep: not measured: {left}; stopped after their fewest whole "
+            f"windows: {cut}" + (f" ({unmeasured[0].reason})" if unmeasured else ""),
+        )]
+    return BenchmarkRun(results=results, unmeasured=unmeasured, checks=[stability, *budget, *checks],
+                        artifacts={Path(samples_path).name: samples_path})
 
 
 def not_measured(inputs: PreparedInputs, asked: bool, check_name: str) -> BenchmarkRun | None:
@@ -131,5 +146,6 @@ def benchmark_framework(
     plan = sweep_plan(request, fixed_batch_size(signature))
     intra, inter = thread_counts(request)
     devices, device_checks = devices_to_measure(request, framework)
-    measured, gpu_checks = measure_on_devices(devices, framework, lambda device: measure_on(device, plan, intra, inter))
-    return summarize(measured, device_checks + gpu_checks, save_samples(measured, workdir, framework), framework)
+    outcomes, gpu_checks = measure_on_devices(devices, framework, lambda device: measure_on(device, plan, intra, inter))
+    samples = save_samples([m for m in outcomes if isinstance(m, Measured)], workdir, framework)
+    return summarize(outcomes, device_checks + gpu_checks, samples, framework)

@@ -66,6 +66,8 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-benchmark", action="store_true", help="skip latency measurement")
     parser.add_argument("--benchmark-batch-sizes", metavar="N,N,...", help="batch sizes (default: a sweep)")
     parser.add_argument("--max-batch-size", type=int, help="largest batch size of the sweep (default 32)")
+    parser.add_argument("--benchmark-budget-s", type=float, metavar="SECONDS",
+                        help="time for each runtime's sweep on each device (default 30)")
     parser.add_argument("--runtimes", metavar="R,R,...", help="of tensorflow,keras,onnxruntime (default: all)")
     parser.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
     parser.add_argument("--no-gpu", action="store_true", help="do not benchmark on a GPU even if one is present")
@@ -93,7 +95,7 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
         "tracking_uri": args.tracking_uri, "benchmark_max_batch_size": args.max_batch_size,
         "intra_op_threads": args.threads, "register_as": args.register_as, "alias": args.alias,
         "model_version": args.version, "contract_path": args.contract,
-        "baseline": args.baseline,
+        "baseline": args.baseline, "benchmark_budget_s": args.benchmark_budget_s,
     }
     if args.no_benchmark:
         fields["benchmark"] = False

@@ -97,6 +97,12 @@ class ValidationRequest(BaseModel):
     benchmark_max_windows: int = Field(
         default=10, ge=3, title="Maximum windows", description="Stop measuring after this many windows, stable or not."
     )
+    benchmark_budget_s: float = Field(
+        default=30, gt=0,
+        title="Benchmark budget per runtime and device (s)",
+        description="Each runtime's sweep on each device stops when this is spent; the batch sizes left are "
+        "reported as unmeasured, and no cut-short window counts.",
+    )
     export_onnx: bool = Field(
         default=True, title="Export to ONNX", description="Convert with tf2onnx and compare ONNX Runtime with TensorFlow."
     )
@@ -288,9 +294,21 @@ class BenchmarkResult(BaseModel):
     iterations: int
     windows: int
     stable: bool = Field(description="False: the window means never settled within 10 %; the figures are kept.")
+    cut_by_budget: bool = Field(
+        default=False, description="The benchmark budget ended this measurement after its fewest whole windows."
+    )
     intra_op_threads: int
     inter_op_threads: int
     providers: list[str] = Field(default=[], description="ONNX Runtime's providers, in the order used.")
+
+
+class UnmeasuredBenchmark(BaseModel):
+    """A batch size the sweep planned and did not measure, and why."""
+
+    runtime: str
+    device: str
+    batch_size: int
+    reason: str
 
 
 class OutputComparison(BaseModel):
@@ -426,6 +444,9 @@ class ValidationReport(BaseModel):
     inputs: InputsSection | None = None
     checks: list[Check] = []
     benchmarks: list[BenchmarkResult] = []
+    benchmarks_unmeasured: list[UnmeasuredBenchmark] = Field(
+        default=[], description="Batch sizes a sweep planned and left unmeasured (its time budget spent)."
+    )
     onnx: OnnxSection = OnnxSection()
     mlflow: MlflowSection = MlflowSection()
     registry: RegistrySection = RegistrySection()
@@ -537,11 +558,13 @@ class ReferenceOutputs(StageResult):
 
 class BenchmarkRun(StageResult):
     results: list[BenchmarkResult]
+    unmeasured: list[UnmeasuredBenchmark] = []
     checks: list[Check] = []
     artifacts: dict[str, str] = {}
 
     def apply_to(self, report: ValidationReport) -> None:
         report.benchmarks.extend(self.results)
+        report.benchmarks_unmeasured.extend(self.unmeasured)
         report.checks.extend(self.checks)
         report.artifacts.update(self.artifacts)
 

@@ -22,11 +22,16 @@ class MeasurementPlan:
     stability: float = 0.10
 
 
+class BudgetSpent(Exception):
+    """The time budget ran out before the fewest windows that make a result were complete."""
+
+
 @dataclass(frozen=True)
 class LatencyStats:
     samples_ms: list[float]
     windows: int
     stable: bool
+    cut_by_budget: bool = False
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.samples_ms, q))
@@ -44,6 +49,7 @@ class LatencyStats:
             "min_ms": float(samples.min()), "max_ms": float(samples.max()),
             "throughput": batch_size / (float(samples.mean()) / 1000.0),
             "iterations": int(samples.size), "windows": self.windows, "stable": self.stable,
+            "cut_by_budget": self.cut_by_budget,
         }
 
 
@@ -53,8 +59,12 @@ def _settled(window_means: list[float], stability: float) -> bool:
     return all(abs(m - centre) <= stability * centre for m in last)
 
 
-def measure(call: Callable[[], object], plan: MeasurementPlan) -> LatencyStats:
-    """Time call() repeatedly; call must return only once its outputs are materialised on the host."""
+def measure(call: Callable[[], object], plan: MeasurementPlan, deadline: float | None = None) -> LatencyStats:
+    """Time call() repeatedly; call must return only once its outputs are materialised on the host.
+
+    A deadline (time.monotonic()) is looked at between whole windows only, so no window is ever cut short:
+    past it, a measurement with its fewest windows stops there (unstable unless it had settled, and marked
+    cut_by_budget), and one without them raises BudgetSpent rather than pass for a result."""
     for _ in range(plan.warmup):
         call()
     samples: list[float] = []
@@ -70,4 +80,8 @@ def measure(call: Callable[[], object], plan: MeasurementPlan) -> LatencyStats:
         window_means.append(sum(window) / len(window))
         if len(window_means) >= plan.min_windows and _settled(window_means, plan.stability):
             return LatencyStats(samples_ms=samples, windows=len(window_means), stable=True)
+        if deadline is not None and time.monotonic() >= deadline and len(window_means) < plan.max_windows:
+            if len(window_means) < plan.min_windows:
+                raise BudgetSpent(f"{len(window_means)} of the {plan.min_windows} windows a result needs")
+            return LatencyStats(samples_ms=samples, windows=len(window_means), stable=False, cut_by_budget=True)
     return LatencyStats(samples_ms=samples, windows=len(window_means), stable=False)

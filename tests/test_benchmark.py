@@ -1,12 +1,14 @@
 import json
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from modelgate.benchmark import SweepPlan, throughput_has_levelled_off
+from modelgate.benchmark import Measured, SweepPlan, sweep, throughput_has_levelled_off
 from modelgate.benchmark_plan import fixed_batch_size
-from modelgate.schemas import SignatureSpec, TensorSpec, ValidationRequest
-from modelgate.timing import MeasurementPlan, measure
+from modelgate.schemas import SignatureSpec, TensorSpec, UnmeasuredBenchmark, ValidationRequest
+from modelgate.timing import BudgetSpent, MeasurementPlan, measure
 from tasks.benchmark import benchmark
 from tasks.inspect_model import inspect_model
 from tasks.prepare_inputs import prepare_inputs
@@ -77,3 +79,42 @@ def test_the_keras_wrapper_is_benchmarked_on_an_input_of_unknown_rank(model_dirs
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     run = benchmark.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
     assert {result.runtime for result in run.results} == {"tensorflow", "keras"}
+
+
+def _sleeping_runtime(feeds):
+    time.sleep(0.001 * len(feeds["x"]))  # a millisecond per sample: bigger batches cost more
+    return {}
+
+
+def test_a_spent_budget_ends_the_sweep_and_names_the_sizes_left():
+    plan = SweepPlan(MeasurementPlan(warmup=1, window=5), batch_sizes=[1, 2, 4, 8, 16, 32], budget_s=0.2)
+    outcomes = sweep(_sleeping_runtime, {"x": np.zeros((1, 1))}, plan, runtime_name="sleepy", device="cpu",
+                     intra_op_threads=1, inter_op_threads=1)
+    measured = [o for o in outcomes if isinstance(o, Measured)]
+    left = [o for o in outcomes if isinstance(o, UnmeasuredBenchmark)]
+    # At least 3 windows of 5 calls per size: 32 ms at batch 1, 1 s at batch 32; 0.2 s cannot hold them all.
+    assert left and [o.result.batch_size for o in measured] + [o.batch_size for o in left] == plan.candidates()
+    assert all("budget of 0.2 s for sleepy/cpu was spent" in o.reason for o in left)
+    for m in measured:  # nothing partial: whole windows, at least the fewest a result needs
+        assert m.result.windows >= 3 and m.result.iterations == 5 * m.result.windows
+
+
+def test_a_measurement_without_its_fewest_windows_is_no_result():
+    with pytest.raises(BudgetSpent):
+        measure(lambda: time.sleep(0.002), MeasurementPlan(warmup=0, window=5), deadline=time.monotonic())
+
+
+def test_the_benchmark_stage_reports_what_its_budget_left_unmeasured(model_dirs, tmp_path):
+    request = ValidationRequest(
+        source=str(model_dirs["keras_export"]), benchmark_max_batch_size=4, benchmark_warmup=2,
+        benchmark_budget_s=0.01, benchmark_gpu=False,
+    )
+    choice = select_signature.fn(inspect_model.fn(request.source), None, None)
+    inputs = prepare_inputs.fn(choice, request, str(tmp_path))
+    run = benchmark.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
+    assert run.results == []
+    assert {(u.runtime, u.batch_size) for u in run.unmeasured} == {
+        (runtime, size) for runtime in ("tensorflow", "keras") for size in (1, 2, 4)
+    }
+    budget = {c.name: c for c in run.checks}["benchmark_budget_tensorflow"]
+    assert budget.status == "warning" and "not measured: tensorflow/cpu bs1" in budget.message
