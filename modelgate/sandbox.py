@@ -278,6 +278,15 @@ def run_isolated(
         process.close()
 
 
+# Without a limit a model that eats memory takes the whole worker down with it (the kernel's OOM killer
+# picks its victim, which need not be the model); half of the machine leaves room for the rest of the tree.
+DEFAULT_MEMORY_SHARE = 0.5
+
+
+def default_memory_limit_mb() -> int:
+    return int(psutil.virtual_memory().total * DEFAULT_MEMORY_SHARE / 2**20)
+
+
 def limits_of(request) -> Limits:
     """The bounds a validation request sets on each stage that runs model code."""
-    return Limits(timeout_s=request.model_timeout_s, memory_limit_mb=request.memory_limit_mb)
+    return Limits(timeout_s=request.model_timeout_s, memory_limit_mb=request.memory_limit_mb or default_memory_limit_mb())

@@ -146,7 +146,7 @@ class ValidationRequest(BaseModel):
     memory_limit_mb: int | None = Field(
         default=None, ge=64,
         title="Memory limit per model stage (MiB)",
-        description="Kill a model process whose resident memory passes this. Empty: no limit.",
+        description="Kill a model process whose resident memory passes this. Empty: half of this machine's memory.",
     )
     allow_ops: list[str] = Field(
         default=[],
