@@ -182,7 +182,7 @@ def peak_memory_mb(model_dir: Path, workdir: Path) -> float:
         parity = run_isolated(wrapper_parity_job, str(model_dir), choice.tags, choice.signature, inputs.path,
                               limits=LIMITS, label="load-and-wrap")
         checks = run_isolated(output_checks_job, str(model_dir), choice.tags, choice.signature, inputs.path,
-                              str(workdir / "outputs.npz"), request.atol, request.rtol, limits=LIMITS, label="run-checks")
+                              str(workdir / "outputs.npz"), choice.atol, choice.rtol, limits=LIMITS, label="run-checks")
     return max(parity.peak_rss_mb, checks.peak_rss_mb)
 
 

@@ -603,7 +603,8 @@ class OnnxExport(StageResult):
 
 def _tolerance_text(name: str, value: Tolerance) -> str:
     if isinstance(value, dict):
-        return f"{name}={value['']:g} ({', '.join(f'{k}: {v:g}' for k, v in value.items() if k)})"
+        per_output = ", ".join(f"{k}: {v:g}" for k, v in value.items() if k)
+        return f"{name}={value['']:g}" + (f" ({per_output})" if per_output else "")
     return f"{name}={value:g}"
 
 

@@ -1,0 +1,105 @@
+"""Peak resident memory of a whole validation: the flow's process and every child it starts, together.
+
+A validation is several processes at once (the flow, the TensorFlow pool, tf2onnx, ONNX Runtime), so the
+figure that decides whether a model fits a machine is their sum at its highest, not any one of them. The
+sampler reads the whole tree every 20 ms and keeps the peak per stage, so a report says where it went.
+
+    uv run python -m benchmarks.tree_memory MODEL_DIR [--no-onnx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+SAMPLE_S = 0.02
+
+
+def tree_rss_mb(process: psutil.Process) -> float:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            continue  # a child that ended between the listing and the reading holds nothing
+    return total / 2**20
+
+
+class TreeMemory:
+    """Samples this process's tree in a thread; stage_started/stage_finished make it a recorder listener."""
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.stage = "start"
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_S):
+            rss = tree_rss_mb(self.process)
+            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0.0), rss)
+
+    def stage_started(self, name: str) -> None:
+        self.stage = name
+
+    def stage_finished(self, record) -> None:
+        self.stage = f"after {record.name}"
+
+    def __enter__(self) -> TreeMemory:
+        from modelgate import recorder
+
+        recorder.add_listener(self)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from modelgate import recorder
+
+        self._stop.set()
+        self._thread.join()
+        recorder.remove_listener(self)
+
+    @property
+    def peak_mb(self) -> float:
+        return max(self.peaks.values(), default=0.0)
+
+
+def validation_peak(request) -> tuple[float, dict[str, float], str]:
+    """The whole tree's peak over one validation, the peak per stage, and the verdict."""
+    from flows.validate import validate
+
+    with TreeMemory() as memory:
+        report = validate(request)
+    return memory.peak_mb, memory.peaks, report.status
+
+
+def main() -> None:
+    from modelgate.quiet import quiet_frameworks
+
+    quiet_frameworks()
+    from modelgate.schemas import ValidationRequest
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument("--out", default="tree-memory")
+    args = parser.parse_args()
+    out = Path(args.out)
+    request = ValidationRequest(
+        source=args.model_dir, export_onnx=not args.no_onnx, benchmark=False, report_path=str(out / "report.json"),
+        output_dir=str(out / "work"), tracking_uri=f"sqlite:///{out.resolve() / 'mlflow.db'}",
+    )
+    started = time.perf_counter()
+    peak, peaks, status = validation_peak(request)
+    print(json.dumps({"status": status, "peak_mb": round(peak), "wall_s": round(time.perf_counter() - started, 1),
+                      "per_stage_mb": {k: round(v) for k, v in peaks.items()}}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
