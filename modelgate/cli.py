@@ -63,6 +63,8 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-atol", metavar="NAME=X", action="append", help="atol for one output (repeatable)")
     parser.add_argument("--output-rtol", metavar="NAME=X", action="append", help="rtol for one output (repeatable)")
     parser.add_argument("--batch-size", type=int, help="dynamic batch dimension of synthetic inputs")
+    parser.add_argument("--value-range", metavar="NAME=LO:HI", action="append",
+                        help="range of a synthetic input or tf.Example feature; LO:HI for the rest (repeatable)")
     parser.add_argument("--no-benchmark", action="store_true", help="skip latency measurement")
     parser.add_argument("--benchmark-batch-sizes", metavar="N,N,...", help="batch sizes (default: a sweep)")
     parser.add_argument("--max-batch-size", type=int, help="largest batch size of the sweep (default 32)")
@@ -104,6 +106,8 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
     if args.runtimes:
         fields["benchmark_runtimes"] = _csv(args.runtimes)
     fields.update(_onnx_fields(args))
+    if args.value_range:
+        fields["value_range"] = _value_ranges(args.value_range)
     if args.benchmark_batch_sizes is not None:
         fields["benchmark_batch_sizes"] = [int(n) for n in _csv(args.benchmark_batch_sizes)]
     return {key: value for key, value in fields.items() if value is not None}
@@ -156,6 +160,19 @@ def _per_output(default: float | None, settings: list[str] | None, option: str) 
         if not name:
             raise ValueError(f"{option} expects NAME=NUMBER, found '{setting}'")
     return tolerances
+
+
+def _value_ranges(settings: list[str]) -> dict[str, list[float]]:
+    """--value-range token_ids=0:999 --value-range 0:1 as {"token_ids": [0, 999], "": [0, 1]}."""
+    ranges = {}
+    for setting in settings:
+        name, _, bounds = setting.rpartition("=")
+        try:
+            low, high = (float(bound) for bound in bounds.split(":"))
+        except ValueError:
+            raise ValueError(f"--value-range expects NAME=LO:HI or LO:HI, found '{setting}'") from None
+        ranges[name] = [low, high]
+    return ranges
 
 
 def _onnx_fields(args: argparse.Namespace) -> dict:

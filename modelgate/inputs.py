@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from modelgate.errors import InputsError
-from modelgate.schemas import SignatureSpec, TensorSpec
+from modelgate.schemas import ExampleFeature, InputFacts, SignatureSpec, TensorSpec, ValueRange
 
 Feeds = dict[str, np.ndarray]
 
@@ -32,28 +33,172 @@ def concrete_shape(spec: TensorSpec, batch_size: int, unknown_dim_size: int) -> 
     ]
 
 
-def _values(rng: np.random.Generator, name: str, spec: TensorSpec, shape: list[int]) -> np.ndarray:
-    dtype = spec.dtype
+# Polygraphy's data loader default: valid as any index (a table has at least one row) and as a 0/1 mask.
+DEFAULT_INTEGER_RANGE = (0, 1)
+SAMPLE_SIZE = 5
+_LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat", "half")) or dtype == "double"
+
+
+def _is_integer(dtype: str) -> bool:
+    return dtype.startswith(("int", "uint"))
+
+
+def _numeric_names(signature: SignatureSpec) -> dict[str, str]:
+    """The names a value range may be given for, with their dtype: numeric inputs and the numeric
+    features of the tf.Example inputs."""
+    names = {
+        feature.key: feature.dtype
+        for facts in signature.input_facts.values()
+        for feature in facts.example_features
+        if feature.dtype != "string"
+    }
+    for name, spec in signature.inputs.items():
+        if _is_float(spec.dtype) or _is_integer(spec.dtype):
+            names[name] = spec.dtype
+    return names
+
+
+def value_ranges(signature: SignatureSpec, asked: dict[str, list[float]]) -> dict[str, ValueRange]:
+    """The range of each numeric input and tf.Example feature: the user's for that name, else the rows of
+    the tables the graph indexes with it, else the user's default (""), else [0, 1] for integers; floats
+    without any stay standard normal (no entry)."""
+    names = _numeric_names(signature)
+    unknown = sorted(set(asked) - set(names) - {""})
+    if unknown:
+        raise InputsError(
+            f"value_range names {', '.join(unknown)}, which signature '{signature.key}' has no numeric input or "
+            f"tf.Example feature of; it has {', '.join(sorted(names)) or 'none'}"
+        )
+    ranges = {}
+    for name, dtype in names.items():
+        graph = signature.input_facts.get(name, InputFacts())
+        if name in asked:
+            found = ValueRange(low=asked[name][0], high=asked[name][1], origin="user", detail="--value-range")
+        elif graph.value_range:
+            found = ValueRange(low=graph.value_range[0], high=graph.value_range[1], origin="graph",
+                               detail=graph.range_detail)
+        elif "" in asked:
+            found = ValueRange(low=asked[""][0], high=asked[""][1], origin="user", detail="--value-range default")
+        elif _is_integer(dtype):
+            found = ValueRange(low=DEFAULT_INTEGER_RANGE[0], high=DEFAULT_INTEGER_RANGE[1], origin="default",
+                               detail="the graph indexes no table with it")
+        else:
+            continue
+        ranges[name] = _fitted(name, dtype, found)
+    return ranges
+
+
+def _fitted(name: str, dtype: str, found: ValueRange) -> ValueRange:
+    """An integer range holds the integers inside it that the dtype can hold."""
+    if not _is_integer(dtype):
+        return found
+    bounds = np.iinfo(np.dtype(dtype))
+    low, high = max(int(np.ceil(found.low)), bounds.min), min(int(np.floor(found.high)), bounds.max)
+    if low > high:
+        raise InputsError(f"value range [{found.low:g}, {found.high:g}] of '{name}' holds no {dtype} value")
+    return found.model_copy(update={"low": low, "high": high})
+
+
+def _numbers(rng: np.random.Generator, dtype: str, shape: list[int], value_range: ValueRange | None) -> np.ndarray:
     if dtype == "bool":
         return rng.random(shape) < 0.5
-    if dtype.startswith(("float", "bfloat", "half")) or dtype in ("double",):
-        # Standard normal, not uniform [0, 1): outputs then spread, so conversion errors are not hidden.
+    if _is_float(dtype):
         np_dtype = np.float32 if dtype == "bfloat16" else np.dtype(dtype.replace("half", "float16"))
-        return rng.standard_normal(shape).astype(np_dtype)
-    if dtype.startswith(("int", "uint")):
-        # Small non-negative values: valid as indices into embeddings and one-hot depths.
-        return rng.integers(0, 8, size=shape).astype(np.dtype(dtype))
-    raise InputsUnavailable(
-        f"input '{name}' has dtype {dtype}, which cannot be synthesized; pass --inputs FILE.npz with real values"
-    )
+        if value_range is None:
+            # Standard normal, not uniform [0, 1): outputs then spread, so conversion errors are not hidden.
+            return rng.standard_normal(shape).astype(np_dtype)
+        return rng.uniform(value_range.low, value_range.high, shape).astype(np_dtype)
+    return rng.integers(int(value_range.low), int(value_range.high), size=shape, endpoint=True).astype(np.dtype(dtype))
 
 
-def synthesize(signature: SignatureSpec, batch_size: int, unknown_dim_size: int, seed: int) -> Feeds:
+def _words(rng: np.random.Generator, count: int, vocabulary: list[str]) -> list[str]:
+    """Words from the vocabulary and, a quarter of them (all without one), seeded words outside it."""
+    words = []
+    for _ in range(count):
+        if vocabulary and rng.random() < 0.75:
+            words.append(vocabulary[rng.integers(len(vocabulary))])
+        else:
+            words.append("".join(rng.choice(_LETTERS, rng.integers(3, 9))))
+    return words
+
+
+def _texts(rng: np.random.Generator, shape: list[int], vocabulary: list[str]) -> np.ndarray:
+    """Single words (what a lookup table takes) alternating with short sentences (what a tokenizer takes)."""
+    size = int(np.prod(shape))
+    texts = [" ".join(_words(rng, 1 if i % 2 == 0 else int(rng.integers(2, 7)), vocabulary)).encode()
+             for i in range(size)]
+    return object_array(texts).reshape(shape)
+
+
+def _example(rng: np.random.Generator, features: list[ExampleFeature], ranges: dict[str, ValueRange],
+             vocabulary: list[str], unknown_dim_size: int):
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example()
+    for feature in features:
+        if feature.kind == "dense":
+            count = int(np.prod([unknown_dim_size if d < 0 else d for d in feature.shape]))
+        else:
+            count = int(rng.integers(1, 4))
+        slot = example.features.feature[feature.key]
+        if feature.dtype == "string":
+            slot.bytes_list.value.extend(word.encode() for word in _words(rng, count, vocabulary))
+        elif feature.dtype == "int64":
+            slot.int64_list.value.extend(_numbers(rng, "int64", [count], ranges[feature.key]).tolist())
+        else:
+            slot.float_list.value.extend(_numbers(rng, "float32", [count], ranges.get(feature.key)).tolist())
+    return example
+
+
+class Synthesis(NamedTuple):
+    feeds: Feeds
+    value_ranges: dict[str, ValueRange]
+    samples: dict[str, list[str]]
+    example_features: dict[str, list[ExampleFeature]]
+
+
+def synthesize_recorded(
+    signature: SignatureSpec, batch_size: int, unknown_dim_size: int, seed: int,
+    value_range: dict[str, list[float]] | None = None,
+) -> Synthesis:
+    """Seeded inputs from the signature and what its graph says of them (SignatureSpec.input_facts), with
+    what was made of each: ranges, a sample of strings, the tf.Example spec."""
+    from google.protobuf import text_format
+
     rng = np.random.default_rng(seed)
-    return {
-        name: _values(rng, name, spec, concrete_shape(spec, batch_size, unknown_dim_size))
-        for name, spec in signature.inputs.items()
-    }
+    ranges = value_ranges(signature, value_range or {})
+    feeds, samples, parsed = {}, {}, {}
+    for name, spec in signature.inputs.items():
+        shape = concrete_shape(spec, batch_size, unknown_dim_size)
+        facts = signature.input_facts.get(name, InputFacts())
+        if spec.dtype == "string" and facts.example_features:
+            examples = [_example(rng, facts.example_features, ranges, facts.vocabulary, unknown_dim_size)
+                        for _ in range(int(np.prod(shape)))]
+            feeds[name] = object_array([e.SerializeToString() for e in examples]).reshape(shape)
+            samples[name] = [text_format.MessageToString(e, as_one_line=True) for e in examples[:1]]
+            parsed[name] = facts.example_features
+        elif spec.dtype == "string":
+            feeds[name] = _texts(rng, shape, facts.vocabulary)
+            samples[name] = [text.decode() for text in feeds[name].ravel()[:SAMPLE_SIZE]]
+        elif spec.dtype == "bool" or _is_float(spec.dtype) or _is_integer(spec.dtype):
+            feeds[name] = _numbers(rng, spec.dtype, shape, ranges.get(name))
+        else:
+            raise InputsUnavailable(
+                f"input '{name}' has dtype {spec.dtype}, which cannot be synthesized; pass --inputs FILE.npz "
+                "with real values"
+            )
+    return Synthesis(feeds, ranges, samples, parsed)
+
+
+def synthesize(
+    signature: SignatureSpec, batch_size: int, unknown_dim_size: int, seed: int,
+    value_range: dict[str, list[float]] | None = None,
+) -> Feeds:
+    return synthesize_recorded(signature, batch_size, unknown_dim_size, seed, value_range).feeds
 
 
 def _conforms(shape: tuple[int, ...], spec: TensorSpec) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import datetime, timezone
 from typing import Literal
@@ -56,6 +57,13 @@ class ValidationRequest(BaseModel):
         title="Inputs file (.npz or tf.Example records)",
         description="NumPy .npz keyed by signature input name, or a TFRecord file of serialized tf.Example "
         "records for the signature's string input. Empty: seeded synthetic inputs.",
+    )
+    value_range: dict[str, list[float]] = Field(
+        default={},
+        title="Value ranges of synthetic inputs",
+        description='[low, high] per input name (or tf.Example feature), "" for the rest: {"": [0, 1], '
+        '"token_ids": [0, 999]}. Empty: integer inputs take the rows of the tables they index in the graph, '
+        'else [0, 1]; floats are standard normal. A named range wins over the graph\'s, the graph\'s over "".',
     )
     batch_size: int = Field(
         default=4, ge=1, le=4096,
@@ -195,6 +203,14 @@ class ValidationRequest(BaseModel):
     def _valid_tolerance(cls, value: Tolerance) -> Tolerance:
         return _normalized_tolerance(value)
 
+    @field_validator("value_range")
+    @classmethod
+    def _valid_ranges(cls, ranges: dict[str, list[float]]) -> dict[str, list[float]]:
+        for name, bounds in ranges.items():
+            if len(bounds) != 2 or not all(math.isfinite(b) for b in bounds) or bounds[0] > bounds[1]:
+                raise ValueError(f"the range of '{name}' must be [low, high] with low <= high, found {bounds}")
+        return ranges
+
     @field_validator("benchmark_batch_sizes")
     @classmethod
     def _positive_batch_sizes(cls, sizes: list[int] | None) -> list[int] | None:
@@ -234,11 +250,38 @@ class TensorSpec(BaseModel):
         return None if self.shape is None else len(self.shape)
 
 
+class ExampleFeature(BaseModel):
+    """One feature of the tf.Example spec a serialized input is parsed with."""
+
+    key: str
+    kind: Literal["dense", "sparse", "ragged"]
+    dtype: str = Field(description="float32, int64 or string: the kinds of list a tf.Example holds.")
+    shape: list[int] = Field(default=[], description="Dense features: the shape of one example's value (-1: any).")
+
+
+class InputFacts(BaseModel):
+    """What the graph says about one input's values, read statically at inspection; synthesis follows it."""
+
+    value_range: list[int] = Field(
+        default=[], description="[low, high] an integer input may take: it indexes tables with high + 1 rows."
+    )
+    range_detail: str = Field(default="", description="The tables the input indexes, with their rows.")
+    vocabulary: list[str] = Field(default=[], description="A sample of the keys of the model's string lookup tables.")
+    example_features: list[ExampleFeature] = Field(
+        default=[], description="A serialized tf.Example input: the features its parse op reads."
+    )
+    parsed_by: str = Field(default="", description="The parse op a serialized tf.Example input feeds.")
+
+
 class SignatureSpec(BaseModel):
     key: str
     method_name: str
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
+    input_facts: dict[str, InputFacts] = Field(
+        default={}, description="By input name, where the graph says something about its values (tables, "
+        "vocabulary, tf.Example spec)."
+    )
 
 
 class MetaGraphInfo(BaseModel):
@@ -413,6 +456,17 @@ class StageRecord(BaseModel):
     message: str = ""
 
 
+class ValueRange(BaseModel):
+    """The range synthetic values of an input (or a tf.Example feature) were drawn from, and why."""
+
+    low: float
+    high: float
+    origin: Literal["graph", "user", "default"] = Field(
+        description="graph: the tables the input indexes; user: --value-range; default: [0, 1] for integers."
+    )
+    detail: str = ""
+
+
 class InputsSection(BaseModel):
     source: Literal["synthetic", "file", "unavailable"]
     path: str | None = None
@@ -420,6 +474,16 @@ class InputsSection(BaseModel):
     dtypes: dict[str, str] = {}
     seed: int | None = None
     message: str = ""
+    value_ranges: dict[str, ValueRange] = Field(
+        default={}, description="Synthetic numeric inputs and tf.Example features given a range, by name "
+        "(floats without one are standard normal)."
+    )
+    samples: dict[str, list[str]] = Field(
+        default={}, description="Synthetic string inputs: the first strings; tf.Example inputs: the first Example."
+    )
+    example_features: dict[str, list[ExampleFeature]] = Field(
+        default={}, description="Synthetic tf.Example inputs: the parse spec read from the graph."
+    )
 
 
 def utc_now() -> str:

@@ -33,7 +33,9 @@ def comparison_batches(
     first_seed = request.seed if inputs.section.source == "file" else request.seed + 1
     for seed in range(first_seed, request.seed + request.onnx_batches):
         try:
-            feeds = synthesize(choice.signature, request.batch_size, request.unknown_dim_size, seed)
+            feeds = synthesize(
+                choice.signature, request.batch_size, request.unknown_dim_size, seed, request.value_range
+            )
         except InputsUnavailable:
             break  # only the user's inputs can feed this signature
         inputs_path = save_npz(feeds, folder / f"inputs_seed{seed}.npz")

@@ -4,6 +4,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from modelgate.graph_inputs import with_input_facts
 from modelgate.model_source import resolve_model_source
 from modelgate.savedmodel import (
     describe_meta_graph, find_saved_model_file, model_format, read_saved_model_proto, reference_outputs,
@@ -21,7 +22,10 @@ def inspect_model(model_dir: str, workdir: str | None = None, version: int | Non
     source = resolve_model_source(model_dir, version)
     saved_model = read_saved_model_proto(source.model_dir)
     verify_variables(source.model_dir, saved_model)
-    meta_graphs = [describe_meta_graph(meta_graph) for meta_graph in saved_model.meta_graphs]
+    meta_graphs = [
+        with_input_facts(describe_meta_graph(meta_graph), meta_graph, source.model_dir)
+        for meta_graph in saved_model.meta_graphs
+    ]
     loadable, checks = source.model_dir, []
     references = reference_outputs(saved_model)
     if references:

@@ -4,24 +4,31 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelgate.checks import dtype_name
-from modelgate.inputs import InputsUnavailable, load_inputs_file, save_npz, synthesize
+from modelgate.inputs import InputsUnavailable, load_inputs_file, save_npz, synthesize_recorded
 from modelgate.schemas import InputsSection, PreparedInputs, SignatureChoice, ValidationRequest
 
 
 @task(name="prepare-inputs", cache_policy=NO_CACHE)
 def prepare_inputs(choice: SignatureChoice, request: ValidationRequest, workdir: str) -> PreparedInputs:
-    """The user's .npz or tf.Example records checked against the signature, or seeded synthetic inputs;
-    saved for later stages."""
+    """The user's .npz or tf.Example records checked against the signature, or seeded synthetic inputs
+    shaped by what the graph says of them (table sizes, vocabulary, tf.Example spec); saved for later stages."""
     signature = choice.signature
+    recorded = {}
     if request.inputs_path:
         feeds = load_inputs_file(request.inputs_path, signature, request.unknown_dim_size, request.seed)
         source, seed, message = "file", None, f"from {request.inputs_path}"
     else:
         try:
-            feeds = synthesize(signature, request.batch_size, request.unknown_dim_size, request.seed)
+            synthesis = synthesize_recorded(
+                signature, request.batch_size, request.unknown_dim_size, request.seed, request.value_range
+            )
         except InputsUnavailable as exc:
             return PreparedInputs(section=InputsSection(source="unavailable", message=str(exc)))
-        source, seed = "synthetic", request.seed
+        feeds, source, seed = synthesis.feeds, "synthetic", request.seed
+        recorded = {
+            "value_ranges": synthesis.value_ranges, "samples": synthesis.samples,
+            "example_features": synthesis.example_features,
+        }
         message = (
             f"seeded synthesis: dynamic batch dimension = {request.batch_size}, "
             f"other unknown dimensions = {request.unknown_dim_size}"
@@ -32,5 +39,6 @@ def prepare_inputs(choice: SignatureChoice, request: ValidationRequest, workdir:
             source=source, path=str(path), seed=seed, message=message,
             shapes={name: list(value.shape) for name, value in feeds.items()},
             dtypes={name: dtype_name(value) for name, value in feeds.items()},
+            **recorded,
         )
     )

@@ -30,6 +30,25 @@ def onnx_models(tmp_path_factory) -> dict[str, Path]:
     return {name: getattr(models, name)(root / name) for name in ("mixed_inputs", "parses_examples", "keras_cnn")}
 
 
+class _BuiltOnFirstUse(dict):
+    """Models of tests/models.py by name, each built the first time a test asks for it."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> Path:
+        self[name] = getattr(models, name)(self.root / name)
+        return self[name]
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory) -> dict[str, Path]:
+    """Models with the inputs real models take (table indices, text, tf.Example), built once per session
+    and only when a test uses them: a keras-hub backbone alone costs seconds."""
+    return _BuiltOnFirstUse(tmp_path_factory.mktemp("zoo"))
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One real Prefect server (the test harness) for the whole session: its start costs about 10 s."""

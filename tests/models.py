@@ -323,3 +323,135 @@ class _Hoards(tf.Module):
 
 def eats_memory(directory: Path) -> Path:
     return _save_serving(_Hoards(), directory)
+
+
+# --- Inputs real models take: table indices, plain strings, serialized tf.Example ---
+
+def bert_backbone(directory: Path) -> Path:
+    """A keras-hub BERT backbone (token ids, segment ids, padding mask) exported with model.export(), as
+    keras-hub's Backbone (a keras.Model) exports; random weights, built offline from its arguments."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(6)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=16
+    )
+    backbone.export(str(directory), format="tf_saved_model", verbose=False)
+    return directory
+
+
+def lstm_sequences(directory: Path) -> Path:
+    """Token ids of any length (sequence dimension None), 0 as padding (mask_zero), into an LSTM."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    hidden = keras.layers.LSTM(8, name="lstm")(keras.layers.Embedding(30, 8, mask_zero=True, name="embedding")(ids))
+    score = keras.layers.Dense(2, name="score")(hidden)
+    keras.Model(ids, {"score": score}).export(str(directory), format="tf_saved_model", verbose=False)
+    return directory
+
+
+TEXT_VOCABULARY = ["the", "cat", "sat", "on", "mat", "a", "dog", "ate", "my", "homework"]
+
+
+def text_classifier(directory: Path) -> Path:
+    """Raw text in (one string per row), a TextVectorization layer adapted on a small corpus, class logits out."""
+    import keras
+
+    keras.utils.set_random_seed(8)
+    vectorize = keras.layers.TextVectorization(max_tokens=16, output_sequence_length=6, name="vectorize")
+    vectorize.adapt([" ".join(TEXT_VOCABULARY), "the cat sat on the mat", "a dog ate my homework"])
+    text = keras.Input(shape=(1,), dtype="string", name="text")
+    embedded = keras.layers.Embedding(16, 8, name="embedding")(vectorize(text))
+    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(embedded)
+    logits = keras.layers.Dense(3, name="logits")(pooled)
+    keras.Model(text, {"logits": logits}).export(str(directory), format="tf_saved_model", verbose=False)
+    return directory
+
+
+FRUITS = ["apple", "banana", "cherry", "damson"]
+
+
+class _Vocabulary(tf.Module):
+    def __init__(self, vocabulary_file: Path):
+        super().__init__()
+        self.vocabulary = tf.saved_model.Asset(str(vocabulary_file))
+        lines = tf.lookup.TextFileIndex
+        initializer = tf.lookup.TextFileInitializer(
+            self.vocabulary, tf.string, lines.WHOLE_LINE, tf.int64, lines.LINE_NUMBER
+        )
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=-1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="words")])
+    def __call__(self, words):
+        ids = self.table.lookup(words)
+        return {"ids": ids, "known": ids >= 0}
+
+
+def vocabulary_table(directory: Path) -> Path:
+    """Words to ids through a lookup table read from the SavedModel's own asset file (assets/fruits.txt)."""
+    source = directory.parent / f"{directory.name}-source" / "fruits.txt"
+    source.parent.mkdir(parents=True)
+    source.write_text("".join(f"{word}\n" for word in FRUITS))
+    return _save_serving(_Vocabulary(source), directory)
+
+
+def tf1_item_ids(directory: Path) -> Path:
+    """A TF1 graph model: int64 item ids, cast, into embedding_lookup on a reference variable of 5 rows."""
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        ids = v1.placeholder(tf.int64, [None, 3], name="item_ids")
+        items = v1.Variable(np.arange(10, dtype="float32").reshape(5, 2), name="items", use_resource=False)
+        scores = tf.reduce_sum(v1.nn.embedding_lookup(items, tf.cast(ids, tf.int32)), axis=1, name="scores")
+        session.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(directory))
+        signature = v1.saved_model.predict_signature_def({"item_ids": ids}, {"scores": scores})
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+        builder.save()
+    return directory
+
+
+TAGS = ["sports", "news", "music"]
+
+
+def estimator_classify(directory: Path) -> Path:
+    """A classifier exported the way tf.estimator's export_saved_model wrote them (tf.estimator is gone from
+    TF 2.21): SavedModelBuilder, a serialized tf.Example placeholder 'input_example_tensor' parsed by a
+    ParseExample op (the op TF 1.x wrote) with dense float, dense int64 and sparse string features, an
+    embedding looked up by the int feature, a vocabulary table on the strings (filled by legacy_init_op),
+    and classify (serving_default, classification) and predict signatures."""
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        examples = v1.placeholder(tf.string, [None], name="input_example_tensor")
+        tag_indices, tag_values, _, (x, bucket) = tf.raw_ops.ParseExample(
+            serialized=examples, names=tf.constant([], tf.string), sparse_keys=[tf.constant("tags")],
+            dense_keys=[tf.constant("x"), tf.constant("bucket")],
+            dense_defaults=[tf.constant([], tf.float32), tf.constant([], tf.int64)],
+            sparse_types=[tf.string], dense_shapes=[[2], [1]],
+        )
+        rng = np.random.default_rng(9)
+        embeddings = v1.Variable(rng.standard_normal((3, 2)).astype("float32"), name="bucket_embedding",
+                                 use_resource=False)
+        embedded = v1.nn.embedding_lookup(embeddings, tf.reshape(bucket, [-1]))
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(TAGS, [0, 1, 2], tf.string, tf.int64), -1)
+        known = tf.cast(table.lookup(tag_values[0]) >= 0, tf.float32)
+        known_tags = tf.math.unsorted_segment_sum(known, tag_indices[0][:, 0], tf.shape(examples)[0])
+        features = tf.concat([x, embedded, known_tags[:, None]], axis=1)
+        weights = v1.Variable(rng.standard_normal((5, 3)).astype("float32"), name="weights")
+        logits = tf.matmul(features, weights, name="logits")
+        scores = tf.nn.softmax(logits, name="probabilities")
+        classes = tf.tile(tf.constant([["a", "b", "c"]]), [tf.shape(examples)[0], 1])
+        classify = v1.saved_model.classification_signature_def(examples, classes, scores)
+        predict = v1.saved_model.predict_signature_def(
+            {"examples": examples}, {"logits": logits, "probabilities": scores}
+        )
+        session.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(directory))
+        builder.add_meta_graph_and_variables(
+            session, ["serve"], legacy_init_op=v1.tables_initializer(),
+            signature_def_map={"serving_default": classify, "classification": classify, "predict": predict},
+        )
+        builder.save()
+    return directory

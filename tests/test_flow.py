@@ -71,13 +71,13 @@ def test_nan_outputs_fail_the_finite_check(model_dirs, tracking_uri, workdir):
     assert MlflowClient(tracking_uri).get_run(report.mlflow.run_id).data.tags["modelgate.status"] == "failed"
 
 
-def test_string_inputs_skip_the_checks_that_need_inputs_and_the_rest_runs(model_dirs, tracking_uri, workdir):
+def test_string_inputs_get_seeded_words_and_every_check_runs(model_dirs, tracking_uri, workdir):
     report = _run(model_dirs["string_input"], tracking_uri, workdir, export_onnx=False)
+    assert report.status == "passed", report.first_error() or report.failed_checks()
     checks = {check.name: check.status for check in report.checks}
-    assert checks["finite_outputs"] == "skipped" and checks["benchmark"] == "skipped"
-    assert checks["keras_wrapper_built"] == "passed"
-    assert report.inputs.source == "unavailable"
-    assert report.status == "passed"
+    for name in ("keras_wrapper_parity", "finite_outputs", "deterministic", "batch_consistency"):
+        assert checks[name] == "passed", (name, checks[name])
+    assert report.benchmarks and report.inputs.source == "synthetic" and len(report.inputs.samples["text"]) == 4
 
 
 def test_a_failed_stage_is_recorded_and_independent_stages_still_run(model_dirs, tracking_uri, workdir):

@@ -28,9 +28,18 @@ def test_synthesis_is_seeded_and_follows_the_specs():
     assert first["image"].std() > 0.5  # spread, not squeezed into [0, 1)
 
 
-def test_strings_cannot_be_synthesized():
-    signature = SIGNATURE.model_copy(update={"inputs": {"text": TensorSpec(dtype="string", shape=[None])}})
-    with pytest.raises(InputsUnavailable, match="input 'text' has dtype string"):
+def test_integers_default_to_zero_or_one_and_strings_are_seeded_words():
+    first = synthesize(SIGNATURE, batch_size=64, unknown_dim_size=7, seed=1)
+    assert set(np.unique(first["ids"])) == {0, 1}  # no table known: Polygraphy's [0, 1]
+    signature = SIGNATURE.model_copy(update={"inputs": {"text": TensorSpec(dtype="string", shape=[None, 2])}})
+    text = synthesize(signature, 3, 2, 0)["text"]
+    assert text.shape == (3, 2) and text.dtype == object and all(isinstance(t, bytes) and t for t in text.ravel())
+    assert text.tolist() == synthesize(signature, 3, 2, 0)["text"].tolist()
+
+
+def test_dtypes_without_a_synthesis_say_so():
+    signature = SIGNATURE.model_copy(update={"inputs": {"z": TensorSpec(dtype="complex64", shape=[None])}})
+    with pytest.raises(InputsUnavailable, match="input 'z' has dtype complex64, which cannot be synthesized"):
         synthesize(signature, 2, 2, 0)
 
 
