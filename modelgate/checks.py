@@ -146,6 +146,37 @@ def check_batch_consistency(
                 f"{rtol} of the element or of the output's largest magnitude", notes=figures)
 
 
+def check_wrapper_parity(raw: dict[str, np.ndarray], wrapped: dict[str, np.ndarray], rtol: Tolerance) -> Check:
+    """model.predict against the raw signature on the same inputs: bit for bit, as it usually is. predict
+    retraces the wrapper at the batch's concrete shapes, and grappler may then pick kernels that round the
+    last bits otherwise (seen on transformer encoders); that passes within rtol of each output's largest
+    magnitude, with the figure said, since it is the same model on other kernels, not another model."""
+    differing = exactly_equal(raw, wrapped)
+    if not differing:
+        return Check(name="keras_wrapper_parity", status="passed",
+                     message="model.predict gives exactly the raw signature's outputs, bit for bit")
+    problems, notes = [], []
+    for name in differing:
+        if name not in raw or name not in wrapped or np.shape(raw[name]) != np.shape(wrapped[name]):
+            problems.append(f"output '{name}': expected it as the raw signature gives it, found it "
+                            f"{'missing' if name not in wrapped else 'shaped ' + str(list(np.shape(wrapped[name])))}")
+            continue
+        reference, candidate = np.asarray(raw[name]), np.asarray(wrapped[name])
+        scale = _largest_magnitude(reference) if reference.dtype.kind in "fciub" else 0.0
+        allowed = tolerance_for(rtol, name) * scale
+        result = compare_arrays(reference, candidate, allowed, 0.0)
+        share = f" ({result.max_abs_diff / scale:.2g} of its largest magnitude {scale:.3g})" if scale and \
+            result.max_abs_diff is not None else ""
+        if result.passed and scale:
+            notes.append(f"'{name}' differs in its last bits: by at most {result.max_abs_diff:.3g}{share}")
+        else:
+            found = result.message or f"max abs diff {result.max_abs_diff:.3g}{share}"
+            problems.append(f"output '{name}': expected the raw signature's values within {tolerance_for(rtol, name):g} "
+                            f"of the output's largest magnitude, found {found}")
+    return rule("keras_wrapper_parity", "error", problems,
+                "model.predict gives the raw signature's outputs, not bit for bit", notes)
+
+
 def output_checks(signature: SignatureSpec, first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> list[Check]:
     return [
         check_output_names(signature, first),

@@ -10,7 +10,6 @@ import os
 
 from modelgate import checks
 from modelgate.benchmark import Measured, SweepPlan, sweep
-from modelgate.compare import exactly_equal
 from modelgate.inputs import read_npz, save_npz
 from modelgate.quiet import import_tensorflow
 from modelgate.runners import KerasModelRunner, OnnxRuntimeRunner, configure_tensorflow_threads, load_signature_runner
@@ -20,7 +19,9 @@ from modelgate.schemas import Check, SignatureSpec, Tolerance
 
 
 @shares_process(TENSORFLOW)
-def wrapper_parity_job(model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str | None) -> list[Check]:
+def wrapper_parity_job(
+    model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str | None, rtol: Tolerance,
+) -> list[Check]:
     """Build the Keras wrapper and prove it gives exactly the raw signature's outputs."""
     raw = load_signature_runner(model_dir, tags, signature.key)
     feeds = read_npz(inputs_path) if inputs_path else None
@@ -34,18 +35,7 @@ def wrapper_parity_job(model_dir: str, tags: list[str], signature: SignatureSpec
     )
     if feeds is None:
         return [built, Check(name="keras_wrapper_parity", status="skipped", message="no inputs for this signature")]
-    differing = exactly_equal(raw(feeds), wrapped(feeds))
-    if differing:
-        parity = Check(
-            name="keras_wrapper_parity", status="failed",
-            message=f"model.predict differs from the raw signature on {', '.join(differing)}",
-        )
-    else:
-        parity = Check(
-            name="keras_wrapper_parity", status="passed",
-            message="model.predict gives exactly the raw signature's outputs, bit for bit",
-        )
-    return [built, parity]
+    return [built, checks.check_wrapper_parity(raw(feeds), wrapped(feeds), rtol)]
 
 
 @shares_process(TENSORFLOW)

@@ -162,7 +162,8 @@ def test_unknown_rank_and_no_input_signatures_run(model_dirs, tmp_path):
     for key, feeds in (("total", {"anything": np.ones((2, 5), "float32")}), ("constants", {})):
         choice = _select(model_dirs["tf1_graph"], key=key, workdir=tmp_path / key)
         inputs = save_npz(feeds, tmp_path / f"{key}.npz")
-        wrapper = {c.name: c for c in wrapper_parity_job(choice.model_dir, choice.tags, choice.signature, str(inputs))}
+        wrapper = {c.name: c for c in wrapper_parity_job(choice.model_dir, choice.tags, choice.signature, str(inputs),
+                                                                choice.rtol)}
         checks = {c.name: c for c in output_checks_job(choice.model_dir, choice.tags, choice.signature, str(inputs),
                                                        str(tmp_path / f"{key}-out.npz"), 1e-4, 1e-3)}
         assert all(c.status != "failed" for c in [*wrapper.values(), *checks.values()]), (wrapper, checks)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from modelgate.checks import check_batch_consistency
+from modelgate.checks import check_batch_consistency, check_wrapper_parity
 from modelgate.contract import ContractError, check_compatibility, check_contract, load_contract, signature_rules
 from modelgate.schemas import (
     BaselineChoice, Check, MetaGraphInfo, SignatureSpec, TensorSpec, ValidationReport, ValidationRequest,
@@ -204,3 +204,14 @@ def test_batch_consistency_judges_a_long_reduction_against_the_output_scale():
     leaking = {"y": np.array([[scale * 0.99, 0.5]], dtype="float32")}
     mixed = check_batch_consistency(lambda f: leaking, signature, feeds, batched, 1e-4, 1e-3)
     assert mixed.status == "failed" and "'y' differs by at most 9.74 (0.01 of its largest magnitude 974)" in mixed.message
+
+
+def test_wrapper_parity_is_exact_or_within_rtol_of_the_output_scale():
+    raw = {"y": np.array([[100.0, -3.0]], dtype="float32")}
+    assert check_wrapper_parity(raw, {"y": raw["y"].copy()}, 1e-3).message.endswith("bit for bit")
+    last_bits = check_wrapper_parity(raw, {"y": raw["y"] + np.float32(4e-5)}, 1e-3)
+    assert last_bits.status == "passed" and "not bit for bit" in last_bits.message
+    assert "'y' differs in its last bits: by at most 4.01e-05 (4e-07 of its largest magnitude 100)" in last_bits.message
+    another_model = check_wrapper_parity(raw, {"y": raw["y"] * 1.01}, 1e-3)
+    assert another_model.status == "failed" and "output 'y'" in another_model.message
+    assert check_wrapper_parity(raw, {}, 1e-3).status == "failed"
