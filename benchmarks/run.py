@@ -179,10 +179,10 @@ def peak_memory_mb(model_dir: Path, workdir: Path) -> float:
     choice = signature_choice(model_dir)
     inputs = prepare_inputs.fn(choice, request, str(workdir))
     with shared_processes({TENSORFLOW: SharedProcess()}):
-        parity = run_isolated(wrapper_parity_job, str(model_dir), choice.tags, choice.signature, inputs.path,
-                              limits=LIMITS, label="load-and-wrap")
-        checks = run_isolated(output_checks_job, str(model_dir), choice.tags, choice.signature, inputs.path,
-                              str(workdir / "outputs.npz"), request.atol, request.rtol, limits=LIMITS, label="run-checks")
+        model = (str(model_dir), choice.tags, choice.model_format, choice.signature)
+        parity = run_isolated(wrapper_parity_job, *model, inputs.path, limits=LIMITS, label="load-and-wrap")
+        checks = run_isolated(output_checks_job, *model, inputs.path, str(workdir / "outputs.npz"), request.atol,
+                              request.rtol, limits=LIMITS, label="run-checks")
     return max(parity.peak_rss_mb, checks.peak_rss_mb)
 
 

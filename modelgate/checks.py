@@ -79,8 +79,8 @@ def check_deterministic(first: dict[str, np.ndarray], second: dict[str, np.ndarr
 BATCH_ROWS_CHECKED = 8
 
 
-def _unbatchable(signature: SignatureSpec, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> str | None:
-    """Why a batch of these inputs cannot be split into rows, if it cannot."""
+def no_dynamic_batch(signature: SignatureSpec, feeds: dict[str, np.ndarray]) -> str | None:
+    """Why these inputs hold no batch of several rows along a dynamic batch dimension, if they do not."""
     if not signature.inputs:
         return "the signature takes no inputs"
     for name, spec in signature.inputs.items():
@@ -91,9 +91,17 @@ def _unbatchable(signature: SignatureSpec, feeds: dict[str, np.ndarray], outputs
     sizes = {name: len(value) for name, value in feeds.items()}
     if len(set(sizes.values())) != 1:
         return f"the inputs have different first dimensions ({', '.join(f'{k}: {v}' for k, v in sizes.items())})"
-    (size,) = set(sizes.values())
-    if size < 2:
+    if min(sizes.values()) < 2:
         return "the inputs hold a batch of 1"
+    return None
+
+
+def _unbatchable(signature: SignatureSpec, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> str | None:
+    """Why a batch of these inputs cannot be split into rows, if it cannot."""
+    reason = no_dynamic_batch(signature, feeds)
+    if reason:
+        return reason
+    size = len(next(iter(feeds.values())))
     for name, value in outputs.items():
         if np.ndim(value) == 0 or len(value) != size:
             return f"output '{name}' has shape {list(np.shape(value))}, no batch dimension of {size}"
@@ -143,6 +151,9 @@ def unwrappable(signature: SignatureSpec, feeds: dict[str, np.ndarray] | None) -
     unknown = [name for name, spec in signature.inputs.items() if spec.shape is None]
     if unknown and feeds is None:
         return f"inputs {', '.join(unknown)} have unknown rank and there are no inputs to take one from"
+    unknown = [name for name, spec in signature.outputs.items() if spec.shape is None]
+    if unknown and feeds is None:
+        return f"outputs {', '.join(unknown)} have unknown rank and there are no inputs to run the signature on"
     return None
 
 

@@ -48,10 +48,15 @@ def _values(rng: np.random.Generator, name: str, spec: TensorSpec, shape: list[i
     )
 
 
+def _sparse(rng: np.random.Generator, spec: TensorSpec, dense: np.ndarray) -> np.ndarray:
+    """A SparseTensor input travels dense, zeros being its absent entries: about half of them are absent."""
+    return np.where(rng.random(dense.shape) < 0.5, np.zeros_like(dense), dense) if spec.sparse else dense
+
+
 def synthesize(signature: SignatureSpec, batch_size: int, unknown_dim_size: int, seed: int) -> Feeds:
     rng = np.random.default_rng(seed)
     return {
-        name: _values(rng, name, spec, concrete_shape(spec, batch_size, unknown_dim_size))
+        name: _sparse(rng, spec, _values(rng, name, spec, concrete_shape(spec, batch_size, unknown_dim_size)))
         for name, spec in signature.inputs.items()
     }
 

@@ -11,5 +11,6 @@ def select_signature(inspection: Inspection, key: str | None, tags: list[str] | 
     meta_graph = choose_meta_graph(inspection.meta_graphs, tags)
     signature, checks = choose_signature(meta_graph, key)
     return SignatureChoice(
-        model_dir=inspection.model_dir, tags=meta_graph.tags, signature=signature, meta_graph=meta_graph, checks=checks
+        model_dir=inspection.model_dir, model_format=inspection.model_format, tags=meta_graph.tags,
+        signature=signature, meta_graph=meta_graph, checks=checks,
     )
