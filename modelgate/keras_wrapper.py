@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from modelgate.quiet import import_tensorflow
+from modelgate.runners import sparse_arguments
 from modelgate.schemas import SignatureSpec, TensorSpec
 
 
@@ -33,8 +34,7 @@ class SignatureLayer(keras.layers.Layer):
                 arguments[name] = value
                 continue
             sparse = import_tensorflow().sparse.from_dense(value)
-            arguments.update({f"{name}_indices": sparse.indices, f"{name}_values": sparse.values,
-                              f"{name}_dense_shape": sparse.dense_shape})
+            arguments.update(sparse_arguments(name, sparse.indices, sparse.values, sparse.dense_shape))
         return self._signature_fn(**arguments)
 
     def compute_output_spec(self, inputs):

@@ -38,14 +38,16 @@ def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
         ) from exc
 
 
-SPARSE_COMPONENTS = ("indices", "values", "dense_shape")
-
-
 def sparse_components(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A SparseTensor input travels dense (zeros are absent entries): its indices, values and dense shape,
     in the row-major order tf.sparse.from_dense gives."""
     indices = np.argwhere(dense != 0).astype(np.int64)
     return indices, dense[tuple(indices.T)], np.array(dense.shape, np.int64)
+
+
+def sparse_arguments(name: str, indices, values, dense_shape) -> dict:
+    """TF2's loader flattens a TF1 SparseTensor input into these three arguments of the signature function."""
+    return {f"{name}_indices": indices, f"{name}_values": values, f"{name}_dense_shape": dense_shape}
 
 
 def _failed(exc: Exception, tf) -> SignatureFailed:
@@ -65,11 +67,9 @@ class TFSignatureRunner:
         self._parameters = set(self.signature_fn.structured_input_signature[1])
 
     def _arguments(self, name: str, value: np.ndarray) -> dict:
-        # TF2's loader flattens a TF1 SparseTensor input into <name>_indices, <name>_values, <name>_dense_shape.
         if name in self._parameters or f"{name}_indices" not in self._parameters:
             return {name: self._tf.constant(value)}
-        return {f"{name}_{part}": self._tf.constant(component)
-                for part, component in zip(SPARSE_COMPONENTS, sparse_components(value))}
+        return {key: self._tf.constant(part) for key, part in sparse_arguments(name, *sparse_components(value)).items()}
 
     def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
         tensors = {key: tensor for name, value in feeds.items() for key, tensor in self._arguments(name, value).items()}

@@ -100,8 +100,11 @@ def _compatible(declared: list[int | None] | None, actual: list[int | None] | No
 
 def _graph_shapes(meta_graph) -> dict[str, list[int | None] | None]:
     """The shape of each tensor of a TF1 graph as the graph itself infers it (TF1's exporter writes every node's
-    _output_shapes), by tensor name: a signature's TensorInfo may declare another, which TF1 never checks."""
+    _output_shapes), by tensor name: a signature's TensorInfo may declare another, which TF1 never checks.
+    TF2 signatures are traced from their functions, so they are left as declared."""
     shapes = {}
+    if meta_graph.object_graph_def.nodes:
+        return shapes
     for node in meta_graph.graph_def.node:
         if "_output_shapes" in node.attr:  # a membership test: indexing a protobuf map would add the key
             for index, shape in enumerate(node.attr["_output_shapes"].list.shape):

@@ -8,7 +8,11 @@ import pytest
 
 from modelgate.checks import unwrappable
 from modelgate.errors import ModelRejected
-from modelgate.runners import TFSessionRunner, TFSignatureRunner, configure_tensorflow_threads
+from modelgate.runners import (
+    TFSessionRunner,
+    TFSignatureRunner,
+    configure_tensorflow_threads,
+)
 from modelgate.sandbox import Limits, run_isolated
 from modelgate.savedmodel import load_saved_model
 from tasks.inspect_model import inspect_model
