@@ -20,6 +20,7 @@ from tasks.inspect_model import inspect_model
 from tasks.load_and_wrap import load_and_wrap
 from tasks.log_mlflow import log_to_mlflow, open_mlflow_run
 from tasks.prepare_inputs import prepare_inputs
+from tasks.probe_batch import probe_batch
 from tasks.publish_registry import publish_registry
 from tasks.render_report import render_report
 from tasks.resolve_baseline import resolve_baseline
@@ -49,6 +50,7 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
         run.stage("check-signature", check_signature, choice, request, baseline)
         cleared = run.stage("scan-ops", scan_ops, choice, request.allow_ops)
         inputs = run.stage("prepare-inputs", prepare_inputs, choice, request, workdir)
+        inputs = run.stage("probe-batch", probe_batch, choice, inputs, cleared, request, workdir)
         run.stage("load-and-wrap", load_and_wrap, choice, inputs, cleared, request, workdir)
         reference = run.stage("run-checks", run_checks, choice, inputs, cleared, request, workdir)
         run.stage("compare-baseline", compare_baseline, choice, baseline, inputs, cleared, request, workdir)

@@ -137,13 +137,13 @@ def not_measured(inputs: PreparedInputs, asked: bool, check_name: str) -> Benchm
 
 
 def benchmark_framework(
-    request: ValidationRequest, signature: SignatureSpec, framework: str, workdir: str,
+    request: ValidationRequest, signature: SignatureSpec, inputs: PreparedInputs, framework: str, workdir: str,
     measure_on: Callable[[str, SweepPlan, int, int], list[Measured]],
 ) -> BenchmarkRun:
     """Plan the sweep and threads once, measure on each device (measure_on(device, plan, intra, inter)),
-    keep the samples, and summarise."""
+    keep the samples, and summarise. A model whose dynamic batch fails above a working size is measured at it."""
     settle_shared_processes(limits_of(request))  # a child still importing its frameworks would skew the figures
-    plan = sweep_plan(request, fixed_batch_size(signature))
+    plan = sweep_plan(request, inputs.section.working_batch_size or fixed_batch_size(signature))
     intra, inter = thread_counts(request)
     devices, device_checks = devices_to_measure(request, framework)
     outcomes, gpu_checks = measure_on_devices(devices, framework, lambda device: measure_on(device, plan, intra, inter))

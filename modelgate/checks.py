@@ -79,8 +79,8 @@ def check_deterministic(first: dict[str, np.ndarray], second: dict[str, np.ndarr
 BATCH_ROWS_CHECKED = 8
 
 
-def _unbatchable(signature: SignatureSpec, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> str | None:
-    """Why a batch of these inputs cannot be split into rows, if it cannot."""
+def no_dynamic_batch(signature: SignatureSpec, feeds: dict[str, np.ndarray]) -> str | None:
+    """Why these inputs hold no batch of several rows along a dynamic batch dimension, if they do not."""
     if not signature.inputs:
         return "the signature takes no inputs"
     for name, spec in signature.inputs.items():
@@ -91,9 +91,17 @@ def _unbatchable(signature: SignatureSpec, feeds: dict[str, np.ndarray], outputs
     sizes = {name: len(value) for name, value in feeds.items()}
     if len(set(sizes.values())) != 1:
         return f"the inputs have different first dimensions ({', '.join(f'{k}: {v}' for k, v in sizes.items())})"
-    (size,) = set(sizes.values())
-    if size < 2:
+    if min(sizes.values()) < 2:
         return "the inputs hold a batch of 1"
+    return None
+
+
+def _unbatchable(signature: SignatureSpec, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> str | None:
+    """Why a batch of these inputs cannot be split into rows, if it cannot."""
+    reason = no_dynamic_batch(signature, feeds)
+    if reason:
+        return reason
+    size = len(next(iter(feeds.values())))
     for name, value in outputs.items():
         if np.ndim(value) == 0 or len(value) != size:
             return f"output '{name}' has shape {list(np.shape(value))}, no batch dimension of {size}"
@@ -146,35 +154,36 @@ def check_batch_consistency(
                 f"{rtol} of the element or of the output's largest magnitude", notes=figures)
 
 
-def check_wrapper_parity(raw: dict[str, np.ndarray], wrapped: dict[str, np.ndarray], rtol: Tolerance) -> Check:
-    """model.predict against the raw signature on the same inputs: bit for bit, as it usually is. predict
+def check_wrapper_parity(
+    raw: dict[str, np.ndarray], wrapped: dict[str, np.ndarray], rtol: Tolerance, reference: str = "tensorflow",
+) -> Check:
+    """model.predict against the reference runtime on the same inputs: bit for bit, as it usually is. predict
     retraces the wrapper at the batch's concrete shapes, and grappler may then pick kernels that round the
     last bits otherwise (seen on transformer encoders); that passes within rtol of each output's largest
     magnitude, with the figure said, since it is the same model on other kernels, not another model."""
     differing = exactly_equal(raw, wrapped)
     if not differing:
         return Check(name="keras_wrapper_parity", status="passed",
-                     message="model.predict gives exactly the raw signature's outputs, bit for bit")
+                     message=f"model.predict gives exactly the {reference} reference's outputs, bit for bit")
     problems, notes = [], []
     for name in differing:
         if name not in raw or name not in wrapped or np.shape(raw[name]) != np.shape(wrapped[name]):
-            problems.append(f"output '{name}': expected it as the raw signature gives it, found it "
+            problems.append(f"output '{name}': expected it as the {reference} reference gives it, found it "
                             f"{'missing' if name not in wrapped else 'shaped ' + str(list(np.shape(wrapped[name])))}")
             continue
-        reference, candidate = np.asarray(raw[name]), np.asarray(wrapped[name])
-        scale = _largest_magnitude(reference) if reference.dtype.kind in "fciub" else 0.0
-        allowed = tolerance_for(rtol, name) * scale
-        result = compare_arrays(reference, candidate, allowed, 0.0)
+        expected, candidate = np.asarray(raw[name]), np.asarray(wrapped[name])
+        scale = _largest_magnitude(expected) if expected.dtype.kind in "fciub" else 0.0
+        result = compare_arrays(expected, candidate, tolerance_for(rtol, name) * scale, 0.0)
         share = f" ({result.max_abs_diff / scale:.2g} of its largest magnitude {scale:.3g})" if scale and \
             result.max_abs_diff is not None else ""
         if result.passed and scale:
             notes.append(f"'{name}' differs in its last bits: by at most {result.max_abs_diff:.3g}{share}")
         else:
             found = result.message or f"max abs diff {result.max_abs_diff:.3g}{share}"
-            problems.append(f"output '{name}': expected the raw signature's values within {tolerance_for(rtol, name):g} "
-                            f"of the output's largest magnitude, found {found}")
+            problems.append(f"output '{name}': expected the {reference} reference's values within "
+                            f"{tolerance_for(rtol, name):g} of the output's largest magnitude, found {found}")
     return rule("keras_wrapper_parity", "error", problems,
-                "model.predict gives the raw signature's outputs, not bit for bit", notes)
+                f"model.predict gives the {reference} reference's outputs, not bit for bit", notes)
 
 
 def output_checks(signature: SignatureSpec, first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> list[Check]:
@@ -195,6 +204,9 @@ def unwrappable(signature: SignatureSpec, feeds: dict[str, np.ndarray] | None) -
     unknown = [name for name, spec in signature.inputs.items() if spec.shape is None]
     if unknown and feeds is None:
         return f"inputs {', '.join(unknown)} have unknown rank and there are no inputs to take one from"
+    unknown = [name for name, spec in signature.outputs.items() if spec.shape is None]
+    if unknown and feeds is None:
+        return f"outputs {', '.join(unknown)} have unknown rank and there are no inputs to run the signature on"
     return None
 
 

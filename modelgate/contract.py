@@ -52,6 +52,18 @@ def check_dtypes(signature: SignatureSpec) -> Check:
     return rule("tensor_dtypes", "error", problems, "every input and output has a known dtype", notes)
 
 
+def check_declared_shapes(signature: SignatureSpec) -> Check:
+    """A TF1 signature's declared shapes are metadata a Session and TF Serving never check; where they
+    disagree with the graph, the graph's are the ones used, and callers reading the metadata are misled."""
+    problems = [
+        f"{kind} '{name}': expected the declared shape {spec.declared_shape} to be the graph's, found {spec.shape} "
+        "in the graph (used for inputs and output checks, as a TF1 Session runs it)"
+        for kind, name, spec in _tensors(signature)
+        if spec.declared_shape is not None
+    ]
+    return rule("declared_shapes", "warning", problems, "every declared shape agrees with the graph")
+
+
 def check_known_rank(signature: SignatureSpec) -> Check:
     problems = [
         f"{kind} '{name}': expected a known rank, found unknown rank (any shape accepted)"
@@ -102,7 +114,8 @@ def check_unique_tensor_names(signature: SignatureSpec) -> Check:
 
 def signature_rules(signature: SignatureSpec) -> list[Check]:
     return [
-        check_dtypes(signature), check_known_rank(signature), check_dynamic_batch(signature),
+        check_dtypes(signature), check_declared_shapes(signature), check_known_rank(signature),
+        check_dynamic_batch(signature),
         check_output_names(signature), check_unique_tensor_names(signature),
     ]
 

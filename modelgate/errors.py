@@ -52,6 +52,17 @@ class ModelRunError(ModelgateError):
     """Model code failed in its child process: an exception, a time-out, a memory kill or a signal."""
 
 
+class SignatureFailed(ModelRunError):
+    """The model ran and its signature raised; `reason` is TensorFlow's, in one line."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"the signature failed: {reason}")
+        self.reason = reason
+
+    def __reduce__(self):
+        return type(self), (self.reason,)
+
+
 class OnnxConversionError(ModelRejected):
     """A conversion that produced no usable file (unsupported ops, a checker rejection, tf2onnx giving up):
     the model misses the ONNX requirement. `conversion` keeps what it found (ops, checks, messages)."""

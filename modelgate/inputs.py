@@ -154,6 +154,11 @@ def _example(rng: np.random.Generator, features: list[ExampleFeature], ranges: d
     return example
 
 
+def _sparse(rng: np.random.Generator, spec: TensorSpec, dense: np.ndarray) -> np.ndarray:
+    """A SparseTensor input travels dense, zeros being its absent entries: about half of them are absent."""
+    return np.where(rng.random(dense.shape) < 0.5, np.zeros_like(dense), dense) if spec.sparse else dense
+
+
 class Synthesis(NamedTuple):
     feeds: Feeds
     value_ranges: dict[str, ValueRange]
@@ -185,7 +190,7 @@ def synthesize_recorded(
             feeds[name] = _texts(rng, shape, facts.vocabulary)
             samples[name] = [text.decode() for text in feeds[name].ravel()[:SAMPLE_SIZE]]
         elif spec.dtype == "bool" or _is_float(spec.dtype) or _is_integer(spec.dtype):
-            feeds[name] = _numbers(rng, spec.dtype, shape, ranges.get(name))
+            feeds[name] = _sparse(rng, spec, _numbers(rng, spec.dtype, shape, ranges.get(name)))
         else:
             raise InputsUnavailable(
                 f"input '{name}' has dtype {spec.dtype}, which cannot be synthesized; pass --inputs FILE.npz "

@@ -10,41 +10,62 @@ import os
 
 from modelgate import checks
 from modelgate.benchmark import Measured, SweepPlan, sweep
-from modelgate.inputs import read_npz, save_npz
+from modelgate.errors import ModelRejected, SignatureFailed
+from modelgate.inputs import Feeds, batch_of, read_npz, save_npz
 from modelgate.quiet import import_tensorflow
-from modelgate.runners import KerasModelRunner, OnnxRuntimeRunner, configure_tensorflow_threads, load_signature_runner
+from modelgate.runners import (
+    TF1_GRAPH, KerasModelRunner, OnnxRuntimeRunner, configure_tensorflow_threads, load_reference_runner,
+    load_signature_runner,
+)
 from modelgate.pools import ONNXRUNTIME, TENSORFLOW
 from modelgate.sandbox import shares_process
 from modelgate.schemas import Check, SignatureSpec, Tolerance
 
 
+def _keras_wrapper(
+    model_dir: str, tags: list[str], model_format: str, signature: SignatureSpec, feeds: Feeds | None,
+) -> KerasModelRunner | str:
+    """The Keras wrapper, or why none can stand for this signature. It calls the function TF2's loader
+    makes, which refuses some TF1 graphs a Session serves: for those the wrapper is not built, the rest goes on."""
+    reason = checks.unwrappable(signature, feeds)
+    if reason:
+        return reason
+    try:
+        function = load_signature_runner(model_dir, tags, signature.key)
+    except ModelRejected as exc:
+        if model_format != TF1_GRAPH:
+            raise
+        return f"the wrapper calls the signature through tf.saved_model.load, which refuses this TF1 graph: {exc}"
+    return KerasModelRunner(function, signature, feeds)
+
+
 @shares_process(TENSORFLOW)
 def wrapper_parity_job(
-    model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str | None, rtol: Tolerance,
+    model_dir: str, tags: list[str], model_format: str, signature: SignatureSpec, inputs_path: str | None,
+    rtol: Tolerance,
 ) -> list[Check]:
-    """Build the Keras wrapper and prove it gives exactly the raw signature's outputs."""
-    raw = load_signature_runner(model_dir, tags, signature.key)
+    """Build the Keras wrapper and prove it gives the reference runtime's outputs."""
+    raw = load_reference_runner(model_dir, tags, signature.key, model_format)
     feeds = read_npz(inputs_path) if inputs_path else None
-    unwrappable = checks.unwrappable(signature, feeds)
-    if unwrappable:
-        return checks.skipped(["keras_wrapper_built", "keras_wrapper_parity"], unwrappable)
-    wrapped = KerasModelRunner(raw, signature, feeds)
+    wrapped = _keras_wrapper(model_dir, tags, model_format, signature, feeds)
+    if isinstance(wrapped, str):
+        return checks.skipped(["keras_wrapper_built", "keras_wrapper_parity"], wrapped)
     built = Check(
         name="keras_wrapper_built", status="passed",
         message=f"keras.Model with inputs {', '.join(signature.inputs)} and outputs {', '.join(signature.outputs)}",
     )
     if feeds is None:
         return [built, Check(name="keras_wrapper_parity", status="skipped", message="no inputs for this signature")]
-    return [built, checks.check_wrapper_parity(raw(feeds), wrapped(feeds), rtol)]
+    return [built, checks.check_wrapper_parity(raw(feeds), wrapped(feeds), rtol, raw.name)]
 
 
 @shares_process(TENSORFLOW)
 def output_checks_job(
-    model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str, outputs_path: str,
-    atol: Tolerance, rtol: Tolerance,
+    model_dir: str, tags: list[str], model_format: str, signature: SignatureSpec, inputs_path: str,
+    outputs_path: str, atol: Tolerance, rtol: Tolerance,
 ) -> list[Check]:
     """Run the signature twice on the same inputs, then row by row; check the outputs, keep them as the reference."""
-    runner = load_signature_runner(model_dir, tags, signature.key)
+    runner = load_reference_runner(model_dir, tags, signature.key, model_format)
     feeds = read_npz(inputs_path)
     first = runner(feeds)
     second = runner(feeds)
@@ -55,6 +76,26 @@ def output_checks_job(
     ]
 
 
+@shares_process(TENSORFLOW)
+def batch_sizes_job(
+    model_dir: str, tags: list[str], model_format: str, key: str, inputs_path: str, sizes: list[int],
+) -> list[tuple[int, str | None]]:
+    """The signature on the inputs' first rows at each size in turn, until one runs: each size tried, with
+    TensorFlow's reason where it failed."""
+    runner = load_reference_runner(model_dir, tags, key, model_format)
+    feeds = read_npz(inputs_path)
+    tried: list[tuple[int, str | None]] = []
+    for size in sizes:
+        try:
+            runner(batch_of(feeds, size))
+        except SignatureFailed as exc:
+            tried.append((size, exc.reason))
+        else:
+            tried.append((size, None))
+            break
+    return tried
+
+
 def _hide_gpus_unless(device: str) -> None:
     # Device visibility is fixed when TensorFlow or ONNX Runtime initialise: set it before either loads.
     if device == "cpu":
@@ -63,23 +104,26 @@ def _hide_gpus_unless(device: str) -> None:
 
 @shares_process(TENSORFLOW)
 def tensorflow_benchmark_job(
-    model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str, plan: SweepPlan,
-    runtimes: list[str], device: str, intra_op_threads: int, inter_op_threads: int,
+    model_dir: str, tags: list[str], model_format: str, signature: SignatureSpec, inputs_path: str,
+    plan: SweepPlan, runtimes: list[str], device: str, intra_op_threads: int, inter_op_threads: int,
 ) -> list[Measured]:
-    """The raw signature and the Keras wrapper, in a process of their own: thread counts and device
-    visibility can only be set before TensorFlow runs its first op."""
+    """The reference runtime ('tensorflow' asked: the raw signature, or a TF1 Session for a TF1 graph) and
+    the Keras wrapper, in a process of their own: thread counts and device visibility can only be set before
+    TensorFlow runs its first op."""
     _hide_gpus_unless(device)
     configure_tensorflow_threads(intra_op_threads, inter_op_threads)
     if device == "gpu" and not import_tensorflow().config.list_physical_devices("GPU"):
         raise RuntimeError("TensorFlow sees no GPU (is the gpu extra, tensorflow[and-cuda], installed?)")
-    raw = load_signature_runner(model_dir, tags, signature.key)
+    raw = load_reference_runner(model_dir, tags, signature.key, model_format)
     feeds = read_npz(inputs_path)
-    by_name = {"tensorflow": raw}
+    by_name = {"tensorflow": (raw.name, raw)}
     if "keras" in runtimes:
-        by_name["keras"] = KerasModelRunner(raw, signature, feeds).infer
+        wrapped = _keras_wrapper(model_dir, tags, model_format, signature, feeds)
+        if not isinstance(wrapped, str):  # the benchmark stage says it went unmeasured; load-and-wrap says why
+            by_name["keras"] = ("keras", wrapped.infer)
     measured = []
-    for name in runtimes:
-        measured += sweep(by_name[name], feeds, plan, runtime_name=name, device=device,
+    for runtime_name, runner in (by_name[name] for name in runtimes if name in by_name):
+        measured += sweep(runner, feeds, plan, runtime_name=runtime_name, device=device,
                           intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
     return measured
 

@@ -9,40 +9,59 @@ from __future__ import annotations
 
 import keras
 
-from modelgate.schemas import SignatureSpec
+from modelgate.quiet import import_tensorflow
+from modelgate.runners import sparse_arguments
+from modelgate.schemas import SignatureSpec, TensorSpec
 
 
 class SignatureLayer(keras.layers.Layer):
-    """Calls a concrete signature function with a dict of named inputs and returns its dict of outputs."""
+    """Calls a concrete signature function with a dict of named inputs and returns its dict of outputs.
 
-    def __init__(self, signature_fn, output_specs: dict[str, tuple[tuple[int | None, ...] | None, str]], **kwargs):
+    A SparseTensor input comes in dense, as every runner takes it, and goes to the function as the three
+    arguments TF2's loader flattens it into."""
+
+    def __init__(self, signature_fn, output_specs: dict[str, tuple[tuple[int | None, ...], str]],
+                 sparse_inputs: frozenset[str] = frozenset(), **kwargs):
         super().__init__(trainable=False, **kwargs)
         self._signature_fn = signature_fn
         self._output_specs = output_specs
+        self._sparse_inputs = sparse_inputs
 
     def call(self, inputs):
-        return self._signature_fn(**inputs)
+        arguments = {}
+        for name, value in inputs.items():
+            if name not in self._sparse_inputs:
+                arguments[name] = value
+                continue
+            sparse = import_tensorflow().sparse.from_dense(value)
+            arguments.update(sparse_arguments(name, sparse.indices, sparse.values, sparse.dense_shape))
+        return self._signature_fn(**arguments)
 
     def compute_output_spec(self, inputs):
         return {name: keras.KerasTensor(shape, dtype=dtype) for name, (shape, dtype) in self._output_specs.items()}
 
 
-def build_keras_model(signature_fn, signature: SignatureSpec, ranks: dict[str, int] | None = None) -> keras.Model:
-    """A functional keras.Model so that model.predict({name: array, ...}) works like any Keras model.
+def _known_shape(kind: str, name: str, spec: TensorSpec, ranks: dict[str, int] | None) -> list[int | None]:
+    """Keras tensors need a rank: one of unknown rank takes the one given in `ranks`, every dimension free."""
+    if spec.shape is not None:
+        return spec.shape
+    if ranks is None or name not in ranks:
+        raise ValueError(f"{kind} '{name}' has unknown rank; a Keras tensor needs a rank")
+    return [None] * ranks[name]
 
-    A keras.Input needs a rank: an input of unknown rank takes the one given in `ranks`, every dimension free."""
+
+def build_keras_model(signature_fn, signature: SignatureSpec, ranks: dict[str, int] | None = None,
+                      output_ranks: dict[str, int] | None = None) -> keras.Model:
+    """A functional keras.Model so that model.predict({name: array, ...}) works like any Keras model."""
     inputs = {}
     for name, spec in signature.inputs.items():
-        shape = spec.shape
-        if shape is None:
-            if ranks is None or name not in ranks:
-                raise ValueError(f"input '{name}' has unknown rank; a keras.Input needs a rank")
-            shape = [None] * ranks[name]
+        shape = _known_shape("input", name, spec, ranks)
         inputs[name] = keras.Input(shape=tuple(shape[1:]), batch_size=shape[0] if shape else None,
                                    dtype=spec.dtype, name=name)
     output_specs = {
-        name: (tuple(spec.shape) if spec.shape is not None else None, spec.dtype)
+        name: (tuple(_known_shape("output", name, spec, output_ranks)), spec.dtype)
         for name, spec in signature.outputs.items()
     }
-    layer = SignatureLayer(signature_fn, output_specs, name="signature")
+    sparse_inputs = frozenset(name for name, spec in signature.inputs.items() if spec.sparse)
+    layer = SignatureLayer(signature_fn, output_specs, sparse_inputs, name="signature")
     return keras.Model(inputs=inputs, outputs=layer(inputs), name=f"savedmodel_{signature.key}")

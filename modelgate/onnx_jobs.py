@@ -13,7 +13,7 @@ import numpy as np
 
 from modelgate.compare import compare_stacked, errors, stack_batches, tolerance_for
 from modelgate.inputs import read_npz, save_npz
-from modelgate.runners import OnnxRuntimeRunner, load_signature_runner
+from modelgate.runners import OnnxRuntimeRunner, load_reference_runner
 from modelgate.pools import ONNXRUNTIME, TENSORFLOW
 from modelgate.sandbox import shares_process
 from modelgate.schemas import RuntimeComparison, SignatureSpec, Tolerance
@@ -25,9 +25,11 @@ Batch = tuple[str, str]  # (inputs .npz, TensorFlow reference outputs .npz)
 
 
 @shares_process(TENSORFLOW)
-def tensorflow_references_job(model_dir: str, tags: list[str], signature_key: str, batches: list[Batch]) -> None:
-    """TensorFlow's outputs for the extra batches, from the model the validation's process already loaded."""
-    runner = load_signature_runner(model_dir, tags, signature_key)
+def tensorflow_references_job(
+    model_dir: str, tags: list[str], model_format: str, signature_key: str, batches: list[Batch],
+) -> None:
+    """The reference runtime's outputs for the extra batches, from the model the validation's process already loaded."""
+    runner = load_reference_runner(model_dir, tags, signature_key, model_format)
     for inputs_path, reference_path in batches:
         save_npz(runner(read_npz(inputs_path)), reference_path)
 

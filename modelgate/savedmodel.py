@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from modelgate.errors import MissingOps, ModelRejected, NotASavedModel, SignatureNotFound, UnsafeModel
 from modelgate.model_source import SAVED_MODEL_FILES
 from modelgate.precision import lowest_float_precision
 from modelgate.quiet import import_tensorflow
-from modelgate.schemas import Check, MetaGraphInfo, SignatureSpec, TensorSpec
+from modelgate.schemas import Check, MetaGraphInfo, SignatureSpec, SparseTensorNames, TensorSpec
 
 INIT_OP_KEY = "__saved_model_init_op"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -87,13 +89,43 @@ def _dtype_names(enum_value: int) -> tuple[str, str | None]:
     return dtype.name, None
 
 
-def _tensor_spec(tensor_info) -> TensorSpec:
+def _shape_list(shape) -> list[int | None] | None:
+    return None if shape.unknown_rank else [d.size if d.size >= 0 else None for d in shape.dim]
+
+
+def _compatible(declared: list[int | None] | None, actual: list[int | None] | None) -> bool:
+    if declared is None or actual is None:
+        return True
+    return len(declared) == len(actual) and all(d is None or a is None or d == a for d, a in zip(declared, actual))
+
+
+def _graph_shapes(meta_graph) -> dict[str, list[int | None] | None]:
+    """The shape of each tensor of a TF1 graph as the graph itself infers it (TF1's exporter writes every node's
+    _output_shapes), by tensor name: a signature's TensorInfo may declare another, which TF1 never checks.
+    TF2 signatures are traced from their functions, so they are left as declared."""
+    shapes = {}
+    if meta_graph.object_graph_def.nodes:
+        return shapes
+    for node in meta_graph.graph_def.node:
+        if "_output_shapes" in node.attr:  # a membership test: indexing a protobuf map would add the key
+            for index, shape in enumerate(node.attr["_output_shapes"].list.shape):
+                shapes[f"{node.name}:{index}"] = _shape_list(shape)
+    return shapes
+
+
+def _tensor_spec(tensor_info, graph_shapes: dict[str, list[int | None] | None]) -> TensorSpec:
     dtype, declared = _dtype_names(tensor_info.dtype)
-    shape = tensor_info.tensor_shape
-    return TensorSpec(
-        dtype=dtype, declared_dtype=declared, tensor_name=tensor_info.name or None,
-        shape=None if shape.unknown_rank else [d.size if d.size >= 0 else None for d in shape.dim],
-    )
+    shape = _shape_list(tensor_info.tensor_shape)
+    if tensor_info.WhichOneof("encoding") == "coo_sparse":
+        components = tensor_info.coo_sparse
+        sparse = SparseTensorNames(indices=components.indices_tensor_name, values=components.values_tensor_name,
+                                   dense_shape=components.dense_shape_tensor_name)
+        return TensorSpec(dtype=dtype, declared_dtype=declared, shape=shape, sparse=sparse)
+    graph_shape = graph_shapes.get(tensor_info.name)
+    if not _compatible(shape, graph_shape):
+        return TensorSpec(dtype=dtype, declared_dtype=declared, tensor_name=tensor_info.name, shape=graph_shape,
+                          declared_shape=shape)
+    return TensorSpec(dtype=dtype, declared_dtype=declared, tensor_name=tensor_info.name or None, shape=shape)
 
 
 def _op_locations(meta_graph) -> dict[str, set[str]]:
@@ -110,12 +142,13 @@ def describe_meta_graph(meta_graph) -> MetaGraphInfo:
     from tensorflow.python.framework import op_def_registry
 
     locations = _op_locations(meta_graph)
+    graph_shapes = _graph_shapes(meta_graph)
     signatures = {
         key: SignatureSpec(
             key=key,
             method_name=sig.method_name,
-            inputs={name: _tensor_spec(info) for name, info in sorted(sig.inputs.items())},
-            outputs={name: _tensor_spec(info) for name, info in sorted(sig.outputs.items())},
+            inputs={name: _tensor_spec(info, graph_shapes) for name, info in sorted(sig.inputs.items())},
+            outputs={name: _tensor_spec(info, graph_shapes) for name, info in sorted(sig.outputs.items())},
         )
         for key, sig in sorted(meta_graph.signature_def.items())
         if key != INIT_OP_KEY
@@ -181,7 +214,9 @@ def write_loadable_copy(model_dir: Path, saved_model, target: Path) -> Path:
     return target
 
 
-_TF_BOILERPLATE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces|File \"|\[\[|Encountered when|Op:__)")
+_TF_BOILERPLATE = re.compile(
+    r"^(Graph execution error:|Detected at node|Node: '|<stack traces|File \"|\[\[|Encountered when|Op:__)"
+)
 
 
 def first_meaningful_line(message: str) -> str:
@@ -191,14 +226,21 @@ def first_meaningful_line(message: str) -> str:
     return (useful or [message.strip() or "no message"])[0]
 
 
-def load_saved_model(model_dir: str | Path, tags: list[str]):
-    """tf.saved_model.load, failing with one line that says why (it runs in a model stage's child process)."""
+@contextlib.contextmanager
+def rejected_unless_loaded(loader: str) -> Iterator[None]:
+    """A load that fails rejects the model on model_loads, in one line that says why (it runs in a model
+    stage's child process)."""
     tf = import_tensorflow()
     try:
-        return tf.saved_model.load(str(model_dir), tags=tags)
+        yield
     except (tf.errors.OpError, ValueError, RuntimeError, OSError, KeyError) as exc:
         detail = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
-        raise ModelRejected("model_loads", f"TensorFlow cannot load the SavedModel: {first_meaningful_line(detail)}") from exc
+        raise ModelRejected("model_loads", f"{loader} cannot load the SavedModel: {first_meaningful_line(detail)}") from exc
+
+
+def load_saved_model(model_dir: str | Path, tags: list[str]):
+    with rejected_unless_loaded("TensorFlow"):
+        return import_tensorflow().saved_model.load(str(model_dir), tags=tags)
 
 
 def choose_meta_graph(meta_graphs: list[MetaGraphInfo], tags: list[str] | None) -> MetaGraphInfo:

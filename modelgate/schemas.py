@@ -235,6 +235,12 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
+class SparseTensorNames(BaseModel):
+    indices: str
+    values: str
+    dense_shape: str
+
+
 class TensorSpec(BaseModel):
     dtype: str
     shape: list[int | None] | None = Field(description="None for unknown rank; None entries for unknown dims.")
@@ -244,6 +250,16 @@ class TensorSpec(BaseModel):
         "type such as float32_ref, whose values are plain float32.",
     )
     tensor_name: str | None = Field(default=None, description="The graph tensor the signature binds, e.g. x:0.")
+    declared_shape: list[int | None] | None = Field(
+        default=None,
+        description="The shape as the signature declares it, where the TF1 graph's own tensor disagrees: shape "
+        "is then the graph's, which a TF1 Session and TF Serving feed and return.",
+    )
+    sparse: SparseTensorNames | None = Field(
+        default=None,
+        description="A SparseTensor (TF1 coo_sparse): its component tensors. Inputs and outputs carry it dense, "
+        "zeros being absent entries; runners feed it as its components.",
+    )
 
     @property
     def rank(self) -> int | None:
@@ -484,6 +500,11 @@ class InputsSection(BaseModel):
     example_features: dict[str, list[ExampleFeature]] = Field(
         default={}, description="Synthetic tf.Example inputs: the parse spec read from the graph."
     )
+    working_batch_size: int | None = Field(
+        default=None,
+        description="Set when the declared dynamic batch fails at these inputs' batch size (see dynamic_batch_runs): "
+        "the batch size the checks, comparisons and benchmarks run at instead.",
+    )
 
 
 def utc_now() -> str:
@@ -575,6 +596,7 @@ class Inspection(StageResult):
 
 class SignatureChoice(StageResult):
     model_dir: str
+    model_format: str = Field(description="tf1-graph, tf2 or keras2: decides the reference runtime.")
     tags: list[str]
     signature: SignatureSpec
     meta_graph: MetaGraphInfo
@@ -599,13 +621,19 @@ class CheckList(StageResult):
 
 class PreparedInputs(StageResult):
     section: InputsSection
+    checks: list[Check] = []
 
     @property
     def path(self) -> str | None:
         return self.section.path
 
+    def batch_size(self, request: ValidationRequest) -> int:
+        """The size for dynamic batch dimensions of inputs synthesized after these."""
+        return self.section.working_batch_size or request.batch_size
+
     def apply_to(self, report: ValidationReport) -> None:
         report.inputs = self.section
+        report.checks.extend(self.checks)
         if self.section.path:
             report.artifacts["inputs.npz"] = self.section.path
 

@@ -7,7 +7,7 @@ from modelgate.benchmark_plan import benchmark_framework, not_measured
 from modelgate.environment import gpu_present
 from modelgate.jobs import tensorflow_benchmark_job
 from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import BenchmarkRun, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
+from modelgate.schemas import BenchmarkRun, Check, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
 
 TENSORFLOW_RUNTIMES = ("tensorflow", "keras")
 
@@ -20,14 +20,18 @@ def benchmark(
     runtimes = [name for name in request.benchmark_runtimes if name in TENSORFLOW_RUNTIMES]
     if skipped := not_measured(inputs, request.benchmark and bool(runtimes), "benchmark"):
         return skipped
-    return benchmark_framework(
-        request, choice.signature, "tensorflow", workdir,
+    measured = benchmark_framework(
+        request, choice.signature, inputs, "tensorflow", workdir,
         lambda device, plan, intra, inter: run_isolated(
-            tensorflow_benchmark_job, choice.model_dir, choice.tags, choice.signature, inputs.path, plan,
-            runtimes, device, intra, inter,
+            tensorflow_benchmark_job, choice.model_dir, choice.tags, choice.model_format, choice.signature,
+            inputs.path, plan, runtimes, device, intra, inter,
             limits=limits_of(request), label=f"benchmark ({device})", log_path=Path(workdir) / "benchmark.log",
             # Without a GPU, the shared TensorFlow process (started with the request's threads) measures on CPU;
             # with one, each device needs a process of its own to set TensorFlow's device visibility.
             share=not gpu_present(),
         ).value,
     )
+    if "keras" in runtimes and not any(result.runtime == "keras" for result in measured.results):
+        measured.checks.append(Check(name="benchmark_keras", status="skipped",
+                                     message="the Keras wrapper could not be built (see keras_wrapper_built)"))
+    return measured

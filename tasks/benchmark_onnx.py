@@ -18,7 +18,7 @@ def benchmark_onnx(
     if skipped := not_measured(inputs, asked, "benchmark_onnx"):
         return skipped
     return benchmark_framework(
-        request, choice.signature, "onnxruntime", workdir,
+        request, choice.signature, inputs, "onnxruntime", workdir,
         lambda device, plan, intra, inter: run_isolated(
             onnxruntime_benchmark_job, exported.path, inputs.path, plan, device, intra, inter,
             limits=limits_of(request), label=f"benchmark-onnx ({device})",

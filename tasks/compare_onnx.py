@@ -34,7 +34,7 @@ def comparison_batches(
     for seed in range(first_seed, request.seed + request.onnx_batches):
         try:
             feeds = synthesize(
-                choice.signature, request.batch_size, request.unknown_dim_size, seed, request.value_range
+                choice.signature, inputs.batch_size(request), request.unknown_dim_size, seed, request.value_range
             )
         except InputsUnavailable:
             break  # only the user's inputs can feed this signature
@@ -75,8 +75,8 @@ def compare_onnx(
     limits = limits_of(request)
     if len(batches) > 1:
         run_isolated(
-            tensorflow_references_job, choice.model_dir, choice.tags, choice.signature.key, batches[1:],
-            limits=limits, label="compare-onnx (TensorFlow on the extra batches)", log_path=log_path,
+            tensorflow_references_job, choice.model_dir, choice.tags, choice.model_format, choice.signature.key,
+            batches[1:], limits=limits, label="compare-onnx (TensorFlow on the extra batches)", log_path=log_path,
         )
 
     def compare_on(providers: list[str], label: str) -> RuntimeComparison:

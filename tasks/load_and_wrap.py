@@ -17,7 +17,8 @@ def load_and_wrap(
     `cleared` is the op scan's verdict: model code runs only once the scan has passed.
     """
     checks = run_isolated(
-        wrapper_parity_job, choice.model_dir, choice.tags, choice.signature, inputs.path, choice.rtol,
+        wrapper_parity_job, choice.model_dir, choice.tags, choice.model_format, choice.signature, inputs.path,
+        choice.rtol,
         limits=limits_of(request), label="load-and-wrap", log_path=Path(workdir) / "load-and-wrap.log",
     ).value
     if inputs.path is None:

@@ -19,7 +19,8 @@ def run_checks(
         return ReferenceOutputs(checks=skipped(OUTPUT_CHECK_NAMES, inputs.section.message), path=None)
     outputs_path = str(Path(workdir) / "reference_outputs.npz")
     checks = run_isolated(
-        output_checks_job, choice.model_dir, choice.tags, choice.signature, inputs.path, outputs_path,
-        choice.atol, choice.rtol, limits=limits_of(request), label="run-checks", log_path=Path(workdir) / "run-checks.log",
+        output_checks_job, choice.model_dir, choice.tags, choice.model_format, choice.signature, inputs.path,
+        outputs_path, choice.atol, choice.rtol, limits=limits_of(request), label="run-checks",
+        log_path=Path(workdir) / "run-checks.log",
     ).value
     return ReferenceOutputs(checks=checks, path=outputs_path)

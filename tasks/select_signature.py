@@ -18,6 +18,6 @@ def select_signature(
     atol, rtol, note = effective_tolerances(atol or {}, rtol or {}, meta_graph.float_precision)
     checks.append(Check(name="tolerances", status="passed", severity="info", message=note))
     return SignatureChoice(
-        model_dir=inspection.model_dir, tags=meta_graph.tags, signature=signature, meta_graph=meta_graph,
-        checks=checks, atol=atol, rtol=rtol,
+        model_dir=inspection.model_dir, model_format=inspection.model_format, tags=meta_graph.tags,
+        signature=signature, meta_graph=meta_graph, checks=checks, atol=atol, rtol=rtol,
     )

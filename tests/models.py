@@ -455,3 +455,78 @@ def estimator_classify(directory: Path) -> Path:
         )
         builder.save()
     return directory
+# --- TF1 graphs the TF2 loader serves badly or not at all; outputs of unknown shape ---
+
+def _save_tf1(directory: Path, session, signatures: dict, **init) -> Path:
+    builder = tf.compat.v1.saved_model.Builder(str(directory))
+    builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures, **init)
+    builder.save()
+    return directory
+
+
+def tf1_declared_scalars(directory: Path) -> Path:
+    """A TF1 predict signature that declares its input and output scalars while the graph takes and gives
+    [N, 1] (an exporter that wrote the per-example shape): tf.saved_model.load refuses it ('Shapes must be
+    equal rank, but are 2 and 0'), a TF1 Session serves it."""
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        x = v1.placeholder(tf.float32, [None, 1], name="x")
+        weight = v1.get_variable("weight", initializer=np.array([[2.0]], "float32"))
+        y = tf.add(tf.matmul(x, weight), 1.0, name="y")
+        x_info, y_info = v1.saved_model.build_tensor_info(x), v1.saved_model.build_tensor_info(y)
+        for info in (x_info, y_info):
+            info.tensor_shape.CopyFrom(tf.TensorShape([]).as_proto())
+        session.run(v1.global_variables_initializer())
+        signature = v1.saved_model.build_signature_def({"x": x_info}, {"y": y_info}, "tensorflow/serving/predict")
+        return _save_tf1(directory, session, {"serving_default": signature})
+
+
+def tf1_batch_one_regress(directory: Path) -> Path:
+    """A TF1 regress signature declaring [-1, 1] outputs whose graph appends a constant bias column of one
+    row: it runs at batch 1 only ('ConcatOp : Dimension 0 in both shapes must be equal')."""
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        features = v1.placeholder(tf.float32, [None, 3], name="features")
+        weight = v1.get_variable("weight", initializer=np.array([[0.5], [-1.0], [2.0], [0.25]], "float32"))
+        with_bias = tf.concat([features, tf.constant([[1.0]])], axis=1)
+        outputs = tf.reshape(tf.matmul(with_bias, weight), [-1, 1], name="outputs")
+        session.run(v1.global_variables_initializer())
+        outputs_info = v1.saved_model.build_tensor_info(outputs)  # [1, 1], as TF1 infers it from the bias column
+        outputs_info.tensor_shape.CopyFrom(tf.TensorShape([None, 1]).as_proto())
+        signature = v1.saved_model.build_signature_def(
+            {"inputs": v1.saved_model.build_tensor_info(features)}, {"outputs": outputs_info},
+            "tensorflow/serving/regress",
+        )
+        return _save_tf1(directory, session, {"serving_default": signature})
+
+
+def tf1_sparse_input(directory: Path) -> Path:
+    """A TF1 model fed a SparseTensor (tf.compat.v1.sparse_placeholder): its signature input is coo_sparse."""
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        features = v1.sparse_placeholder(tf.float32, [None, 5], name="features")
+        weight = v1.get_variable("weight", initializer=np.arange(10, dtype="float32").reshape(5, 2) - 4.0)
+        scores = tf.sparse.sparse_dense_matmul(features, weight)
+        session.run(v1.global_variables_initializer())
+        info = v1.saved_model.build_tensor_info
+        signature = v1.saved_model.build_signature_def(
+            {"features": info(features)}, {"scores": info(scores)}, "tensorflow/serving/predict"
+        )
+        return _save_tf1(directory, session, {"serving_default": signature})
+
+
+class _TableExport(tf.Module):
+    def __init__(self):
+        super().__init__()
+        initializer = tf.lookup.KeyValueTensorInitializer(tf.constant([1, 3, 5], tf.int64), [0.5, 1.5, 2.5])
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=-1.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids")])
+    def __call__(self, ids):
+        keys, values = self.table.export()
+        return {"scores": self.table.lookup(ids), "keys": keys, "values": values}
+
+
+def table_export(directory: Path) -> Path:
+    """A lookup table's contents as outputs (table.export()): tensors of unknown rank."""
+    return _save_serving(_TableExport(), directory)

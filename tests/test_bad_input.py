@@ -97,15 +97,15 @@ def unknown_op(model_dirs, tmp_path):
 
 def exceeds_time_limit(model_dirs, tmp_path):
     # The model never returns, so whatever the machine's speed it is stopped at the limit, loading or running.
-    return [str(model_dirs["hangs"]), "--timeout", "10"], "load-and-wrap: timed out after 10 s"
+    return [str(model_dirs["hangs"]), "--timeout", "10"], "probe-batch: timed out after 10 s"
 
 
 def crashes_the_interpreter(model_dirs, tmp_path):
-    return [str(model_dirs["aborts"])], "load-and-wrap: model process killed by signal SIGABRT"
+    return [str(model_dirs["aborts"])], "probe-batch: model process killed by signal SIGABRT"
 
 
 def eats_memory(model_dirs, tmp_path):
-    return [str(model_dirs["eats_memory"]), "--memory-limit-mb", "1500"], "load-and-wrap: killed at"
+    return [str(model_dirs["eats_memory"]), "--memory-limit-mb", "1500"], "probe-batch: killed at"
 
 
 CASES = [

@@ -63,8 +63,8 @@ def test_reference_dtypes_are_reported_by_value_and_loaded_through_a_copy(model_
     choice = select_signature.fn(inspection, "weights", None)
     feeds = {"x": np.ones((2, 3), "float32")}
     save_npz(feeds, tmp_path / "inputs.npz")
-    checks = output_checks_job(choice.model_dir, choice.tags, choice.signature, str(tmp_path / "inputs.npz"),
-                               str(tmp_path / "outputs.npz"), 1e-4, 1e-3)
+    checks = output_checks_job(choice.model_dir, choice.tags, choice.model_format, choice.signature,
+                               str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz"), 1e-4, 1e-3)
     assert {c.name: c.status for c in checks}["output_dtypes"] == "passed"
     expected = np.arange(6, dtype="float32").reshape(3, 2) / 6
     np.testing.assert_array_equal(read_npz(tmp_path / "outputs.npz")["weight"], expected)
@@ -162,10 +162,9 @@ def test_unknown_rank_and_no_input_signatures_run(model_dirs, tmp_path):
     for key, feeds in (("total", {"anything": np.ones((2, 5), "float32")}), ("constants", {})):
         choice = _select(model_dirs["tf1_graph"], key=key, workdir=tmp_path / key)
         inputs = save_npz(feeds, tmp_path / f"{key}.npz")
-        wrapper = {c.name: c for c in wrapper_parity_job(choice.model_dir, choice.tags, choice.signature, str(inputs),
-                                                                choice.rtol)}
-        checks = {c.name: c for c in output_checks_job(choice.model_dir, choice.tags, choice.signature, str(inputs),
-                                                       str(tmp_path / f"{key}-out.npz"), 1e-4, 1e-3)}
+        model = (choice.model_dir, choice.tags, choice.model_format, choice.signature)
+        wrapper = {c.name: c for c in wrapper_parity_job(*model, str(inputs), choice.rtol)}
+        checks = {c.name: c for c in output_checks_job(*model, str(inputs), str(tmp_path / f"{key}-out.npz"), 1e-4, 1e-3)}
         assert all(c.status != "failed" for c in [*wrapper.values(), *checks.values()]), (wrapper, checks)
         assert checks["finite_outputs"].status == "passed"
         assert checks["batch_consistency"].status == "skipped"
@@ -236,6 +235,7 @@ def test_a_signature_that_fails_at_run_time_says_why_in_one_line(tmp_path):
     choice = _select(tmp_path / "model")
     inputs = save_npz({"x": -np.ones((2, 2), "float32")}, tmp_path / "inputs.npz")
     with pytest.raises(ModelRunError) as error:
-        output_checks_job(choice.model_dir, choice.tags, choice.signature, str(inputs), str(tmp_path / "o.npz"), 0, 0)
+        output_checks_job(choice.model_dir, choice.tags, choice.model_format, choice.signature, str(inputs),
+                          str(tmp_path / "o.npz"), 0, 0)
     assert str(error.value).startswith("the signature failed: ") and "\n" not in str(error.value)
     assert "x must be positive" in str(error.value)

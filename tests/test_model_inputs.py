@@ -39,8 +39,9 @@ def _prepare(choice, workdir, **fields):
 
 def _model_checks(choice, inputs, workdir) -> dict[str, str]:
     """The named checks of load-and-wrap and run-checks, from their jobs, run here on the prepared inputs."""
-    found = wrapper_parity_job(choice.model_dir, choice.tags, choice.signature, inputs.path, choice.rtol)
-    found += output_checks_job(choice.model_dir, choice.tags, choice.signature, inputs.path,
+    model = (choice.model_dir, choice.tags, choice.model_format, choice.signature)
+    found = wrapper_parity_job(*model, inputs.path, choice.rtol)
+    found += output_checks_job(*model, inputs.path,
                                str(workdir / "outputs.npz"), choice.atol, choice.rtol)
     return {check.name: check.status for check in found}
 

@@ -47,7 +47,7 @@ def test_a_long_reduction_keeps_batch_consistency_against_its_scale(tmp_path):
     choice = select_signature.fn(inspect_model.fn(str(model_dir)), None, None)
     request = ValidationRequest(source=str(model_dir))
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
-    checks = output_checks_job(str(model_dir), choice.tags, choice.signature, inputs.path,
+    checks = output_checks_job(str(model_dir), choice.tags, choice.model_format, choice.signature, inputs.path,
                                str(tmp_path / "outputs.npz"), choice.atol, choice.rtol)
     consistency = next(c for c in checks if c.name == "batch_consistency")
     assert consistency.status == "passed", consistency.message

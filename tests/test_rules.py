@@ -42,7 +42,7 @@ def test_severity_sets_what_a_broken_rule_costs():
 def test_a_clean_signature_passes_every_rule():
     checks = _by_name(signature_rules(SCORER))
     assert {name: check.status for name, check in checks.items()} == {
-        "tensor_dtypes": "passed", "known_rank": "passed", "dynamic_batch": "passed",
+        "tensor_dtypes": "passed", "declared_shapes": "passed", "known_rank": "passed", "dynamic_batch": "passed",
         "meaningful_output_names": "passed", "unique_tensor_names": "passed",
     }
 
