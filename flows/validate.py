@@ -2,6 +2,7 @@
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
 
 from modelgate.recorder import ValidationRun
 from modelgate.registry import is_registry_uri
@@ -28,10 +29,16 @@ from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
 
 
+def flow_run_ui_url() -> str | None:
+    """This flow run's page in Prefect's UI; None without a UI (a CLI run on an ephemeral server), where
+    Prefect would still give 'None/flow-runs/...'."""
+    return flow_run.get_flow_run_ui_url() if PREFECT_UI_URL.value() else None
+
+
 @flow(name="validate-savedmodel")
 def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
     """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow."""
-    flow_run_url = flow_run.get_flow_run_ui_url()
+    flow_run_url = flow_run_ui_url()
     with ValidationRun(request) as run, shared_processes(validation_pools(request)):
         workdir = str(run.workdir)
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run_url)

@@ -6,7 +6,10 @@ from prefect.cache_policies import NO_CACHE
 from modelgate.baseline import baseline_job
 from modelgate.model_source import resolve_model_source
 from modelgate.sandbox import limits_of, run_isolated
-from modelgate.savedmodel import choose_meta_graph, inspect_saved_model, refuse_risky_ops
+from modelgate.savedmodel import (
+    choose_meta_graph, describe_meta_graph, read_saved_model_proto, reference_outputs, refuse_risky_ops,
+    write_loadable_copy,
+)
 from modelgate.schemas import BaselineChoice, BaselineComparison, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
 
 
@@ -23,7 +26,8 @@ def compare_baseline(
     if inputs.path is None:
         return BaselineComparison(skipped_reason=inputs.section.message)
     baseline_dir = resolve_model_source(baseline.model_dir).model_dir
-    meta_graph = choose_meta_graph(inspect_saved_model(baseline_dir), choice.tags)
+    saved_model = read_saved_model_proto(baseline_dir)
+    meta_graph = choose_meta_graph([describe_meta_graph(mg) for mg in saved_model.meta_graphs], choice.tags)
     refuse_risky_ops(meta_graph, request.allow_ops)
     if choice.signature.key not in meta_graph.signatures:
         return BaselineComparison(skipped_reason=f"the baseline has no signature '{choice.signature.key}'")
@@ -34,6 +38,9 @@ def compare_baseline(
             skipped_reason="the baseline takes other inputs (see signature_compatibility), so the same inputs "
             "cannot feed both: no drift or latency comparison"
         )
+    if reference_outputs(saved_model):
+        # As for the model validated (see inspect): TF2 loads reference-typed signature tensors only through a read.
+        baseline_dir = write_loadable_copy(baseline_dir, saved_model, Path(workdir) / "loadable_baseline")
     measured = run_isolated(
         baseline_job, choice.model_dir, choice.tags, choice.signature.key, str(baseline_dir), meta_graph.tags,
         inputs.path, limits=limits_of(request), label="compare-baseline",
