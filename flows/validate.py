@@ -15,6 +15,7 @@ from tasks.benchmark_report import benchmark_report
 from tasks.check_contract import check_signature
 from tasks.compare_baseline import compare_baseline
 from tasks.compare_onnx import compare_onnx
+from tasks.derive_saved_model import derive_saved_model
 from tasks.export_onnx import export_onnx, record_onnx_error
 from tasks.inspect_model import inspect_model
 from tasks.load_and_wrap import load_and_wrap
@@ -43,8 +44,11 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
         workdir = str(run.workdir)
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run_url)
         source = run.stage("resolve-source", resolve_source, request, workdir)
+        model = source
+        if source.keras_file:  # a Missing source's is Missing, and truthy: the stage is recorded as skipped
+            model = run.stage("derive-saved-model", derive_saved_model, source, request, workdir)
         baseline = run.stage("resolve-baseline", resolve_baseline, request, source, workdir)
-        inspection = run.stage("inspect", inspect_model, source.model_dir, workdir, request.model_version)
+        inspection = run.stage("inspect", inspect_model, model.model_dir, workdir, request.model_version)
         choice = run.stage("select-signature", select_signature, inspection, request.signature, request.tags)
         run.stage("check-signature", check_signature, choice, request, baseline)
         cleared = run.stage("scan-ops", scan_ops, choice, request.allow_ops)
