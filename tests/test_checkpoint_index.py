@@ -119,12 +119,26 @@ def test_an_entry_whose_size_disagrees_with_its_dtype_and_shape_is_refused(origi
         inspect_model.fn(str(model_dir), str(tmp_path))
 
 
-@pytest.mark.parametrize("size", [-5, 2**62], ids=["negative", "overflowing"])
-def test_a_shape_tensorflow_would_abort_on_is_refused_before_it_reads(size, original, tmp_path):
-    # TensorFlow's reader meets such a shape with a failed CHECK: the whole process, this one, would abort.
-    def break_shape(entries):
-        _kernel_entry(entries, lambda entry: entry.shape.dim.add(size=size))
+def _shape_dim(size):
+    return lambda entry: entry.shape.dim.add(size=size)
 
-    model_dir = _reencoded(original, tmp_path / "model", edit=break_shape)
-    with pytest.raises(NotASavedModel, match=r"variable 'variables/0/.ATTRIBUTES/VARIABLE_VALUE' has an impossible shape"):
+
+def _slice_twice(entry):
+    for _ in range(2):
+        entry.slices.add().extent.add(start=0, length=1)
+
+
+ABORTING = {
+    "negative dimension": (_shape_dim(-5), "has an impossible shape"),
+    "overflowing shape": (_shape_dim(2**62), "has an impossible shape"),
+    "a slice listed twice": (_slice_twice, "lists a slice twice"),
+}
+
+
+@pytest.mark.parametrize("case", ABORTING, ids=list(ABORTING))
+def test_an_entry_tensorflow_would_abort_on_is_refused_before_it_reads(case, original, tmp_path):
+    # TensorFlow's reader meets such an entry with a failed CHECK: the whole process, this one, would abort.
+    change, expected = ABORTING[case]
+    model_dir = _reencoded(original, tmp_path / "model", edit=lambda entries: _kernel_entry(entries, change))
+    with pytest.raises(NotASavedModel, match=f"variable 'variables/0/.ATTRIBUTES/VARIABLE_VALUE' {expected}"):
         inspect_model.fn(str(model_dir), str(tmp_path))
