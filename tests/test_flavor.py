@@ -8,17 +8,18 @@ import mlflow.keras
 import mlflow.tensorflow
 import numpy as np
 import pytest
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
+from modelgate.flavors import keras_file_of
 from modelgate.quiet import import_tensorflow
+from modelgate.registry import RegistryError
 from modelgate.schemas import ValidationRequest
 from tasks.derive_saved_model import derive_saved_model
 from tasks.resolve_source import resolve_source
 from tests.flows import run_flow
 
 tf = import_tensorflow()
-
-pytestmark = pytest.mark.usefixtures("prefect_server")
 
 FAST = {"export_onnx": False, "benchmark": False}
 
@@ -40,6 +41,7 @@ def _log(tracking_uri, model, name, flavor=mlflow.tensorflow):
     return str(info.registered_model_version)
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_a_keras_model_logged_with_the_tensorflow_flavor_is_derived_validated_and_tagged(tracking_uri, workdir):
     model = _classifier()
     client = MlflowClient(tracking_uri)
@@ -71,6 +73,7 @@ def test_a_keras_model_logged_with_the_tensorflow_flavor_is_derived_validated_an
             f"{keras.__version__}): loaded with Keras {keras.__version__} (safe_mode=True)") in mv.description
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_a_lambda_layer_is_refused_by_safe_mode_and_the_version_is_tagged_failed(tracking_uri, workdir):
     version = _log(tracking_uri, _classifier(lambda_layer=True), "flavor-lambda")
     report = run_flow(f"models:/flavor-lambda/{version}", tracking_uri, workdir, **FAST)
@@ -92,3 +95,21 @@ def test_the_keras_flavor_is_derived_the_same_way(tracking_uri, workdir):
     derived = derive_saved_model.fn(source, request, str(workdir))
     assert derived.derived_from.flavor == "keras"
     assert (workdir / "derived_saved_model" / "saved_model.pb").is_file()
+
+
+@pytest.mark.parametrize("data, expected", [
+    ("data", "the tensorflow flavor holds an HDF5 file, which Keras loads without safe mode"),
+    ("../elsewhere", "the tensorflow flavor's data folder lies outside the version's files"),
+], ids=["hdf5", "outside"])
+def test_a_flavor_keras_cannot_load_safely_from_the_files_is_refused(data, expected, tmp_path):
+    # As older MLflow and TensorFlow versions logged it: save_format h5, a model.h5 in the data folder.
+    files = tmp_path / "files"
+    (tmp_path / "data").mkdir()
+    (files / "data").mkdir(parents=True)
+    for folder in (files / "data", tmp_path / "data"):
+        _classifier().save(folder / "model.h5")
+    mlmodel = Model()
+    mlmodel.add_flavor("tensorflow", data=data, model_type="keras", save_format="h5")
+    mlmodel.save(str(files / "MLmodel"))
+    with pytest.raises(RegistryError, match=expected):
+        keras_file_of(files)
