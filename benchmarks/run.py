@@ -79,17 +79,17 @@ def engine_against_bare(call: Callable[[], object]) -> dict:
             "overhead_us": statistics.median(e - b for e, b in zip(engine, bare)) * 1000, "pairs": REPEATS}
 
 
-def signature_choice(model_dir: Path):
-    """The signature the flow would validate, chosen by its own stages."""
+def signature_choice(model_dir: Path, workdir: Path):
+    """The signature the flow would validate, chosen by its own stages (a loadable copy, if any, under workdir)."""
     from tasks.inspect_model import inspect_model
     from tasks.select_signature import select_signature
 
-    return select_signature.fn(inspect_model.fn(str(model_dir)), None, None)
+    return select_signature.fn(inspect_model.fn(str(model_dir), str(workdir)), None, None)
 
 
 def convert(model_dir: Path, workdir: Path) -> str:
     """The product's own conversion (a bounded child, the file checked), so the suite measures what ships."""
-    choice = signature_choice(model_dir)
+    choice = signature_choice(model_dir, workdir)
     plan = ConversionPlan(model_dir=str(model_dir), signature_key=choice.signature.key, tags=choice.tags,
                           opset=default_opset(), output_path=str(workdir / f"{model_dir.name}.onnx"))
     log = workdir / f"{model_dir.name}-tf2onnx.log"

@@ -3,6 +3,7 @@
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
+from prefect.settings import PREFECT_UI_URL
 
 from modelgate.recorder import ValidationRun
 from modelgate.registry import is_registry_uri
@@ -15,6 +16,7 @@ from tasks.benchmark_report import benchmark_report
 from tasks.check_contract import check_signature
 from tasks.compare_baseline import compare_baseline
 from tasks.compare_onnx import compare_onnx
+from tasks.derive_saved_model import derive_saved_model
 from tasks.export_onnx import export_onnx, record_onnx_error
 from tasks.inspect_model import inspect_model
 from tasks.load_and_wrap import load_and_wrap
@@ -30,6 +32,12 @@ from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
 
 
+def flow_run_ui_url() -> str | None:
+    """This flow run's page in Prefect's UI; None without a UI (a CLI run on an ephemeral server), where
+    Prefect would still give 'None/flow-runs/...'."""
+    return flow_run.get_flow_run_ui_url() if PREFECT_UI_URL.value() else None
+
+
 @flow(name="validate-savedmodel")
 def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
     """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow.
@@ -37,13 +45,16 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
     The flow run ends Completed only when the model passed; a rejected model or a validation that could not
     judge ends Failed with the verdict as its message (the report is its result either way), so Prefect's
     UI, notifications and automations see what the report, MLflow and the registry say."""
-    flow_run_url = flow_run.get_flow_run_ui_url()
+    flow_run_url = flow_run_ui_url()
     with ValidationRun(request) as run, shared_processes(validation_pools(request)):
         workdir = str(run.workdir)
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run_url)
         source = run.stage("resolve-source", resolve_source, request, workdir)
+        model = source
+        if source.keras_file:  # a Missing source's is Missing, and truthy: the stage is recorded as skipped
+            model = run.stage("derive-saved-model", derive_saved_model, source, request, workdir)
         baseline = run.stage("resolve-baseline", resolve_baseline, request, source, workdir)
-        inspection = run.stage("inspect", inspect_model, source.model_dir, workdir, request.model_version)
+        inspection = run.stage("inspect", inspect_model, model.model_dir, workdir, request.model_version)
         choice = run.stage(
             "select-signature", select_signature, inspection, request.signature, request.tags, request.atol, request.rtol,
         )

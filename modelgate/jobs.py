@@ -7,6 +7,7 @@ values, loads what it needs itself, and returns plain picklable results. Arrays 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from modelgate import checks
 from modelgate.benchmark import Measured, SweepPlan, sweep
@@ -19,6 +20,7 @@ from modelgate.runners import (
 )
 from modelgate.pools import ONNXRUNTIME, TENSORFLOW
 from modelgate.sandbox import shares_process
+from modelgate.savedmodel import first_meaningful_line
 from modelgate.schemas import Check, SignatureSpec, Tolerance
 
 
@@ -141,3 +143,22 @@ def onnxruntime_benchmark_job(
     return sweep(runner, read_npz(inputs_path), plan, runtime_name="onnxruntime", device=device,
                  intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, providers=runner.providers)
 
+
+def keras_export_job(keras_file: str, export_dir: str) -> str:
+    """Load a Keras file with safe_mode=True and export its SavedModel; returns the Keras version that did both.
+
+    A process of its own, not a shared one: loading builds the model's layers in Keras's global state."""
+    import keras
+
+    name = Path(keras_file).name
+    try:
+        model = keras.saving.load_model(keras_file, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - whatever Keras refuses, the model cannot be served
+        raise ModelRejected("model_loads", f"Keras cannot load {name} with safe_mode=True: "
+                                           f"{first_meaningful_line(str(exc))}") from None
+    try:
+        model.export(export_dir, format="tf_saved_model", verbose=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelRejected("saved_model_export", f"Keras cannot export {name} as a SavedModel: "
+                                                  f"{first_meaningful_line(str(exc))}") from None
+    return keras.__version__

@@ -10,9 +10,10 @@ logged model, so plain files go through the client):
     client.create_registered_model("my-model")          # once
     client.create_model_version("my-model", f"{run.info.artifact_uri}/saved_model", run_id=run.info.run_id)
 
-modelgate downloads the version's files and validates the shallowest folder holding saved_model.pb, so
-a version whose files hold the SavedModel one or two folders down (an MLflow flavour's data/ folder,
-say) works too.
+A model logged with `mlflow.tensorflow.log_model(model, name=..., registered_model_name=...)` works as it is:
+modelgate reads the version's MLmodel and derives the SavedModel from its Keras file (modelgate.flavors).
+Otherwise modelgate validates the shallowest folder of the version's files holding saved_model.pb, so a
+version whose files hold the SavedModel one or two folders down works too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from modelgate.errors import ModelgateError
 from modelgate.model_source import SAVED_MODEL_FILES
-from modelgate.schemas import ValidationReport
+from modelgate.schemas import DerivedFrom, ValidationReport
 
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))/?$")
 TAG_PREFIX = "modelgate."
@@ -84,20 +85,20 @@ def find_saved_model_dir(root: Path) -> Path:
         if found:
             return found[0]
     raise RegistryError(
-        f"{root}: the model version's files hold no saved_model.pb within {SEARCH_DEPTH} folders; "
-        "register the SavedModel directory itself (see modelgate.registry)"
+        f"{root}: the model version's files hold no saved_model.pb within {SEARCH_DEPTH} folders and no Keras "
+        "flavor (MLmodel); register the SavedModel directory itself, or log the model with mlflow.tensorflow.log_model"
     )
 
 
 def download_version(client: MlflowClient, tracking_uri: str, version: RegistryVersion, destination: Path) -> Path:
+    """The version's files, downloaded under destination (see modelgate.flavors.version_model for what they hold)."""
     import mlflow.artifacts
 
     destination.mkdir(parents=True, exist_ok=True)
-    local = mlflow.artifacts.download_artifacts(
+    return Path(mlflow.artifacts.download_artifacts(
         artifact_uri=client.get_model_version_download_uri(version.name, version.version),
         dst_path=str(destination), tracking_uri=tracking_uri,
-    )
-    return find_saved_model_dir(Path(local))
+    ))
 
 
 def register_files(client: MlflowClient, run_id: str, saved_model_dir: Path, onnx_path: str | None,
@@ -140,6 +141,9 @@ def version_tags(report: ValidationReport, flow_run_url: str | None) -> dict[str
     }
     if flow_run_url:
         tags["flow_run"] = flow_run_url
+    if report.derived_from:
+        tags["derived_from"] = f"{report.derived_from.flavor} flavor: {report.derived_from.keras_file}"
+        tags["derived_with_keras"] = report.derived_from.keras_version
     tags.update(baseline_figures(report))
     return {TAG_PREFIX + key: value for key, value in tags.items()}
 
@@ -169,7 +173,8 @@ def describe_baseline(report: ValidationReport) -> list[str]:
     baseline = report.baseline
     if not baseline.source:
         return [f"No baseline comparison: {baseline.skipped_reason}.", ""] if baseline.skipped_reason else []
-    lines = [f"Compared with baseline `{baseline.source}`:"]
+    derived = " (its SavedModel derived from its Keras flavor)" if baseline.derived_from else ""
+    lines = [f"Compared with baseline `{baseline.source}`{derived}:"]
     compatibility = next((c for c in report.checks if c.name == "signature_compatibility"), None)
     if compatibility:
         lines.append(f"- signature: **{compatibility.status}**: {compatibility.message}")
@@ -199,11 +204,20 @@ def run_link(report: ValidationReport) -> str:
     return f"MLflow run `{report.mlflow.run_id}` (tracking URI `{report.mlflow.tracking_uri or ''}`)"
 
 
+def describe_derivation(derived: DerivedFrom) -> str:
+    saved = f" (saved with Keras {derived.saved_with_keras})" if derived.saved_with_keras else ""
+    return (f"The SavedModel validated was derived by modelgate from the MLflow `{derived.flavor}` flavor's "
+            f"`{derived.keras_file}`{saved}: loaded with Keras {derived.keras_version} (safe_mode=True) and exported "
+            "with `model.export(format=\"tf_saved_model\")`.")
+
+
 def describe(report: ValidationReport, flow_run_url: str | None) -> str:
     """The markdown a reviewer reads on the version page: verdict, what failed, the figures, the links."""
     lines = [f"## modelgate: **{report.status.upper()}**", ""]
     if report.status == "error":
         lines += [f"Validation could not complete: {report.first_error()}", ""]
+    if report.derived_from:
+        lines += [describe_derivation(report.derived_from), ""]
     failed = report.failed_checks()
     if failed:
         lines += ["Failed checks:", *[f"- `{c.name}`: {c.message}" for c in failed], ""]

@@ -445,8 +445,19 @@ class MlflowSection(BaseModel):
     run_id: str | None = None
 
 
+class DerivedFrom(BaseModel):
+    """A SavedModel modelgate exported itself from the Keras file of a registry version's MLflow flavor."""
+
+    flavor: str = Field(description="The MLflow flavor holding the Keras file: tensorflow or keras.")
+    keras_file: str = Field(description="The Keras file, relative to the version's files (data/model.keras).")
+    keras_version: str = Field(description="The Keras that loaded it (safe_mode=True) and exported the SavedModel.")
+    saved_with_keras: str | None = Field(default=None, description="The Keras version the file says saved it.")
+    saved_model_dir: str = Field(description="Where the derived SavedModel was written, in the working folder.")
+
+
 class BaselineSection(BaseModel):
     source: str | None = None
+    derived_from: DerivedFrom | None = None
     skipped_reason: str | None = None
     drift: dict[str, dict[str, float | str | None]] = Field(
         default={}, description="Per output: max abs and rel difference from the baseline's outputs, same inputs."
@@ -520,6 +531,9 @@ class ValidationReport(BaseModel):
     )
     model_version: int | None = Field(default=None, description="The TF Serving version folder chosen, if any.")
     model_format: str | None = Field(default=None, description="tf1-graph, tf2, or keras2 (tf_keras model.save).")
+    derived_from: DerivedFrom | None = Field(
+        default=None, description="Set when the SavedModel validated was exported from a Keras flavor's file."
+    )
     started_at: str = Field(default_factory=utc_now)
     finished_at: str | None = None
     tags: list[str] | None = None
@@ -753,10 +767,12 @@ class BaselineChoice(StageResult):
     model_dir: str | None = None
     registry_name: str | None = None
     registry_version: str | None = None
+    derived_from: DerivedFrom | None = None
     skipped_reason: str | None = None
 
     def apply_to(self, report: ValidationReport) -> None:
         report.baseline.source, report.baseline.skipped_reason = self.source, self.skipped_reason
+        report.baseline.derived_from = self.derived_from
 
 
 class BaselineComparison(StageResult):
@@ -777,13 +793,23 @@ class BaselineComparison(StageResult):
 
 class ResolvedSource(StageResult):
     source: str
-    model_dir: str
+    model_dir: str = Field(description="The SavedModel; for a Keras flavor, the version's files it is derived from.")
+    keras_flavor: str | None = Field(default=None, description="The MLflow flavor whose Keras file keras_file is.")
+    keras_file: str | None = None
     registry_name: str | None = None
     registry_version: str | None = None
 
     def apply_to(self, report: ValidationReport) -> None:
         report.model_dir = self.model_dir
         report.registry.name, report.registry.version = self.registry_name, self.registry_version
+
+
+class DerivedSavedModel(StageResult):
+    model_dir: str
+    derived_from: DerivedFrom
+
+    def apply_to(self, report: ValidationReport) -> None:
+        report.model_dir, report.derived_from = self.model_dir, self.derived_from
 
 
 class RegistryOutcome(StageResult):

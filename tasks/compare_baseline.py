@@ -7,7 +7,8 @@ from modelgate.baseline import baseline_job
 from modelgate.model_source import resolve_model_source
 from modelgate.sandbox import limits_of, run_isolated
 from modelgate.savedmodel import (
-    choose_meta_graph, describe_meta_graph, model_format, read_saved_model_proto, refuse_risky_ops,
+    choose_meta_graph, describe_meta_graph, model_format, read_saved_model_proto, reference_outputs,
+    refuse_risky_ops, write_loadable_copy,
 )
 from modelgate.schemas import BaselineChoice, BaselineComparison, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
 
@@ -37,6 +38,9 @@ def compare_baseline(
             skipped_reason="the baseline takes other inputs (see signature_compatibility), so the same inputs "
             "cannot feed both: no drift or latency comparison"
         )
+    if reference_outputs(saved_model):
+        # As for the model validated (see inspect): TF2 loads reference-typed signature tensors only through a read.
+        baseline_dir = write_loadable_copy(baseline_dir, saved_model, Path(workdir) / "loadable_baseline")
     measured = run_isolated(
         baseline_job, choice.model_dir, choice.tags, choice.model_format, choice.signature.key, str(baseline_dir),
         meta_graph.tags, model_format(baseline_dir, saved_model), inputs.path, limits=limits_of(request),

@@ -1,4 +1,3 @@
-import tempfile
 from pathlib import Path
 
 from prefect import task
@@ -15,10 +14,10 @@ from modelgate.variables_check import verify_variables
 
 
 @task(name="inspect", cache_policy=NO_CACHE)
-def inspect_model(model_dir: str, workdir: str | None = None, version: int | None = None) -> Inspection:
+def inspect_model(model_dir: str, workdir: str, version: int | None = None) -> Inspection:
     """Read saved_model.pb as a protobuf: tag-sets, signatures and ops, and check that variables/ holds what
     the graph restores, without running any graph. A TF Serving base path resolves to its version folder.
-    A loadable copy, when one is needed, goes to workdir (else a temporary folder)."""
+    A loadable copy, when one is needed, goes under workdir, the validation's own folder."""
     source = resolve_model_source(model_dir, version)
     saved_model = read_saved_model_proto(source.model_dir)
     verify_variables(source.model_dir, saved_model)
@@ -29,7 +28,6 @@ def inspect_model(model_dir: str, workdir: str | None = None, version: int | Non
     loadable, checks = source.model_dir, []
     references = reference_outputs(saved_model)
     if references:
-        workdir = workdir or tempfile.mkdtemp(prefix="modelgate-")
         loadable = write_loadable_copy(source.model_dir, saved_model, Path(workdir) / "loadable_model")
         checks.append(Check(
             name="reference_dtypes", status="passed", severity="info",

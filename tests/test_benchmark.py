@@ -53,7 +53,7 @@ def test_benchmark_task_sweeps_both_tensorflow_runtimes_in_a_child(model_dirs, t
         source=str(model_dirs["keras_export"]), benchmark_max_batch_size=4, benchmark_warmup=2,
         benchmark_max_windows=3, intra_op_threads=1, benchmark_gpu=False,
     )
-    choice = select_signature.fn(inspect_model.fn(request.source), None, None)
+    choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     run = benchmark.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
     by_runtime = {}
@@ -74,7 +74,7 @@ def test_the_keras_wrapper_is_benchmarked_on_an_input_of_unknown_rank(model_dirs
         source=str(model_dirs["unknown_dims"]), benchmark_batch_sizes=[1], benchmark_warmup=2,
         benchmark_max_windows=3, benchmark_gpu=False,
     )
-    choice = select_signature.fn(inspect_model.fn(request.source), None, None)
+    choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
     assert any(spec.shape is None for spec in choice.signature.inputs.values())
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     run = benchmark.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
@@ -109,7 +109,7 @@ def test_the_benchmark_stage_reports_what_its_budget_left_unmeasured(model_dirs,
         source=str(model_dirs["keras_export"]), benchmark_max_batch_size=4, benchmark_warmup=2,
         benchmark_budget_s=0.01, benchmark_gpu=False,
     )
-    choice = select_signature.fn(inspect_model.fn(request.source), None, None)
+    choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     run = benchmark.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
     assert run.results == []

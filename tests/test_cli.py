@@ -4,13 +4,17 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
+
+from tests import models
 
 
-def _modelgate(*args, cwd):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db"}
+def _modelgate(*args, cwd, **environment):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db", **environment}
     env.pop("PREFECT_API_URL", None)
     return subprocess.run(
         [sys.executable, "-m", "modelgate.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
@@ -67,3 +71,21 @@ def test_user_inputs_file_is_used(model_dirs, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "modelgate-report.json").read_text())
     assert report["inputs"]["source"] == "file" and report["inputs"]["shapes"]["input1"] == [2, 4]
+
+
+def test_a_cli_run_keeps_its_copies_in_its_workdir_and_links_no_flow_run_without_a_ui(tmp_path):
+    # A TF1 model with a reference-typed output, its own baseline: both load through copies, which must stay in
+    # the validation's folder. The CLI runs on an ephemeral Prefect server: there is no UI to link to.
+    model_dir = models.tf1_graph(tmp_path / "tf1")
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    result = _modelgate("validate", str(model_dir), "--signature", "weights", "--baseline", str(model_dir),
+                        "--register-as", "gate-cli", "--no-onnx", "--no-benchmark", cwd=tmp_path, TMPDIR=str(system_temp))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "modelgate-report.json").read_text())
+    assert {name: d["max_abs_diff"] for name, d in report["baseline"]["drift"].items()} == {"weight": 0.0, "y": 0.0}
+    assert not list(system_temp.glob("modelgate-*"))
+    assert {p.name for p in Path(report["workdir"]).iterdir()} >= {"loadable_model", "loadable_baseline"}
+    mv = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_model_version("gate-cli", report["registry"]["version"])
+    assert "modelgate.flow_run" not in mv.tags
+    assert "PASSED" in mv.description and "None/" not in mv.description and "Prefect flow run" not in mv.description

@@ -3,6 +3,7 @@ base paths, tf.Example string inputs; read statically, then run for real in the 
 through the whole flow."""
 
 import shutil
+import tempfile
 from functools import partial
 
 import numpy as np
@@ -22,8 +23,9 @@ from tests.models import example_record
 tf = import_tensorflow()
 
 
-def _select(model_dir, key=None, tags=None, workdir=None, version=None):
-    return select_signature.fn(inspect_model.fn(str(model_dir), workdir and str(workdir), version), key, tags)
+def _select(model_dir, workdir, key=None, tags=None):
+    # Each inspection its own folder: a TF1 model's loadable copy lands there.
+    return select_signature.fn(inspect_model.fn(str(model_dir), tempfile.mkdtemp(dir=workdir)), key, tags)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,8 @@ def examples_file(tmp_path_factory):
     return path
 
 
-def test_tf1_graph_signatures_methods_and_shapes_are_read(model_dirs):
-    inspection = inspect_model.fn(str(model_dirs["tf1_graph"]))
+def test_tf1_graph_signatures_methods_and_shapes_are_read(model_dirs, tmp_path):
+    inspection = inspect_model.fn(str(model_dirs["tf1_graph"]), str(tmp_path))
     assert inspection.model_format == "tf1-graph"
     serve = next(mg for mg in inspection.meta_graphs if mg.tags == ["serve"])
     signatures = serve.signatures
@@ -70,34 +72,35 @@ def test_reference_dtypes_are_reported_by_value_and_loaded_through_a_copy(model_
     np.testing.assert_array_equal(read_npz(tmp_path / "outputs.npz")["weight"], expected)
 
 
-def test_several_meta_graphs_tag_choice_and_a_missing_tag_set(model_dirs):
-    assert _select(model_dirs["tf1_graph"]).tags == ["serve"]
-    gpu = _select(model_dirs["tf1_graph"], tags=["gpu", "serve"])
+def test_several_meta_graphs_tag_choice_and_a_missing_tag_set(model_dirs, tmp_path):
+    assert _select(model_dirs["tf1_graph"], tmp_path).tags == ["serve"]
+    gpu = _select(model_dirs["tf1_graph"], tmp_path, tags=["gpu", "serve"])
     assert gpu.tags == ["gpu", "serve"] and list(gpu.meta_graph.signatures) == ["serving_default"]
     with pytest.raises(SignatureNotFound, match="no MetaGraph with tag-set tpu; available tag-sets: serve; gpu,serve"):
-        _select(model_dirs["tf1_graph"], tags=["tpu"])
+        _select(model_dirs["tf1_graph"], tmp_path, tags=["tpu"])
 
 
-def test_pbtxt_is_read_like_pb(model_dirs):
-    text, binary = inspect_model.fn(str(model_dirs["tf1_pbtxt"])), inspect_model.fn(str(model_dirs["tf1_graph"]))
+def test_pbtxt_is_read_like_pb(model_dirs, tmp_path):
+    text = inspect_model.fn(str(model_dirs["tf1_pbtxt"]), str(tmp_path / "text"))
+    binary = inspect_model.fn(str(model_dirs["tf1_graph"]), str(tmp_path / "binary"))
     assert text.saved_model_file.endswith("saved_model.pbtxt")
     assert [mg.signatures for mg in text.meta_graphs] == [mg.signatures for mg in binary.meta_graphs]
 
 
-def test_keras2_and_tf2_formats_are_told_apart(model_dirs):
-    keras2 = inspect_model.fn(str(model_dirs["keras2_save"]))
+def test_keras2_and_tf2_formats_are_told_apart(model_dirs, tmp_path):
+    keras2 = inspect_model.fn(str(model_dirs["keras2_save"]), str(tmp_path))
     assert keras2.model_format == "keras2"
-    signature = _select(model_dirs["keras2_save"]).signature
+    signature = _select(model_dirs["keras2_save"], tmp_path).signature
     assert list(signature.inputs) == ["features"] and list(signature.outputs) == ["probabilities"]
-    assert inspect_model.fn(str(model_dirs["keras_export"])).model_format == "tf2"
+    assert inspect_model.fn(str(model_dirs["keras_export"]), str(tmp_path)).model_format == "tf2"
 
 
-def test_serving_base_path_resolves_to_the_latest_numeric_version_or_the_one_asked(model_dirs):
+def test_serving_base_path_resolves_to_the_latest_numeric_version_or_the_one_asked(model_dirs, tmp_path):
     base = model_dirs["serving_base"]
-    latest = inspect_model.fn(str(base))
+    latest = inspect_model.fn(str(base), str(tmp_path))
     assert latest.model_version == 2 and latest.resolved_model_dir == str(base / "2")
     assert "confidence" in latest.meta_graphs[0].signatures["serving_default"].outputs
-    first = inspect_model.fn(str(base), None, 1)
+    first = inspect_model.fn(str(base), str(tmp_path), 1)
     assert first.model_version == 1 and first.model_dir == str(base / "1")
     with pytest.raises(NotASavedModel, match="no version 7; the numeric version folders are 1, 2"):
         resolve_model_source(base, 7)
@@ -132,15 +135,15 @@ def test_variables_index_is_checked_across_blocks_and_truncation_is_caught(tmp_p
     model_dir = tmp_path / "many"
     module = _ManyVariables()
     tf.saved_model.save(module, str(model_dir), signatures={"serving_default": module.__call__})
-    assert inspect_model.fn(str(model_dir)).model_format == "tf2"
+    assert inspect_model.fn(str(model_dir), str(tmp_path)).model_format == "tf2"
     data = model_dir / "variables" / "variables.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:-4])
     with pytest.raises(NotASavedModel, match="truncated variables data: the index needs at least \\d+ bytes, found"):
-        inspect_model.fn(str(model_dir))
+        inspect_model.fn(str(model_dir), str(tmp_path))
 
 
 def test_examples_file_feeds_the_string_input(model_dirs, examples_file, tmp_path):
-    signature = _select(model_dirs["tf1_graph"], key="classify").signature
+    signature = _select(model_dirs["tf1_graph"], tmp_path, key="classify").signature
     feeds = load_inputs_file(examples_file, signature, 8, 0)
     assert feeds["inputs"].shape == (5,)
     assert tf.train.Example.FromString(feeds["inputs"][0]).features.feature["f"].float_list.value == [0.0, 0.0, 1.0]
@@ -150,17 +153,17 @@ def test_examples_file_feeds_the_string_input(model_dirs, examples_file, tmp_pat
 
 def test_examples_file_errors_say_what_was_expected(model_dirs, examples_file, tmp_path):
     with pytest.raises(InputsError, match="expected one in signature 'serving_default', found 0"):
-        load_examples(examples_file, _select(model_dirs["tf1_graph"]).signature, 8, 0)
+        load_examples(examples_file, _select(model_dirs["tf1_graph"], tmp_path).signature, 8, 0)
     not_records = tmp_path / "examples.txt"
     not_records.write_text("one example per line\n")
-    signature = _select(model_dirs["tf1_graph"], key="classify").signature
+    signature = _select(model_dirs["tf1_graph"], tmp_path, key="classify").signature
     with pytest.raises(InputsError, match="expected a .npz archive or a TFRecord file of tf.Example records"):
         load_examples(not_records, signature, 8, 0)
 
 
 def test_unknown_rank_and_no_input_signatures_run(model_dirs, tmp_path):
     for key, feeds in (("total", {"anything": np.ones((2, 5), "float32")}), ("constants", {})):
-        choice = _select(model_dirs["tf1_graph"], key=key, workdir=tmp_path / key)
+        choice = _select(model_dirs["tf1_graph"], tmp_path, key=key)
         inputs = save_npz(feeds, tmp_path / f"{key}.npz")
         model = (choice.model_dir, choice.tags, choice.model_format, choice.signature)
         wrapper = {c.name: c for c in wrapper_parity_job(*model, str(inputs), choice.rtol)}
@@ -232,7 +235,7 @@ class _Asserts(tf.Module):
 def test_a_signature_that_fails_at_run_time_says_why_in_one_line(tmp_path):
     module = _Asserts()
     tf.saved_model.save(module, str(tmp_path / "model"), signatures={"serving_default": module.__call__})
-    choice = _select(tmp_path / "model")
+    choice = _select(tmp_path / "model", tmp_path)
     inputs = save_npz({"x": -np.ones((2, 2), "float32")}, tmp_path / "inputs.npz")
     with pytest.raises(ModelRunError) as error:
         output_checks_job(choice.model_dir, choice.tags, choice.model_format, choice.signature, str(inputs),

@@ -6,12 +6,12 @@ from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
 
 
-def _select(model_dir, key=None, tags=None):
-    return select_signature.fn(inspect_model.fn(str(model_dir)), key, tags)
+def _select(model_dir, workdir, key=None, tags=None):
+    return select_signature.fn(inspect_model.fn(str(model_dir), str(workdir)), key, tags)
 
 
-def test_keras_export_uses_serving_default(model_dirs):
-    choice = _select(model_dirs["keras_export"])
+def test_keras_export_uses_serving_default(model_dirs, tmp_path):
+    choice = _select(model_dirs["keras_export"], tmp_path)
     assert choice.signature.key == "serving_default"
     assert choice.tags == ["serve"]
     assert set(choice.signature.inputs) == {"features", "context"}
@@ -21,8 +21,8 @@ def test_keras_export_uses_serving_default(model_dirs):
     assert choice.checks[0].status == "passed"
 
 
-def test_only_custom_signature_falls_back_with_a_warning(model_dirs):
-    choice = _select(model_dirs["custom_signature"])
+def test_only_custom_signature_falls_back_with_a_warning(model_dirs, tmp_path):
+    choice = _select(model_dirs["custom_signature"], tmp_path)
     assert choice.signature.key == "my_custom_signature"
     assert set(choice.signature.inputs) == {"input1", "input2"}
     assert set(choice.signature.outputs) == {"output", "auxiliary_output"}
@@ -30,25 +30,25 @@ def test_only_custom_signature_falls_back_with_a_warning(model_dirs):
     assert "my_custom_signature" in choice.checks[0].message
 
 
-def test_two_candidates_without_default_is_an_error_listing_both(model_dirs):
+def test_two_candidates_without_default_is_an_error_listing_both(model_dirs, tmp_path):
     with pytest.raises(SignatureNotFound) as error:
-        _select(model_dirs["two_candidates"])
+        _select(model_dirs["two_candidates"], tmp_path)
     assert "embed" in str(error.value) and "predict" in str(error.value)
 
 
-def test_explicit_key_is_used_and_a_missing_one_lists_the_keys(model_dirs):
-    assert _select(model_dirs["two_candidates"], key="embed").signature.key == "embed"
+def test_explicit_key_is_used_and_a_missing_one_lists_the_keys(model_dirs, tmp_path):
+    assert _select(model_dirs["two_candidates"], tmp_path, key="embed").signature.key == "embed"
     with pytest.raises(SignatureNotFound, match="available signatures: embed, predict"):
-        _select(model_dirs["two_candidates"], key="nope")
+        _select(model_dirs["two_candidates"], tmp_path, key="nope")
 
 
-def test_missing_tag_set_lists_the_available_ones(model_dirs):
+def test_missing_tag_set_lists_the_available_ones(model_dirs, tmp_path):
     with pytest.raises(SignatureNotFound, match="available tag-sets: serve"):
-        _select(model_dirs["keras_export"], tags=["gpu"])
+        _select(model_dirs["keras_export"], tmp_path, tags=["gpu"])
 
 
-def test_unknown_rank_and_dims_are_kept(model_dirs):
-    signature = _select(model_dirs["unknown_dims"]).signature
+def test_unknown_rank_and_dims_are_kept(model_dirs, tmp_path):
+    signature = _select(model_dirs["unknown_dims"], tmp_path).signature
     assert signature.inputs["anything"].shape is None
     assert signature.inputs["ids"].shape == [None, None, 3]
     assert signature.inputs["ids"].dtype == "int32"
@@ -56,19 +56,19 @@ def test_unknown_rank_and_dims_are_kept(model_dirs):
 
 def test_not_a_saved_model(tmp_path):
     with pytest.raises(NotASavedModel, match="empty directory"):
-        inspect_model.fn(str(tmp_path))
+        inspect_model.fn(str(tmp_path), str(tmp_path))
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(NotASavedModel, match="not a SavedModel .* found notes.txt"):
-        inspect_model.fn(str(tmp_path))
+        inspect_model.fn(str(tmp_path), str(tmp_path))
     with pytest.raises(NotASavedModel, match="no such directory"):
-        inspect_model.fn(str(tmp_path / "absent"))
+        inspect_model.fn(str(tmp_path / "absent"), str(tmp_path))
     (tmp_path / "saved_model.pb").write_bytes(b"\x00garbage\xff" * 10)
     with pytest.raises(NotASavedModel):
-        inspect_model.fn(str(tmp_path))
+        inspect_model.fn(str(tmp_path), str(tmp_path))
 
 
-def test_ops_are_listed_and_file_reading_models_are_refused(model_dirs):
-    choice = _select(model_dirs["reads_files"])
+def test_ops_are_listed_and_file_reading_models_are_refused(model_dirs, tmp_path):
+    choice = _select(model_dirs["reads_files"], tmp_path)
     assert "ReadFile" in choice.meta_graph.ops
     assert "ReadFile" in choice.meta_graph.risky_ops
     with pytest.raises(UnsafeModel, match="ReadFile in"):
@@ -76,8 +76,8 @@ def test_ops_are_listed_and_file_reading_models_are_refused(model_dirs):
     assert scan_ops.fn(choice, ["ReadFile"]).checks[0].status == "warning"
 
 
-def test_restore_ops_used_by_loading_are_not_risky(model_dirs):
-    choice = _select(model_dirs["keras_export"])
+def test_restore_ops_used_by_loading_are_not_risky(model_dirs, tmp_path):
+    choice = _select(model_dirs["keras_export"], tmp_path)
     assert "RestoreV2" in choice.meta_graph.ops
     assert choice.meta_graph.risky_ops == {}
     assert scan_ops.fn(choice, []).checks[0].status == "passed"

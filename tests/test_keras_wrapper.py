@@ -28,8 +28,8 @@ def test_tfsmlayer_alone_fails_on_two_inputs(model_dirs):
         layer(FEEDS)
 
 
-def test_keras_model_predict_with_named_inputs_equals_the_raw_signature(model_dirs):
-    choice = select_signature.fn(inspect_model.fn(str(model_dirs["custom_signature"])), None, None)
+def test_keras_model_predict_with_named_inputs_equals_the_raw_signature(model_dirs, tmp_path):
+    choice = select_signature.fn(inspect_model.fn(str(model_dirs["custom_signature"]), str(tmp_path)), None, None)
     raw = TFSignatureRunner(choice.model_dir, choice.tags, choice.signature.key)
     wrapped = KerasModelRunner(raw, choice.signature)
     assert [layer.name for layer in wrapped.model.inputs] == ["input1", "input2"]
@@ -41,7 +41,7 @@ def test_keras_model_predict_with_named_inputs_equals_the_raw_signature(model_di
 
 def test_load_and_wrap_task_proves_parity_in_a_child_process(model_dirs, tmp_path):
     request = ValidationRequest(source=str(model_dirs["custom_signature"]))
-    choice = select_signature.fn(inspect_model.fn(request.source), None, None)
+    choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     result = load_and_wrap.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
     statuses = {check.name: check.status for check in result.checks}

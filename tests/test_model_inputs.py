@@ -3,7 +3,9 @@ tables they index, text with words in and out of the model's vocabulary, tf.Exam
 graph's own parse spec. Most of it through the inspect/select/prepare-inputs tasks and the model jobs;
 the verdicts users see through the whole flow."""
 
+import tempfile
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +32,7 @@ MODEL_CHECKS = (
 
 
 def _choice(model_dir, key=None):
-    return select_signature.fn(inspect_model.fn(str(model_dir)), key, None)
+    return select_signature.fn(inspect_model.fn(str(model_dir), tempfile.mkdtemp(dir=Path(model_dir).parent)), key, None)
 
 
 def _prepare(choice, workdir, **fields):

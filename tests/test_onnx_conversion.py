@@ -28,7 +28,7 @@ class Stages:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = str(workdir)
         self.request = ValidationRequest(source=str(model_dir), output_dir=str(workdir), **fields)
-        self.choice = select_signature.fn(inspect_model.fn(str(model_dir)), None, None)
+        self.choice = select_signature.fn(inspect_model.fn(str(model_dir), self.workdir), None, None)
         self.cleared = scan_ops.fn(self.choice, [])
 
     def export(self) -> OnnxExport:

@@ -47,8 +47,8 @@ def test_a_clean_signature_passes_every_rule():
     }
 
 
-def test_generated_names_fixed_batch_and_unknown_rank_warn(model_dirs):
-    choice = select_signature.fn(inspect_model.fn(str(model_dirs["unnamed_fixed_batch"])), None, None)
+def test_generated_names_fixed_batch_and_unknown_rank_warn(model_dirs, tmp_path):
+    choice = select_signature.fn(inspect_model.fn(str(model_dirs["unnamed_fixed_batch"]), str(tmp_path)), None, None)
     checks = _by_name(signature_rules(choice.signature))
     assert checks["meaningful_output_names"].status == "warning"
     assert "output 'output_0': expected a name that says what it holds" in checks["meaningful_output_names"].message
@@ -155,8 +155,8 @@ def test_compatible_changes_pass_with_notes():
     assert narrowed.status == "failed"
 
 
-def test_check_signature_stage_skips_what_was_not_asked(model_dirs):
-    choice = select_signature.fn(inspect_model.fn(str(model_dirs["serving_base"])), None, None)
+def test_check_signature_stage_skips_what_was_not_asked(model_dirs, tmp_path):
+    choice = select_signature.fn(inspect_model.fn(str(model_dirs["serving_base"]), str(tmp_path)), None, None)
     no_baseline = BaselineChoice(skipped_reason="no baseline asked")
     checks = _by_name(check_signature.fn(choice, ValidationRequest(source="unused"), no_baseline).checks)
     assert checks["contract"].status == "skipped" and checks["signature_compatibility"].status == "skipped"
