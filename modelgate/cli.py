@@ -186,8 +186,13 @@ def _onnx_fields(args: argparse.Namespace) -> dict:
     return {key: value for key, value in fields.items() if value is not None}
 
 
+# Prefect's 20 s for its ephemeral server to answer is too little on a busy 2-core worker; read at its import.
+EPHEMERAL_STARTUP_TIMEOUT_S = "120"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
     from modelgate.quiet import quiet_frameworks
 
     quiet_frameworks(verbose=args.debug)
