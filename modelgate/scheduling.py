@@ -17,7 +17,12 @@ from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 
 from modelgate.model_source import version_folders
-from modelgate.registry import MODELS_URI, TAG_PREFIX, RegistryVersion, validator_version
+from modelgate.registry import (
+    MODELS_URI,
+    TAG_PREFIX,
+    RegistryVersion,
+    validator_version,
+)
 
 VERDICTS = frozenset({"passed", "failed", "error"})
 CLAIM_TAG = TAG_PREFIX + "claim"

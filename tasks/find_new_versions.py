@@ -2,7 +2,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelgate.registry import registry_client
-from modelgate.scheduling import PendingVersion, announced_versions, pending_base_path_versions, pending_versions
+from modelgate.scheduling import (
+    PendingVersion,
+    announced_versions,
+    pending_base_path_versions,
+    pending_versions,
+)
 
 
 @task(name="find-new-versions", cache_policy=NO_CACHE)

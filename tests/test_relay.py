@@ -12,7 +12,13 @@ import pytest
 from mlflow.webhooks.types import ModelVersionCreatedPayload
 from prefect.client.orchestration import get_client
 
-from modelgate.relay import EVENT_NAME, MAX_SKEW_S, DeliveryLog, expected_signature, make_server
+from modelgate.relay import (
+    EVENT_NAME,
+    MAX_SKEW_S,
+    DeliveryLog,
+    expected_signature,
+    make_server,
+)
 from modelgate.relay_tls import make_relay_tls
 from tests.topology.processes import wait_until
 

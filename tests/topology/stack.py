@@ -115,7 +115,8 @@ class Topology(contextlib.ExitStack):
         argv = compose.command(self.model, service)
         self.commands_run.append(argv)
         env = self._environment(service, local)
-        result = subprocess.run(argv, cwd=compose.ROOT, env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(argv, check=False, cwd=compose.ROOT, env=env, capture_output=True, text=True,
+                                timeout=300)
         assert result.returncode == 0, f"{service} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         return result
 
