@@ -22,7 +22,6 @@ from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.client.schemas.schedules import CronSchedule
 
 from modelgate.relay import expected_signature
-from modelgate.scheduling import VERDICTS
 from modelgate.webhooks import WEBHOOK_NAME
 from tests.test_registry import _register
 from tests.test_topology import needs_postgres
@@ -88,13 +87,12 @@ def _relayed_launches(topology, source):
 
 
 def _verdict(topology, version, timeout_s=420):
+    """The version once the validation launched for it has ended: tags, description and alias all written."""
     client = MlflowClient(topology.tracking_uri)
-
-    def judged():
-        mv = client.get_model_version(MODEL, version)
-        return mv if mv.tags.get("modelgate.status") in VERDICTS else None
-
-    return wait_until(judged, timeout_s, f"a verdict on {MODEL}/{version}", poll_s=2, diagnose=topology.logs)
+    claimed = wait_until(lambda: client.get_model_version(MODEL, version).tags.get("modelgate.claim"), timeout_s,
+                         f"a validation launched for {MODEL}/{version}", poll_s=2, diagnose=topology.logs)
+    topology.wait_until_final(claimed, timeout_s)
+    return client.get_model_version(MODEL, version)
 
 
 def _signed(topology, version, timestamp=None):
@@ -134,7 +132,7 @@ def test_a_new_registry_version_is_validated_once_through_the_relay(topology, fi
     version, judged = first_version
     source = f"models:/{MODEL}/{version}"
     assert judged.tags["modelgate.status"] == "passed", judged.tags
-    assert "passed" in judged.description and judged.tags["modelgate.run_id"]
+    assert "modelgate: **PASSED**" in judged.description and judged.tags["modelgate.run_id"]
     client = MlflowClient(topology.tracking_uri)
     assert str(client.get_model_version_by_alias(MODEL, "validated").version) == version
     [validation] = _validations(topology, source)

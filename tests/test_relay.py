@@ -9,9 +9,11 @@ import uuid
 
 import httpx
 import pytest
+from mlflow.tracking import MlflowClient
 from mlflow.webhooks.types import ModelVersionCreatedPayload
 from prefect.client.orchestration import get_client
 
+from modelgate.cli import main
 from modelgate.relay import (
     EVENT_NAME,
     MAX_SKEW_S,
@@ -149,3 +151,39 @@ def test_the_certificate_is_kept_while_it_fits_and_reissued_for_other_names(tmp_
 def test_the_relay_refuses_to_start_without_a_secret():
     with pytest.raises(ValueError, match="secret"):
         make_server("")
+
+
+def _cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_webhook_register_takes_mlflows_url_rules_and_is_idempotent(capsys, monkeypatch, tmp_path):
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a store of its own: its webhook fires on no one else's versions
+    monkeypatch.setenv("MODELGATE_WEBHOOK_SECRET", SECRET)
+    code, _, err = _cli(capsys, "webhook", "register", "--tracking-uri", tracking_uri, "--url", "http://relay:8765/")
+    assert code == 2 and err.startswith("modelgate: error: webhook register: Invalid webhook URL scheme: 'http'")
+    assert "Traceback" not in err
+    code, _, err = _cli(capsys, "webhook", "register", "--tracking-uri", tracking_uri, "--url", "https://127.0.0.1:1/")
+    assert code == 2 and "error" in err  # MLflow's SSRF guard: a loopback address needs its private-IP setting
+    monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
+    for done in ("created", "updated"):
+        code, out, _ = _cli(capsys, "webhook", "register", "--tracking-uri", tracking_uri, "--url", "https://127.0.0.1:1/")
+        assert code == 0 and out.startswith(f"{done} MLflow webhook modelgate-relay"), out
+    assert [w.name for w in MlflowClient(tracking_uri).list_webhooks()].count("modelgate-relay") == 1
+    code, _, err = _cli(capsys, "webhook", "test", "--tracking-uri", tracking_uri)
+    assert code == 1 and "MLflow could not deliver its test event to https://127.0.0.1:1/" in err
+
+
+def test_bad_relay_and_webhook_options_are_one_line_errors(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELGATE_WEBHOOK_SECRET", SECRET)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for argv, reason in [
+        (["relay", "--port", "0", "--certfile", str(tmp_path / "missing.pem")], "relay: [Errno 2]"),
+        (["relay", "--port", "0", "--keyfile", str(tmp_path / "key.pem")], "relay: --keyfile needs --certfile"),
+        (["webhook", "register", "--url", "https://relay:8765/"], "webhook: --tracking-uri"),
+        (["webhook", "certificate", "--hostname", "relay"], "webhook certificate: --out"),
+    ]:
+        code, _, err = _cli(capsys, *argv)
+        assert code == 2 and err.startswith(f"modelgate: error: {reason}"), err
