@@ -10,7 +10,7 @@ from prefect import flow
 from pydantic import Field
 
 from modelgate.schemas import default_tracking_uri
-from tasks.find_new_versions import find_announced_versions, find_new_versions
+from tasks.find_new_versions import find_announced_version, find_new_versions
 from tasks.launch_validation import launch_validation
 from tasks.summarize_validations import summarize_validations
 
@@ -38,16 +38,16 @@ def validate_new_versions(
         description="How long to wait for the validations; 0 launches them and returns, so that a worker with one "
                     "slot does not hold it while the validations it launched wait for that slot.",
     )] = 3600,
-    versions: Annotated[list[str], Field(
-        title="Announced versions",
-        description="Only these registry versions (models:/NAME/VERSION), as `modelgate relay` announces them; "
-                    "the watched models and base paths are then left to the schedule.",
-    )] = [],  # noqa: B006 - Prefect copies parameters per run
+    version: Annotated[str, Field(
+        title="Announced version",
+        description="Only this registry version (models:/NAME/VERSION), as `modelgate relay` announces it; "
+                    "the watched models and base paths are then left to the schedule. Empty: those.",
+    )] = "",
 ) -> list[dict[str, str]]:
     uri = tracking_uri or default_tracking_uri()
     experiment = request_fields.get("experiment_name", "modelgate")
-    if versions:
-        pending = find_announced_versions(versions, uri)
+    if version:
+        pending = find_announced_version(version, uri)
     else:
         pending = find_new_versions(model_names, base_paths, uri, experiment)
     launched = [(version, launch_validation(version, deployment, request_fields, uri)) for version in pending]

@@ -14,7 +14,7 @@ DEFAULT_CRON = "*/15 * * * *"
 # idempotency key (see modelgate/scheduling.py); the schedule catches the rest.
 RELAYED_VERSION = DeploymentEventTrigger(
     expect={EVENT_NAME},
-    parameters={"versions": ["{{ event.payload.source }}"], "timeout_s": 0},
+    parameters={"version": "{{ event.payload.source }}", "timeout_s": 0},
 )
 
 

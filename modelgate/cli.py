@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     relay = commands.add_parser("relay", help="turn signed MLflow registry webhooks into Prefect events")
     relay.add_argument("--host", default=os.environ.get("MODELGATE_RELAY_HOST", "127.0.0.1"),
                        help="address to listen on (default: $MODELGATE_RELAY_HOST, else 127.0.0.1)")
-    relay.add_argument("--port", type=int, default=int(os.environ.get("MODELGATE_RELAY_PORT", "8765")),
+    relay.add_argument("--port", type=int, default=os.environ.get("MODELGATE_RELAY_PORT", "8765"),
                        help="(default: $MODELGATE_RELAY_PORT, else 8765)")
     relay.add_argument("--certfile", default=os.environ.get("MODELGATE_RELAY_CERTFILE"),
                        help="PEM certificate (chain): serve HTTPS, as MLflow requires by default "
@@ -157,10 +157,11 @@ def _relay(args: argparse.Namespace, console) -> int:
 
     from modelgate.relay import make_server
 
+    secret = os.environ.get(args.secret_env, "")
     try:
-        server = make_server(os.environ.get(args.secret_env, ""), args.host, args.port, args.certfile, args.keyfile)
+        server = make_server(secret, args.host, args.port, args.certfile, args.keyfile)
     except (ValueError, OSError, ssl.SSLError) as exc:
-        console.error(f"relay: {exc} (secret from ${args.secret_env})")
+        console.error(f"relay: {exc}" + ("" if secret else f" (secret from ${args.secret_env})"))
         return EXIT_ERROR
     console.note(f"relaying MLflow webhooks from {server.url} to Prefect events")
     try:

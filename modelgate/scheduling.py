@@ -66,10 +66,10 @@ def pending_versions(client: MlflowClient, model_names: list[str]) -> list[Pendi
     return pending
 
 
-def announced_versions(client: MlflowClient, sources: list[str]) -> list[PendingVersion]:
-    """Those of these registry versions (models:/NAME/VERSION, as the relay announces them) with no verdict yet."""
-    names = sorted({match["name"] for match in map(MODELS_URI.match, sources) if match})
-    return [pending for pending in pending_versions(client, names) if pending.source in sources]
+def announced_pending(client: MlflowClient, source: str) -> list[PendingVersion]:
+    """The registry version the relay announced (models:/NAME/VERSION), if it has no verdict yet."""
+    match = MODELS_URI.match(source)
+    return [pending for pending in pending_versions(client, [match["name"]]) if pending.source == source] if match else []
 
 
 def judged_sources(client: MlflowClient, experiment_name: str) -> dict[str, str]:

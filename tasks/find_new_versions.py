@@ -4,7 +4,7 @@ from prefect.cache_policies import NO_CACHE
 from modelgate.registry import registry_client
 from modelgate.scheduling import (
     PendingVersion,
-    announced_versions,
+    announced_pending,
     pending_base_path_versions,
     pending_versions,
 )
@@ -19,7 +19,7 @@ def find_new_versions(
     return pending_versions(client, model_names) + pending_base_path_versions(client, base_paths, experiment_name)
 
 
-@task(name="find-announced-versions", cache_policy=NO_CACHE)
-def find_announced_versions(sources: list[str], tracking_uri: str) -> list[PendingVersion]:
-    """Of the versions `modelgate relay` announced, those this validator has not judged."""
-    return announced_versions(registry_client(tracking_uri), sources)
+@task(name="find-announced-version", cache_policy=NO_CACHE)
+def find_announced_version(source: str, tracking_uri: str) -> list[PendingVersion]:
+    """The version `modelgate relay` announced, unless this validator has judged it."""
+    return announced_pending(registry_client(tracking_uri), source)

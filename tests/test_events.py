@@ -83,7 +83,7 @@ def _validations(topology, source):
 
 
 def _relayed_launches(topology, source):
-    return _flow_runs(topology, SCHEDULED_DEPLOYMENT, lambda parameters: parameters.get("versions"), [source])
+    return _flow_runs(topology, SCHEDULED_DEPLOYMENT, lambda parameters: parameters.get("version"), source)
 
 
 def _verdict(topology, version, timeout_s=420):
@@ -138,8 +138,10 @@ def test_a_new_registry_version_is_validated_once_through_the_relay(topology, fi
     [validation] = _validations(topology, source)
     assert validation.state.type.value == "COMPLETED"
     assert judged.tags["modelgate.claim"] == str(validation.id)  # launched under the schedule's key
-    [relayed] = _relayed_launches(topology, source)  # MLflow's one delivery, through the trigger
-    assert relayed.state.type.value == "COMPLETED"
+    relayed = _relayed_launches(topology, source)  # MLflow's one delivery, through the trigger
+    launches = _flow_runs(topology, SCHEDULED_DEPLOYMENT, lambda parameters: True, True)
+    assert len(relayed) == 1, [(run.name, run.parameters, run.created_by) for run in launches]
+    assert relayed[0].state.type.value == "COMPLETED"
 
 
 def test_a_replayed_delivery_starts_nothing_and_a_new_one_no_second_validation(topology, first_version):
