@@ -1,4 +1,8 @@
-"""The scheduled side: find registry versions this validator has not judged, validate each as its own run."""
+"""The scheduled side: find registry versions this validator has not judged, validate each as its own run.
+
+The event side runs here too: `modelgate relay`'s event starts this flow for the version it announces, so
+both launch through the same idempotency key and a version is validated once whoever sees it first.
+"""
 
 from typing import Annotated
 
@@ -6,7 +10,7 @@ from prefect import flow
 from pydantic import Field
 
 from modelgate.schemas import default_tracking_uri
-from tasks.find_new_versions import find_new_versions
+from tasks.find_new_versions import find_announced_version, find_new_versions
 from tasks.launch_validation import launch_validation
 from tasks.summarize_validations import summarize_validations
 
@@ -29,10 +33,22 @@ def validate_new_versions(
     deployment: Annotated[str, Field(
         title="Validation deployment", description="Deployment that validates one version; its workers share the load.",
     )] = VALIDATE_DEPLOYMENT,
-    timeout_s: Annotated[float, Field(title="Wait (s)", description="How long to wait for the validations.")] = 3600,
+    timeout_s: Annotated[float, Field(
+        title="Wait (s)",
+        description="How long to wait for the validations; 0 launches them and returns, so that a worker with one "
+                    "slot does not hold it while the validations it launched wait for that slot.",
+    )] = 3600,
+    version: Annotated[str, Field(
+        title="Announced version",
+        description="Only this registry version (models:/NAME/VERSION), as `modelgate relay` announces it; "
+                    "the watched models and base paths are then left to the schedule. Empty: those.",
+    )] = "",
 ) -> list[dict[str, str]]:
     uri = tracking_uri or default_tracking_uri()
     experiment = request_fields.get("experiment_name", "modelgate")
-    pending = find_new_versions(model_names, base_paths, uri, experiment)
+    if version:
+        pending = find_announced_version(version, uri)
+    else:
+        pending = find_new_versions(model_names, base_paths, uri, experiment)
     launched = [(version, launch_validation(version, deployment, request_fields, uri)) for version in pending]
     return summarize_validations(launched, uri, experiment, timeout_s)

@@ -33,15 +33,43 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--limit", type=int, default=2, help="flow runs at once")
 
     relay = commands.add_parser("relay", help="turn signed MLflow registry webhooks into Prefect events")
-    relay.add_argument("--host", default="127.0.0.1")
-    relay.add_argument("--port", type=int, default=8765)
-    relay.add_argument("--secret-env", default="MODELGATE_WEBHOOK_SECRET",
-                       help="environment variable holding the webhook's secret (never on the command line)")
+    relay.add_argument("--host", default=os.environ.get("MODELGATE_RELAY_HOST", "127.0.0.1"),
+                       help="address to listen on (default: $MODELGATE_RELAY_HOST, else 127.0.0.1)")
+    relay.add_argument("--port", type=int, default=os.environ.get("MODELGATE_RELAY_PORT", "8765"),
+                       help="(default: $MODELGATE_RELAY_PORT, else 8765)")
+    relay.add_argument("--certfile", default=os.environ.get("MODELGATE_RELAY_CERTFILE"),
+                       help="PEM certificate (chain): serve HTTPS, as MLflow requires by default "
+                            "(default: $MODELGATE_RELAY_CERTFILE)")
+    relay.add_argument("--keyfile", default=os.environ.get("MODELGATE_RELAY_KEYFILE"),
+                       help="its PEM private key, unless the certfile holds it (default: $MODELGATE_RELAY_KEYFILE)")
+    _add_secret_env(relay)
+
+    webhook = commands.add_parser("webhook", help="the MLflow webhook that feeds the relay")
+    actions = webhook.add_subparsers(dest="action", required=True)
+    register = actions.add_parser("register", help="create or update the MLflow webhook for the relay")
+    register.add_argument("--url", default=os.environ.get("MODELGATE_RELAY_URL"),
+                          help="the relay's URL as the MLflow server reaches it (default: $MODELGATE_RELAY_URL)")
+    test = actions.add_parser("test", help="have MLflow send its test event and say whether the relay verified it")
+    for action in (register, test):
+        action.add_argument("--tracking-uri", metavar="URI", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                            help="the MLflow tracking server (default: $MLFLOW_TRACKING_URI)")
+        action.add_argument("--name", default="modelgate-relay", help="the webhook's name in MLflow")
+    _add_secret_env(register)
+    certificate = actions.add_parser("certificate", help="make the relay's TLS certificate and MLflow's trust store")
+    certificate.add_argument("--out", metavar="DIR", default=os.environ.get("MODELGATE_RELAY_TLS_DIR"),
+                             help="where to write them (default: $MODELGATE_RELAY_TLS_DIR)")
+    certificate.add_argument("--hostname", action="append", required=True,
+                             help="a name (or IP address) MLflow reaches the relay by (repeatable)")
 
     demo = commands.add_parser("demo", help="build a small sample SavedModel and validate it")
     demo.add_argument("--model-dir", default=None, help="where to write the sample model (default: a temp dir)")
     _add_validation_options(demo)
     return parser
+
+
+def _add_secret_env(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--secret-env", default="MODELGATE_WEBHOOK_SECRET",
+                        help="environment variable holding the webhook's secret (never on the command line)")
 
 
 def _add_validation_options(parser: argparse.ArgumentParser) -> None:
@@ -131,18 +159,69 @@ def _serve(args: argparse.Namespace, console) -> int:
 
 
 def _relay(args: argparse.Namespace, console) -> int:
+    import ssl
+
     from modelgate.relay import make_server
 
+    secret = os.environ.get(args.secret_env, "")
     try:
-        server = make_server(os.environ.get(args.secret_env, ""), args.host, args.port)
-    except (ValueError, OSError) as exc:
-        console.error(f"relay: {exc} (secret from ${args.secret_env})")
+        server = make_server(secret, args.host, args.port, args.certfile, args.keyfile)
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        console.error(f"relay: {exc}" + ("" if secret else f" (secret from ${args.secret_env})"))
         return EXIT_ERROR
-    console.note(f"relaying MLflow webhooks from http://{args.host}:{server.server_address[1]}/ to Prefect events")
+    console.note(f"relaying MLflow webhooks from {server.url} to Prefect events")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         server.server_close()
+    return EXIT_PASSED
+
+
+def _webhook(args: argparse.Namespace, console) -> int:
+    """register: exit 0 once the webhook is in place; test: 0 when the relay verified MLflow's test event, else 1."""
+    if args.action == "certificate":
+        return _relay_certificate(args, console)
+    if not args.tracking_uri:
+        console.error("webhook: --tracking-uri (or $MLFLOW_TRACKING_URI) names the MLflow server")
+        return EXIT_ERROR
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from modelgate import webhooks
+
+    client = MlflowClient(args.tracking_uri, registry_uri=args.tracking_uri)
+    try:
+        if args.action == "register":
+            if not args.url:
+                console.error("webhook register: --url (or $MODELGATE_RELAY_URL) is the relay's URL")
+                return EXIT_ERROR
+            done, hook = webhooks.register(client, args.url, os.environ.get(args.secret_env, ""), args.name)
+            console.note(f"{done} MLflow webhook {hook.name} ({hook.webhook_id}): model_version.created to {hook.url}")
+            return EXIT_PASSED
+        verified, message = webhooks.test(client, args.name)
+    except (webhooks.WebhookError, MlflowException) as exc:
+        console.error(f"webhook {args.action}: {str(exc).splitlines()[0]}")
+        return EXIT_ERROR
+    if verified:
+        console.note(message)
+        return EXIT_PASSED
+    console.error(message)
+    return EXIT_FAILED
+
+
+def _relay_certificate(args: argparse.Namespace, console) -> int:
+    from modelgate.relay_tls import make_relay_tls
+
+    if not args.out:
+        console.error("webhook certificate: --out (or $MODELGATE_RELAY_TLS_DIR) is where to write it")
+        return EXIT_ERROR
+    try:
+        tls, issued = make_relay_tls(Path(args.out), args.hostname)
+    except (ValueError, OSError) as exc:
+        console.error(f"webhook certificate: {exc}")
+        return EXIT_ERROR
+    console.note(f"{'issued' if issued else 'kept'} {tls.certfile} for {', '.join(args.hostname)}; "
+                 f"MLflow trusts it with PYTHONPATH={tls.trust}")
     return EXIT_PASSED
 
 
@@ -205,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args, console)
     if args.command == "relay":
         return _relay(args, console)
+    if args.command == "webhook":
+        return _webhook(args, console)
     try:
         if args.command == "demo":
             model_dir = args.model_dir or str(Path(tempfile.mkdtemp(prefix="modelgate-sample-")) / "sample_model")

@@ -1,8 +1,9 @@
 """Which registry versions still need this validator, and launching each exactly once.
 
-Exactly once, even with two schedulers ticking at the same moment: every launch asks Prefect for a flow run
-with an idempotency key made of the version and the validator version, and Prefect's server creates at most
-one flow run per key; the second scheduler gets the same flow run back. A run that ended without writing a
+Exactly once, even with two schedulers ticking at the same moment, or a tick and `modelgate relay`'s event for
+the same version: every launch asks Prefect for a flow run with an idempotency key made of the version and the
+validator version, and Prefect's server creates at most one flow run per key; the second asker gets the same
+flow run back. A run that ended without writing a
 verdict (crashed, cancelled) is retried under the next attempt's key.
 """
 
@@ -16,7 +17,12 @@ from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 
 from modelgate.model_source import version_folders
-from modelgate.registry import TAG_PREFIX, RegistryVersion, validator_version
+from modelgate.registry import (
+    MODELS_URI,
+    TAG_PREFIX,
+    RegistryVersion,
+    validator_version,
+)
 
 VERDICTS = frozenset({"passed", "failed", "error"})
 CLAIM_TAG = TAG_PREFIX + "claim"
@@ -58,6 +64,12 @@ def pending_versions(client: MlflowClient, model_names: list[str]) -> list[Pendi
             version = RegistryVersion(name, str(mv.version))
             pending.append(PendingVersion(version.uri, attempt, version))
     return pending
+
+
+def announced_pending(client: MlflowClient, source: str) -> list[PendingVersion]:
+    """The registry version the relay announced (models:/NAME/VERSION), if it has no verdict yet."""
+    match = MODELS_URI.match(source)
+    return [pending for pending in pending_versions(client, [match["name"]]) if pending.source == source] if match else []
 
 
 def judged_sources(client: MlflowClient, experiment_name: str) -> dict[str, str]:

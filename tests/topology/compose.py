@@ -6,7 +6,10 @@ service's own environment, as a process on loopback.
 
 from __future__ import annotations
 
+import base64
+import os
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,13 @@ _VARIABLE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
     r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
 )
+
+
+# Settings .env.example leaves empty because each installation makes its own, as its comments say.
+GENERATED = {
+    "MODELGATE_WEBHOOK_SECRET": lambda: secrets.token_urlsafe(32),
+    "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
+}
 
 
 class UndefinedVariable(KeyError):
@@ -69,8 +79,11 @@ def _interpolated(node: Any, env: dict[str, str]) -> Any:
 
 
 def load(overrides: dict[str, str] | None = None) -> dict[str, Any]:
-    """The compose model with every variable replaced: .env.example's settings, overridden as a shell would."""
-    env = {**read_env_file(), **(overrides or {})}
+    """The compose model with every variable replaced: .env.example's settings, the GENERATED ones made as the
+    user would make them, all overridden as a shell would."""
+    env = read_env_file()
+    env.update({name: generate() for name, generate in GENERATED.items() if not env.get(name)})
+    env.update(overrides or {})
     return _interpolated(yaml.safe_load(COMPOSE_FILE.read_text()), env)
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -36,9 +37,9 @@ def wait_until(condition, timeout_s: float, what: str, poll_s: float = 0.5, diag
         time.sleep(poll_s)
 
 
-def http_ok(url: str) -> bool:
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
             return response.status == 200
     except OSError:
         return False
@@ -72,11 +73,11 @@ class Service:
     def tail(self, chars: int = 4000) -> str:
         return f"--- {self.name} log ({self.log}) ---\n" + self.log.read_text(errors="replace")[-chars:]
 
-    def wait_healthy(self, url: str, timeout_s: float = 180) -> None:
+    def wait_healthy(self, url: str, timeout_s: float = 180, context: ssl.SSLContext | None = None) -> None:
         def healthy():
             if not self.running():
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}\n{self.tail()}")
-            return http_ok(url)
+            return http_ok(url, context)
 
         wait_until(healthy, timeout_s, f"{self.name} healthy at {url}", diagnose=self.tail)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,9 @@ VALIDATE_DEPLOYMENT = "validate-savedmodel/validate-savedmodel"
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 # Services in compose.yaml that run modelgate's image as a worker, and the work queue each serves.
 WORKER_SERVICES = ("worker", "worker-gpu")
+# The event path's services, started by start_relay() and register_webhook() only: with the webhook in place,
+# every registered version also starts a validation of its own.
+EVENT_SERVICES = ("relay", "webhook-setup")
 
 
 def _clean_environment() -> dict[str, str]:
@@ -45,17 +49,19 @@ class Topology(contextlib.ExitStack):
         self.commands_run: list[list[str]] = []
         self.services: dict[str, Service] = {}
         self.postgres: PostgresCluster | None = None
-        self.prefect_port, self.mlflow_port = free_port(), free_port()
+        self.prefect_port, self.mlflow_port, self.relay_port = free_port(), free_port(), free_port()
         self.prefect_api = f"http://127.0.0.1:{self.prefect_port}/api"
         self.tracking_uri = f"http://127.0.0.1:{self.mlflow_port}"
         self.mlflow_artifacts = root / "mlartifacts"
+        self.relay_tls = root / "relay-tls"
 
     # Addresses and paths as this machine sees them.
     def _loopback(self, value: str) -> str:
         assert self.postgres is not None
         for service_address, local in (("postgres:5432", f"127.0.0.1:{self.postgres.port}"),
                                        ("prefect-server:4200", f"127.0.0.1:{self.prefect_port}"),
-                                       ("mlflow:5000", f"127.0.0.1:{self.mlflow_port}")):
+                                       ("mlflow:5000", f"127.0.0.1:{self.mlflow_port}"),
+                                       ("relay:8765", f"localhost:{self.relay_port}")):
             value = value.replace(service_address, local)
         return value
 
@@ -86,6 +92,7 @@ class Topology(contextlib.ExitStack):
         self.postgres.run_sql_file(compose.DOCKER / "postgres-init.sql")
 
         self.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+        self._run_once("relay-tls", {"MODELGATE_RELAY_TLS_DIR": str(self.relay_tls)})
         self.start_mlflow()
         prefect = self._start("prefect-server", "prefect-server", {
             "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(self.prefect_port),
@@ -93,22 +100,47 @@ class Topology(contextlib.ExitStack):
         })
         prefect.wait_healthy(f"{self.prefect_api}/health")
         self.services["mlflow"].wait_healthy(f"{self.tracking_uri}/health")
-        self._setup()
+        self._run_once("prefect-setup", {"MODELGATE_HOME": str(compose.ROOT)})
 
     def start_mlflow(self) -> Service:
         return self._start("mlflow", "mlflow", {
             "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(self.mlflow_port),
             "MLFLOW_SERVER_ALLOWED_HOSTS": f"127.0.0.1:{self.mlflow_port}",
             "MLFLOW_ARTIFACTS_DESTINATION": str(self.mlflow_artifacts),
+            "PYTHONPATH": str(self.relay_tls / "trust"),
         })
 
-    def _setup(self) -> None:
-        """The one-shot prefect-setup service: work pool, gpu queue, deployments, crash automation."""
-        argv = compose.command(self.model, "prefect-setup")
+    def _run_once(self, service: str, local: dict[str, str]) -> subprocess.CompletedProcess:
+        """A one-shot service (prefect-setup, relay-tls, webhook-setup), which must succeed."""
+        argv = compose.command(self.model, service)
         self.commands_run.append(argv)
-        env = self._environment("prefect-setup", {"MODELGATE_HOME": str(compose.ROOT)})
-        result = subprocess.run(argv, cwd=compose.ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, f"prefect-setup failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        env = self._environment(service, local)
+        result = subprocess.run(argv, check=False, cwd=compose.ROOT, env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, f"{service} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        return result
+
+    def start_relay(self) -> Service:
+        """The relay as compose.yaml runs it, on HTTPS with relay-tls's certificate; healthy as its check says."""
+        relay = self._start("relay", "relay", {
+            "MODELGATE_RELAY_HOST": "127.0.0.1", "MODELGATE_RELAY_PORT": str(self.relay_port),
+            "MODELGATE_RELAY_CERTFILE": str(self.relay_tls / "relay.pem"),
+            "MODELGATE_RELAY_KEYFILE": str(self.relay_tls / "relay-key.pem"),
+        })
+        relay.wait_healthy(f"{self.relay_url}health", context=self.relay_client_tls())
+        return relay
+
+    @property
+    def relay_url(self) -> str:
+        return self._loopback(compose.environment(self.model, "webhook-setup")["MODELGATE_RELAY_URL"])
+
+    def relay_client_tls(self) -> ssl.SSLContext:
+        """What a client that trusts relay-tls's CA (and nothing else) verifies the relay with."""
+        return ssl.create_default_context(cafile=str(self.relay_tls / "ca.pem"))
+
+    def register_webhook(self) -> subprocess.CompletedProcess:
+        """The one-shot webhook-setup service: MLflow's webhook to the relay, then MLflow's test event."""
+        return self._run_once("webhook-setup", {})
 
     def start_worker(self, service: str = "worker", name: str | None = None) -> Service:
         """A worker as compose.yaml runs it; wait until its health endpoint answers (it has polled the pool)."""
