@@ -180,10 +180,8 @@ def test_unsigned_stale_or_tampered_requests_are_refused_and_the_relay_keeps_ser
     assert len(webhooks) == 1 and webhooks[0].url == topology.relay_url
 
 
-# Prefect 3.8.8's scheduler service fails every loop on SQLAlchemy 2.1.9 (uv.lock): "Can't evaluate bulk DML
-# statement; please supply a bulk_dml decorated function" in _insert_scheduled_flow_runs, so no schedule ever
-# creates a flow run. Strict: once the lock holds a SQLAlchemy the scheduler works with, this must pass.
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason="Prefect 3.8.8's scheduler creates no runs with SQLAlchemy 2.1")
+# The real scheduler service makes this run (Prefect 3.8.8's fails on every loop with SQLAlchemy 2.1, hence
+# the pin below 2.1 in pyproject.toml).
 def test_with_the_relay_down_the_next_schedule_tick_validates_the_version(topology, model_dirs, first_version):
     topology.services["relay"].stop()
     tested = _webhook_test(topology)
