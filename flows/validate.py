@@ -37,7 +37,9 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run_url)
         source = run.stage("resolve-source", resolve_source, request, workdir)
         baseline = run.stage("resolve-baseline", resolve_baseline, request, source, workdir)
-        inspection = run.stage("inspect", inspect_model, source.model_dir, workdir, request.model_version)
+        inspection = run.stage(
+            "inspect", inspect_model, source.model_dir, workdir, request.model_version, request.op_libraries
+        )
         choice = run.stage("select-signature", select_signature, inspection, request.signature, request.tags)
         run.stage("check-signature", check_signature, choice, request, baseline)
         cleared = run.stage("scan-ops", scan_ops, choice, request.allow_ops)

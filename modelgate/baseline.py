@@ -12,6 +12,7 @@ import numpy as np
 
 from modelgate.compare import compare_arrays
 from modelgate.inputs import read_npz
+from modelgate.op_allowlist import import_op_libraries
 from modelgate.runners import TFSignatureRunner
 from modelgate.timing import MeasurementPlan, measure
 
@@ -21,8 +22,11 @@ LATENCY_PLAN = MeasurementPlan(warmup=5, window=25, min_windows=3, max_windows=3
 
 def baseline_job(
     model_dir: str, tags: list[str], key: str, baseline_dir: str, baseline_tags: list[str], inputs_path: str,
+    op_libraries: list[str] = (),
 ) -> dict:
-    """Drift of each shared output (max abs and rel difference) and p50 latency of both, side by side."""
+    """Drift of each shared output (max abs and rel difference) and p50 latency of both, side by side.
+    It runs in a fresh process, so it imports the request's op libraries itself."""
+    import_op_libraries(list(op_libraries))
     current = TFSignatureRunner(model_dir, tags, key)
     baseline = TFSignatureRunner(baseline_dir, baseline_tags, key)
     feeds = read_npz(inputs_path)

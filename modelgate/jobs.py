@@ -12,6 +12,7 @@ from modelgate import checks
 from modelgate.benchmark import Measured, SweepPlan, sweep
 from modelgate.compare import exactly_equal
 from modelgate.inputs import read_npz, save_npz
+from modelgate.op_allowlist import import_op_libraries
 from modelgate.quiet import import_tensorflow
 from modelgate.runners import KerasModelRunner, OnnxRuntimeRunner, configure_tensorflow_threads, load_signature_runner
 from modelgate.pools import ONNXRUNTIME, TENSORFLOW
@@ -74,12 +75,14 @@ def _hide_gpus_unless(device: str) -> None:
 @shares_process(TENSORFLOW)
 def tensorflow_benchmark_job(
     model_dir: str, tags: list[str], signature: SignatureSpec, inputs_path: str, plan: SweepPlan,
-    runtimes: list[str], device: str, intra_op_threads: int, inter_op_threads: int,
+    runtimes: list[str], device: str, intra_op_threads: int, inter_op_threads: int, op_libraries: list[str] = (),
 ) -> list[Measured]:
     """The raw signature and the Keras wrapper, in a process of their own: thread counts and device
-    visibility can only be set before TensorFlow runs its first op."""
+    visibility can only be set before TensorFlow runs its first op. A fresh process (one per device) gets
+    the request's op libraries from here, not from its pool."""
     _hide_gpus_unless(device)
     configure_tensorflow_threads(intra_op_threads, inter_op_threads)
+    import_op_libraries(list(op_libraries))
     if device == "gpu" and not import_tensorflow().config.list_physical_devices("GPU"):
         raise RuntimeError("TensorFlow sees no GPU (is the gpu extra, tensorflow[and-cuda], installed?)")
     raw = load_signature_runner(model_dir, tags, signature.key)

@@ -6,7 +6,8 @@ from prefect.cache_policies import NO_CACHE
 from modelgate.baseline import baseline_job
 from modelgate.model_source import resolve_model_source
 from modelgate.sandbox import limits_of, run_isolated
-from modelgate.savedmodel import choose_meta_graph, inspect_saved_model, refuse_risky_ops
+from modelgate.op_scan import refuse_unsafe_ops
+from modelgate.savedmodel import choose_meta_graph, inspect_saved_model
 from modelgate.schemas import BaselineChoice, BaselineComparison, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
 
 
@@ -23,8 +24,8 @@ def compare_baseline(
     if inputs.path is None:
         return BaselineComparison(skipped_reason=inputs.section.message)
     baseline_dir = resolve_model_source(baseline.model_dir).model_dir
-    meta_graph = choose_meta_graph(inspect_saved_model(baseline_dir), choice.tags)
-    refuse_risky_ops(meta_graph, request.allow_ops)
+    meta_graph = choose_meta_graph(inspect_saved_model(baseline_dir, request.op_libraries), choice.tags)
+    refuse_unsafe_ops(meta_graph.op_scan, request.allow_ops)
     if choice.signature.key not in meta_graph.signatures:
         return BaselineComparison(skipped_reason=f"the baseline has no signature '{choice.signature.key}'")
     theirs = {n: (s.dtype, s.rank) for n, s in meta_graph.signatures[choice.signature.key].inputs.items()}
@@ -36,7 +37,7 @@ def compare_baseline(
         )
     measured = run_isolated(
         baseline_job, choice.model_dir, choice.tags, choice.signature.key, str(baseline_dir), meta_graph.tags,
-        inputs.path, limits=limits_of(request), label="compare-baseline",
+        inputs.path, request.op_libraries, limits=limits_of(request), label="compare-baseline",
         log_path=Path(workdir) / "compare-baseline.log",
     ).value
     change = 100.0 * (measured["current_p50_ms"] / measured["baseline_p50_ms"] - 1)

@@ -94,10 +94,6 @@ def unknown_op(model_dirs, tmp_path):
     return [str(tmp_path / "model")], "ops not registered in this TensorFlow (custom ops): ModelgateNoSuchOp"
 
 
-def reads_files(model_dirs, tmp_path):
-    return [str(model_dirs["reads_files"])], "refusing to load: the graph uses ops that touch files"
-
-
 def exceeds_time_limit(model_dirs, tmp_path):
     # The model never returns, so whatever the machine's speed it is stopped at the limit, loading or running.
     return [str(model_dirs["hangs"]), "--timeout", "10"], "load-and-wrap: timed out after 10 s"
@@ -113,7 +109,7 @@ def eats_memory(model_dirs, tmp_path):
 
 CASES = [
     nonexistent, a_file, empty_directory, truncated_pb, random_bytes_pb, missing_variables, truncated_variables,
-    unknown_signature, unknown_tag_set, unknown_op, reads_files, exceeds_time_limit, crashes_the_interpreter,
+    unknown_signature, unknown_tag_set, unknown_op, exceeds_time_limit, crashes_the_interpreter,
     eats_memory,
 ]
 
