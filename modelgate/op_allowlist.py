@@ -75,6 +75,9 @@ REVIEWED_STATEFUL_OPS = frozenset({
     "AnonymousMutableHashTable", "AnonymousMutableHashTableOfTensors", "AnonymousMutableDenseHashTable",
     "LookupTableFindV2", "LookupTableInsertV2", "LookupTableRemoveV2", "LookupTableSizeV2", "LookupTableExportV2",
     "LookupTableImportV2", "InitializeTableV2", "InitializeTableFromDataset", *TABLE_FILE_INITIALIZERS,
+    # cuDNN's recurrent kernels and their gradients (Keras 2 RNNs keep both for GPUs; stateful for their
+    # dropout and reserve space)
+    "CudnnRNN", "CudnnRNNV2", "CudnnRNNV3", "CudnnRNNBackprop", "CudnnRNNBackpropV2", "CudnnRNNBackpropV3",
     # TF1 while loops and dynamic RNNs
     "TensorArrayV3", "TensorArrayReadV3", "TensorArrayWriteV3", "TensorArrayGatherV3", "TensorArrayScatterV3",
     "TensorArraySizeV3", "TensorArrayCloseV3", "TensorArrayConcatV3", "TensorArraySplitV3", "TensorArrayGradV3",

@@ -40,6 +40,7 @@ PRINT_STREAMS = frozenset({"stdout", "stderr", "log(info)", "log(warning)", "log
 ARGUMENT_OFFSET = {"PartitionedCall": 0, "StatefulPartitionedCall": 0, "If": 1, "StatelessIf": 1, "Case": 1,
                    "StatelessCase": 1}
 PASS_THROUGH = frozenset({"Identity", "Snapshot"})
+API_IMPLEMENTS = "api_implements"
 SHOWN_FINDINGS = 3
 ONE_FORM_OPS = frozenset({"PrintV2", *CHECKPOINT_RESTORES, *CHECKPOINT_WRITES, *SERIALIZED_PROGRAM_OPS, *TABLE_FILE_INITIALIZERS})
 
@@ -67,6 +68,12 @@ def _node_name(ref: str) -> str:
 
 def _data_inputs(node) -> list[str]:
     return [ref for ref in node.input if not ref.startswith("^")]
+
+
+def _data_input(node, index: int) -> str | None:
+    """The node's index-th data input; None where a malformed graph has no such input."""
+    inputs = _data_inputs(node)
+    return inputs[index] if index < len(inputs) else None
 
 
 def _tensor(name: str) -> str:
@@ -112,6 +119,12 @@ class _Walk:
                 if self._may_call(op) and (callees := self._called_by(node)):
                     calls.append((node, callees))
             self.function_ops[name], self.function_calls[name] = ops, calls
+        # Grappler may swap a call for any function implementing the same API (Keras 2 RNNs: the cuDNN kernel
+        # on a GPU for the generic one), so reaching one reaches them all.
+        self.implementations: dict[str | None, list[str]] = defaultdict(list)
+        for name in self.function_defs:
+            if (api := self._api_implemented(name)) is not None:
+                self.implementations[api].append(name)
         self.assets = self._assets(model_dir)
         self.saver_filename = _tensor(meta_graph.saver_def.filename_tensor_name)
         self.graph_roots: dict[str, set[str]] = defaultdict(set)
@@ -280,7 +293,12 @@ class _Walk:
             if name not in seen:
                 seen.add(name)
                 pending += [callee for _, callees in self.function_calls[name] for callee in callees]
+                pending += self.implementations.get(self._api_implemented(name), [])
         return seen
+
+    def _api_implemented(self, function: str) -> str | None:
+        attributes = self.function_defs[function].attr
+        return attributes[API_IMPLEMENTS].s.decode() if API_IMPLEMENTS in attributes else None
 
     def locations(self, judged: Callable[[str], bool]):
         """Every node whose op type `judged` picks, with the entry points that reach it (none for
@@ -319,16 +337,17 @@ class _Walk:
         return f"outside the allowlist: {reason}" if reason else None
 
     def _unless_from(self, scope: _Scope, node, index: int, kind: str, message: str) -> str | None:
-        inputs = _data_inputs(node)
-        sources = self._trace(scope, inputs[index], set()) if index < len(inputs) else []
+        sources = self._trace(scope, _data_input(node, index), set())
         if not sources:
             return message.format("nowhere the scan can follow")
         wrong = sorted({source.description for source in sources if source.kind != kind})
         return message.format(", ".join(wrong)) if wrong else None
 
-    def _trace(self, scope: _Scope, ref: str, seen: set) -> list[_Source]:
+    def _trace(self, scope: _Scope, ref: str | None, seen: set) -> list[_Source]:
         """The sources a string tensor can hold: followed through identities, variables the graph assigns,
         and function arguments to every caller (graph nodes and the object graph's captures)."""
+        if ref is None:
+            return [_Source("other", "an input the node does not have")]
         if (scope.name, ref) in seen:
             return []
         seen.add((scope.name, ref))
@@ -344,32 +363,33 @@ class _Walk:
             if tensor in self.assets:
                 return [self.assets[tensor]]
         if node.op in PASS_THROUGH:
-            return self._trace(scope, _data_inputs(node)[0], seen)
-        if node.op == "ReadVariableOp" and scope.name is None:
-            writes = self._writes_to(_node_name(_data_inputs(node)[0]))
-            if writes:
-                return [source for write in writes for source in self._trace(scope, _data_inputs(write)[1], seen)]
+            return self._trace(scope, _data_input(node, 0), seen)
+        writes = self._writes_to(_data_input(node, 0)) if node.op == "ReadVariableOp" and scope.name is None else []
+        if writes:
+            return [source for write in writes for source in self._trace(scope, _data_input(write, 1), seen)]
         if node.op == "Const":
             return [_Source("other", f"the constant {_string_constant(node)}")]
         return [_Source("other", f"the output of {node.op} node {node.name}")]
 
-    def _writes_to(self, handle: str) -> list:
+    def _writes_to(self, handle: str | None) -> list:
+        """The graph's assignments to the variable behind a handle."""
+        if handle is None:
+            return []
         if self._variable_writes is None:
             self._variable_writes = defaultdict(list)
             for node in self.graph_nodes.values():
-                if node.op == "AssignVariableOp":
-                    self._variable_writes[_node_name(_data_inputs(node)[0])].append(node)
-        return self._variable_writes.get(handle, [])
+                if node.op == "AssignVariableOp" and (handle := _data_input(node, 0)):
+                    self._variable_writes[_node_name(handle)].append(node)
+        return self._variable_writes.get(_node_name(handle), [])
 
     def _trace_argument(self, scope: _Scope, index: int, seen: set) -> list[_Source]:
         sources = []
         for caller, call in self.call_sites(scope.name):
             offset = 0 if call.op == scope.name else ARGUMENT_OFFSET.get(call.op)
-            inputs = _data_inputs(call)
-            if offset is None or offset + index >= len(inputs):
+            if offset is None:
                 sources.append(_Source("other", f"an argument {call.op} node {call.name} passes"))
             else:
-                sources += self._trace(self.scope(caller), inputs[offset + index], seen)
+                sources += self._trace(self.scope(caller), _data_input(call, offset + index), seen)
         sources += self._captured(scope, index)
         return sources or [_Source("other", f"an argument of {scope.name} that nothing passes")]
 
@@ -382,10 +402,12 @@ class _Walk:
         position = index - (len(scope.arguments) - len(bound))
         if position < 0:
             return []
-        captured = self.meta_graph.object_graph_def.nodes[bound[position]]
-        if captured.WhichOneof("kind") == "asset":
-            asset = self.meta_graph.asset_file_def[captured.asset.asset_file_def_index]
-            return [self.assets[_tensor(asset.tensor_info.name)]]
+        nodes, assets = self.meta_graph.object_graph_def.nodes, self.meta_graph.asset_file_def
+        captured = nodes[bound[position]] if bound[position] < len(nodes) else None
+        if captured is None:
+            return [_Source("other", "a capture the object graph does not hold")]
+        if captured.WhichOneof("kind") == "asset" and captured.asset.asset_file_def_index < len(assets):
+            return [self.assets[_tensor(assets[captured.asset.asset_file_def_index].tensor_info.name)]]
         return [_Source("other", f"a captured {captured.WhichOneof('kind')}")]
 
 

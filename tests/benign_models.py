@@ -36,6 +36,18 @@ def lstm(directory: Path) -> Path:
     return _export(keras.Model(sequence, keras.layers.Dense(2, name="scores")(hidden)), directory)
 
 
+def keras2_lstm(directory: Path) -> Path:
+    """A Keras 2 (tf_keras) LSTM saved with model.save(dir): its generic kernel and the cuDNN one grappler
+    swaps in on a GPU, both in the function library."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(1)
+    sequence = tf_keras.Input((None, 4), name="sequence")
+    scores = tf_keras.layers.Dense(2, name="scores")(tf_keras.layers.LSTM(8, name="lstm")(sequence))
+    tf_keras.Model(sequence, scores).save(str(directory))
+    return directory
+
+
 def text_vectorization(directory: Path) -> Path:
     """A Keras TextVectorization text classifier: strings in, a lookup table built from the adapted vocabulary."""
     import keras
@@ -146,7 +158,7 @@ def dropout_and_random(directory: Path) -> Path:
 
 
 BENIGN_ARCHITECTURES = {
-    "mobilenet_v2": mobilenet_v2, "lstm": lstm, "text_vectorization": text_vectorization,
+    "mobilenet_v2": mobilenet_v2, "lstm": lstm, "keras2_lstm": keras2_lstm, "text_vectorization": text_vectorization,
     "tf1_vocabulary_table": tf1_vocabulary_table, "tf2_vocabulary_asset": tf2_vocabulary_asset,
     "bert_backbone": bert_backbone, "dropout_and_random": dropout_and_random,
 }

@@ -45,7 +45,7 @@ def _tensorflow_text_or_skip():
 @pytest.fixture(scope="session")
 def unsafe_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("unsafe")
-    return {name: build(root / name) for name, (build, _, _) in UNSAFE_MODELS.items()}
+    return {name: attack.build(root / name) for name, attack in UNSAFE_MODELS.items()}
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +114,7 @@ def test_every_reviewed_stateful_op_is_a_registered_stateful_op():
 
 @pytest.mark.parametrize("name", list(UNSAFE_MODELS))
 def test_an_unsafe_model_is_refused_with_the_op_where_it_is_what_reaches_it_and_the_rule(name, unsafe_models):
-    _, op, rule = UNSAFE_MODELS[name]
+    op, rule = UNSAFE_MODELS[name].op, UNSAFE_MODELS[name].rule
     choice = _choice(unsafe_models[name])
     findings = [finding for finding in choice.meta_graph.op_scan.refused if finding.op == op]
     assert findings and rule in findings[0].rule, choice.meta_graph.op_scan.refused

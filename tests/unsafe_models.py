@@ -1,5 +1,5 @@
 """SavedModels an attacker would publish, built the way they would build them: each reaches outside its process
-when loaded or served. Each builder returns the directory and what the op scan must name: the op and the rule.
+when loaded or served. UNSAFE_MODELS says what each does and what the op scan must name: the op and the rule.
 
 The peer table (python -m benchmarks.security) runs every scanner on these same models.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from modelgate.quiet import import_tensorflow
 from tests.benign_models import save_tf1, text_file_table
@@ -51,16 +52,13 @@ def _after_writing(path: Path, value):
         return tf.identity(value)
 
 
-# tf.print to a file: PrintV2 with output_stream file://... (passes saved_model_cli's and ModelScan's lists).
 print_to_file = _after(lambda x: tf.print(x, output_stream=f"file://{TRACE_DIR}/printed.txt"))
-# tf.raw_ops.SaveV2 called by the signature: writes a checkpoint wherever it likes.
 save_in_signature = _after(lambda x: tf.raw_ops.SaveV2(
     prefix=str(TRACE_DIR / "stolen"), tensor_names=["x"], shape_and_slices=[""], tensors=[x]
 ))
 writes_file = _after(lambda x: tf.io.write_file(str(TRACE_DIR / "written.txt"), "pwned"))
 reads_file = _leaking(lambda x: tf.io.read_file("/etc/passwd"))
 lists_files = _leaking(lambda x: tf.io.matching_files("/etc/*"))
-# Python calls (EagerPyFunc, PyFunc), which the serving process would run if it could.
 python_function = _leaking(lambda x: tf.py_function(lambda t: t * 2, [x], tf.float32))
 numpy_function = _leaking(lambda x: tf.numpy_function(lambda t: t * 2, [x], tf.float32))
 
@@ -69,15 +67,12 @@ def _total(dataset):
     return dataset.reduce(tf.constant(0, tf.int64), lambda total, element: total + tf.cast(element, tf.int64))
 
 
-# tf.data.experimental.CsvDataset over /etc/passwd, reduced into an output.
 csv_dataset = _leaking(lambda x: _total(
     tf.data.experimental.CsvDataset("/etc/passwd", [tf.string], field_delim="\x01").map(tf.strings.length)
 ))
-# Reads its data from a tf.data service over the network (a gRPC dispatcher on a loopback port).
 network_data_service = _leaking(lambda x: _total(tf.data.experimental.service.from_dataset_id(
     "parallel_epochs", "grpc://127.0.0.1:5050", dataset_id="0", element_spec=tf.TensorSpec([], tf.int64),
 )))
-# WriteFile hidden in a dataset's map function, which only the walk into func attributes finds.
 write_in_dataset_map = _leaking(
     lambda x: _total(tf.data.Dataset.range(1).map(lambda i: _after_writing(TRACE_DIR / "mapped.txt", i)))
 )
@@ -112,19 +107,33 @@ def init_op_writes(directory: Path) -> Path:
     return save_tf1(directory, build_graph)
 
 
-# name: (builder, the op the scan must name, words of the rule it must give)
+class Attack(NamedTuple):
+    build: Callable[[Path], Path]
+    does: str
+    op: str  # the op the scan must refuse
+    rule: str  # words of the rule it must give
+
+
 UNSAFE_MODELS = {
-    "print_to_file": (print_to_file, "PrintV2", "may print only to stdout, stderr or the log"),
-    "save_in_signature": (save_in_signature, "SaveV2", "checkpoint writes"),
-    "csv_dataset": (csv_dataset, "CSVDatasetV2", "takes a file, path or address"),
-    "dataset_from_graph": (dataset_from_graph, "DatasetFromGraph", "serialized graph"),
-    "table_outside_assets": (table_outside_assets, "InitializeTableFromTextFileV2", "'/etc/passwd'"),
-    "reads_file": (reads_file, "ReadFile", "takes a file, path or address"),
-    "writes_file": (writes_file, "WriteFile", "takes a file, path or address"),
-    "lists_files": (lists_files, "MatchingFiles", "lists files"),
-    "python_function": (python_function, "EagerPyFunc", "runs Python code"),
-    "numpy_function": (numpy_function, "PyFunc", "runs Python code"),
-    "network_data_service": (network_data_service, "DataServiceDatasetV4", "takes a file, path or address"),
-    "write_in_dataset_map": (write_in_dataset_map, "WriteFile", "takes a file, path or address"),
-    "init_op_writes": (init_op_writes, "WriteFile", "takes a file, path or address"),
+    "print_to_file": Attack(print_to_file, "tf.print to file:///tmp/... (PrintV2)", "PrintV2",
+                            "may print only to stdout, stderr or the log"),
+    "save_in_signature": Attack(save_in_signature, "tf.raw_ops.SaveV2 to /tmp/... in the signature", "SaveV2",
+                                "checkpoint writes"),
+    "csv_dataset": Attack(csv_dataset, "tf.data.experimental.CsvDataset('/etc/passwd')", "CSVDatasetV2",
+                          "takes a file, path or address"),
+    "dataset_from_graph": Attack(dataset_from_graph, "WriteFile inside a serialized GraphDef run by DatasetFromGraph",
+                                 "DatasetFromGraph", "serialized graph"),
+    "table_outside_assets": Attack(table_outside_assets, "TF1 lookup table filled from /etc/passwd at load (not an asset)",
+                                   "InitializeTableFromTextFileV2", "'/etc/passwd'"),
+    "reads_file": Attack(reads_file, "tf.io.read_file('/etc/passwd')", "ReadFile", "takes a file, path or address"),
+    "writes_file": Attack(writes_file, "tf.io.write_file to /tmp/...", "WriteFile", "takes a file, path or address"),
+    "lists_files": Attack(lists_files, "tf.io.matching_files('/etc/*')", "MatchingFiles", "lists files"),
+    "python_function": Attack(python_function, "tf.py_function (a Python call)", "EagerPyFunc", "runs Python code"),
+    "numpy_function": Attack(numpy_function, "tf.numpy_function (a Python call)", "PyFunc", "runs Python code"),
+    "network_data_service": Attack(network_data_service, "tf.data service over grpc://127.0.0.1 (network)",
+                                   "DataServiceDatasetV4", "takes a file, path or address"),
+    "write_in_dataset_map": Attack(write_in_dataset_map, "WriteFile in a dataset map function", "WriteFile",
+                                   "takes a file, path or address"),
+    "init_op_writes": Attack(init_op_writes, "TF1 main_op writing a file at load", "WriteFile",
+                             "takes a file, path or address"),
 }
