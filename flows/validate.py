@@ -54,7 +54,9 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
         if source.keras_file:  # a Missing source's is Missing, and truthy: the stage is recorded as skipped
             model = run.stage("derive-saved-model", derive_saved_model, source, request, workdir)
         baseline = run.stage("resolve-baseline", resolve_baseline, request, source, workdir)
-        inspection = run.stage("inspect", inspect_model, model.model_dir, workdir, request.model_version)
+        inspection = run.stage(
+            "inspect", inspect_model, model.model_dir, workdir, request.model_version, request.op_libraries
+        )
         choice = run.stage(
             "select-signature", select_signature, inspection, request.signature, request.tags, request.atol, request.rtol,
         )

@@ -12,6 +12,7 @@ import numpy as np
 
 from modelgate.compare import compare_arrays
 from modelgate.inputs import read_npz
+from modelgate.op_allowlist import import_op_libraries
 from modelgate.runners import load_reference_runner
 from modelgate.timing import MeasurementPlan, measure
 
@@ -21,10 +22,12 @@ LATENCY_PLAN = MeasurementPlan(warmup=5, window=25, min_windows=3, max_windows=3
 
 def baseline_job(
     model_dir: str, tags: list[str], model_format: str, key: str, baseline_dir: str, baseline_tags: list[str],
-    baseline_format: str, inputs_path: str,
+    baseline_format: str, inputs_path: str, op_libraries: list[str] = (),
 ) -> dict:
     """Drift of each shared output (max abs and rel difference) and p50 latency of both, side by side, each
-    model on its format's reference runtime."""
+    model on its format's reference runtime. It runs in a fresh process, so it imports the request's op
+    libraries itself."""
+    import_op_libraries(list(op_libraries))
     current = load_reference_runner(model_dir, tags, key, model_format)
     baseline = load_reference_runner(baseline_dir, baseline_tags, key, baseline_format)
     feeds = read_npz(inputs_path)

@@ -101,7 +101,9 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtimes", metavar="R,R,...", help="of tensorflow,keras,onnxruntime (default: all)")
     parser.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
     parser.add_argument("--no-gpu", action="store_true", help="do not benchmark on a GPU even if one is present")
-    parser.add_argument("--allow-op", metavar="OP", action="append", help="allow a risky op type (repeatable)")
+    parser.add_argument("--allow-op", metavar="OP", action="append", help="allow an op the op scan refuses (repeatable)")
+    parser.add_argument("--op-library", metavar="MODULE", action="append",
+                        help="import this package (e.g. tensorflow_text) to register its custom ops (repeatable)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit for each model stage")
     parser.add_argument("--memory-limit-mb", type=int, help="memory limit for each model stage")
     parser.add_argument("--report", metavar="PATH", help="report path (default: modelgate-report.json)")
@@ -126,6 +128,7 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
         "intra_op_threads": args.threads, "register_as": args.register_as, "alias": args.alias,
         "model_version": args.version, "contract_path": args.contract,
         "baseline": args.baseline, "benchmark_budget_s": args.benchmark_budget_s,
+        "op_libraries": args.op_library,
     }
     if args.no_benchmark:
         fields["benchmark"] = False

@@ -13,6 +13,7 @@ from modelgate import checks
 from modelgate.benchmark import Measured, SweepPlan, sweep
 from modelgate.errors import ModelRejected, SignatureFailed
 from modelgate.inputs import Feeds, batch_of, read_npz, save_npz
+from modelgate.op_allowlist import import_op_libraries
 from modelgate.quiet import import_tensorflow
 from modelgate.runners import (
     TF1_GRAPH, KerasModelRunner, OnnxRuntimeRunner, configure_tensorflow_threads, load_reference_runner,
@@ -108,12 +109,15 @@ def _hide_gpus_unless(device: str) -> None:
 def tensorflow_benchmark_job(
     model_dir: str, tags: list[str], model_format: str, signature: SignatureSpec, inputs_path: str,
     plan: SweepPlan, runtimes: list[str], device: str, intra_op_threads: int, inter_op_threads: int,
+    op_libraries: list[str] = (),
 ) -> list[Measured]:
     """The reference runtime ('tensorflow' asked: the raw signature, or a TF1 Session for a TF1 graph) and
     the Keras wrapper, in a process of their own: thread counts and device visibility can only be set before
-    TensorFlow runs its first op."""
+    TensorFlow runs its first op. A fresh process (one per device) gets the request's op libraries from
+    here, not from its pool."""
     _hide_gpus_unless(device)
     configure_tensorflow_threads(intra_op_threads, inter_op_threads)
+    import_op_libraries(list(op_libraries))
     if device == "gpu" and not import_tensorflow().config.list_physical_devices("GPU"):
         raise RuntimeError("TensorFlow sees no GPU (is the gpu extra, tensorflow[and-cuda], installed?)")
     raw = load_reference_runner(model_dir, tags, signature.key, model_format)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelgate.errors import MissingOps, ModelRejected, NotASavedModel, SignatureNotFound, UnsafeModel
+from modelgate.errors import ModelRejected, NotASavedModel, SignatureNotFound
 from modelgate.model_source import SAVED_MODEL_FILES
+from modelgate.op_allowlist import import_op_libraries, import_op_libraries_from_environment
+from modelgate.op_scan import scan_meta_graph
 from modelgate.precision import lowest_float_precision
 from modelgate.quiet import import_tensorflow
 from modelgate.schemas import Check, MetaGraphInfo, SignatureSpec, SparseTensorNames, TensorSpec
@@ -18,30 +19,6 @@ INIT_OP_KEY = "__saved_model_init_op"
 PREDICT_METHOD = "tensorflow/serving/predict"
 DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
-
-# Ops that read or write files, run Python or reach the network. Loading itself uses RestoreV2 and the
-# other saver ops on the variables folder, so those stay allowed; lookup tables that read the model's own
-# assets (InitializeTableFromTextFile) are allowed for the same reason.
-RISKY_OPS = frozenset(
-    {
-        "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst",
-        "PyFunc", "PyFuncStateless", "EagerPyFunc",
-        "DebugIdentity", "DebugIdentityV2", "DebugIdentityV3",
-        "Save", "SaveSlices",
-        "WholeFileReader", "WholeFileReaderV2", "TextLineReader", "TextLineReaderV2",
-        "TFRecordReader", "TFRecordReaderV2", "FixedLengthRecordReader", "FixedLengthRecordReaderV2",
-        "IdentityReader", "IdentityReaderV2", "LMDBReader",
-        "TFRecordDataset", "TFRecordDatasetV2", "TextLineDataset", "FixedLengthRecordDataset",
-        "FixedLengthRecordDatasetV2", "MatchingFilesDataset", "ExperimentalMatchingFilesDataset",
-        "SqlDataset", "ExperimentalSqlDataset", "DatasetToTFRecord", "ExperimentalDatasetToTFRecord",
-        "SaveDataset", "SaveDatasetV2", "LoadDataset", "SnapshotDataset", "SnapshotDatasetV2",
-        "DataServiceDataset", "DataServiceDatasetV2", "DataServiceDatasetV3", "DataServiceDatasetV4",
-        "RegisterDataset", "RegisterDatasetV2",
-        "CreateSummaryFileWriter", "CreateSummaryDbWriter", "WriteSummary", "WriteScalarSummary",
-        "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary", "WriteRawProtoSummary",
-        "WriteGraphSummary", "ImportEvent",
-    }
-)
 
 
 def find_saved_model_file(model_dir: str | Path) -> Path:
@@ -128,20 +105,7 @@ def _tensor_spec(tensor_info, graph_shapes: dict[str, list[int | None] | None]) 
     return TensorSpec(dtype=dtype, declared_dtype=declared, tensor_name=tensor_info.name or None, shape=shape)
 
 
-def _op_locations(meta_graph) -> dict[str, set[str]]:
-    locations: dict[str, set[str]] = defaultdict(set)
-    for node in meta_graph.graph_def.node:
-        locations[node.op].add("graph")
-    for function in meta_graph.graph_def.library.function:
-        for node in function.node_def:
-            locations[node.op].add(function.signature.name)
-    return locations
-
-
-def describe_meta_graph(meta_graph) -> MetaGraphInfo:
-    from tensorflow.python.framework import op_def_registry
-
-    locations = _op_locations(meta_graph)
+def describe_meta_graph(meta_graph, model_dir: str | Path, op_libraries: list[str] = ()) -> MetaGraphInfo:
     graph_shapes = _graph_shapes(meta_graph)
     signatures = {
         key: SignatureSpec(
@@ -153,18 +117,19 @@ def describe_meta_graph(meta_graph) -> MetaGraphInfo:
         for key, sig in sorted(meta_graph.signature_def.items())
         if key != INIT_OP_KEY
     }
+    ops = {node.op for node in meta_graph.graph_def.node}
+    ops |= {node.op for function in meta_graph.graph_def.library.function for node in function.node_def}
     return MetaGraphInfo(
-        tags=sorted(meta_graph.meta_info_def.tags),
-        signatures=signatures,
-        ops=sorted(locations),
-        risky_ops={op: sorted(where) for op, where in sorted(locations.items()) if op in RISKY_OPS},
-        unregistered_ops=[op for op in sorted(locations) if op_def_registry.get(op) is None],
+        tags=sorted(meta_graph.meta_info_def.tags), signatures=signatures, ops=sorted(ops),
+        op_scan=scan_meta_graph(meta_graph, model_dir, op_libraries),
         float_precision=lowest_float_precision(meta_graph),
     )
 
 
-def inspect_saved_model(model_dir: str | Path) -> list[MetaGraphInfo]:
-    return [describe_meta_graph(meta_graph) for meta_graph in read_saved_model_proto(model_dir).meta_graphs]
+def inspect_saved_model(model_dir: str | Path, op_libraries: list[str] = ()) -> list[MetaGraphInfo]:
+    import_op_libraries(list(op_libraries))
+    saved_model = read_saved_model_proto(model_dir)
+    return [describe_meta_graph(meta_graph, model_dir, op_libraries) for meta_graph in saved_model.meta_graphs]
 
 
 def model_format(model_dir: str | Path, saved_model) -> str:
@@ -231,6 +196,7 @@ def rejected_unless_loaded(loader: str) -> Iterator[None]:
     """A load that fails rejects the model on model_loads, in one line that says why (it runs in a model
     stage's child process)."""
     tf = import_tensorflow()
+    import_op_libraries_from_environment()
     try:
         yield
     except (tf.errors.OpError, ValueError, RuntimeError, OSError, KeyError) as exc:
@@ -287,19 +253,3 @@ def choose_signature(meta_graph: MetaGraphInfo, key: str | None) -> tuple[Signat
         f"no '{DEFAULT_SIGNATURE}' signature and {len(predict_style) or 'no'} predict-style candidates; "
         f"pick one with --signature: {listing}"
     )
-
-
-def refuse_risky_ops(meta_graph: MetaGraphInfo, allowed: list[str]) -> None:
-    """Stop before loading a model whose graph could touch files, run Python or reach the network."""
-    offending = {op: where for op, where in meta_graph.risky_ops.items() if op not in allowed}
-    if offending:
-        detail = "; ".join(f"{op} in {', '.join(where)}" for op, where in offending.items())
-        raise UnsafeModel(
-            f"refusing to load: the graph uses ops that touch files, run Python or reach the network ({detail}); "
-            f"allow them explicitly with --allow-op if this model is trusted"
-        )
-    if meta_graph.unregistered_ops:
-        raise MissingOps(
-            "cannot judge: ops not registered in this TensorFlow (custom ops): "
-            + ", ".join(meta_graph.unregistered_ops)
-        )

@@ -158,8 +158,15 @@ class ValidationRequest(BaseModel):
     )
     allow_ops: list[str] = Field(
         default=[],
-        title="Allowed risky ops",
-        description="Op types that touch files, run Python or reach the network which this model may use anyway.",
+        title="Allowed ops",
+        description="Op types the op scan refuses (outside its allowlist, or breaking an op's rule) which this "
+        "model may use anyway.",
+    )
+    op_libraries: list[str] = Field(
+        default=[],
+        title="Op libraries",
+        description="Python packages that register custom ops (e.g. tensorflow_text), imported before the op scan "
+        "and in every model process before the model loads.",
     )
     contract_path: str | None = Field(
         default=None,
@@ -300,14 +307,41 @@ class SignatureSpec(BaseModel):
     )
 
 
+class ReachableCode(BaseModel):
+    """What one entry point (a signature, the init ops, the loader's restore, the loaded object) can run."""
+
+    functions: list[str] = Field(description="Functions of the library it reaches, transitively.")
+    ops: list[str] = Field(description="Op types of the graph nodes and functions it reaches.")
+
+
+class OpFinding(BaseModel):
+    """One op the scan refuses or cannot judge: where it is and what reaches it."""
+
+    op: str
+    node: str
+    function: str | None = Field(description="The library function holding the node; None for the graph itself.")
+    reached_from: list[str] = Field(description="Entry points that reach it: 'signature KEY', 'init', 'restore', ...")
+    rule: str = ""
+
+    def describe(self) -> str:
+        where = f"function {self.function}" if self.function else "the graph"
+        rule = f": {self.rule}" if self.rule else ""
+        return f"{self.op} (node {self.node} in {where}, reached from {', '.join(self.reached_from)}){rule}"
+
+
+class OpScan(BaseModel):
+    """The default-deny scan of what loading and serving can execute (modelgate.op_scan)."""
+
+    reachable: dict[str, ReachableCode] = {}
+    refused: list[OpFinding] = Field(default=[], description="Ops outside the allowlist or breaking a one-form rule.")
+    unregistered: list[OpFinding] = Field(default=[], description="Ops this TensorFlow and its op libraries lack.")
+
+
 class MetaGraphInfo(BaseModel):
     tags: list[str]
     signatures: dict[str, SignatureSpec]
     ops: list[str] = Field(description="Every op type in the graph and its function library, sorted.")
-    risky_ops: dict[str, list[str]] = Field(
-        default={}, description="Op types that touch files, run Python or reach the network, with where they occur."
-    )
-    unregistered_ops: list[str] = Field(default=[], description="Op types this TensorFlow does not know (custom ops).")
+    op_scan: OpScan = OpScan()
     float_precision: str = Field(
         default="float32", description="The lowest float precision an op computes in: float32, float16 or bfloat16."
     )
@@ -540,6 +574,9 @@ class ValidationReport(BaseModel):
     signature: str | None = None
     signatures: dict[str, SignatureSpec] = {}
     ops: list[str] = []
+    reachable_code: dict[str, ReachableCode] = Field(
+        default={}, description="What each entry point of the chosen MetaGraph can execute, as the op scan walked it."
+    )
     inputs: InputsSection | None = None
     checks: list[Check] = []
     benchmarks: list[BenchmarkResult] = []
@@ -623,6 +660,7 @@ class SignatureChoice(StageResult):
         report.signature = self.signature.key
         report.signatures = self.meta_graph.signatures
         report.ops = self.meta_graph.ops
+        report.reachable_code = self.meta_graph.op_scan.reachable
         report.checks.extend(self.checks)
 
 

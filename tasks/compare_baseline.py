@@ -6,9 +6,10 @@ from prefect.cache_policies import NO_CACHE
 from modelgate.baseline import baseline_job
 from modelgate.model_source import resolve_model_source
 from modelgate.sandbox import limits_of, run_isolated
+from modelgate.op_scan import refuse_unsafe_ops
 from modelgate.savedmodel import (
-    choose_meta_graph, describe_meta_graph, model_format, read_saved_model_proto, reference_outputs,
-    refuse_risky_ops, write_loadable_copy,
+    choose_meta_graph, inspect_saved_model, model_format, read_saved_model_proto, reference_outputs,
+    write_loadable_copy,
 )
 from modelgate.schemas import BaselineChoice, BaselineComparison, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
 
@@ -26,9 +27,9 @@ def compare_baseline(
     if inputs.path is None:
         return BaselineComparison(skipped_reason=inputs.section.message)
     baseline_dir = resolve_model_source(baseline.model_dir).model_dir
+    meta_graph = choose_meta_graph(inspect_saved_model(baseline_dir, request.op_libraries), choice.tags)
+    refuse_unsafe_ops(meta_graph.op_scan, request.allow_ops)
     saved_model = read_saved_model_proto(baseline_dir)
-    meta_graph = choose_meta_graph([describe_meta_graph(mg) for mg in saved_model.meta_graphs], choice.tags)
-    refuse_risky_ops(meta_graph, request.allow_ops)
     if choice.signature.key not in meta_graph.signatures:
         return BaselineComparison(skipped_reason=f"the baseline has no signature '{choice.signature.key}'")
     theirs = {n: (s.dtype, s.rank) for n, s in meta_graph.signatures[choice.signature.key].inputs.items()}
@@ -43,8 +44,8 @@ def compare_baseline(
         baseline_dir = write_loadable_copy(baseline_dir, saved_model, Path(workdir) / "loadable_baseline")
     measured = run_isolated(
         baseline_job, choice.model_dir, choice.tags, choice.model_format, choice.signature.key, str(baseline_dir),
-        meta_graph.tags, model_format(baseline_dir, saved_model), inputs.path, limits=limits_of(request),
-        label="compare-baseline", log_path=Path(workdir) / "compare-baseline.log",
+        meta_graph.tags, model_format(baseline_dir, saved_model), inputs.path, request.op_libraries,
+        limits=limits_of(request), label="compare-baseline", log_path=Path(workdir) / "compare-baseline.log",
     ).value
     change = 100.0 * (measured["current_p50_ms"] / measured["baseline_p50_ms"] - 1)
     return BaselineComparison(

@@ -70,14 +70,18 @@ def test_not_a_saved_model(tmp_path):
 def test_ops_are_listed_and_file_reading_models_are_refused(model_dirs, tmp_path):
     choice = _select(model_dirs["reads_files"], tmp_path)
     assert "ReadFile" in choice.meta_graph.ops
-    assert "ReadFile" in choice.meta_graph.risky_ops
-    with pytest.raises(UnsafeModel, match="ReadFile in"):
+    assert "ReadFile" in choice.meta_graph.op_scan.reachable["signature serving_default"].ops
+    assert [finding.op for finding in choice.meta_graph.op_scan.refused] == ["ReadFile"]
+    with pytest.raises(UnsafeModel, match="ReadFile .*reached from signature serving_default.*takes a file") as refusal:
         scan_ops.fn(choice, [])
+    assert refusal.value.check == "op_safety"
     assert scan_ops.fn(choice, ["ReadFile"]).checks[0].status == "warning"
 
 
-def test_restore_ops_used_by_loading_are_not_risky(model_dirs, tmp_path):
+def test_restore_ops_used_by_loading_are_not_refused(model_dirs, tmp_path):
     choice = _select(model_dirs["keras_export"], tmp_path)
-    assert "RestoreV2" in choice.meta_graph.ops
-    assert choice.meta_graph.risky_ops == {}
+    scan = choice.meta_graph.op_scan
+    assert "RestoreV2" in scan.reachable["restore"].ops
+    assert "RestoreV2" not in scan.reachable["signature serving_default"].ops
+    assert scan.refused == [] and scan.unregistered == []
     assert scan_ops.fn(choice, []).checks[0].status == "passed"

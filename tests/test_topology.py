@@ -97,6 +97,7 @@ def test_a_bad_model_fails_saying_why_and_the_worker_serves_the_next_run_into_ml
     client = MlflowClient(topology.tracking_uri)
     failed = client.get_run(report["mlflow"]["run_id"])
     assert failed.info.status == "FAILED"
+    assert failed.data.tags["modelgate.status"] == "failed"
     assert failed.data.tags["modelgate.failed_checks"] == "op_safety"
     assert "ReadFile" in failed.data.tags["modelgate.verdict"]
 
