@@ -67,7 +67,7 @@ def test_each_new_version_is_validated_once_per_validator_version(served, model_
     rows = _tick(tracking_uri, workdir, "scheduled")
     verdicts = {row["version"]: (row["flow_run_state"], row["verdict"]) for row in rows}
     assert verdicts == {f"models:/scheduled/{first}": ("COMPLETED", "passed"),
-                        f"models:/scheduled/{second}": ("COMPLETED", "failed")}
+                        f"models:/scheduled/{second}": ("FAILED", "failed")}  # a rejection fails its flow run
     client = MlflowClient(tracking_uri)
     assert str(client.get_model_version_by_alias("scheduled", "validated").version) == first
     assert "finite_outputs" in client.get_model_version("scheduled", second).description
