@@ -32,7 +32,7 @@ from tasks.select_signature import select_signature
 def validate_savedmodel(request: ValidationRequest) -> ValidationReport:
     """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow."""
     flow_run_url = flow_run.get_flow_run_ui_url()
-    with ValidationRun(request) as run, shared_processes(validation_pools(request)):
+    with ValidationRun(request) as run, shared_processes(validation_pools(request), run.sandbox):
         workdir = str(run.workdir)
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run_url)
         source = run.stage("resolve-source", resolve_source, request, workdir)

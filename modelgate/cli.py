@@ -70,6 +70,8 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
     parser.add_argument("--no-gpu", action="store_true", help="do not benchmark on a GPU even if one is present")
     parser.add_argument("--allow-op", metavar="OP", action="append", help="allow a risky op type (repeatable)")
+    parser.add_argument("--require-sandbox", action="store_true",
+                        help="run no model code without the OS sandbox (Landlock): an error, not a warning")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit for each model stage")
     parser.add_argument("--memory-limit-mb", type=int, help="memory limit for each model stage")
     parser.add_argument("--report", metavar="PATH", help="report path (default: modelgate-report.json)")
@@ -97,6 +99,8 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
     }
     if args.no_benchmark:
         fields["benchmark"] = False
+    if args.require_sandbox:
+        fields["require_sandbox"] = True
     if args.no_gpu:
         fields["benchmark_gpu"] = False
     if args.runtimes:

@@ -146,6 +146,12 @@ class ValidationRequest(BaseModel):
         title="Allowed risky ops",
         description="Op types that touch files, run Python or reach the network which this model may use anyway.",
     )
+    require_sandbox: bool = Field(
+        default=False,
+        title="Require the OS sandbox",
+        description="Run no model code where the kernel cannot confine it (no Landlock): the validation ends in error "
+        "instead of a warning.",
+    )
     contract_path: str | None = Field(
         default=None,
         title="Expected contract (YAML or JSON)",
