@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's own code for a command ended by SIGINT
 EXIT_CODES = {"passed": EXIT_PASSED, "failed": EXIT_FAILED, "error": EXIT_ERROR}
 
 
@@ -211,8 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     recorder.add_listener(console)
     try:
         from flows.validate import validate_savedmodel
+        from modelgate.prefect_server import start_ephemeral_server
 
+        start_ephemeral_server()
         report = validate_savedmodel(request)
+    except KeyboardInterrupt:
+        console.error(f"interrupted; the report so far is in {request.report_path}")
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if args.debug:
             raise

@@ -85,6 +85,8 @@ def _qualified_name(function: Callable[..., Any]) -> str:
 def _worker_main(conn, environment: dict[str, str], warm_up: str | None, sandbox: OsSandbox | None) -> None:
     """warm_up comes by name, imported only once the sandbox is entered: NumPy, say, starts OpenBLAS's threads
     as it loads, and a thread started before the sandbox would stay outside it."""
+    # Ctrl-C reaches the terminal's whole process group: the parent decides, and closes this child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Before anything imports a framework: TensorFlow reads thread counts and device visibility once.
     os.environ.update(environment)
     unconfined = None
@@ -167,6 +169,7 @@ class ModelProcess:
         self._watched: psutil.Process | None = None
         self._ready = False
         self._jobs_sent = 0
+        self._busy = False
 
     @property
     def pid(self) -> int | None:
@@ -196,12 +199,14 @@ class ModelProcess:
         self._watched = psutil.Process(self._child.pid)
         self._ready = False
         self._jobs_sent = 0
+        self._busy = False
 
     def close(self) -> None:
         if self._child is None:
             return
-        # A child that ran no job (still warming up, say) has nothing to finish: it is killed at once.
-        if self._jobs_sent and self._child.is_alive():
+        # A child that ran no job (still warming up, say), or whose job the parent stopped waiting for (Ctrl-C),
+        # has nothing to finish: it is killed at once.
+        if self._jobs_sent and not self._busy and self._child.is_alive():
             with contextlib.suppress(OSError, BrokenPipeError):
                 self._conn.send(None)
             self._child.join(5)
@@ -254,7 +259,9 @@ class ModelProcess:
             warm_up_peak = self.wait_ready(limits, label)
             self._conn.send((target, args, str(log_path) if log_path else None))
             self._jobs_sent += 1
+            self._busy = True
             reply, peak = self._await_reply(limits, label, started)
+            self._busy = False
         finally:
             if self._spec.single_use:
                 self.close()
