@@ -6,6 +6,7 @@ from prefect import flow
 from pydantic import Field
 
 from modelgate.schemas import default_tracking_uri
+from tasks.close_abandoned_runs import close_abandoned_runs
 from tasks.find_new_versions import find_new_versions
 from tasks.launch_validation import launch_validation
 from tasks.summarize_validations import summarize_validations
@@ -33,6 +34,7 @@ def validate_new_versions(
 ) -> list[dict[str, str]]:
     uri = tracking_uri or default_tracking_uri()
     experiment = request_fields.get("experiment_name", "modelgate")
+    close_abandoned_runs(uri, experiment)  # before anything is launched: a killed run of a version ended it
     pending = find_new_versions(model_names, base_paths, uri, experiment)
     launched = [(version, launch_validation(version, deployment, request_fields, uri)) for version in pending]
     return summarize_validations(launched, uri, experiment, timeout_s)
