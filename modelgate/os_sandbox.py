@@ -48,6 +48,7 @@ SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/proc/
                 "/proc/stat", "/dev/urandom", "/dev/random", "/dev/zero")
 DEVICE_PATTERNS = ("/dev/nvidia*",)
 WRITABLE_FILES = ("/dev/null",)
+CODE_ROOT = str(Path(__file__).resolve().parents[1])  # holds modelgate, and in a checkout tasks/, flows/, tests/
 DENIED = "Permission denied"  # strerror(EACCES): what Landlock answers, in Python's and TensorFlow's words
 
 
@@ -169,9 +170,9 @@ class OsSandbox:
 
     @staticmethod
     def python_and_system() -> list[str]:
-        """The interpreter, its packages and the code on sys.path, and the system's libraries and CPU facts."""
-        python = [sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(),
-                  *(entry for entry in sys.path if entry)]
+        """The interpreter, its packages, modelgate's own code (a project checkout, or site-packages), and the
+        system's libraries and CPU facts. Not the rest of sys.path: `python -m` puts the working directory there."""
+        python = [sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), CODE_ROOT]
         return _existing([*python, *SYSTEM_DIRS, *SYSTEM_FILES])
 
     def denial(self, exc: BaseException) -> ModelRejected | None:
