@@ -90,12 +90,12 @@ def test_a_bad_model_fails_saying_why_and_the_worker_serves_the_next_run_into_ml
     bad_run = topology.run_deployment(bad)
     assert topology.wait_until_final(bad_run).state.type.value == "COMPLETED"  # the flow ran; the model failed
     report = _report(bad)
-    assert report["status"] == "error"
+    assert report["status"] == "failed"  # judged: refused as unsafe, on the check op_safety
     assert "ReadFile" in next(s["message"] for s in report["stages"] if s["name"] == "scan-ops")
+    assert "ReadFile" in next(c["message"] for c in report["checks"] if c["name"] == "op_safety")
     client = MlflowClient(topology.tracking_uri)
     failed = client.get_run(report["mlflow"]["run_id"])
-    assert failed.info.status == "FAILED"
-    assert "ReadFile" in failed.data.tags["modelgate.first_error"]
+    assert failed.info.status == "FINISHED" and failed.data.tags["modelgate.status"] == "failed"
 
     version = _register(topology.tracking_uri, "topology-model", model_dirs["keras_export"])
     good = run_parameters(tmp_path / "good", f"models:/topology-model/{version}")
