@@ -135,9 +135,12 @@ class OsSandbox:
         if threads != 1:
             raise RuntimeError(f"the sandbox must be entered while the process has one thread, it has {threads}")
         os.makedirs(self.tmpdir, exist_ok=True)
-        # Whatever a framework writes on its own (temp files, Keras' config, CUDA's kernel cache) stays inside.
+        # Whatever a framework writes on its own (temp files, Keras' config, CUDA's kernel cache, ONNX Runtime's
+        # telemetry id in the XDG cache) goes inside, where it may; elsewhere it would fail, and some say so loudly.
         os.environ.update(TMPDIR=self.tmpdir, KERAS_HOME=os.path.join(self.tmpdir, "keras"),
-                          CUDA_CACHE_PATH=os.path.join(self.tmpdir, "cuda"))
+                          CUDA_CACHE_PATH=os.path.join(self.tmpdir, "cuda"),
+                          XDG_CACHE_HOME=os.path.join(self.tmpdir, "cache"),
+                          XDG_CONFIG_HOME=os.path.join(self.tmpdir, "config"))
         fs_rights = _fs_rights(self.abi)
         attr = _RulesetAttr(fs_rights, NET_BIND_TCP | NET_CONNECT_TCP if self.abi >= 4 else 0,
                             SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if self.abi >= 6 else 0)
