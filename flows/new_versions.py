@@ -10,6 +10,7 @@ from prefect import flow
 from pydantic import Field
 
 from modelgate.schemas import default_tracking_uri
+from tasks.close_abandoned_runs import close_abandoned_runs
 from tasks.find_new_versions import find_announced_version, find_new_versions
 from tasks.launch_validation import launch_validation
 from tasks.summarize_validations import summarize_validations
@@ -46,6 +47,7 @@ def validate_new_versions(
 ) -> list[dict[str, str]]:
     uri = tracking_uri or default_tracking_uri()
     experiment = request_fields.get("experiment_name", "modelgate")
+    close_abandoned_runs(uri, experiment)  # before anything is launched: a killed run of a version ended it
     if version:
         pending = find_announced_version(version, uri)
     else:

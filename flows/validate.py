@@ -46,7 +46,7 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
     judge ends Failed with the verdict as its message (the report is its result either way), so Prefect's
     UI, notifications and automations see what the report, MLflow and the registry say."""
     flow_run_url = flow_run_ui_url()
-    with ValidationRun(request) as run, shared_processes(validation_pools(request)):
+    with ValidationRun(request) as run, shared_processes(validation_pools(request), run.sandbox):
         workdir = str(run.workdir)
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run_url)
         source = run.stage("resolve-source", resolve_source, request, workdir)

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's own code for a command ended by SIGINT
 EXIT_CODES = {"passed": EXIT_PASSED, "failed": EXIT_FAILED, "error": EXIT_ERROR}
 
 
@@ -104,6 +105,8 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-op", metavar="OP", action="append", help="allow an op the op scan refuses (repeatable)")
     parser.add_argument("--op-library", metavar="MODULE", action="append",
                         help="import this package (e.g. tensorflow_text) to register its custom ops (repeatable)")
+    parser.add_argument("--require-sandbox", action="store_true",
+                        help="run no model code without the OS sandbox (Landlock): an error, not a warning")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit for each model stage")
     parser.add_argument("--memory-limit-mb", type=int, help="memory limit for each model stage")
     parser.add_argument("--report", metavar="PATH", help="report path (default: modelgate-report.json)")
@@ -132,6 +135,8 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
     }
     if args.no_benchmark:
         fields["benchmark"] = False
+    if args.require_sandbox:
+        fields["require_sandbox"] = True
     if args.no_gpu:
         fields["benchmark_gpu"] = False
     if args.runtimes:
@@ -315,8 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     recorder.add_listener(console)
     try:
         from flows.validate import validate
+        from modelgate.prefect_server import start_ephemeral_server
 
+        start_ephemeral_server()
         report = validate(request)
+    except KeyboardInterrupt:
+        console.error(f"interrupted; the report so far is in {request.report_path}")
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if args.debug:
             raise

@@ -15,6 +15,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
+from modelgate.abandoned_runs import owner_tags
 from modelgate.errors import ModelgateError
 from modelgate.onnx_jobs import log_onnx_model_job
 from modelgate.registry import is_registry_uri, validator_version
@@ -56,6 +57,7 @@ def open_run(request: ValidationRequest, workdir: str, flow_run_url: str | None)
         "modelgate.source": _absolute(request.source),
         "modelgate.validator_version": validator_version(),
         "modelgate.workdir": workdir,
+        **owner_tags(),
     }
     if flow_run_url:
         tags["modelgate.prefect_flow_run"] = flow_run_url

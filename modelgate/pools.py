@@ -48,6 +48,8 @@ def validation_pools(request: ValidationRequest) -> dict[str, SharedProcess]:
         environment={**thread_environment(request), **op_libraries}, warm_up=import_tensorflow_stack,
     )}
     if request.export_onnx:
-        pools[ONNXRUNTIME] = SharedProcess(warm_up=import_onnxruntime_stack)
+        # Outside the OS sandbox: it runs only the ONNX file tf2onnx (sandboxed) wrote, with ONNX Runtime's own
+        # operators, and it logs that file to MLflow, which may take the network and files beyond the workdir.
+        pools[ONNXRUNTIME] = SharedProcess(warm_up=import_onnxruntime_stack, sandboxed=False)
         pools[TF2ONNX] = SharedProcess(environment=op_libraries, warm_up=import_tf2onnx_stack, single_use=True)
     return pools

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from modelgate import mlflow_store
+from modelgate import mlflow_store, os_sandbox
 from modelgate.environment import gather_environment
 from modelgate.errors import ModelgateError, ModelRejected
 from modelgate.schemas import STATUS_WHEN_BROKEN, Check, StageRecord, StageResult, ValidationReport, ValidationRequest
@@ -73,6 +73,7 @@ class ValidationRun:
             source=request.source, request=request, workdir=str(self.workdir),
             environment=gather_environment(),
         )
+        self.sandbox = self._sandbox()
         self.report_file = self.workdir / "report.json"
         self.save()
 
@@ -94,6 +95,22 @@ class ValidationRun:
                     mlflow_store.close_run(self.report.mlflow, "error")
                 except Exception:  # noqa: BLE001 - the original exception is the one to raise
                     logger.exception("could not close the MLflow run")
+
+    def _sandbox(self) -> os_sandbox.OsSandbox | None:
+        """The OS sandbox of this validation's model processes, recorded in the environment; a warning where
+        the kernel cannot give one (or, with require_sandbox, the model stages refuse to run, see ModelProcess)."""
+        request = self.request
+        sources = [request.source, request.baseline, request.inputs_path]
+        sandbox = os_sandbox.for_validation(sources, self.workdir, request.require_sandbox)
+        if sandbox is None:
+            reason = os_sandbox.landlock_abi()[1]
+            self.report.environment["sandbox"] = f"none ({reason})"
+            self.report.checks.append(Check(name="os_sandbox", status="warning", message=(
+                f"model code ran without an OS sandbox: {reason}; only the op scan and the time and memory limits "
+                "stood in its way (--require-sandbox refuses to run it)")))
+        else:
+            self.report.environment.update(sandbox.record())
+        return sandbox
 
     def save(self) -> None:
         text = self.report.model_dump_json(indent=2)

@@ -10,12 +10,16 @@ one pool for the TensorFlow jobs that only read the model, one for the ONNX Runt
 one that needs its own device visibility a fresh one. A job that times out or is killed takes its shared child with it, and the
 next job starts a new one. A pool's child can start at once with a warm-up (importing its frameworks,
 never touching the model), so that import overlaps the parent's static inspection instead of following it.
+
+Within a validation every child that runs TensorFlow model code is also confined by the OS (modelgate.os_sandbox),
+entered before its warm-up; where the sandbox stops the model, the job's failure becomes the verdict `os_sandbox`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib
 import multiprocessing
 import os
 import signal
@@ -25,11 +29,14 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from modelgate.errors import ModelRejected, ModelRunError
+
+if TYPE_CHECKING:
+    from modelgate.os_sandbox import OsSandbox
 
 POLL_S = 0.05
 SHARES_PROCESS = "__modelgate_process_pool__"
@@ -71,12 +78,27 @@ def _redirect_output(log_path: str | None) -> None:
         os.close(fd)
 
 
-def _worker_main(conn, environment: dict[str, str], warm_up: Callable[[], object] | None) -> None:
+def _qualified_name(function: Callable[..., Any]) -> str:
+    return f"{function.__module__}:{function.__qualname__}"
+
+
+def _worker_main(conn, environment: dict[str, str], warm_up: str | None, sandbox: OsSandbox | None) -> None:
+    """warm_up comes by name, imported only once the sandbox is entered: NumPy, say, starts OpenBLAS's threads
+    as it loads, and a thread started before the sandbox would stay outside it."""
+    # Ctrl-C reaches the terminal's whole process group: the parent decides, and closes this child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Before anything imports a framework: TensorFlow reads thread counts and device visibility once.
     os.environ.update(environment)
-    if warm_up is not None:
+    unconfined = None
+    if sandbox is not None:
+        try:
+            sandbox.enter()
+        except Exception as exc:  # noqa: BLE001 - then no job runs here, and each says why
+            unconfined = f"the OS sandbox could not be entered, so no model code was run: {type(exc).__name__}: {exc}"
+    if warm_up is not None and unconfined is None:
+        module, _, name = warm_up.partition(":")
         with contextlib.suppress(Exception):  # a framework that fails to import fails the first job, with its message
-            warm_up()
+            getattr(importlib.import_module(module), name)()
     conn.send(READY)
     while True:
         try:
@@ -86,15 +108,20 @@ def _worker_main(conn, environment: dict[str, str], warm_up: Callable[[], object
         if request is None:
             return
         target, args, log_path = request
+        if unconfined is not None:
+            conn.send(("error", unconfined, ""))
+            continue
         _redirect_output(log_path)
         try:
             reply = ("ok", target(*args))
-        except ModelRejected as exc:  # a verdict on the model, not a failure of the job
-            reply = ("rejected", exc.check, str(exc))
         except BaseException as exc:  # noqa: BLE001 - everything must reach the parent as a message
-            details = traceback.format_exc()
-            print(details, file=sys.stderr, flush=True)
-            reply = ("error", f"{type(exc).__name__}: {exc}", details)
+            rejection = (sandbox and sandbox.denial(exc)) or exc
+            if isinstance(rejection, ModelRejected):  # a verdict on the model, not a failure of the job
+                reply = ("rejected", rejection.check, str(rejection))
+            else:
+                details = traceback.format_exc()
+                print(details, file=sys.stderr, flush=True)
+                reply = ("error", f"{type(exc).__name__}: {exc}", details)
         sys.stdout.flush()
         sys.stderr.flush()
         conn.send(reply)
@@ -123,22 +150,26 @@ def _describe_exit(exitcode: int | None) -> str:
 class SharedProcess:
     """How to start one pool's shared child: its environment variables, and a warm-up that runs at once
     (importing frameworks; it must never load the model, which is not cleared to load when the pool opens).
-    A single-use pool is a warm spare for one job that leaves global state behind: closed after it."""
+    A single-use pool is a warm spare for one job that leaves global state behind: closed after it. A pool
+    that runs no TensorFlow model code may stay outside the OS sandbox (`sandboxed=False`)."""
     environment: dict[str, str] = field(default_factory=dict)
     warm_up: Callable[[], object] | None = None
     single_use: bool = False
+    sandboxed: bool = True
 
 
 class ModelProcess:
     """One spawned interpreter that runs jobs sent to it, watched for time and memory while it does."""
 
-    def __init__(self, spec: SharedProcess = SharedProcess()) -> None:
+    def __init__(self, spec: SharedProcess = SharedProcess(), sandbox: OsSandbox | None = None) -> None:
         self._spec = spec
+        self._sandbox = sandbox
         self._child = None
         self._conn = None
         self._watched: psutil.Process | None = None
         self._ready = False
         self._jobs_sent = 0
+        self._busy = False
 
     @property
     def pid(self) -> int | None:
@@ -148,23 +179,34 @@ class ModelProcess:
     def warming_up(self) -> bool:
         return self._child is not None and not self._ready
 
+    @property
+    def refusal(self) -> str | None:
+        """Why no model code may run here at all (a sandbox is required and this kernel has none)."""
+        return self._sandbox.refusal if self._sandbox is not None else None
+
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=True)
         self._child = context.Process(
-            target=_worker_main, args=(child_conn, self._spec.environment, self._spec.warm_up), daemon=True
+            target=_worker_main, args=(
+                child_conn, self._spec.environment,
+                _qualified_name(self._spec.warm_up) if self._spec.warm_up else None, self._sandbox,
+            ),
+            daemon=True,
         )
         self._child.start()
         child_conn.close()
         self._watched = psutil.Process(self._child.pid)
         self._ready = False
         self._jobs_sent = 0
+        self._busy = False
 
     def close(self) -> None:
         if self._child is None:
             return
-        # A child that ran no job (still warming up, say) has nothing to finish: it is killed at once.
-        if self._jobs_sent and self._child.is_alive():
+        # A child that ran no job (still warming up, say), or whose job the parent stopped waiting for (Ctrl-C),
+        # has nothing to finish: it is killed at once.
+        if self._jobs_sent and not self._busy and self._child.is_alive():
             with contextlib.suppress(OSError, BrokenPipeError):
                 self._conn.send(None)
             self._child.join(5)
@@ -207,6 +249,8 @@ class ModelProcess:
 
     def run(self, target: Callable[..., Any], args: tuple, limits: Limits, label: str,
             log_path: str | Path | None) -> IsolatedRun:
+        if self.refusal:
+            raise ModelRunError(f"{label}: {self.refusal}")
         if self._child is None or not self._child.is_alive():
             self.close()
             self.start()
@@ -215,7 +259,9 @@ class ModelProcess:
             warm_up_peak = self.wait_ready(limits, label)
             self._conn.send((target, args, str(log_path) if log_path else None))
             self._jobs_sent += 1
+            self._busy = True
             reply, peak = self._await_reply(limits, label, started)
+            self._busy = False
         finally:
             if self._spec.single_use:
                 self.close()
@@ -227,21 +273,24 @@ class ModelProcess:
 
 
 _shared: contextvars.ContextVar[dict[str, ModelProcess]] = contextvars.ContextVar("modelgate_shared", default={})
+_sandbox: contextvars.ContextVar[OsSandbox | None] = contextvars.ContextVar("modelgate_sandbox", default=None)
 
 
 @contextlib.contextmanager
-def shared_processes(pools: dict[str, SharedProcess]) -> Iterator[dict[str, ModelProcess]]:
+def shared_processes(pools: dict[str, SharedProcess], sandbox: OsSandbox | None = None) -> Iterator[dict[str, ModelProcess]]:
     """Within this block, jobs marked with shares_process(pool) run in that pool's one child: started at
-    once when the pool has a warm-up, else on first use."""
-    processes = {name: ModelProcess(spec) for name, spec in pools.items()}
-    token = _shared.set(processes)
+    once when the pool has a warm-up, else on first use. Every child started here, shared or not, enters
+    `sandbox` (but the children of pools with sandboxed=False)."""
+    processes = {name: ModelProcess(spec, sandbox if spec.sandboxed else None) for name, spec in pools.items()}
+    token, sandbox_token = _shared.set(processes), _sandbox.set(sandbox)
     try:
         for name, process in processes.items():
-            if pools[name].warm_up is not None:
+            if pools[name].warm_up is not None and not process.refusal:
                 process.start()
         yield processes
     finally:
         _shared.reset(token)
+        _sandbox.reset(sandbox_token)
         for process in processes.values():
             process.close()
 
@@ -271,7 +320,7 @@ def run_isolated(
     shared = _shared.get().get(getattr(target, SHARES_PROCESS, None)) if share else None
     if shared is not None:
         return shared.run(target, args, limits, label, log_path)
-    process = ModelProcess()
+    process = ModelProcess(sandbox=_sandbox.get())
     try:
         return process.run(target, args, limits, label, log_path)
     finally:

@@ -42,7 +42,7 @@ class PendingVersion:
         return f"modelgate/{validator_version()}/{self.source}/attempt-{self.attempt}"
 
 
-def _flow_run_state(flow_run_id: str) -> str | None:
+def flow_run_state(flow_run_id: str) -> str | None:
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(flow_run_id).state
     return state.type.value if state else None
@@ -59,7 +59,7 @@ def pending_versions(client: MlflowClient, model_names: list[str]) -> list[Pendi
                 continue
             attempt = int(tags.get(ATTEMPT_TAG, "1"))
             claim = tags.get(CLAIM_TAG)
-            if claim and _flow_run_state(claim) in FINISHED_STATES:
+            if claim and flow_run_state(claim) in FINISHED_STATES:
                 attempt += 1  # the claimed run ended without a verdict: try again under a new key
             version = RegistryVersion(name, str(mv.version))
             pending.append(PendingVersion(version.uri, attempt, version))

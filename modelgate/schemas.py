@@ -168,6 +168,12 @@ class ValidationRequest(BaseModel):
         description="Python packages that register custom ops (e.g. tensorflow_text), imported before the op scan "
         "and in every model process before the model loads.",
     )
+    require_sandbox: bool = Field(
+        default=False,
+        title="Require the OS sandbox",
+        description="Run no model code where the kernel cannot confine it (no Landlock): the validation ends in error "
+        "instead of a warning.",
+    )
     contract_path: str | None = Field(
         default=None,
         title="Expected contract (YAML or JSON)",

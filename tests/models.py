@@ -530,3 +530,18 @@ class _TableExport(tf.Module):
 def table_export(directory: Path) -> Path:
     """A lookup table's contents as outputs (table.export()): tensors of unknown rank."""
     return _save_serving(_TableExport(), directory)
+class _WritesFile(tf.Module):
+    def __init__(self, target: str):
+        super().__init__()
+        self.target = target
+
+    @tf.function(input_signature=[_ROW])
+    def __call__(self, x):
+        with tf.control_dependencies([tf.io.write_file(self.target, "written by the model")]):
+            return {"y": 2.0 * x}
+
+
+def writes_file(directory: Path, target: Path) -> Path:
+    """Writes `target` (outside anything it was given) whenever it is called: WriteFile, which the op scan refuses
+    unless allowed, so that only the OS sandbox stands in its way."""
+    return _save_serving(_WritesFile(str(target)), directory)

@@ -92,8 +92,9 @@ def test_a_bad_model_fails_saying_why_and_the_worker_serves_the_next_run_into_ml
     final = topology.wait_until_final(bad_run).state
     assert final.type.value == "FAILED" and final.message.startswith("failed: op_safety")  # refused: judged
     report = _report(bad)
-    assert report["status"] == "failed"
+    assert report["status"] == "failed"  # judged: refused as unsafe, on the check op_safety
     assert "ReadFile" in next(s["message"] for s in report["stages"] if s["name"] == "scan-ops")
+    assert "ReadFile" in next(c["message"] for c in report["checks"] if c["name"] == "op_safety")
     client = MlflowClient(topology.tracking_uri)
     failed = client.get_run(report["mlflow"]["run_id"])
     assert failed.info.status == "FAILED"

@@ -1,0 +1,97 @@
+"""Real signals on real commands: Ctrl-C on `modelgate validate`, SIGTERM on `modelgate serve`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests import models
+
+STOP_WITHIN_S = 30  # seconds, on a loaded 2-core machine; both took minutes before
+
+
+def _environment(tmp_path, **extra) -> dict[str, str]:
+    """A Prefect home of the test's own (no other process's SQLite lock), and time for a slow server start."""
+    environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    return {**environment, "PREFECT_HOME": str(tmp_path / "prefect"),
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", **extra}
+
+
+def _catches(pid: int, signum: int) -> bool:
+    with open(f"/proc/{pid}/status") as status:
+        mask = next(line.split()[1] for line in status if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signum - 1) & 1)
+
+
+def _stopped_within(process: subprocess.Popen, signum: int) -> float:
+    started = time.monotonic()
+    os.killpg(process.pid, signum)  # as a terminal (or a service manager) signals a whole process group
+    try:
+        process.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return time.monotonic() - started
+
+
+def test_ctrl_c_during_a_model_stage_ends_validate_in_seconds_with_the_report_kept(tmp_path):
+    model = models.hangs(tmp_path / "hangs")  # its first model stage runs until the stage's time limit
+    report_path, tracking_uri = tmp_path / "report.json", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = [sys.executable, "-m", "modelgate.cli", "validate", str(model), "--no-onnx", "--report", str(report_path),
+               "--output-dir", str(tmp_path / "out"), "--tracking-uri", tracking_uri]
+    validate = subprocess.Popen(command, cwd=tmp_path, env=_environment(tmp_path), start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in validate.stdout:
+        if "prepare-inputs" in line:
+            break  # load-and-wrap, next, never ends by itself
+    time.sleep(2)
+    children = psutil.Process(validate.pid).children(recursive=True)
+    assert children, "the Prefect server and the model processes should be running"
+
+    took = _stopped_within(validate, signal.SIGINT)
+    stderr = validate.stderr.read()
+    assert took < STOP_WITHIN_S, f"validate took {took:.0f} s to stop"
+    assert validate.returncode == 130
+    assert "modelgate: error: interrupted" in stderr and "Traceback" not in stderr
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+    report = json.loads(report_path.read_text())
+    stages = {stage["name"]: stage["status"] for stage in report["stages"]}
+    assert report["status"] == "error" and stages["load-and-wrap"] == "interrupted"
+    assert MlflowClient(tracking_uri).get_run(report["mlflow"]["run_id"]).info.status == "FAILED"
+
+
+def test_serve_stops_in_seconds_on_sigterm_when_its_prefect_server_is_gone(tmp_path, monkeypatch):
+    """With a schedule to pause on the way out, Prefect's runner took over a minute, retrying a dead server."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for key, value in _environment(tmp_path).items():
+        monkeypatch.setenv(key, value)  # for the server's process: this one read its settings long ago
+    server = SubprocessASGIServer(port=SubprocessASGIServer().find_available_port())
+    server.start(timeout=180)
+    serve = subprocess.Popen([sys.executable, "-m", "modelgate.cli", "serve", "--models", "some-model"], cwd=tmp_path,
+                             env=_environment(tmp_path, PREFECT_API_URL=server.api_url), start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not _catches(serve.pid, signal.SIGTERM):  # Prefect's runner has started serving
+            assert serve.poll() is None and time.monotonic() < deadline, serve.stdout.read()
+            time.sleep(0.2)
+    finally:
+        server.stop()
+    took = _stopped_within(serve, signal.SIGTERM)
+    assert took < STOP_WITHIN_S / 2, f"serve took {took:.0f} s to stop"
+    assert serve.returncode == 0
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_processes():
+    yield
+    for child in psutil.Process().children(recursive=True):
+        child.kill()
