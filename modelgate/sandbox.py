@@ -146,6 +146,24 @@ def _describe_exit(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+@contextlib.contextmanager
+def _parent_main_not_rerun() -> Iterator[None]:
+    """A spawned child first re-imports the parent's __main__ (the script, or the module of `python -m`),
+    before it could enter its sandbox; a main that imports NumPy (a benchmark, a user's script) would start
+    threads there and the sandbox would refuse. Every job lives in an importable module, so the child needs
+    none of the parent's main: multiprocessing skips it when __main__ has neither a spec nor a file."""
+    main = sys.modules["__main__"]
+    saved = {name: getattr(main, name) for name in ("__spec__", "__file__") if hasattr(main, name)}
+    main.__spec__ = None
+    if "__file__" in saved:
+        del main.__file__
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
 @dataclass(frozen=True)
 class SharedProcess:
     """How to start one pool's shared child: its environment variables, and a warm-up that runs at once
@@ -194,7 +212,8 @@ class ModelProcess:
             ),
             daemon=True,
         )
-        self._child.start()
+        with _parent_main_not_rerun():
+            self._child.start()
         child_conn.close()
         self._watched = psutil.Process(self._child.pid)
         self._ready = False
