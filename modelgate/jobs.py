@@ -14,6 +14,7 @@ from modelgate.benchmark import Measured, SweepPlan, sweep
 from modelgate.errors import ModelRejected, SignatureFailed
 from modelgate.inputs import Feeds, batch_of, read_npz, save_npz
 from modelgate.op_allowlist import import_op_libraries
+from modelgate.os_sandbox import DENIED
 from modelgate.quiet import import_tensorflow
 from modelgate.runners import (
     TF1_GRAPH, KerasModelRunner, OnnxRuntimeRunner, configure_tensorflow_threads, load_reference_runner,
@@ -92,6 +93,8 @@ def batch_sizes_job(
         try:
             runner(batch_of(feeds, size))
         except SignatureFailed as exc:
+            if DENIED in exc.reason:
+                raise  # the OS sandbox stopped the model, at any batch size: a verdict of its own (os_sandbox)
             tried.append((size, exc.reason))
         else:
             tried.append((size, None))

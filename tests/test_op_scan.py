@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,13 @@ def tensorflow_text_model(tmp_path_factory) -> Path:
     return tensorflow_text(tmp_path_factory.mktemp("tf_text") / "model")
 
 
+def _inspect(model_dir, **fields):
+    """Inspection as the flow runs it, with a folder of its own for a loadable copy the model may need."""
+    return inspect_model.fn(str(model_dir), tempfile.mkdtemp(dir=Path(model_dir).parent), **fields)
+
+
 def _choice(model_dir, op_libraries=()):
-    return select_signature.fn(inspect_model.fn(str(model_dir), op_libraries=list(op_libraries)), None, None)
+    return select_signature.fn(_inspect(model_dir, op_libraries=list(op_libraries)), None, None)
 
 
 def _edited_copy(model_dir: Path, target: Path, edit) -> Path:
@@ -152,7 +158,7 @@ def test_the_test_suites_own_models_pass_the_scan(name, model_dirs):
 
 
 def _assert_every_meta_graph_passes(model_dir):
-    for meta_graph in inspect_model.fn(str(model_dir)).meta_graphs:
+    for meta_graph in _inspect(model_dir).meta_graphs:
         scan = meta_graph.op_scan
         assert scan.refused == [] and scan.unregistered == [], [f.describe() for f in scan.refused + scan.unregistered]
         assert any(entry.startswith("signature ") for entry in scan.reachable)
@@ -244,7 +250,7 @@ def test_an_op_library_that_cannot_be_imported_is_a_usage_error(model_dirs):
     from modelgate.errors import ModelgateError
 
     with pytest.raises(ModelgateError, match="--op-library modelgate_no_such_package: cannot import it"):
-        inspect_model.fn(str(model_dirs["keras_export"]), op_libraries=["modelgate_no_such_package"])
+        _inspect(model_dirs["keras_export"], op_libraries=["modelgate_no_such_package"])
 
 
 # --- end to end ---

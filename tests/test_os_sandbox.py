@@ -51,9 +51,9 @@ def test_a_model_let_past_the_scan_cannot_write_outside_its_workdir(tmp_path_fac
     assert report.status == "failed"
     assert {check.name for check in report.failed_checks()} == {"os_sandbox"}
     stages = {stage.name: stage for stage in report.stages}
-    assert stages["load-and-wrap"].status == "failed"
-    assert "the OS sandbox stopped the model" in stages["load-and-wrap"].message
-    assert "Permission denied" in stages["load-and-wrap"].message
+    assert stages["probe-batch"].status == "failed"
+    assert "the OS sandbox stopped the model" in stages["probe-batch"].message
+    assert "Permission denied" in stages["probe-batch"].message
     assert report.environment["sandbox"].startswith("landlock ABI")
     assert report.environment["sandbox_writes"].startswith(report.workdir)
     assert str(model) in report.environment["sandbox_reads"]
