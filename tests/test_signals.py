@@ -49,7 +49,7 @@ def test_ctrl_c_during_a_model_stage_ends_validate_in_seconds_with_the_report_ke
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in validate.stdout:
         if "prepare-inputs" in line:
-            break  # load-and-wrap, next, never ends by itself
+            break  # probe-batch, next, runs the model first and never ends by itself
     time.sleep(2)
     children = psutil.Process(validate.pid).children(recursive=True)
     assert children, "the Prefect server and the model processes should be running"
@@ -63,7 +63,7 @@ def test_ctrl_c_during_a_model_stage_ends_validate_in_seconds_with_the_report_ke
     assert alive == []
     report = json.loads(report_path.read_text())
     stages = {stage["name"]: stage["status"] for stage in report["stages"]}
-    assert report["status"] == "error" and stages["load-and-wrap"] == "interrupted"
+    assert report["status"] == "error" and stages["probe-batch"] == "interrupted"
     assert MlflowClient(tracking_uri).get_run(report["mlflow"]["run_id"]).info.status == "FAILED"
 
 
@@ -92,6 +92,9 @@ def test_serve_stops_in_seconds_on_sigterm_when_its_prefect_server_is_gone(tmp_p
 
 @pytest.fixture(autouse=True)
 def _no_stray_processes():
+    """Whatever a test here started goes with it; the session's own children (its Prefect server) stay."""
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
     yield
     for child in psutil.Process().children(recursive=True):
-        child.kill()
+        if child.pid not in before:
+            child.kill()
