@@ -263,10 +263,10 @@ def _request(args: list[str], tracking_uri: str, workdir: Path) -> ValidationReq
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_refused_model_fails_on_op_safety_and_none_of_its_code_runs(unsafe_models, tracking_uri, workdir):
-    from flows.validate import validate_savedmodel
+    from flows.validate import validate
 
     shutil.rmtree(TRACE_DIR, ignore_errors=True)
-    report = validate_savedmodel(_request([str(unsafe_models["print_to_file"])], tracking_uri, workdir))
+    report = validate(_request([str(unsafe_models["print_to_file"])], tracking_uri, workdir))
     assert report.status == "failed"
     [failed] = report.failed_checks()
     assert failed.name == "op_safety" and "PrintV2" in failed.message and "file:///" in failed.message
@@ -280,10 +280,10 @@ def test_a_refused_model_fails_on_op_safety_and_none_of_its_code_runs(unsafe_mod
 def test_a_tf_text_model_validates_with_its_op_library(tensorflow_text_model, tracking_uri, workdir):
     """--op-library imports tensorflow_text in the flow (the scan knows its ops) and in the model processes
     (the model loads and runs: its checks pass on synthesized scores)."""
-    from flows.validate import validate_savedmodel
+    from flows.validate import validate
 
     args = [str(tensorflow_text_model), "--op-library", "tensorflow_text"]
-    report = validate_savedmodel(_request(args, tracking_uri, workdir))
+    report = validate(_request(args, tracking_uri, workdir))
     assert report.status == "passed", report.first_error() or report.failed_checks()
     checks = {check.name: check.status for check in report.checks}
     assert checks["op_safety"] == "passed"
