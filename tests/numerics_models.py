@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from modelgate.quiet import import_tensorflow
+from tests.models import _save_serving
 
 tf = import_tensorflow()
 
@@ -46,6 +47,4 @@ class _LongReduction(tf.Module):
 
 
 def long_reduction(directory: Path) -> Path:
-    module = _LongReduction()
-    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
-    return directory
+    return _save_serving(_LongReduction(), directory)
