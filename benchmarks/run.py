@@ -108,7 +108,7 @@ def fidelity(model_dirs: dict[str, Path], workdir: Path) -> list[dict]:
         feeds = models.random_feeds({k: (1, *s.shape[1:]) for k, s in specs.items()})
         ort_runner = OnnxRuntimeRunner(convert(model_dir, workdir))
         for runtime, runner in (("tensorflow", tf_runner), ("onnxruntime", ort_runner)):
-            result = engine_against_bare(lambda: runner(feeds))
+            result = engine_against_bare(lambda: runner(feeds))  # noqa: B023 - called within this iteration
             rows.append({"model": name, "runtime": runtime, **result,
                          "target": f"within {FIDELITY_TOLERANCE:.0%}",
                          "passed": abs(result["ratio"] - 1) <= FIDELITY_TOLERANCE})
@@ -143,7 +143,7 @@ def whole_validation(model_dir: Path, workdir: Path, pairs: int) -> dict:
         folder = workdir / f"whole-{repeat}"
         folder.mkdir()
 
-        def run_flow() -> None:
+        def run_flow(folder: Path = folder) -> None:
             request = ValidationRequest(
                 source=str(model_dir), benchmark_batch_sizes=[1], benchmark_warmup=2, benchmark_max_windows=3,
                 report_path=str(folder / "report.json"), output_dir=str(folder / "out"),
@@ -153,7 +153,7 @@ def whole_validation(model_dir: Path, workdir: Path, pairs: int) -> dict:
             statuses.append(validate(request).status)
             flow_times.append(time.perf_counter() - started)
 
-        def run_plain() -> None:
+        def run_plain(folder: Path = folder) -> None:
             started = time.perf_counter()
             subprocess.run([sys.executable, "-m", "benchmarks.plain_validation", str(model_dir), str(folder)],
                            check=True, cwd=Path(__file__).resolve().parent.parent, capture_output=True)

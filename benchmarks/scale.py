@@ -16,7 +16,7 @@ import json
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from modelgate.quiet import quiet_frameworks
@@ -60,7 +60,7 @@ def measure(versions: int) -> dict:
             topology.start_worker("worker", "worker-2")
             two = _round(topology, 2, model_dir, versions, scratch)
     return {
-        "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "rounds": [one, two],
         "speed_up": round(one["wall_s"] / two["wall_s"], 2),
         "all_completed": all(state == "COMPLETED" for r in (one, two) for state in r["states"]),

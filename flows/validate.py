@@ -2,12 +2,12 @@
 
 from prefect import flow
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
 from prefect.settings import PREFECT_UI_URL
+from prefect.states import Failed, State
 
+from modelgate.pools import validation_pools
 from modelgate.recorder import ValidationRun
 from modelgate.registry import is_registry_uri
-from modelgate.pools import validation_pools
 from modelgate.sandbox import shared_processes
 from modelgate.schemas import ValidationReport, ValidationRequest
 from tasks.benchmark import benchmark

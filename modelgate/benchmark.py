@@ -63,7 +63,7 @@ def sweep(
         try:
             if deadline is not None and time.monotonic() >= deadline:
                 raise BudgetSpent("before this batch size started")
-            stats: LatencyStats = measure(lambda: runtime(batch), plan.measurement, deadline)
+            stats: LatencyStats = measure(lambda: runtime(batch), plan.measurement, deadline)  # noqa: B023 - called within this iteration
         except BudgetSpent as spent:
             reason = f"the benchmark budget of {plan.budget_s:g} s for {runtime_name}/{device} was spent ({spent})"
             return [*measured, *(

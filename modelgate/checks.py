@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from collections.abc import Callable
+
+import numpy as np
 
 from modelgate.compare import compare_arrays, exactly_equal, tolerance_for
 from modelgate.schemas import STATUS_WHEN_BROKEN, Check, Severity, SignatureSpec, Tolerance

@@ -15,12 +15,16 @@ from modelgate.errors import ModelRejected, SignatureFailed
 from modelgate.inputs import Feeds, batch_of, read_npz, save_npz
 from modelgate.op_allowlist import import_op_libraries
 from modelgate.os_sandbox import DENIED
+from modelgate.pools import ONNXRUNTIME, TENSORFLOW
 from modelgate.quiet import import_tensorflow
 from modelgate.runners import (
-    TF1_GRAPH, KerasModelRunner, OnnxRuntimeRunner, configure_tensorflow_threads, load_reference_runner,
+    TF1_GRAPH,
+    KerasModelRunner,
+    OnnxRuntimeRunner,
+    configure_tensorflow_threads,
+    load_reference_runner,
     load_signature_runner,
 )
-from modelgate.pools import ONNXRUNTIME, TENSORFLOW
 from modelgate.sandbox import shares_process
 from modelgate.savedmodel import first_meaningful_line
 from modelgate.schemas import Check, SignatureSpec, Tolerance

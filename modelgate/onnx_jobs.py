@@ -13,8 +13,8 @@ import numpy as np
 
 from modelgate.compare import compare_stacked, errors, stack_batches, tolerance_for
 from modelgate.inputs import read_npz, save_npz
-from modelgate.runners import OnnxRuntimeRunner, load_reference_runner
 from modelgate.pools import ONNXRUNTIME, TENSORFLOW
+from modelgate.runners import OnnxRuntimeRunner, load_reference_runner
 from modelgate.sandbox import shares_process
 from modelgate.schemas import RuntimeComparison, SignatureSpec, Tolerance
 

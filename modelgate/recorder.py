@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,7 +59,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 def new_workdir(output_dir: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = Path(output_dir).resolve() / f"{stamp}-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True)
     return workdir

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -132,7 +132,7 @@ def key_figures(report: ValidationReport) -> dict[str, str]:
 def version_tags(report: ValidationReport, flow_run_url: str | None) -> dict[str, str]:
     tags = {
         "status": report.status,
-        "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "validator_version": validator_version(),
         "run_id": report.mlflow.run_id or "",
         "signature": report.signature or "",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from modelgate.errors import SignatureFailed
 from modelgate.inputs import Feeds
 from modelgate.quiet import import_tensorflow
-from modelgate.errors import SignatureFailed
 from modelgate.savedmodel import first_meaningful_line, load_saved_model, rejected_unless_loaded
 from modelgate.schemas import SignatureSpec
 

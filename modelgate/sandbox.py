@@ -26,9 +26,10 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -291,7 +292,9 @@ class ModelProcess:
         return IsolatedRun(value=reply[1], wall_s=time.monotonic() - started, peak_rss_mb=max(peak, warm_up_peak))
 
 
-_shared: contextvars.ContextVar[dict[str, ModelProcess]] = contextvars.ContextVar("modelgate_shared", default={})
+_shared: contextvars.ContextVar[Mapping[str, ModelProcess]] = contextvars.ContextVar(
+    "modelgate_shared", default=MappingProxyType({})
+)
 _sandbox: contextvars.ContextVar[OsSandbox | None] = contextvars.ContextVar("modelgate_sandbox", default=None)
 
 

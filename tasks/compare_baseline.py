@@ -5,13 +5,24 @@ from prefect.cache_policies import NO_CACHE
 
 from modelgate.baseline import baseline_job
 from modelgate.model_source import resolve_model_source
-from modelgate.sandbox import limits_of, run_isolated
 from modelgate.op_scan import refuse_unsafe_ops
+from modelgate.sandbox import limits_of, run_isolated
 from modelgate.savedmodel import (
-    choose_meta_graph, inspect_saved_model, model_format, read_saved_model_proto, reference_outputs,
+    choose_meta_graph,
+    inspect_saved_model,
+    model_format,
+    read_saved_model_proto,
+    reference_outputs,
     write_loadable_copy,
 )
-from modelgate.schemas import BaselineChoice, BaselineComparison, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
+from modelgate.schemas import (
+    BaselineChoice,
+    BaselineComparison,
+    CheckList,
+    PreparedInputs,
+    SignatureChoice,
+    ValidationRequest,
+)
 
 
 @task(name="compare-baseline", cache_policy=NO_CACHE)

@@ -11,7 +11,12 @@ from modelgate.inputs import InputsUnavailable, save_npz, synthesize
 from modelgate.onnx_jobs import Batch, onnx_comparison_job, tensorflow_references_job
 from modelgate.sandbox import limits_of, run_isolated
 from modelgate.schemas import (
-    OnnxComparison, OnnxExport, PreparedInputs, ReferenceOutputs, RuntimeComparison, SignatureChoice,
+    OnnxComparison,
+    OnnxExport,
+    PreparedInputs,
+    ReferenceOutputs,
+    RuntimeComparison,
+    SignatureChoice,
     ValidationRequest,
 )
 

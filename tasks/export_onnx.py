@@ -8,7 +8,11 @@ from modelgate.onnx_export import ConversionPlan, convert_job, default_opset, ne
 from modelgate.recorder import describe_error
 from modelgate.sandbox import limits_of, run_isolated
 from modelgate.schemas import (
-    CheckList, OnnxExport, SignatureChoice, ValidationReport, ValidationRequest,
+    CheckList,
+    OnnxExport,
+    SignatureChoice,
+    ValidationReport,
+    ValidationRequest,
 )
 
 CONVERSION_RECORD = "onnx_conversion.json"

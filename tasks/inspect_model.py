@@ -7,7 +7,11 @@ from modelgate.graph_inputs import with_input_facts
 from modelgate.model_source import resolve_model_source
 from modelgate.op_allowlist import import_op_libraries
 from modelgate.savedmodel import (
-    describe_meta_graph, find_saved_model_file, model_format, read_saved_model_proto, reference_outputs,
+    describe_meta_graph,
+    find_saved_model_file,
+    model_format,
+    read_saved_model_proto,
+    reference_outputs,
     write_loadable_copy,
 )
 from modelgate.schemas import Check, Inspection

@@ -5,12 +5,12 @@ import pytest
 
 from modelgate.quiet import import_tensorflow
 from modelgate.runners import KerasModelRunner, TFSignatureRunner
+from modelgate.schemas import ValidationRequest
 from tasks.inspect_model import inspect_model
 from tasks.load_and_wrap import load_and_wrap
 from tasks.prepare_inputs import prepare_inputs
 from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
-from modelgate.schemas import ValidationRequest
 
 FEEDS = {
     "input1": np.random.default_rng(0).standard_normal((3, 4)).astype("float32"),

@@ -8,7 +8,13 @@ import pytest
 from modelgate.checks import check_batch_consistency, check_wrapper_parity
 from modelgate.contract import ContractError, check_compatibility, check_contract, load_contract, signature_rules
 from modelgate.schemas import (
-    BaselineChoice, Check, MetaGraphInfo, SignatureSpec, TensorSpec, ValidationReport, ValidationRequest,
+    BaselineChoice,
+    Check,
+    MetaGraphInfo,
+    SignatureSpec,
+    TensorSpec,
+    ValidationReport,
+    ValidationRequest,
 )
 from tasks.check_contract import check_signature
 from tasks.inspect_model import inspect_model
