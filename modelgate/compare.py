@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from modelgate.errors import ModelgateError
-from modelgate.schemas import OutputComparison, Tolerance
+from modelgate.schemas import Criteria, OutputComparison, Tolerance
 
 # Relative error divides by |reference| plus this, so an exact zero in the reference cannot blow it up.
 REL_EPSILON = 1e-12
@@ -193,3 +193,31 @@ def exactly_equal(reference: dict[str, np.ndarray], candidate: dict[str, np.ndar
         or not np.array_equal(np.asarray(reference[name]), np.asarray(candidate[name]),
                               equal_nan=np.asarray(reference[name]).dtype.kind in "fc")
     ]
+
+
+APPROXIMATE_FIGURES = (  # (criterion, figure of OutputComparison, whether the figure must reach it from above)
+    ("min_cosine_similarity", "cosine_similarity", True),
+    ("min_top1_agreement", "top1_agreement", True),
+    ("max_p99_rel_diff", "p99_rel_diff", False),
+)
+
+
+def judged(name: str, result: OutputComparison, criteria: Criteria) -> OutputComparison:
+    """An output's comparison judged by the target's criteria: elementwise (every element within atol or
+    rtol, as compare_arrays judged it) and by any approximate figure set. A figure the output has not (top-1
+    on a non-class output) is not judged."""
+    if result.max_abs_diff is None and result.message:
+        return result  # missing, or shaped unlike the reference: nothing to judge by figures
+    problems: list[str] = []
+    if criteria.elementwise and not result.passed:
+        problems.append(f"{result.failing_elements} of {result.total_elements} elements outside atol or rtol")
+    for criterion, figure, at_least in APPROXIMATE_FIGURES:
+        bound = getattr(criteria, criterion)
+        value = getattr(result, figure)
+        if bound is None or value is None:
+            continue
+        limit = tolerance_for(bound, name)
+        if (value < limit) if at_least else (value > limit):
+            problems.append(f"{figure} {value:.4g}, {'at least' if at_least else 'at most'} {limit:g} required")
+    message = "; ".join(problems) or result.message
+    return result.model_copy(update={"passed": not problems, "message": message})

@@ -333,13 +333,14 @@ def run_isolated(
     label: str,
     log_path: str | Path | None = None,
     share: bool = True,
+    pool: str | None = None,
 ) -> IsolatedRun:
     """Call target(*args) in a child interpreter; target must be importable by name, its value must pickle.
 
-    A target marked with shares_process(pool) runs in that pool's shared child when one is open and `share`
-    is left True; anything else gets a fresh child of its own.
+    A target marked with shares_process(pool), or given `pool` (a job that serves several runtimes), runs in
+    that pool's shared child when one is open and `share` is left True; anything else gets a fresh child.
     """
-    shared = _shared.get().get(getattr(target, SHARES_PROCESS, None)) if share else None
+    shared = _shared.get().get(pool or getattr(target, SHARES_PROCESS, None)) if share else None
     if shared is not None:
         return shared.run(target, args, limits, label, log_path)
     process = ModelProcess(sandbox=_sandbox.get())

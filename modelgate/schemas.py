@@ -378,6 +378,7 @@ class Check(BaseModel):
 
 
 class BenchmarkResult(BaseModel):
+    target: str = Field(default="savedmodel", description="What ran: the SavedModel itself, or a conversion target.")
     runtime: str
     device: str
     batch_size: int
@@ -447,16 +448,76 @@ class OutputComparison(BaseModel):
 
 
 class RuntimeComparison(BaseModel):
-    """ONNX Runtime with one set of execution providers against TensorFlow."""
+    """One runtime on one device, running a target's artifact, against TensorFlow."""
 
-    providers: list[str] = Field(description="Providers the session actually used, in priority order.")
-    graph_optimization_level: str
+    runtime: str = "onnxruntime"
+    device: str = "cpu"
+    providers: list[str] = Field(description="Where the runtime actually ran (ONNX Runtime's providers, OpenVINO's "
+                                 "device), in priority order.")
+    graph_optimization_level: str = ""
     outputs: dict[str, OutputComparison]
     batches: int
     histograms: dict[str, str] = Field(default={}, description="PNG of absolute errors, by output name.")
 
     def failing(self) -> list[str]:
         return [name for name, result in self.outputs.items() if not result.passed]
+
+
+class Criteria(BaseModel):
+    """How a target's outputs are judged against TensorFlow's. Exact-precision targets hold every element
+    within atol or rtol; reduced-precision ones (float16, int8) are judged on figures that fit them. Each
+    figure is one number or per output {"": default, "output_name": value}; None leaves it unjudged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    elementwise: bool = Field(default=True, description="Every element within atol or rtol.")
+    atol: Tolerance = Field(default={}, description="Empty: by the graph's float precision (modelgate.precision).")
+    rtol: Tolerance = Field(default={}, description="Empty: by the graph's float precision (modelgate.precision).")
+    min_cosine_similarity: Tolerance | None = None
+    min_top1_agreement: Tolerance | None = Field(default=None, description="Class-score outputs only.")
+    max_p99_rel_diff: Tolerance | None = None
+
+    @field_validator("atol", "rtol", "min_cosine_similarity", "min_top1_agreement", "max_p99_rel_diff")
+    @classmethod
+    def _valid_figure(cls, value: Tolerance | None) -> Tolerance | None:
+        return None if value is None else _normalized_tolerance(value)
+
+
+class ConversionRecord(BaseModel):
+    """What one target's converter made of the model, and what the checks of its file found; kept as
+    <target>/conversion.json."""
+
+    path: str | None = Field(description="The artifact (file or folder); None when the conversion failed.")
+    size_bytes: int | None = Field(default=None, description="The artifact on disk, external data included.")
+    duration_s: float | None = None
+    checks: list[Check] = []
+    converter_message: str = Field(default="", description="What the converter itself said.")
+    failure: str | None = Field(default=None, description="Why the file cannot be used, in one line; None if it can.")
+    details: dict[str, str | int | float | bool | dict[str, int] | None] = Field(
+        default={}, description="The target's own facts: opset, external data, unsupported ops, precision.")
+    reproduce: str = Field(default="", description="Shell commands that redo the conversion.")
+    artifacts: dict[str, str] = {}
+
+
+class TargetSection(BaseModel):
+    """One conversion target: its conversion, its file's checks, and each runtime and device against TensorFlow."""
+
+    name: str
+    artifact_format: str
+    parent: str | None = Field(default=None, description="The target whose artifact this one converts from.")
+    requirement: Literal["required", "optional"] = "required"
+    status: Literal["passed", "failed", "error", "skipped"] = "skipped"
+    message: str = ""
+    conversion: ConversionRecord | None = None
+    criteria: Criteria = Criteria()
+    batches: int = 0
+    comparisons: dict[str, RuntimeComparison] = Field(default={}, description="By 'runtime/device'.")
+    not_compared: dict[str, str] = Field(default={}, description="'runtime/device' left out, and why.")
+    mlflow_model_uri: str | None = None
+
+    @property
+    def checks(self) -> list[Check]:
+        return self.conversion.checks if self.conversion else []
 
 
 class OnnxSection(BaseModel):

@@ -1,0 +1,55 @@
+"""ONNX Runtime: CPU, and CUDA where this ONNX Runtime has the provider (the gpu extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from modelgate.runtimes import CPU, GPU, DeviceUnavailable, Runtime
+
+RUNTIME = Runtime(
+    name="onnxruntime", artifact_format="onnx", devices=(CPU, GPU), packages=("onnxruntime",), module=__name__,
+    sandboxed=False,
+)
+PROVIDERS = {CPU: ["CPUExecutionProvider"], GPU: ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def warm_up() -> None:
+    import mlflow.onnx  # noqa: F401 - the logged ONNX model is written from this pool
+    import onnx  # noqa: F401
+    import onnxruntime  # noqa: F401
+
+
+class OnnxRuntimeRunner:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0,
+                 inter_op_threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        self.session = ort.InferenceSession(
+            str(onnx_path), sess_options=options, providers=providers or PROVIDERS[CPU]
+        )
+        self.providers = self.placement = self.session.get_providers()
+        self.graph_optimization_level = str(options.graph_optimization_level).rsplit(".", 1)[-1]
+        self._output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))
+
+
+def load(artifact: str, device: str, intra_op_threads: int, inter_op_threads: int) -> OnnxRuntimeRunner:
+    import onnxruntime as ort
+
+    wanted = PROVIDERS[device][0]
+    if wanted not in ort.get_available_providers():
+        raise DeviceUnavailable(f"this ONNX Runtime has no {wanted} (the gpu extra brings it)")
+    runner = OnnxRuntimeRunner(artifact, PROVIDERS[device], intra_op_threads, inter_op_threads)
+    if runner.providers[0] != wanted:
+        # ONNX Runtime falls back to CPU silently; a CPU figure labelled GPU would be a lie.
+        raise DeviceUnavailable(f"ONNX Runtime fell back from {wanted} to {', '.join(runner.providers)}")
+    return runner

@@ -1,0 +1,59 @@
+"""The work of every target's comparison and benchmark, inside the child process of the runtime that runs
+its artifact (see modelgate.jobs for the conventions). One job each serves every runtime: the runtime is named,
+and the registry loads it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from modelgate.benchmark import Measured, SweepPlan, sweep
+from modelgate.compare import compare_stacked, errors, judged, stack_batches, tolerance_for
+from modelgate.inputs import read_npz
+from modelgate.runtimes import runtime
+from modelgate.schemas import Criteria, RuntimeComparison
+
+UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+Batch = tuple[str, str]  # (inputs .npz, TensorFlow reference outputs .npz)
+
+
+def comparison_job(
+    runtime_name: str, artifact: str, device: str, batches: list[Batch], criteria: Criteria, histogram_dir: str,
+    label: str,
+) -> RuntimeComparison:
+    """The runtime on every batch against TensorFlow's outputs, judged by the target's criteria (atol and
+    rtol resolved), with a histogram of absolute errors per numeric output."""
+    from modelgate.plots import error_histogram
+
+    runner = runtime(runtime_name).load(artifact, device, 0, 0)
+    references = [read_npz(reference_path) for _, reference_path in batches]
+    candidates = [runner(read_npz(inputs_path)) for inputs_path, _ in batches]
+    stacked, problems = stack_batches(references, candidates)
+    outputs = {
+        name: judged(name, result, criteria)
+        for name, result in compare_stacked(stacked, problems, references, candidates, criteria.atol, criteria.rtol).items()
+    }
+    histograms = {}
+    for name, (reference, candidate) in stacked.items():
+        if reference.dtype.kind not in "fciub":
+            continue
+        path = Path(histogram_dir) / f"abs_error_{label}_{UNSAFE_FILE_CHARS.sub('_', name)}.png"
+        histograms[name] = str(error_histogram(
+            errors(reference, candidate)[0], tolerance_for(criteria.atol, name), path,
+            f"{name}: {runtime_name} ({', '.join(runner.placement)}) vs TensorFlow, {len(batches)} batches",
+        ))
+    return RuntimeComparison(
+        runtime=runtime_name, device=device, providers=list(runner.placement),
+        graph_optimization_level=getattr(runner, "graph_optimization_level", ""),
+        outputs=outputs, batches=len(batches), histograms=histograms,
+    )
+
+
+def benchmark_job(
+    runtime_name: str, artifact: str, inputs_path: str, plan: SweepPlan, device: str, intra_op_threads: int,
+    inter_op_threads: int,
+) -> list[Measured]:
+    runner = runtime(runtime_name).load(artifact, device, intra_op_threads, inter_op_threads)
+    return sweep(runner, read_npz(inputs_path), plan, runtime_name=runtime_name, device=device,
+                 intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, providers=list(runner.placement))

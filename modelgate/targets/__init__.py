@@ -1,0 +1,100 @@
+"""Conversion targets: each turns the validated SavedModel (or a parent target's artifact) into one serving
+format, which the runtimes of that format then run against TensorFlow.
+
+A target is one module in this package defining `TARGET` (its name, format, parent, packages and default
+criteria) and `convert(source: ConversionSource) -> ConversionRecord`, which runs in a bounded, sandboxed child
+process of its own, writes its artifact under `source.output_dir`, checks the file, and says how to redo the
+conversion (`reproduce`). A conversion the model cannot have (an op the format lacks) is a `failure`; a
+converter crash or a limit is an exception. The registry finds the modules itself: adding a target is adding
+its file (and, for a new format, one runtime file in modelgate/runtimes/).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+from dataclasses import dataclass, field
+from functools import cache
+
+from modelgate.runtimes import Runtime, runtimes_for
+from modelgate.schemas import Criteria, SignatureSpec
+
+ALL = "all"
+DEFAULT_TARGETS = ["onnx"]
+
+
+@dataclass(frozen=True)
+class ConversionSource:
+    """Everything a converter may read; plain values, so it travels to the converter's child process."""
+
+    model_dir: str
+    tags: list[str]
+    signature: SignatureSpec
+    model_format: str  # tf1-graph, tf2, keras2
+    output_dir: str  # the target's own folder in the validation's working folder
+    log_path: str  # the child's stdout and stderr go here; converters may read it back
+    parent_artifact: str | None = None  # the parent target's artifact, for targets with a parent
+    calibration_inputs: list[str] = field(default_factory=list)  # .npz files of the validation's inputs
+    options: dict = field(default_factory=dict)  # the request's settings for this target (opset, ...)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    artifact_format: str
+    packages: tuple[str, ...]  # import names; a target missing one is skipped, and says which
+    module: str
+    description: str
+    parent: str | None = None
+    criteria: Criteria = field(default_factory=Criteria)
+
+    @property
+    def check_name(self) -> str:
+        """The check that fails when this target cannot be converted or misses its criteria."""
+        return f"{self.name.replace('-', '_')}_conversion"
+
+    def missing_packages(self) -> list[str]:
+        return [package for package in self.packages if importlib.util.find_spec(package) is None]
+
+    def runtimes(self) -> list[Runtime]:
+        return runtimes_for(self.artifact_format)
+
+    def implementation(self):
+        return importlib.import_module(self.module)
+
+
+@cache
+def registry() -> dict[str, Target]:
+    found = {}
+    for info in pkgutil.iter_modules(__path__, f"{__name__}."):
+        target = getattr(importlib.import_module(info.name), "TARGET", None)
+        if target is not None:
+            found[target.name] = target
+    return found
+
+
+def target(name: str) -> Target:
+    return registry()[name]
+
+
+def in_conversion_order(names: list[str]) -> list[Target]:
+    """The targets asked ('all': every registered one), each after its parent, which is added when missing."""
+    known = registry()
+    if ALL in names:
+        names = sorted(known)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown target {', '.join(unknown)}; the targets are {', '.join(sorted(known))}")
+    ordered: list[Target] = []
+
+    def add(name: str) -> None:
+        chosen = known[name]
+        if chosen.parent:
+            add(chosen.parent)
+        if chosen not in ordered:
+            ordered.append(chosen)
+
+    for name in names:
+        add(name)
+    return ordered
