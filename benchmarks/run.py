@@ -27,8 +27,9 @@ quiet_frameworks()
 
 from benchmarks import models  # noqa: E402 - Prefect and MLflow read their settings at import
 from modelgate.environment import gather_environment, gpu_present
-from modelgate.onnx_export import ConversionPlan, convert_job, default_opset
-from modelgate.runners import OnnxRuntimeRunner, TFSignatureRunner
+from modelgate.onnx_export import ConversionPlan, convert_with_tf2onnx, default_opset
+from modelgate.runners import TFSignatureRunner
+from modelgate.runtimes.onnxruntime import OnnxRuntimeRunner
 from modelgate.sandbox import Limits, run_isolated
 from modelgate.schemas import ValidationRequest
 from modelgate.timing import MeasurementPlan, measure
@@ -93,7 +94,7 @@ def convert(model_dir: Path, workdir: Path) -> str:
     plan = ConversionPlan(model_dir=str(model_dir), signature_key=choice.signature.key, tags=choice.tags,
                           opset=default_opset(), output_path=str(workdir / f"{model_dir.name}.onnx"))
     log = workdir / f"{model_dir.name}-tf2onnx.log"
-    conversion = run_isolated(convert_job, plan, choice.signature, str(log), limits=LIMITS, label="convert",
+    conversion = run_isolated(convert_with_tf2onnx, plan, choice.signature, str(log), limits=LIMITS, label="convert",
                               log_path=log).value
     if conversion.failure:
         raise RuntimeError(f"converting {model_dir.name} failed: {conversion.failure}")

@@ -6,24 +6,27 @@ from prefect.settings import PREFECT_UI_URL
 from prefect.states import Failed, State
 
 from modelgate.pools import validation_pools
-from modelgate.recorder import ValidationRun
+from modelgate.recorder import Missing, ValidationRun
 from modelgate.registry import is_registry_uri
 from modelgate.sandbox import shared_processes
-from modelgate.schemas import ValidationReport, ValidationRequest
+from modelgate.schemas import ValidationReport, ValidationRequest, target_stage
+from modelgate.targets import target
 from tasks.benchmark import benchmark
-from tasks.benchmark_onnx import benchmark_onnx
 from tasks.benchmark_report import benchmark_report
+from tasks.benchmark_target import benchmark_target
 from tasks.check_contract import check_signature
 from tasks.compare_baseline import compare_baseline
-from tasks.compare_onnx import compare_onnx
+from tasks.compare_target import compare_target
 from tasks.derive_saved_model import derive_saved_model
-from tasks.export_onnx import export_onnx, record_onnx_error
+from tasks.export_target import export_target, record_target_error
 from tasks.inspect_model import inspect_model
 from tasks.load_and_wrap import load_and_wrap
 from tasks.log_mlflow import log_to_mlflow, open_mlflow_run
+from tasks.plan_targets import plan_targets
 from tasks.prepare_inputs import prepare_inputs
 from tasks.probe_batch import probe_batch
 from tasks.publish_registry import publish_registry
+from tasks.reference_batches import reference_batches
 from tasks.render_report import render_report
 from tasks.resolve_baseline import resolve_baseline
 from tasks.resolve_source import resolve_source
@@ -38,6 +41,16 @@ def flow_run_ui_url() -> str | None:
     return flow_run.get_flow_run_ui_url() if PREFECT_UI_URL.value() else None
 
 
+TARGET_TASKS = {"export": export_target, "compare": compare_target, "benchmark": benchmark_target}
+
+
+def run_target_stage(run: ValidationRun, kind: str, name: str, *args):
+    """One stage of one target, as a Prefect task run named after it (export-onnx, compare-litert, ...)."""
+    stage = target_stage(kind, name)
+    on_error = record_target_error(name) if kind != "benchmark" else None
+    return run.stage(stage, TARGET_TASKS[kind].with_options(name=stage), name, *args, on_error=on_error)
+
+
 @flow(name="validate-savedmodel")
 def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
     """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow.
@@ -49,6 +62,7 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
     with ValidationRun(request) as run, shared_processes(validation_pools(request), run.sandbox):
         workdir = str(run.workdir)
         run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run_url)
+        plan = run.stage("plan-targets", plan_targets, request)
         source = run.stage("resolve-source", resolve_source, request, workdir)
         model = source
         if source.keras_file:  # a Missing source's is Missing, and truthy: the stage is recorded as skipped
@@ -68,12 +82,15 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
         reference = run.stage("run-checks", run_checks, choice, inputs, cleared, request, workdir)
         run.stage("compare-baseline", compare_baseline, choice, baseline, inputs, cleared, request, workdir)
         run.stage("benchmark", benchmark, choice, inputs, cleared, request, workdir)
-        if request.export_onnx:
-            exported = run.stage("export-onnx", export_onnx, choice, cleared, request, workdir, on_error=record_onnx_error)
-            run.stage("compare-onnx", compare_onnx, choice, exported, inputs, reference, request, workdir, on_error=record_onnx_error)
-            run.stage("benchmark-onnx", benchmark_onnx, choice, exported, inputs, request, workdir)
-        else:
-            run.report.onnx.message = "not asked (--no-onnx)"
+        runnable = [] if isinstance(plan, Missing) else plan.runnable
+        if runnable:
+            batches = run.stage("reference-batches", reference_batches, choice, inputs, reference, request, workdir)
+        artifacts = {}
+        for name in runnable:
+            parent = artifacts[target(name).parent] if target(name).parent else None
+            artifacts[name] = run_target_stage(run, "export", name, choice, parent, inputs, request, workdir)
+            run_target_stage(run, "compare", name, choice, artifacts[name], batches, request, workdir)
+            run_target_stage(run, "benchmark", name, choice, artifacts[name], inputs, request, workdir)
         run.stage("benchmark-report", benchmark_report, run.report, workdir)
         run.conclude()
         run.stage("render-report", render_report, run.report, workdir, flow_run_url)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelgate.benchmark import Measured, SweepPlan
-from modelgate.environment import cuda_provider_available, gpu_present
+from modelgate.environment import gpu_present
 from modelgate.errors import ModelRunError
 from modelgate.sandbox import limits_of, settle_shared_processes
 from modelgate.schemas import BenchmarkRun, Check, PreparedInputs, SignatureSpec, UnmeasuredBenchmark, ValidationRequest
@@ -46,17 +46,21 @@ def thread_environment(request: ValidationRequest) -> dict[str, str]:
     return {"TF_NUM_INTRAOP_THREADS": str(intra), "TF_NUM_INTEROP_THREADS": str(inter)}
 
 
-def devices_to_measure(request: ValidationRequest, framework: str) -> tuple[list[str], list[Check]]:
+def devices_to_measure(
+    request: ValidationRequest, framework: str, devices: tuple[str, ...] = ("cpu", "gpu"),
+    gpu_missing: Callable[[], str | None] = lambda: None,
+) -> tuple[list[str], list[Check]]:
+    """CPU always; the GPU where asked, present, among the runtime's devices and ready for it (gpu_missing
+    says what it lacks, a provider say)."""
     name = f"benchmark_gpu_{framework}"
     if not request.benchmark_gpu:
         return ["cpu"], [Check(name=name, status="skipped", message="GPU benchmark not asked")]
     if not gpu_present():
         return ["cpu"], [Check(name=name, status="skipped", message="no NVIDIA GPU on this machine (nvidia-smi)")]
-    if framework == "onnxruntime" and not cuda_provider_available():
-        return ["cpu"], [
-            Check(name=name, status="warning",
-                  message="a GPU is present but ONNX Runtime has no CUDA provider: install the gpu extra")
-        ]
+    if "gpu" not in devices:
+        return ["cpu"], [Check(name=name, status="skipped", message=f"{framework} runs on {', '.join(devices)} only")]
+    if missing := gpu_missing():
+        return ["cpu"], [Check(name=name, status="warning", message=f"a GPU is present but {missing}")]
     return ["cpu", "gpu"], []
 
 
@@ -138,14 +142,15 @@ def not_measured(inputs: PreparedInputs, asked: bool, check_name: str) -> Benchm
 
 def benchmark_framework(
     request: ValidationRequest, signature: SignatureSpec, inputs: PreparedInputs, framework: str, workdir: str,
-    measure_on: Callable[[str, SweepPlan, int, int], list[Measured]],
+    measure_on: Callable[[str, SweepPlan, int, int], list[Measured]], devices: tuple[str, ...] = ("cpu", "gpu"),
+    gpu_missing: Callable[[], str | None] = lambda: None,
 ) -> BenchmarkRun:
     """Plan the sweep and threads once, measure on each device (measure_on(device, plan, intra, inter)),
     keep the samples, and summarise. A model whose dynamic batch fails above a working size is measured at it."""
     settle_shared_processes(limits_of(request))  # a child still importing its frameworks would skew the figures
     plan = sweep_plan(request, inputs.section.working_batch_size or fixed_batch_size(signature))
     intra, inter = thread_counts(request)
-    devices, device_checks = devices_to_measure(request, framework)
+    devices, device_checks = devices_to_measure(request, framework, devices, gpu_missing)
     outcomes, gpu_checks = measure_on_devices(devices, framework, lambda device: measure_on(device, plan, intra, inter))
     samples = save_samples([m for m in outcomes if isinstance(m, Measured)], workdir, framework)
     return summarize(outcomes, device_checks + gpu_checks, samples, framework)

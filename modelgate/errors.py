@@ -63,13 +63,13 @@ class SignatureFailed(ModelRunError):
         return type(self), (self.reason,)
 
 
-class OnnxConversionError(ModelRejected):
-    """A conversion that produced no usable file (unsupported ops, a checker rejection, tf2onnx giving up):
-    the model misses the ONNX requirement. `conversion` keeps what it found (ops, checks, messages)."""
+class ConversionFailed(ModelRejected):
+    """A conversion that produced no usable file (unsupported ops, a checker rejection, the converter giving
+    up): the model misses that target's requirement. `conversion` keeps what it found (ops, checks, messages)."""
 
-    def __init__(self, message: str, conversion=None, severity: str = "error"):
-        super().__init__("onnx_conversion", message, severity)
+    def __init__(self, check: str, message: str, conversion=None, severity: str = "error"):
+        super().__init__(check, message, severity)
         self.conversion = conversion
 
     def __reduce__(self):
-        return type(self), (str(self), self.conversion, self.severity)
+        return type(self), (self.check, str(self), self.conversion, self.severity)

@@ -15,12 +15,11 @@ from modelgate.errors import ModelRejected, SignatureFailed
 from modelgate.inputs import Feeds, batch_of, read_npz, save_npz
 from modelgate.op_allowlist import import_op_libraries
 from modelgate.os_sandbox import DENIED
-from modelgate.pools import ONNXRUNTIME, TENSORFLOW
+from modelgate.pools import TENSORFLOW
 from modelgate.quiet import import_tensorflow
 from modelgate.runners import (
     TF1_GRAPH,
     KerasModelRunner,
-    OnnxRuntimeRunner,
     configure_tensorflow_threads,
     load_reference_runner,
     load_signature_runner,
@@ -141,18 +140,15 @@ def tensorflow_benchmark_job(
     return measured
 
 
-@shares_process(ONNXRUNTIME)
-def onnxruntime_benchmark_job(
-    onnx_path: str, inputs_path: str, plan: SweepPlan, device: str, intra_op_threads: int, inter_op_threads: int,
-) -> list[Measured]:
-    provider = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider"}[device]
-    runner = OnnxRuntimeRunner(onnx_path, providers=[provider], intra_op_threads=intra_op_threads,
-                               inter_op_threads=inter_op_threads)
-    if runner.providers[0] != provider:
-        # ONNX Runtime falls back to CPU silently; a CPU figure labelled GPU would be a lie.
-        raise RuntimeError(f"ONNX Runtime fell back from {provider} to {', '.join(runner.providers)}")
-    return sweep(runner, read_npz(inputs_path), plan, runtime_name="onnxruntime", device=device,
-                 intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, providers=runner.providers)
+@shares_process(TENSORFLOW)
+def tensorflow_references_job(
+    model_dir: str, tags: list[str], model_format: str, signature_key: str, batches: list[tuple[str, str]],
+) -> None:
+    """The reference runtime's outputs for the extra comparison batches (inputs .npz, outputs .npz), from the
+    model the validation's process already loaded."""
+    runner = load_reference_runner(model_dir, tags, signature_key, model_format)
+    for inputs_path, reference_path in batches:
+        save_npz(runner(read_npz(inputs_path)), reference_path)
 
 
 def keras_export_job(keras_file: str, export_dir: str) -> str:

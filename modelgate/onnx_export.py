@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelgate.checks import rule
-from modelgate.pools import TF2ONNX
-from modelgate.sandbox import shares_process
-from modelgate.schemas import Check, OnnxConversion, SignatureSpec, TensorSpec
+from modelgate.schemas import Check, ConversionRecord, SignatureSpec, TensorSpec
 
 UNSUPPORTED_OPS = re.compile(r"Unsupported ops: Counter\((\{.*?\})\)")
 CONVERTER_COMPLAINT = re.compile(r" - (?:ERROR|CRITICAL) - (.*)")
@@ -206,9 +204,9 @@ def _run_tf2onnx(plan: ConversionPlan) -> str | None:
     return None
 
 
-@shares_process(TF2ONNX)
-def convert_job(plan: ConversionPlan, signature: SignatureSpec, log_path: str) -> OnnxConversion:
-    """Runs in a sandboxed child: tf2onnx changes TensorFlow's global state, and a crash must stay here."""
+def convert_with_tf2onnx(plan: ConversionPlan, signature: SignatureSpec, log_path: str) -> ConversionRecord:
+    """Runs in a single-use sandboxed child: tf2onnx changes TensorFlow's global state, and a crash must stay
+    there. `log_path` holds the child's output, where tf2onnx says what it could not convert."""
     tf2onnx_failure = _run_tf2onnx(plan)
     log_text = Path(log_path).read_text(errors="replace")
     tensorflow_said = tensorflow_complaints(log_text)
@@ -228,14 +226,13 @@ def convert_job(plan: ConversionPlan, signature: SignatureSpec, log_path: str) -
     else:
         checks += verify_onnx_file(plan.output_path, signature)
     fatal = [check.message for check in checks if check.status == "failed" and check.name in FATAL_CHECKS]
-    return OnnxConversion(
+    return ConversionRecord(
         path=plan.output_path if not tf2onnx_failure else None,
-        opset=plan.opset,
-        external_data=plan.external_data,
-        unsupported_ops=ops,
         converter_message=converter_message(log_text),
         checks=checks,
         failure="; ".join(([tf2onnx_failure] if tf2onnx_failure else []) + fatal) or None,
+        details={"opset": plan.opset, "external_data": plan.external_data, "unsupported_ops": ops},
+        reproduce=plan.shell_command(),
     )
 
 

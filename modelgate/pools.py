@@ -1,8 +1,9 @@
 """The child processes of one validation, each warmed up (frameworks imported) as the flow starts.
 
-TensorFlow and ONNX Runtime get separate shared children: each keeps its own thread pools, and a model
-loaded by one does not count against the other's memory limit. tf2onnx gets a single-use child: the
-conversion changes TensorFlow's global state, so nothing runs after it in that interpreter.
+TensorFlow and each runtime a target needs get separate shared children: each keeps its own thread pools,
+and a model loaded by one does not count against another's memory limit. A converter that declares a warm-up
+(tf2onnx) gets a single-use child: a conversion may change its framework's global state, so nothing runs after
+it in that interpreter. Converters without one get a fresh child per conversion.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from modelgate.op_allowlist import import_op_libraries_from_environment, op_libr
 from modelgate.quiet import import_tensorflow
 from modelgate.sandbox import SharedProcess
 from modelgate.schemas import ValidationRequest
+from modelgate.targets import Target, in_conversion_order
 
 TENSORFLOW = "tensorflow"
-ONNXRUNTIME = "onnxruntime"
-TF2ONNX = "tf2onnx"
 
 
 def import_tensorflow_stack() -> None:
@@ -24,32 +24,32 @@ def import_tensorflow_stack() -> None:
     import keras  # noqa: F401
 
 
-def import_onnxruntime_stack() -> None:
-    import mlflow.onnx  # noqa: F401 - the logged ONNX model is written from this pool
-    import onnx  # noqa: F401
-    import onnxruntime  # noqa: F401
+def conversion_pool(target: Target) -> str:
+    return f"convert-{target.name}"
 
 
-def import_tf2onnx_stack() -> None:
-    """What tf2onnx's command line imports, without importing tf2onnx.convert itself (the conversion runs
-    that module as __main__)."""
-    import_tensorflow()
-    import_op_libraries_from_environment()
-    import onnxruntime  # noqa: F401 - the converted file is loaded once to check it
-    from tf2onnx import optimizer, tf_loader, tf_utils, tfonnx  # noqa: F401
+def asked_targets(request: ValidationRequest) -> list[Target]:
+    """The targets to convert, parents first; those missing a package are reported, not converted."""
+    return in_conversion_order(request.conversion_targets())
 
 
 def validation_pools(request: ValidationRequest) -> dict[str, SharedProcess]:
-    """TensorFlow starts with the request's thread counts (it reads them once); ONNX Runtime takes its
-    own per session. The ONNX pools open only when ONNX is asked for. Whatever loads the TensorFlow model
-    imports the request's op libraries first."""
+    """TensorFlow starts with the request's thread counts (it reads them once); the other runtimes take theirs
+    per session. Only the pools the asked targets use open. Whatever loads the TensorFlow model imports the
+    request's op libraries first."""
     op_libraries = op_library_environment(request.op_libraries)
     pools = {TENSORFLOW: SharedProcess(
         environment={**thread_environment(request), **op_libraries}, warm_up=import_tensorflow_stack,
     )}
-    if request.export_onnx:
-        # Outside the OS sandbox: it runs only the ONNX file tf2onnx (sandboxed) wrote, with ONNX Runtime's own
-        # operators, and it logs that file to MLflow, which may take the network and files beyond the workdir.
-        pools[ONNXRUNTIME] = SharedProcess(warm_up=import_onnxruntime_stack, sandboxed=False)
-        pools[TF2ONNX] = SharedProcess(environment=op_libraries, warm_up=import_tf2onnx_stack, single_use=True)
+    for target in asked_targets(request):
+        if target.missing_packages():
+            continue
+        warm_up = getattr(target.implementation(), "warm_up", None)
+        if warm_up is not None:
+            pools[conversion_pool(target)] = SharedProcess(environment=op_libraries, warm_up=warm_up, single_use=True)
+        for runtime in target.runtimes():
+            if runtime.pool not in pools and not runtime.missing_packages():
+                pools[runtime.pool] = SharedProcess(
+                    warm_up=runtime.implementation().warm_up, sandboxed=runtime.sandboxed,
+                )
     return pools

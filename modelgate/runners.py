@@ -177,24 +177,3 @@ class KerasModelRunner:
         feeds = {name: self._tf.constant(v) if v.dtype == object else v for name, v in feeds.items()}
         outputs = self.model.predict(feeds, batch_size=batch, verbose=0)
         return {name: np.asarray(value) for name, value in outputs.items()}
-
-
-class OnnxRuntimeRunner:
-    name = "onnxruntime"
-
-    def __init__(self, onnx_path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0,
-                 inter_op_threads: int = 0):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
-        self.session = ort.InferenceSession(
-            str(onnx_path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
-        )
-        self.providers = self.session.get_providers()
-        self.graph_optimization_level = str(options.graph_optimization_level).rsplit(".", 1)[-1]
-        self._output_names = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
-        return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))

@@ -7,11 +7,12 @@ import os
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 DEFAULT_REPORT_PATH = "modelgate-report.json"
 DEFAULT_OUTPUT_DIR = "modelgate-out"
-ONNX_STAGES = ("export-onnx", "compare-onnx")
+# Each conversion target runs these stages, named "<kind>-<target>" (export-onnx, compare-litert, ...).
+TARGET_STAGE_KINDS = ("export", "compare", "benchmark")
 PROTECTED_ALIASES = frozenset({"champion"})  # aliases people move; modelgate never sets them
 
 # One tolerance for every output, or per output name with "" as the default (Polygraphy's convention). An
@@ -25,6 +26,26 @@ def _normalized_tolerance(value: Tolerance) -> Tolerance:
     if any(v < 0 for v in values):
         raise ValueError("tolerances must not be negative")
     return dict(value) if isinstance(value, dict) else float(value)
+
+
+class Criteria(BaseModel):
+    """How a target's outputs are judged against TensorFlow's. Exact-precision targets hold every element
+    within atol or rtol; reduced-precision ones (float16, int8) are judged on figures that fit them. Each
+    figure is one number or per output {"": default, "output_name": value}; None leaves it unjudged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    elementwise: bool = Field(default=True, description="Every element within atol or rtol.")
+    atol: Tolerance = Field(default={}, description="Empty: by the graph's float precision (modelgate.precision).")
+    rtol: Tolerance = Field(default={}, description="Empty: by the graph's float precision (modelgate.precision).")
+    min_cosine_similarity: Tolerance | None = None
+    min_top1_agreement: Tolerance | None = Field(default=None, description="Class-score outputs only.")
+    max_p99_rel_diff: Tolerance | None = None
+
+    @field_validator("atol", "rtol", "min_cosine_similarity", "min_top1_agreement", "max_p99_rel_diff")
+    @classmethod
+    def _valid_figure(cls, value: Tolerance | None) -> Tolerance | None:
+        return None if value is None else _normalized_tolerance(value)
 
 
 class ValidationRequest(BaseModel):
@@ -86,10 +107,11 @@ class ValidationRequest(BaseModel):
     benchmark_max_batch_size: int = Field(
         default=32, ge=1, le=65536, title="Largest batch size of the sweep", description="Upper end of the sweep."
     )
-    benchmark_runtimes: list[Literal["tensorflow", "keras", "onnxruntime"]] = Field(
-        default=["tensorflow", "keras", "onnxruntime"],
+    benchmark_runtimes: list[str] = Field(
+        default=[],
         title="Runtimes to benchmark",
-        description="The raw TF signature, the Keras wrapper, ONNX Runtime (when the ONNX export ran).",
+        description="Of tensorflow (the raw signature), keras (the wrapper) and each target's runtimes (onnxruntime, "
+        "litert, openvino). Empty: all of them.",
     )
     benchmark_gpu: bool = Field(
         default=True, title="Benchmark on GPU too", description="Also measure on a GPU where one is present."
@@ -118,6 +140,22 @@ class ValidationRequest(BaseModel):
         default=None, ge=7,
         title="ONNX opset",
         description="Opset for tf2onnx. Empty: the highest that tf2onnx and ONNX Runtime both support.",
+    )
+    targets: list[str] = Field(
+        default=["onnx"],
+        title="Conversion targets",
+        description="Serving formats to convert to and hold against TensorFlow: onnx, onnx-fp16, onnx-int8, litert, "
+        "openvino; ['all'] for every target whose packages are installed; [] for none.",
+    )
+    optional_targets: list[str] = Field(
+        default=[],
+        title="Optional targets",
+        description="Targets whose failures are reported without deciding the validation.",
+    )
+    target_criteria: dict[str, Criteria] = Field(
+        default={},
+        title="Criteria per target",
+        description='Overrides of a target\'s default criteria, e.g. {"onnx-int8": {"min_cosine_similarity": 0.98}}.',
     )
     atol: Tolerance = Field(
         default={},
@@ -232,6 +270,29 @@ class ValidationRequest(BaseModel):
         if any(size < 1 for size in sizes):
             raise ValueError("benchmark batch sizes must be positive")
         return sorted(set(sizes))
+
+    def benchmarks_runtime(self, runtime: str) -> bool:
+        return self.benchmark and (not self.benchmark_runtimes or runtime in self.benchmark_runtimes)
+
+    @model_validator(mode="after")
+    def _known_targets(self) -> ValidationRequest:
+        from modelgate.targets import ALL, registry
+
+        known = set(registry())
+        for field, names in (("targets", self.targets), ("optional_targets", self.optional_targets),
+                             ("target_criteria", list(self.target_criteria))):
+            unknown = sorted(set(names) - known - ({ALL} if field == "targets" else set()))
+            if unknown:
+                raise ValueError(f"{field}: unknown target {', '.join(unknown)}; the targets are {', '.join(sorted(known))}")
+        return self
+
+    def conversion_targets(self) -> list[str]:
+        """The targets asked; export_onnx=False (--no-onnx, kept from earlier releases) takes onnx out."""
+        return [name for name in self.targets if self.export_onnx or name != "onnx"]
+
+    def requirement_of(self, target: str) -> Literal["required", "optional"]:
+        optional = target in self.optional_targets or (target == "onnx" and self.onnx_requirement == "optional")
+        return "optional" if optional else "required"
 
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or default_tracking_uri()
@@ -405,6 +466,7 @@ class BenchmarkResult(BaseModel):
 class UnmeasuredBenchmark(BaseModel):
     """A batch size the sweep planned and did not measure, and why."""
 
+    target: str = "savedmodel"
     runtime: str
     device: str
     batch_size: int
@@ -463,26 +525,6 @@ class RuntimeComparison(BaseModel):
         return [name for name, result in self.outputs.items() if not result.passed]
 
 
-class Criteria(BaseModel):
-    """How a target's outputs are judged against TensorFlow's. Exact-precision targets hold every element
-    within atol or rtol; reduced-precision ones (float16, int8) are judged on figures that fit them. Each
-    figure is one number or per output {"": default, "output_name": value}; None leaves it unjudged."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    elementwise: bool = Field(default=True, description="Every element within atol or rtol.")
-    atol: Tolerance = Field(default={}, description="Empty: by the graph's float precision (modelgate.precision).")
-    rtol: Tolerance = Field(default={}, description="Empty: by the graph's float precision (modelgate.precision).")
-    min_cosine_similarity: Tolerance | None = None
-    min_top1_agreement: Tolerance | None = Field(default=None, description="Class-score outputs only.")
-    max_p99_rel_diff: Tolerance | None = None
-
-    @field_validator("atol", "rtol", "min_cosine_similarity", "min_top1_agreement", "max_p99_rel_diff")
-    @classmethod
-    def _valid_figure(cls, value: Tolerance | None) -> Tolerance | None:
-        return None if value is None else _normalized_tolerance(value)
-
-
 class ConversionRecord(BaseModel):
     """What one target's converter made of the model, and what the checks of its file found; kept as
     <target>/conversion.json."""
@@ -538,6 +580,24 @@ class OnnxSection(BaseModel):
     cuda: RuntimeComparison | None = Field(default=None, description="The same comparison on the CUDA provider.")
     cuda_message: str = ""
     mlflow_model_uri: str | None = None
+
+
+def target_stage(kind: str, target: str) -> str:
+    return f"{kind}-{target}"
+
+
+def onnx_alias(section: TargetSection) -> OnnxSection:
+    conversion = section.conversion or ConversionRecord(path=None)
+    cpu, gpu = section.comparisons.get("onnxruntime/cpu"), section.comparisons.get("onnxruntime/gpu")
+    return OnnxSection(
+        status=section.status, message=section.message, path=conversion.path,
+        opset=conversion.details.get("opset"), external_data=bool(conversion.details.get("external_data")),
+        unsupported_ops=conversion.details.get("unsupported_ops") or {}, converter_message=conversion.converter_message,
+        checks=conversion.checks, atol=section.criteria.atol, rtol=section.criteria.rtol, batches=section.batches,
+        providers=cpu.providers if cpu else [], graph_optimization_level=cpu.graph_optimization_level if cpu else None,
+        outputs=cpu.outputs if cpu else {}, cuda=gpu, cuda_message=section.not_compared.get("onnxruntime/gpu", ""),
+        mlflow_model_uri=section.mlflow_model_uri,
+    )
 
 
 class MlflowSection(BaseModel):
@@ -650,7 +710,9 @@ class ValidationReport(BaseModel):
     benchmarks_unmeasured: list[UnmeasuredBenchmark] = Field(
         default=[], description="Batch sizes a sweep planned and left unmeasured (its time budget spent)."
     )
-    onnx: OnnxSection = OnnxSection()
+    targets: dict[str, TargetSection] = Field(
+        default={}, description="Each conversion target asked: its conversion, checks and comparisons, by name."
+    )
     mlflow: MlflowSection = MlflowSection()
     registry: RegistrySection = RegistrySection()
     baseline: BaselineSection = BaselineSection()
@@ -660,8 +722,25 @@ class ValidationReport(BaseModel):
     request: ValidationRequest
     workdir: str
 
+    @computed_field(description="Deprecated alias of targets.onnx in the shape of earlier releases; read targets.")
+    @property
+    def onnx(self) -> OnnxSection:
+        section = self.targets.get("onnx")
+        if section is None:
+            return OnnxSection(message="not asked")
+        return onnx_alias(section)
+
+    def deciding_stages(self) -> list[StageRecord]:
+        """Every stage but those of optional targets, whose outcome is reported only."""
+        optional = {target_stage(kind, name) for name, section in self.targets.items()
+                    if section.requirement == "optional" for kind in TARGET_STAGE_KINDS}
+        return [stage for stage in self.stages if stage.name not in optional]
+
+    def failed_targets(self) -> list[TargetSection]:
+        return [t for t in self.targets.values() if t.status == "failed" and t.requirement == "required"]
+
     def first_error(self) -> str | None:
-        return next((stage.message for stage in self.stages if stage.status == "error"), None)
+        return next((stage.message for stage in self.deciding_stages() if stage.status == "error"), None)
 
     def failed_checks(self) -> list[Check]:
         return [check for check in self.checks if check.status == "failed"]
@@ -673,15 +752,15 @@ class ValidationReport(BaseModel):
         failed = self.failed_checks()
         if failed:
             return f"failed: {', '.join(c.name for c in failed)}: {failed[0].message}"
-        if self.status == "failed":
-            return f"failed: onnx: {self.onnx.message}"
+        if self.failed_targets():
+            target = self.failed_targets()[0]
+            return f"failed: {target.name}: {target.message}"
         return self.status
 
     def conclude(self) -> None:
-        onnx_decides = self.request.onnx_requirement == "required"
-        if any(stage.status == "error" and (onnx_decides or stage.name not in ONNX_STAGES) for stage in self.stages):
+        if any(stage.status == "error" for stage in self.deciding_stages()):
             self.status = "error"
-        elif self.failed_checks() or (onnx_decides and self.onnx.status == "failed"):
+        elif self.failed_checks() or self.failed_targets():
             self.status = "failed"
         else:
             self.status = "passed"
@@ -773,6 +852,13 @@ class BenchmarkRun(StageResult):
     checks: list[Check] = []
     artifacts: dict[str, str] = {}
 
+    @classmethod
+    def merged(cls, runs: list[BenchmarkRun]) -> BenchmarkRun:
+        return cls(
+            results=[r for run in runs for r in run.results], unmeasured=[u for run in runs for u in run.unmeasured],
+            checks=[c for run in runs for c in run.checks], artifacts={k: v for run in runs for k, v in run.artifacts.items()},
+        )
+
     def apply_to(self, report: ValidationReport) -> None:
         report.benchmarks.extend(self.results)
         report.benchmarks_unmeasured.extend(self.unmeasured)
@@ -780,35 +866,39 @@ class BenchmarkRun(StageResult):
         report.artifacts.update(self.artifacts)
 
 
-class OnnxConversion(BaseModel):
-    """What tf2onnx and the checks after it made of one conversion; kept as onnx_conversion.json."""
+class ComparisonBatches(StageResult):
+    """The batches every target is compared on: the checked inputs and seeded ones, each with TensorFlow's
+    outputs (inputs .npz, reference outputs .npz)."""
 
-    path: str | None
-    opset: int
-    external_data: bool
-    unsupported_ops: dict[str, int] = {}
-    converter_message: str = ""
-    checks: list[Check] = []
-    failure: str | None = Field(default=None, description="Why the file cannot be used, in one line; None if it can.")
-    artifacts: dict[str, str] = {}
+    batches: list[tuple[str, str]] = []
+    skipped_reason: str | None = None
 
-    def apply_to_section(self, onnx: OnnxSection) -> None:
-        onnx.path, onnx.opset, onnx.external_data = self.path, self.opset, self.external_data
-        onnx.unsupported_ops, onnx.converter_message, onnx.checks = (
-            self.unsupported_ops, self.converter_message, self.checks
-        )
+    def apply_to(self, report: ValidationReport) -> None:
+        pass  # the targets' comparisons report them
 
 
-class OnnxExport(StageResult):
-    conversion: OnnxConversion
+class TargetPlan(StageResult):
+    sections: dict[str, TargetSection]
+    runnable: list[str] = Field(description="The targets to convert, each after its parent.")
+
+    def apply_to(self, report: ValidationReport) -> None:
+        report.targets = self.sections
+
+
+class TargetArtifact(StageResult):
+    """A target's converted artifact, checked and usable."""
+
+    target: str
+    conversion: ConversionRecord
 
     @property
     def path(self) -> str:
         return self.conversion.path
 
     def apply_to(self, report: ValidationReport) -> None:
-        self.conversion.apply_to_section(report.onnx)
-        report.onnx.message = "converted; the ONNX checker and ONNX Runtime accept the model"
+        section = report.targets[self.target]
+        section.conversion = self.conversion
+        section.message = "converted; its file passed every check"
         report.artifacts.update(self.conversion.artifacts)
 
 
@@ -819,35 +909,39 @@ def _tolerance_text(name: str, value: Tolerance) -> str:
     return f"{name}={value:g}"
 
 
-class OnnxComparison(StageResult):
-    cpu: RuntimeComparison | None
-    atol: Tolerance
-    rtol: Tolerance
-    cuda: RuntimeComparison | None = None
-    cuda_message: str = ""
+class TargetComparison(StageResult):
+    """Every runtime of a target's format, on every device, against TensorFlow, judged by its criteria."""
+
+    target: str
+    criteria: Criteria
+    batches: int = 0
+    comparisons: dict[str, RuntimeComparison] = {}
+    not_compared: dict[str, str] = {}
     skipped_reason: str | None = None
     artifacts: dict[str, str] = {}
 
     def apply_to(self, report: ValidationReport) -> None:
-        onnx = report.onnx
-        onnx.atol, onnx.rtol, onnx.cuda, onnx.cuda_message = self.atol, self.rtol, self.cuda, self.cuda_message
+        section = report.targets[self.target]
+        section.criteria, section.batches = self.criteria, self.batches
+        section.comparisons, section.not_compared = self.comparisons, self.not_compared
         report.artifacts.update(self.artifacts)
-        if self.cpu is None:
-            onnx.status, onnx.message = "skipped", f"comparison skipped: {self.skipped_reason}"
+        if self.skipped_reason:
+            section.status, section.message = "skipped", f"comparison skipped: {self.skipped_reason}"
             return
-        onnx.outputs, onnx.providers, onnx.batches = self.cpu.outputs, self.cpu.providers, self.cpu.batches
-        onnx.graph_optimization_level = self.cpu.graph_optimization_level
-        tolerances = f"{_tolerance_text('atol', self.atol)} and {_tolerance_text('rtol', self.rtol)}"
-        problems = [f"outputs {', '.join(self.cpu.failing())} exceed {tolerances}"] if self.cpu.failing() else []
-        if self.cuda is not None and self.cuda.failing():
-            problems.append(f"on CUDA, outputs {', '.join(self.cuda.failing())} exceed {tolerances}")
-        problems += [f"check {check.name} failed" for check in onnx.checks if check.status == "failed"]
-        onnx.status = "failed" if problems else "passed"
-        onnx.message = "; ".join(problems) if problems else (
-            f"every output within {tolerances} on {self.cpu.batches} batches "
-            f"(providers {', '.join(self.cpu.providers)}"
-            + (f"; and {', '.join(self.cuda.providers)}" if self.cuda else "")
-            + f", optimisation {self.cpu.graph_optimization_level})"
+        figures = f"{_tolerance_text('atol', self.criteria.atol)} and {_tolerance_text('rtol', self.criteria.rtol)}"
+        if not self.criteria.elementwise:
+            figures = "its criteria"
+        problems = [
+            f"{'' if key.endswith('/cpu') else f'on {key}, '}outputs {', '.join(run.failing())} miss {figures}"
+            for key, run in self.comparisons.items() if run.failing()
+        ]
+        problems += [f"check {check.name} failed" for check in section.checks if check.status == "failed"]
+        if not self.comparisons:
+            problems.append("no runtime could run it: " + "; ".join(f"{k}: {v}" for k, v in self.not_compared.items()))
+        section.status = "failed" if problems else "passed"
+        section.message = "; ".join(problems) if problems else (
+            f"every output within {figures} on {self.batches} batches ("
+            + "; ".join(f"{key}: {', '.join(run.providers)}" for key, run in self.comparisons.items()) + ")"
         )
 
 

@@ -5,17 +5,37 @@ and the registry loads it."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from modelgate.benchmark import Measured, SweepPlan, sweep
 from modelgate.compare import compare_stacked, errors, judged, stack_batches, tolerance_for
 from modelgate.inputs import read_npz
 from modelgate.runtimes import runtime
-from modelgate.schemas import Criteria, RuntimeComparison
+from modelgate.schemas import ConversionRecord, Criteria, RuntimeComparison
+from modelgate.targets import ConversionSource, target
 
 UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 Batch = tuple[str, str]  # (inputs .npz, TensorFlow reference outputs .npz)
+
+
+def artifact_size(path: str) -> int:
+    """The artifact and the files that go with it, which share its stem (model.onnx.data, model.bin)."""
+    artifact = Path(path)
+    if artifact.is_dir():
+        return sum(f.stat().st_size for f in artifact.rglob("*") if f.is_file())
+    return sum(f.stat().st_size for f in artifact.parent.glob(f"{artifact.stem}.*") if f.is_file())
+
+
+def conversion_job(target_name: str, source: ConversionSource) -> ConversionRecord:
+    """The target's converter, in the bounded, sandboxed child this runs in; timed, its artifact measured."""
+    started = time.perf_counter()
+    record = target(target_name).implementation().convert(source)
+    record.duration_s = round(time.perf_counter() - started, 3)
+    if record.path and Path(record.path).exists():
+        record.size_bytes = artifact_size(record.path)
+    return record
 
 
 def comparison_job(

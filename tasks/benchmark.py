@@ -17,8 +17,8 @@ def benchmark(
     choice: SignatureChoice, inputs: PreparedInputs, cleared: CheckList, request: ValidationRequest, workdir: str
 ) -> BenchmarkRun:
     """Latency and throughput of the raw TF signature and the Keras wrapper, per device and batch size."""
-    runtimes = [name for name in request.benchmark_runtimes if name in TENSORFLOW_RUNTIMES]
-    if skipped := not_measured(inputs, request.benchmark and bool(runtimes), "benchmark"):
+    runtimes = [name for name in TENSORFLOW_RUNTIMES if request.benchmarks_runtime(name)]
+    if skipped := not_measured(inputs, bool(runtimes), "benchmark"):
         return skipped
     measured = benchmark_framework(
         request, choice.signature, inputs, "tensorflow", workdir,

@@ -58,6 +58,11 @@ class Runtime:
     def implementation(self):
         return importlib.import_module(self.module)
 
+    def gpu_missing(self) -> str | None:
+        """What this machine lacks for the runtime's GPU path, checked cheaply in the parent; None when ready."""
+        check = getattr(self.implementation(), "gpu_missing", None)
+        return check() if check else None
+
     def load(self, artifact: str, device: str, intra_op_threads: int, inter_op_threads: int) -> Runner:
         if device not in self.devices:
             raise DeviceUnavailable(f"{self.name} runs on {', '.join(self.devices)}, not {device}")

@@ -21,6 +21,12 @@ def warm_up() -> None:
     import onnxruntime  # noqa: F401
 
 
+def gpu_missing() -> str | None:
+    from modelgate.environment import cuda_provider_available
+
+    return None if cuda_provider_available() else "ONNX Runtime has no CUDA provider: install the gpu extra"
+
+
 class OnnxRuntimeRunner:
     name = "onnxruntime"
 
