@@ -82,9 +82,13 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contract", metavar="FILE", help="expected contract (YAML or JSON) the signature must match")
     parser.add_argument("--baseline", "--previous", metavar="SOURCE", dest="baseline",
                         help="version to compare with: path, models:/NAME/VERSION or an alias (default: champion)")
-    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and comparison")
-    parser.add_argument("--atol", type=float, help="absolute tolerance, ONNX vs TensorFlow")
-    parser.add_argument("--rtol", type=float, help="relative tolerance, ONNX vs TensorFlow")
+    parser.add_argument("--targets", metavar="T,T,...",
+                        help="conversion targets: onnx, onnx-fp16, onnx-int8, litert, openvino, or all (default: onnx)")
+    parser.add_argument("--optional-target", metavar="NAME", action="append",
+                        help="report this target's failures without failing on them (repeatable)")
+    parser.add_argument("--no-onnx", action="store_true", help="leave onnx out of the targets")
+    parser.add_argument("--atol", type=float, help="absolute tolerance of every target against TensorFlow")
+    parser.add_argument("--rtol", type=float, help="relative tolerance of every target against TensorFlow")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: highest supported)")
     parser.add_argument("--onnx-optional", action="store_true", help="report ONNX problems without failing on them")
     parser.add_argument("--onnx-external-data", action="store_true", help="write ONNX weights to model.onnx.data")
@@ -99,7 +103,8 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, help="largest batch size of the sweep (default 32)")
     parser.add_argument("--benchmark-budget-s", type=float, metavar="SECONDS",
                         help="time for each runtime's sweep on each device (default 30)")
-    parser.add_argument("--runtimes", metavar="R,R,...", help="of tensorflow,keras,onnxruntime (default: all)")
+    parser.add_argument("--runtimes", metavar="R,R,...",
+                        help="runtimes to benchmark: tensorflow, keras, onnxruntime, litert, openvino (default: all)")
     parser.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
     parser.add_argument("--no-gpu", action="store_true", help="do not benchmark on a GPU even if one is present")
     parser.add_argument("--allow-op", metavar="OP", action="append", help="allow an op the op scan refuses (repeatable)")
@@ -267,6 +272,8 @@ def _onnx_fields(args: argparse.Namespace) -> dict:
         "onnx_requirement": "optional" if args.onnx_optional else None,
         "onnx_external_data": "always" if args.onnx_external_data else None,
         "onnx_batches": args.onnx_batches,
+        "targets": _csv(args.targets) if args.targets is not None else None,
+        "optional_targets": args.optional_target,
         "atol": _per_output(args.atol, args.output_atol, "--output-atol"),
         "rtol": _per_output(args.rtol, args.output_rtol, "--output-rtol"),
     }

@@ -218,6 +218,6 @@ def judged(name: str, result: OutputComparison, criteria: Criteria) -> OutputCom
             continue
         limit = tolerance_for(bound, name)
         if (value < limit) if at_least else (value > limit):
-            problems.append(f"{figure} {value:.4g}, {'at least' if at_least else 'at most'} {limit:g} required")
+            problems.append(f"{figure} {value:.8g}, {'at least' if at_least else 'at most'} {limit:.8g} required")
     message = "; ".join(problems) or result.message
     return result.model_copy(update={"passed": not problems, "message": message})

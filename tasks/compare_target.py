@@ -41,7 +41,7 @@ def resolved_criteria(chosen: Target, request: ValidationRequest, choice: Signat
         setting = getattr(criteria, name)
         if name not in explicit and requested != {}:
             setting = requested
-        tolerances[name] = with_default(setting, default) if setting != {} else default
+        tolerances[name] = with_default(setting, default)
     return criteria.model_copy(update=tolerances)
 
 

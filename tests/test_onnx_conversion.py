@@ -9,13 +9,14 @@ import pytest
 from onnx import numpy_helper
 
 from modelgate.compare import UnknownOutputTolerance, tolerance_for
-from modelgate.errors import OnnxConversionError
+from modelgate.errors import ConversionFailed
 from modelgate.onnx_export import EXTERNAL_DATA_FILE, EXTERNAL_DATA_MIN_BYTES, default_opset
-from modelgate.schemas import OnnxExport, ValidationReport, ValidationRequest
-from tasks.compare_onnx import compare_onnx
-from tasks.export_onnx import export_onnx, record_onnx_error
+from modelgate.schemas import TargetArtifact, TargetSection, ValidationReport, ValidationRequest
+from tasks.compare_target import compare_target
+from tasks.export_target import export_target, record_target_error
 from tasks.inspect_model import inspect_model
 from tasks.prepare_inputs import prepare_inputs
+from tasks.reference_batches import reference_batches
 from tasks.run_checks import run_checks
 from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
@@ -31,14 +32,15 @@ class Stages:
         inspection = inspect_model.fn(str(model_dir), self.workdir)
         self.choice = select_signature.fn(inspection, None, None, self.request.atol, self.request.rtol)
         self.cleared = scan_ops.fn(self.choice, [])
+        self.inputs = prepare_inputs.fn(self.choice, self.request, self.workdir)
 
-    def export(self) -> OnnxExport:
-        return export_onnx.fn(self.choice, self.cleared, self.request, self.workdir)
+    def export(self) -> TargetArtifact:
+        return export_target.fn("onnx", self.choice, None, self.inputs, self.request, self.workdir)
 
-    def compare(self, exported: OnnxExport):
-        inputs = prepare_inputs.fn(self.choice, self.request, self.workdir)
-        reference = run_checks.fn(self.choice, inputs, self.cleared, self.request, self.workdir)
-        return compare_onnx.fn(self.choice, exported, inputs, reference, self.request, self.workdir)
+    def compare(self, exported: TargetArtifact):
+        reference = run_checks.fn(self.choice, self.inputs, self.cleared, self.request, self.workdir)
+        batches = reference_batches.fn(self.choice, self.inputs, reference, self.request, self.workdir)
+        return compare_target.fn("onnx", self.choice, exported, batches, self.request, self.workdir)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,8 @@ def mixed(onnx_models, tmp_path_factory):
 def test_mixed_dtypes_and_dynamic_dims_convert_and_every_check_passes(mixed):
     stages, exported, _ = mixed
     conversion = exported.conversion
-    assert conversion.failure is None and not conversion.external_data
-    assert conversion.opset == default_opset() == 18  # tf2onnx 1.17 stops at 18; onnx and ONNX Runtime go higher
+    assert conversion.failure is None and not conversion.details["external_data"]
+    assert conversion.details["opset"] == default_opset() == 18  # tf2onnx 1.17 stops at 18; onnx and ONNX Runtime go higher
     assert {check.name: check.status for check in conversion.checks} == {
         "onnx_ops_converted": "passed", "onnx_checker": "passed", "onnx_shape_inference": "passed",
         "onnx_runtime_load": "passed", "onnx_inputs": "passed", "onnx_outputs": "passed",
@@ -61,14 +63,15 @@ def test_mixed_dtypes_and_dynamic_dims_convert_and_every_check_passes(mixed):
     graph = onnx.load(conversion.path).graph
     image = next(value for value in graph.input if value.name == "image")
     assert [dim.HasField("dim_value") for dim in image.type.tensor_type.shape.dim] == [False, False, False, True]
-    reproduce = (Path(stages.workdir) / "reproduce.sh").read_text()
+    reproduce = (Path(stages.workdir) / "onnx" / "reproduce.sh").read_text()
     assert "python -m tf2onnx.convert --saved-model" in reproduce and "--opset 18" in reproduce
-    assert json.loads((Path(stages.workdir) / "onnx_conversion.json").read_text())["failure"] is None
+    assert json.loads((Path(stages.workdir) / "onnx" / "conversion.json").read_text())["failure"] is None
+    assert conversion.size_bytes == Path(conversion.path).stat().st_size and conversion.duration_s > 0
 
 
 def test_onnx_runtime_matches_tensorflow_on_eight_batches_with_outputs_that_spread(mixed):
     stages, _, comparison = mixed
-    cpu = comparison.cpu
+    cpu = comparison.comparisons["onnxruntime/cpu"]
     assert cpu.batches == 8 and cpu.providers == ["CPUExecutionProvider"]
     assert cpu.graph_optimization_level == "ORT_ENABLE_ALL"
     assert all(result.passed for result in cpu.outputs.values()), cpu.outputs
@@ -82,9 +85,10 @@ def test_onnx_runtime_matches_tensorflow_on_eight_batches_with_outputs_that_spre
     assert reference.std() > 10 and np.ptp(reference, axis=1).min() > 10
     assert set(cpu.histograms) == {"logits", "feature_map", "kept_tokens"}
     assert all(Path(path).stat().st_size > 0 for path in cpu.histograms.values())
-    assert comparison.cuda is None or not comparison.cuda.failing()
-    if comparison.cuda is None:
-        assert comparison.cuda_message == "skipped: this ONNX Runtime has no CUDA provider"
+    gpu = comparison.comparisons.get("onnxruntime/gpu")
+    assert gpu is None or not gpu.failing()
+    if gpu is None:
+        assert comparison.not_compared["onnxruntime/gpu"] == "no GPU on this machine"
 
 
 def test_one_edited_weight_fails_the_comparison(mixed, tmp_path):
@@ -96,8 +100,8 @@ def test_one_edited_weight_fails_the_comparison(mixed, tmp_path):
     head.CopyFrom(numpy_helper.from_array(weights, head.name))
     broken_path = tmp_path / "broken.onnx"
     onnx.save(model, broken_path)
-    broken = OnnxExport(conversion=exported.conversion.model_copy(update={"path": str(broken_path)}))
-    cpu = stages.compare(broken).cpu
+    broken = TargetArtifact(target="onnx", conversion=exported.conversion.model_copy(update={"path": str(broken_path)}))
+    cpu = stages.compare(broken).comparisons["onnxruntime/cpu"]
     logits = cpu.outputs["logits"]
     assert not logits.passed and logits.failing_elements > 0
     assert logits.min_passing_atol > tolerance_for(stages.choice.atol, "logits")
@@ -108,7 +112,7 @@ def test_forced_external_data_goes_through_checker_runtime_and_comparison(onnx_m
     stages = Stages(onnx_models["keras_cnn"], tmp_path, onnx_external_data="always", onnx_batches=2)
     exported = stages.export()
     conversion = exported.conversion
-    assert conversion.failure is None and conversion.external_data
+    assert conversion.failure is None and conversion.details["external_data"]
     assert all(check.status == "passed" for check in conversion.checks), conversion.checks
     data_file = Path(conversion.path).parent / EXTERNAL_DATA_FILE
     assert data_file.stat().st_size > Path(conversion.path).stat().st_size
@@ -117,21 +121,23 @@ def test_forced_external_data_goes_through_checker_runtime_and_comparison(onnx_m
     big = {init.name for init in onnx.load(conversion.path).graph.initializer
            if len(init.raw_data) >= EXTERNAL_DATA_MIN_BYTES}
     assert external == big and len(big) >= 2  # the conv2 and dense kernels
-    assert "model.onnx" not in conversion.artifacts  # logged as an MLflow model instead, not twice
-    assert "--large_model" in (tmp_path / "reproduce.sh").read_text()
+    assert "onnx/model.onnx" not in conversion.artifacts  # logged as an MLflow model instead, not twice
+    assert "--large_model" in (tmp_path / "onnx" / "reproduce.sh").read_text()
     comparison = stages.compare(exported)
-    assert comparison.cpu.batches == 2 and not comparison.cpu.failing()
+    assert comparison.batches == 2 and not comparison.comparisons["onnxruntime/cpu"].failing()
 
 
 def test_unsupported_op_is_a_structured_failure_of_the_onnx_stage_only(onnx_models, tmp_path):
     stages = Stages(onnx_models["parses_examples"], tmp_path)
-    with pytest.raises(OnnxConversionError) as raised:
+    with pytest.raises(ConversionFailed) as raised:
         stages.export()
     message = str(raised.value)
-    assert message.startswith("conversion failed: tf2onnx cannot convert ParseExampleV2 x1")
+    assert raised.value.check == "onnx_conversion"
+    assert message.startswith("onnx conversion failed: tf2onnx cannot convert ParseExampleV2 x1")
     assert "INVALID_GRAPH" in message and "\n" not in message
-    report = ValidationReport(source=stages.request.source, request=stages.request, workdir=stages.workdir)
-    record_onnx_error(report, raised.value)
+    report = ValidationReport(source=stages.request.source, request=stages.request, workdir=stages.workdir,
+                              targets={"onnx": TargetSection(name="onnx", artifact_format="onnx")})
+    record_target_error("onnx")(report, raised.value)
     onnx_section = report.onnx
     # An impossible conversion is a verdict on the model (failed), not a stage that could not run (error).
     assert onnx_section.status == "failed" and onnx_section.unsupported_ops == {"ParseExampleV2": 1}
@@ -140,7 +146,7 @@ def test_unsupported_op_is_a_structured_failure_of_the_onnx_stage_only(onnx_mode
     assert checks["onnx_ops_converted"].status == "failed"
     assert checks["onnx_checker"].status == "failed" and "ParseExampleV2" in checks["onnx_checker"].message
     assert checks["onnx_runtime_load"].status == "failed"
-    assert {"tf2onnx.log", "reproduce.sh", "onnx_conversion.json"} <= set(report.artifacts)
+    assert {"onnx/convert.log", "onnx/reproduce.sh", "onnx/conversion.json"} <= set(report.artifacts)
 
 
 def test_a_tolerance_for_an_output_the_model_lacks_is_refused(onnx_models, mixed, tmp_path):
@@ -154,10 +160,10 @@ def test_a_conversion_tensorflow_refuses_says_why_and_converts_no_op(model_dirs,
     # tf2onnx freezes the graph with grappler, which cannot find the lookup table's init op of a TF1 model
     # (legacy_init_op); tf2onnx itself only says "check error log", so the reason comes from TensorFlow's.
     stages = Stages(model_dirs["tf1_graph"], tmp_path)
-    with pytest.raises(OnnxConversionError) as raised:
+    with pytest.raises(ConversionFailed) as raised:
         stages.export()
     assert "TensorFlow: Init node key_value_init/LookupTableImportV2 doesn't exist in graph" in str(raised.value)
-    conversion = json.loads((tmp_path / "onnx_conversion.json").read_text())
+    conversion = json.loads((tmp_path / "onnx" / "conversion.json").read_text())
     checks = {check["name"]: check["status"] for check in conversion["checks"]}
     assert checks["onnx_ops_converted"] == "skipped"
     assert "cuInit" not in conversion["converter_message"]
