@@ -44,11 +44,11 @@ def flow_run_ui_url() -> str | None:
 TARGET_TASKS = {"export": export_target, "compare": compare_target, "benchmark": benchmark_target}
 
 
-def run_target_stage(run: ValidationRun, kind: str, name: str, *args):
+def run_target_stage(run: ValidationRun, kind: str, name: str, *args, after: tuple):
     """One stage of one target, as a Prefect task run named after it (export-onnx, compare-litert, ...)."""
     stage = target_stage(kind, name)
     on_error = record_target_error(name) if kind != "benchmark" else None
-    return run.stage(stage, TARGET_TASKS[kind].with_options(name=stage), name, *args, on_error=on_error)
+    return run.stage(TARGET_TASKS[kind].with_options(name=stage), name, *args, on_error=on_error, after=after)
 
 
 @flow(name="validate-savedmodel")
@@ -61,44 +61,45 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
     flow_run_url = flow_run_ui_url()
     with ValidationRun(request) as run, shared_processes(validation_pools(request), run.sandbox):
         workdir = str(run.workdir)
-        run.stage("open-mlflow-run", open_mlflow_run, request, workdir, flow_run_url)
-        plan = run.stage("plan-targets", plan_targets, request)
-        source = run.stage("resolve-source", resolve_source, request, workdir)
+        run.stage(open_mlflow_run, request, workdir, flow_run_url)
+        plan = run.stage(plan_targets, request)
+        source = run.stage(resolve_source, request, workdir)
         model = source
         if source.keras_file:  # a Missing source's is Missing, and truthy: the stage is recorded as skipped
-            model = run.stage("derive-saved-model", derive_saved_model, source, request, workdir)
-        baseline = run.stage("resolve-baseline", resolve_baseline, request, source, workdir)
-        inspection = run.stage(
-            "inspect", inspect_model, model.model_dir, workdir, request.model_version, request.op_libraries
+            model = run.stage(derive_saved_model, source, request, workdir)
+        baseline = run.stage(resolve_baseline, request, source, workdir)
+        inspection = run.stage(inspect_model, model.model_dir, workdir, request.model_version, request.op_libraries
         )
-        choice = run.stage(
-            "select-signature", select_signature, inspection, request.signature, request.tags, request.atol, request.rtol,
+        choice = run.stage(select_signature, inspection, request.signature, request.tags, request.atol, request.rtol,
         )
-        run.stage("check-signature", check_signature, choice, request, baseline)
-        cleared = run.stage("scan-ops", scan_ops, choice, request.allow_ops)
-        inputs = run.stage("prepare-inputs", prepare_inputs, choice, request, workdir)
-        inputs = run.stage("probe-batch", probe_batch, choice, inputs, cleared, request, workdir)
-        run.stage("load-and-wrap", load_and_wrap, choice, inputs, cleared, request, workdir)
-        reference = run.stage("run-checks", run_checks, choice, inputs, cleared, request, workdir)
-        run.stage("compare-baseline", compare_baseline, choice, baseline, inputs, cleared, request, workdir)
-        run.stage("benchmark", benchmark, choice, inputs, cleared, request, workdir)
+        run.stage(check_signature, choice, request, baseline)
+        cleared = run.stage(scan_ops, choice, request.allow_ops)
+        prepared = run.stage(prepare_inputs, choice, request, workdir)
+        inputs = run.stage(probe_batch, choice, prepared, request, workdir, after=(cleared,))
+        run.stage(load_and_wrap, choice, inputs, request, workdir, after=(cleared,))
+        reference = run.stage(run_checks, choice, inputs, request, workdir, after=(cleared,))
+        run.stage(compare_baseline, choice, baseline, inputs, request, workdir, after=(cleared,))
+        run.stage(benchmark, choice, inputs, request, workdir, after=(cleared,))
         runnable = [] if isinstance(plan, Missing) else plan.runnable
         if runnable:
-            batches = run.stage("reference-batches", reference_batches, choice, inputs, reference, request, workdir)
+            batches = run.stage(reference_batches, choice, inputs, reference, request, workdir)
         artifacts = {}
         for name in runnable:
             parent = artifacts[target(name).parent] if target(name).parent else None
-            artifacts[name] = run_target_stage(run, "export", name, choice, parent, inputs, request, workdir)
-            run_target_stage(run, "compare", name, choice, artifacts[name], batches, request, workdir)
-            run_target_stage(run, "benchmark", name, choice, artifacts[name], inputs, request, workdir)
-        run.stage("benchmark-report", benchmark_report, run.report, workdir)
+            artifacts[name] = run_target_stage(
+                # Calibration data only: a conversion needs no probed batch size, so a failed probe leaves it be.
+                run, "export", name, choice, parent, prepared, request, workdir, after=(cleared,)
+            )
+            run_target_stage(run, "compare", name, choice, artifacts[name], batches, request, workdir, after=())
+            run_target_stage(run, "benchmark", name, choice, artifacts[name], inputs, request, workdir, after=())
+        run.stage(benchmark_report, run.report, workdir)
         run.conclude()
-        run.stage("render-report", render_report, run.report, workdir, flow_run_url)
+        run.stage(render_report, run.report, workdir, flow_run_url)
         if run.report.mlflow.run_id:
-            run.stage("log-mlflow", log_to_mlflow, run.report)
+            run.stage(log_to_mlflow, run.report)
             if is_registry_uri(request.source) or request.register_as:
                 run.conclude()
-                run.stage("publish-registry", publish_registry, run.report, source, request, flow_run_url)
+                run.stage(publish_registry, run.report, source, request, flow_run_url)
         report = run.close()
         return report if report.status == "passed" else Failed(message=report.verdict_line(), data=report)
 

@@ -12,12 +12,20 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.states import Completed, State
 
 from modelgate import mlflow_store, os_sandbox
 from modelgate.environment import gather_environment
 from modelgate.errors import ModelgateError, ModelRejected
 from modelgate.schemas import STATUS_WHEN_BROKEN, Check, StageRecord, StageResult, ValidationReport, ValidationRequest
+
+if TYPE_CHECKING:
+    from prefect import Task
 
 logger = logging.getLogger("modelgate")
 
@@ -50,6 +58,11 @@ def add_listener(listener: StageListener) -> None:
 
 def remove_listener(listener: StageListener) -> None:
     _listeners.remove(listener)
+
+
+@task(name="skipped-stage", cache_policy=NO_CACHE)
+def skipped_stage(reason: str) -> State:
+    return Completed(name="Skipped", message=reason)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -125,23 +138,29 @@ class ValidationRun:
                 logger.warning("could not upload the report to MLflow: %s", exc)
 
     def skip(self, name: str, reason: str) -> Missing:
+        """A stage that cannot run: recorded, and shown in Prefect's UI as a task run in a Skipped state."""
         record = StageRecord(name=name, status="skipped", message=reason)
         self.report.stages.append(record)
         self.save()
+        if FlowRunContext.get() is not None:
+            skipped_stage.with_options(name=name)(reason)
         for listener in _listeners:
             listener.stage_finished(record)
         return Missing(name)
 
     def stage(
         self,
-        name: str,
-        fn: Callable[..., Any],
+        fn: Task,
         *args: Any,
         on_error: Callable[[ValidationReport, Exception], None] | None = None,
+        after: tuple[Any, ...] = (),
         **kwargs: Any,
     ) -> Any:
-        """Run one stage, unless a stage it needs did not complete; record the outcome either way."""
-        missing = [value.stage for value in (*args, *kwargs.values()) if isinstance(value, Missing)]
+        """Run one stage (a task, named by its task name), unless a stage it needs did not complete: one whose
+        result it takes, or one it must come `after` (model code runs only after the op scan cleared it).
+        Record the outcome either way."""
+        name = fn.name
+        missing = [value.stage for value in (*args, *kwargs.values(), *after) if isinstance(value, Missing)]
         if missing:
             return self.skip(name, f"needs stage {', '.join(sorted(set(missing)))}, which did not complete")
         record = StageRecord(name=name, status="running")

@@ -7,14 +7,14 @@ from modelgate.benchmark_plan import benchmark_framework, not_measured
 from modelgate.environment import gpu_present
 from modelgate.jobs import tensorflow_benchmark_job
 from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import BenchmarkRun, Check, CheckList, PreparedInputs, SignatureChoice, ValidationRequest
+from modelgate.schemas import BenchmarkRun, Check, PreparedInputs, SignatureChoice, ValidationRequest
 
 TENSORFLOW_RUNTIMES = ("tensorflow", "keras")
 
 
 @task(name="benchmark", cache_policy=NO_CACHE)
 def benchmark(
-    choice: SignatureChoice, inputs: PreparedInputs, cleared: CheckList, request: ValidationRequest, workdir: str
+    choice: SignatureChoice, inputs: PreparedInputs, request: ValidationRequest, workdir: str
 ) -> BenchmarkRun:
     """Latency and throughput of the raw TF signature and the Keras wrapper, per device and batch size."""
     runtimes = [name for name in TENSORFLOW_RUNTIMES if request.benchmarks_runtime(name)]

@@ -18,7 +18,6 @@ from modelgate.savedmodel import (
 from modelgate.schemas import (
     BaselineChoice,
     BaselineComparison,
-    CheckList,
     PreparedInputs,
     SignatureChoice,
     ValidationRequest,
@@ -27,7 +26,7 @@ from modelgate.schemas import (
 
 @task(name="compare-baseline", cache_policy=NO_CACHE)
 def compare_baseline(
-    choice: SignatureChoice, baseline: BaselineChoice, inputs: PreparedInputs, cleared: CheckList,
+    choice: SignatureChoice, baseline: BaselineChoice, inputs: PreparedInputs,
     request: ValidationRequest, workdir: str,
 ) -> BaselineComparison:
     """Output drift and latency change against the baseline, both models on the same seeded inputs.

@@ -10,11 +10,9 @@ from modelgate.schemas import CheckList, PreparedInputs, SignatureChoice, Valida
 
 @task(name="load-and-wrap", cache_policy=NO_CACHE)
 def load_and_wrap(
-    choice: SignatureChoice, inputs: PreparedInputs, cleared: CheckList, request: ValidationRequest, workdir: str
+    choice: SignatureChoice, inputs: PreparedInputs, request: ValidationRequest, workdir: str
 ) -> CheckList:
     """Load the SavedModel, wrap the signature as a Keras 3 model, and prove it matches the raw signature.
-
-    `cleared` is the op scan's verdict: model code runs only once the scan has passed.
     """
     checks = run_isolated(
         wrapper_parity_job, choice.model_dir, choice.tags, choice.model_format, choice.signature, inputs.path,

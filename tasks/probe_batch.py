@@ -10,7 +10,6 @@ from modelgate.jobs import batch_sizes_job
 from modelgate.sandbox import limits_of, run_isolated
 from modelgate.schemas import (
     Check,
-    CheckList,
     PreparedInputs,
     SignatureChoice,
     ValidationRequest,
@@ -34,7 +33,7 @@ def _resliced(inputs: PreparedInputs, size: int, failure: str, check: Check, wor
 
 @task(name="probe-batch", cache_policy=NO_CACHE)
 def probe_batch(
-    choice: SignatureChoice, inputs: PreparedInputs, cleared: CheckList, request: ValidationRequest, workdir: str
+    choice: SignatureChoice, inputs: PreparedInputs, request: ValidationRequest, workdir: str
 ) -> PreparedInputs:
     """Run the signature once at the inputs' batch size, before the stages that need it to: a graph that
     declares a dynamic batch but breaks at that size fails dynamic_batch_runs, and the stages after it run

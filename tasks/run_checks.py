@@ -6,12 +6,12 @@ from prefect.cache_policies import NO_CACHE
 from modelgate.checks import OUTPUT_CHECK_NAMES, skipped
 from modelgate.jobs import output_checks_job
 from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import CheckList, PreparedInputs, ReferenceOutputs, SignatureChoice, ValidationRequest
+from modelgate.schemas import PreparedInputs, ReferenceOutputs, SignatureChoice, ValidationRequest
 
 
 @task(name="run-checks", cache_policy=NO_CACHE)
 def run_checks(
-    choice: SignatureChoice, inputs: PreparedInputs, cleared: CheckList, request: ValidationRequest, workdir: str
+    choice: SignatureChoice, inputs: PreparedInputs, request: ValidationRequest, workdir: str
 ) -> ReferenceOutputs:
     """Outputs against the signature (names, dtypes, shapes), finite, deterministic, each row of the batch as
     it is alone; the outputs are kept as the reference."""

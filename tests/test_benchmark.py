@@ -12,7 +12,6 @@ from modelgate.timing import BudgetSpent, MeasurementPlan, measure
 from tasks.benchmark import benchmark
 from tasks.inspect_model import inspect_model
 from tasks.prepare_inputs import prepare_inputs
-from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
 
 
@@ -55,7 +54,7 @@ def test_benchmark_task_sweeps_both_tensorflow_runtimes_in_a_child(model_dirs, t
     )
     choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
-    run = benchmark.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
+    run = benchmark.fn(choice, inputs, request, str(tmp_path))
     by_runtime = {}
     for result in run.results:
         by_runtime.setdefault(result.runtime, []).append(result.batch_size)
@@ -77,7 +76,7 @@ def test_the_keras_wrapper_is_benchmarked_on_an_input_of_unknown_rank(model_dirs
     choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
     assert any(spec.shape is None for spec in choice.signature.inputs.values())
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
-    run = benchmark.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
+    run = benchmark.fn(choice, inputs, request, str(tmp_path))
     assert {result.runtime for result in run.results} == {"tensorflow", "keras"}
 
 
@@ -111,7 +110,7 @@ def test_the_benchmark_stage_reports_what_its_budget_left_unmeasured(model_dirs,
     )
     choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
-    run = benchmark.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
+    run = benchmark.fn(choice, inputs, request, str(tmp_path))
     assert run.results == []
     assert {(u.runtime, u.batch_size) for u in run.unmeasured} == {
         (runtime, size) for runtime in ("tensorflow", "keras") for size in (1, 2, 4)

@@ -9,7 +9,6 @@ from modelgate.schemas import ValidationRequest
 from tasks.inspect_model import inspect_model
 from tasks.load_and_wrap import load_and_wrap
 from tasks.prepare_inputs import prepare_inputs
-from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
 
 FEEDS = {
@@ -43,7 +42,7 @@ def test_load_and_wrap_task_proves_parity_in_a_child_process(model_dirs, tmp_pat
     request = ValidationRequest(source=str(model_dirs["custom_signature"]))
     choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
-    result = load_and_wrap.fn(choice, inputs, scan_ops.fn(choice, []), request, str(tmp_path))
+    result = load_and_wrap.fn(choice, inputs, request, str(tmp_path))
     statuses = {check.name: check.status for check in result.checks}
     assert statuses == {"keras_wrapper_built": "passed", "keras_wrapper_parity": "passed"}
     assert (tmp_path / "load-and-wrap.log").exists()
