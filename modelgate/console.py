@@ -7,6 +7,7 @@ import sys
 from rich.console import Console as RichConsole
 from rich.table import Table
 
+from modelgate import matrix
 from modelgate.schemas import StageRecord, ValidationReport
 
 MARKS = {
@@ -50,20 +51,13 @@ class Console:
             self._status = None
 
     @staticmethod
-    def _benchmark_table(report: ValidationReport) -> Table:
-        """p50 latency and throughput, a column per runtime and device (their names stay whole in 80 columns),
-        a row per batch size."""
-        batch_sizes = sorted({b.batch_size for b in report.benchmarks})
-        table = Table(title="p50 latency (ms) / throughput (samples/s); * = unstable", title_justify="left")
-        table.add_column("batch", justify="right")
-        columns: dict[str, dict[int, str]] = {}
-        for b in report.benchmarks:
-            mark = "" if b.stable else "*"
-            columns.setdefault(f"{b.runtime}/{b.device}", {})[b.batch_size] = f"{b.p50_ms:.3g}{mark} / {b.throughput:,.0f}"
-        for label in columns:
-            table.add_column(label, justify="right")
-        for size in batch_sizes:
-            table.add_row(str(size), *(cells.get(size, "") for cells in columns.values()))
+    def _matrix_table(built: matrix.Matrix) -> Table:
+        headers, rows = built.table()
+        table = Table(title="format matrix (p50 ms · samples/s per batch size; * = unstable)", title_justify="left")
+        for header in headers:
+            table.add_column(header, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
         return table
 
     def verdict(self, report: ValidationReport) -> None:
@@ -75,13 +69,17 @@ class Console:
         table.add_column("detail", overflow="fold")
         for check in report.checks:
             table.add_row(check.name, f"[{STATUS_STYLE[check.status]}]{check.status}[/]", check.message)
-        onnx = report.onnx
-        for check in onnx.checks:
-            table.add_row(f"onnx: {check.name}", f"[{STATUS_STYLE[check.status]}]{check.status}[/]", check.message)
-        table.add_row("onnx", f"[{STATUS_STYLE.get(onnx.status, 'white')}]{onnx.status}[/]", onnx.message)
+        for name, target in report.targets.items():
+            # Passed file checks are the target's status row's business; only what went wrong gets its own row.
+            for check in target.checks:
+                if check.status != "passed":
+                    table.add_row(f"{name}: {check.name}", f"[{STATUS_STYLE[check.status]}]{check.status}[/]", check.message)
+            table.add_row(name, f"[{STATUS_STYLE[target.status]}]{target.status}[/]", target.message)
         self.out.print(table)
-        if report.benchmarks:
-            self.out.print(self._benchmark_table(report))
+        built = matrix.build(report)
+        if built.rows:
+            self.out.print(self._matrix_table(built))
+        self.out.print(f"recommendation: {built.recommendation_line()}", soft_wrap=True)
         style = STATUS_STYLE[report.status]
         self.out.print(f"verdict: [bold {style}]{report.status.upper()}[/]")
         self.out.print(f"report: {report.request.report_path}  (working files: {report.workdir})", soft_wrap=True)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import base64
+import tempfile
 from pathlib import Path
 
 from jinja2 import Environment
 
+from modelgate import matrix
+from modelgate.plots import latency_against_error
 from modelgate.schemas import ValidationReport
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>modelgate: {{ r.status }} · {{ r.source }}</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:70rem}
-h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:1.6rem}
+h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:1.6rem} h3{font-size:1rem;margin-top:1.2rem}
 table{border-collapse:collapse;margin:.4rem 0;font-size:.9rem} td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}
 .passed,.ok{color:#17702e}.failed,.error{color:#b3261e;font-weight:bold}.warning,.skipped{color:#8a6100}
 .verdict{font-size:1.6rem;font-weight:bold} img{max-width:100%;border:1px solid #eee;margin:.4rem 0}
@@ -45,12 +48,45 @@ started {{ r.started_at }}, finished {{ r.finished_at }}; MLflow run <code>{{ r.
 {% endfor %}{% endfor %}</table>
 {% endfor %}
 
-<h2>ONNX</h2>
-<p class="{{ r.onnx.status }}">{{ r.onnx.status }}: {{ r.onnx.message }}</p>
-{% if r.onnx.outputs %}<table><tr><th>output</th><th>max abs diff</th><th>max rel diff</th><th>failing</th><th>passed</th></tr>
-{% for name, o in r.onnx.outputs.items() %}<tr><td>{{ name }}</td><td>{{ o.max_abs_diff }}</td><td>{{ o.max_rel_diff }}</td>
-<td>{{ o.failing_elements }} / {{ o.total_elements }}</td><td class="{{ 'passed' if o.passed else 'failed' }}">{{ o.passed }}</td></tr>
+<h2>Conversion targets</h2>
+{% if not r.targets %}<p class="skipped">No conversion target was asked.</p>{% endif %}
+{% for name, t in r.targets.items() %}
+<h3>{{ name }} <small>({{ t.artifact_format }}{% if t.parent %}, from {{ t.parent }}{% endif %}, {{ t.requirement }})</small></h3>
+<p class="{{ t.status }}">{{ t.status }}: {{ t.message }}</p>
+{% set c = t.conversion %}{% if c %}
+<p>{% if c.duration_s is not none %}Converted in {{ "%.2f" | format(c.duration_s) }} s{% endif %}{% if c.size_bytes is not none %},
+{{ "{:,}".format(c.size_bytes) }} bytes on disk{% endif %}{% if c.path %}: <code>{{ c.path }}</code>{% endif %}.
+{% if c.failure %}<span class="failed">{{ c.failure }}</span>{% endif %}</p>
+{% if c.details %}<table>{% for k, v in c.details.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>{% endif %}
+{% if c.checks %}<table><tr><th>check</th><th>status</th><th>detail</th></tr>
+{% for k in c.checks %}<tr><td>{{ k.name }}</td><td class="{{ k.status }}">{{ k.status }}</td><td>{{ k.message }}</td></tr>
 {% endfor %}</table>{% endif %}
+{% if c.converter_message %}<details><summary>converter output</summary><pre>{{ c.converter_message }}</pre></details>{% endif %}
+{% if c.reproduce %}<details><summary>reproduce</summary><pre>{{ c.reproduce }}</pre></details>{% endif %}
+{% endif %}
+{% for key, cmp in t.comparisons.items() %}
+<p><b>{{ key }}</b> on {{ cmp.providers | join(", ") }}{% if cmp.graph_optimization_level %}, optimisation
+{{ cmp.graph_optimization_level }}{% endif %}, {{ cmp.batches }} batches</p>
+<table><tr><th>output</th><th>max abs diff</th><th>max rel diff</th><th>cosine</th><th>top-1</th><th>failing</th>
+<th>passed</th><th>detail</th></tr>
+{% for out, o in cmp.outputs.items() %}<tr><td>{{ out }}</td><td>{{ o.max_abs_diff | figure }}</td><td>{{ o.max_rel_diff | figure }}</td>
+<td>{{ o.cosine_similarity | figure }}</td><td>{{ o.top1_agreement | figure }}</td>
+<td>{{ o.failing_elements }} / {{ o.total_elements }}</td>
+<td class="{{ 'passed' if o.passed else 'failed' }}">{{ o.passed }}</td><td>{{ o.message }}</td></tr>
+{% endfor %}</table>
+{% for out, data in histograms[name][key] %}<img alt="{{ name }} {{ key }} {{ out }}" src="data:image/png;base64,{{ data }}">{% endfor %}
+{% endfor %}
+{% for key, why in t.not_compared.items() %}<p class="skipped"><b>{{ key }}</b> not compared: {{ why }}</p>{% endfor %}
+{% endfor %}
+
+<h2>Format matrix</h2>
+<p class="{{ 'passed' if matrix.recommendation else 'skipped' }}">{{ matrix.recommendation_line() }}</p>
+{% if matrix.rows %}<table><tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row, cells in matrix_rows %}<tr>{% for cell in cells %}
+<td{% if headers[loop.index0] == "parity" and row.parity is not none %} class="{{ 'passed' if row.parity else 'failed' }}"{% endif %}>
+{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</table><p><small>* unstable: the window means never settled within 10 %.</small></p>{% endif %}
+{% if error_plot %}<img alt="latency against error" src="data:image/png;base64,{{ error_plot }}">{% endif %}
 
 <h2>Baseline</h2>
 {% if r.baseline.source %}<p>Compared with <code>{{ r.baseline.source }}</code>{% if r.baseline.latency_change_pct is not none %}:
@@ -62,9 +98,9 @@ latency p50 {{ "%.4g" | format(r.baseline.current_p50_ms) }} ms against {{ "%.4g
 {% if r.baseline.skipped_reason %}<p class="skipped">{{ r.baseline.skipped_reason }}</p>{% endif %}
 
 {% if r.benchmarks %}<h2>Benchmarks</h2>
-<table><tr><th>runtime</th><th>device</th><th>batch</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>mean ms</th>
+<table><tr><th>target</th><th>runtime</th><th>device</th><th>batch</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>mean ms</th>
 <th>samples/s</th><th>stable</th></tr>
-{% for b in r.benchmarks %}<tr><td>{{ b.runtime }}</td><td>{{ b.device }}</td><td>{{ b.batch_size }}</td>
+{% for b in r.benchmarks %}<tr><td>{{ b.target }}</td><td>{{ b.runtime }}</td><td>{{ b.device }}</td><td>{{ b.batch_size }}</td>
 <td>{{ "%.4g" | format(b.p50_ms) }}</td><td>{{ "%.4g" | format(b.p90_ms) }}</td><td>{{ "%.4g" | format(b.p99_ms) }}</td>
 <td>{{ "%.4g" | format(b.mean_ms) }}</td><td>{{ "{:,.0f}".format(b.throughput) }}</td>
 <td class="{{ '' if b.stable else 'warning' }}">{{ b.stable }}</td></tr>{% endfor %}</table>{% endif %}
@@ -76,13 +112,45 @@ latency p50 {{ "%.4g" | format(r.baseline.current_p50_ms) }} ms against {{ "%.4g
 """
 
 
+def _figure(value: float | None) -> str:
+    """Enough digits to tell a cosine of 0.9999999 from 1, none of the float noise beyond."""
+    return "" if value is None else f"{value:.8g}"
+
+
+def _encoded(path: str | Path) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def _error_plot(built: matrix.Matrix) -> str | None:
+    batch_size, points, references = matrix.plot_points(built)
+    if not points:
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        return _encoded(latency_against_error(points, references, batch_size, Path(scratch) / "latency_against_error.png"))
+
+
 def render(report: ValidationReport) -> str:
+    histograms = {
+        name: {key: [(out, _encoded(path)) for out, path in cmp.histograms.items() if Path(path).is_file()]
+               for key, cmp in section.comparisons.items()}
+        for name, section in report.targets.items()
+    }
+    # A histogram shown under its target is not shown again among the run's other plots.
+    shown = {path for section in report.targets.values() for cmp in section.comparisons.values()
+             for path in cmp.histograms.values()}
     images = [
-        (name, base64.b64encode(Path(path).read_bytes()).decode())
+        (name, _encoded(path))
         for name, path in report.artifacts.items()
-        if name.endswith(".png") and Path(path).is_file()
+        if name.endswith(".png") and path not in shown and Path(path).is_file()
     ]
-    return Environment(autoescape=True).from_string(TEMPLATE).render(r=report, images=images)
+    built = matrix.build(report)
+    headers, cells = built.table()
+    environment = Environment(autoescape=True)
+    environment.filters["figure"] = _figure
+    return environment.from_string(TEMPLATE).render(
+        r=report, images=images, histograms=histograms, matrix=built, headers=headers,
+        matrix_rows=list(zip(built.rows, cells)), error_plot=_error_plot(built),
+    )
 
 
 def write(report: ValidationReport, path: str | Path) -> Path:

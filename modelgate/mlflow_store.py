@@ -9,24 +9,32 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from pathlib import Path
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
+from modelgate import matrix
 from modelgate.abandoned_runs import owner_tags
 from modelgate.errors import ModelgateError
 from modelgate.onnx_jobs import log_onnx_model_job
 from modelgate.registry import is_registry_uri, validator_version
 from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import MlflowSection, OutputComparison, ValidationReport, ValidationRequest
+from modelgate.schemas import MlflowSection, OutputComparison, TargetSection, ValidationReport, ValidationRequest
 
 PARAM_VALUE_LIMIT = 6000
 UNSAFE_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 # A rejected model fails its run as a validation that could not run does: MLflow, Prefect and the registry
 # agree that only a passed validation finished well; the modelgate.status tag tells failed from error.
 RUN_STATUS = {"passed": "FINISHED", "failed": "FAILED", "error": "FAILED", "running": "KILLED"}
+LATENCY_FIGURES = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")
+# The names before targets, kept for one release so that dashboards and queries on them keep working:
+# latency_<figure>.<runtime>.<device>.bs<N> and throughput.<runtime>.<device>.bs<N> for the SavedModel's
+# runtimes and ONNX Runtime (the targets that had them), onnx.<figure>.<output> and onnx_cuda.<figure>.<output>.
+LEGACY_BENCHMARK_TARGETS = ("savedmodel", "onnx")
+LEGACY_ONNX_PREFIXES = {"onnxruntime/cpu": "onnx", "onnxruntime/gpu": "onnx_cuda"}
 
 
 class ResultsNotLogged(ModelgateError):
@@ -85,30 +93,46 @@ def _metrics(report: ValidationReport) -> dict[str, float]:
         metrics[metric_key("checks", status)] = float(sum(c.status == status for c in report.checks))
     for bench in report.benchmarks:
         config = (bench.runtime, bench.device, f"bs{bench.batch_size}")
-        for figure in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms"):
-            metrics[metric_key(f"latency_{figure}", *config)] = getattr(bench, figure)
-        metrics[metric_key("throughput", *config)] = bench.throughput
-    metrics.update(_onnx_metrics("onnx", report.onnx.outputs))
-    if report.onnx.cuda is not None:
-        metrics.update(_onnx_metrics("onnx_cuda", report.onnx.cuda.outputs))
-    if report.onnx.status in ("passed", "failed"):
-        metrics["onnx.passed"] = float(report.onnx.status == "passed")
+        for figure in (*LATENCY_FIGURES, "throughput"):
+            metrics[metric_key(figure, bench.target, *config)] = getattr(bench, figure)
+        if bench.target in LEGACY_BENCHMARK_TARGETS:
+            for figure in (*LATENCY_FIGURES, "std_ms"):
+                metrics[metric_key(f"latency_{figure}", *config)] = getattr(bench, figure)
+            metrics[metric_key("throughput", *config)] = bench.throughput
+    for name, target in report.targets.items():
+        for key, comparison in target.comparisons.items():
+            metrics.update(_comparison_metrics(name, key.split("/", 1), comparison.outputs))
+        if target.status in ("passed", "failed"):
+            metrics[metric_key(name, "passed")] = float(target.status == "passed")
+        conversion = target.conversion
+        if conversion and conversion.duration_s is not None:
+            metrics[metric_key(name, "conversion_seconds")] = conversion.duration_s
+        if conversion and conversion.size_bytes is not None:
+            metrics[metric_key(name, "size_bytes")] = float(conversion.size_bytes)
+    onnx = report.targets.get("onnx")
+    for key, prefix in LEGACY_ONNX_PREFIXES.items():
+        if onnx and key in onnx.comparisons:
+            metrics.update(_comparison_metrics(prefix, [], onnx.comparisons[key].outputs))
     for stage in report.stages:
         metrics[metric_key("stage_seconds", stage.name)] = stage.duration_s
     return metrics
 
 
-def _onnx_metrics(prefix: str, outputs: dict[str, OutputComparison]) -> dict[str, float]:
-    """Every figure of every output, as `<prefix>.<figure>.<output>`; infinite ones too (MLflow keeps them)."""
+def _comparison_metrics(prefix: str, placement: list[str], outputs: dict[str, OutputComparison]) -> dict[str, float]:
+    """Every figure of every output, as `<prefix>.<figure>.<placement>.<output>`; infinite ones too (MLflow
+    keeps them)."""
     return {
-        metric_key(prefix, figure, name): float(value)
+        metric_key(prefix, figure, *placement, name): float(value)
         for name, comparison in outputs.items()
         for figure, value in comparison.model_dump().items()
         if isinstance(value, (int, float)) and not isinstance(value, bool)
     }
 
 
-def _artifact_folder(name: str) -> str | None:
+def _artifact_folder(name: str, targets: Iterable[str]) -> str | None:
+    """A name in a target's folder (litert/converter.log) goes under targets/, beside that target's artifact."""
+    if "/" in name and name.split("/", 1)[0] in targets:
+        return str(PurePosixPath("targets", name).parent)
     if name.endswith(".log"):
         return "logs"
     return "onnx" if name.startswith("onnx_abs_error_") else None
@@ -150,30 +174,70 @@ def _log_results(report: ValidationReport) -> None:
             json.dumps({key: sig.model_dump(mode="json") for key, sig in report.signatures.items()}, indent=2)
         )
         client.log_artifact(section.run_id, str(signatures_file))
+    logged = _log_targets(report, client)
     for name, path in report.artifacts.items():
-        if Path(path).is_file():
-            client.log_artifact(section.run_id, path, _artifact_folder(name))
-    _log_onnx(report, client)
+        if Path(path).is_file() and str(Path(path)) not in logged:
+            client.log_artifact(section.run_id, path, _artifact_folder(name, report.targets))
+    built = matrix.build(report)
+    if built.rows:
+        client.log_table(section.run_id, built.columns(), artifact_file="matrix.json")
+    for key, value in built.tags().items():
+        client.set_tag(section.run_id, f"modelgate.{key}", value[:5000])
+    _log_onnx_model(report)
 
 
-def _log_onnx(report: ValidationReport, client: MlflowClient) -> None:
-    """The comparison as an MLflow table, and the converted model as a logged model with its signature."""
-    onnx = report.onnx
-    runtimes = {"cpu": onnx.outputs, **({"cuda": onnx.cuda.outputs} if onnx.cuda else {})}
-    rows = [
-        {"runtime": runtime, "output": name, **comparison.model_dump(mode="json")}
-        for runtime, outputs in runtimes.items() for name, comparison in outputs.items()
-    ]
-    if rows:
-        client.log_table(report.mlflow.run_id, {key: [row[key] for row in rows] for key in rows[0]},
-                         artifact_file="onnx/comparison_table.json")
-    converted = any(stage.name == "export-onnx" and stage.status == "ok" for stage in report.stages)
-    if not (converted and onnx.path and Path(onnx.path).is_file()):
+def _artifact_files(path: Path) -> list[Path]:
+    """The artifact and the files it needs beside it: OpenVINO's weights (.bin beside the .xml), ONNX's
+    external data (<file>.data)."""
+    companions = [path.with_suffix(".bin")] if path.suffix == ".xml" else [Path(f"{path}.data")]
+    return [path, *(companion for companion in companions if companion.is_file())]
+
+
+def _log_targets(report: ValidationReport, client: MlflowClient) -> set[str]:
+    """Under targets/<name>/: each target's artifact (ONNX's goes as a logged model instead), its
+    conversion's files and error histograms; and its comparison as an MLflow table at
+    <name>/comparison_table.json. Returns the paths logged, which report.artifacts may hold too."""
+    run_id = report.mlflow.run_id
+    logged: set[str] = set()
+    for name, target in report.targets.items():
+        folder = f"targets/{name}"
+        rows = [
+            {"runtime": comparison.runtime, "device": comparison.device, "output": output, **figures.model_dump(mode="json")}
+            for comparison in target.comparisons.values() for output, figures in comparison.outputs.items()
+        ]
+        if rows:
+            client.log_table(run_id, {key: [row[key] for row in rows] for key in rows[0]},
+                             artifact_file=f"{name}/comparison_table.json")
+        conversion = target.conversion
+        files = [Path(path) for path in (conversion.artifacts.values() if conversion else [])]
+        files += [Path(path) for comparison in target.comparisons.values() for path in comparison.histograms.values()]
+        if name != "onnx" and _usable(target):
+            artifact = Path(conversion.path)
+            if artifact.is_dir():
+                client.log_artifacts(run_id, str(artifact), f"{folder}/{artifact.name}")
+            else:
+                files += _artifact_files(artifact)
+        for path in dict.fromkeys(files):
+            if path.is_file():
+                client.log_artifact(run_id, str(path), folder)
+                logged.add(str(path))
+    return logged
+
+
+def _usable(target: TargetSection) -> bool:
+    conversion = target.conversion
+    return bool(conversion and conversion.path and not conversion.failure and Path(conversion.path).exists())
+
+
+def _log_onnx_model(report: ValidationReport) -> None:
+    """The ONNX target as an MLflow logged model with the signature, so that it can be served from the run."""
+    onnx = report.targets.get("onnx")
+    if not (onnx and _usable(onnx) and Path(onnx.conversion.path).is_file()):
         return
     onnx.mlflow_model_uri = run_isolated(
-        log_onnx_model_job, report.mlflow.tracking_uri, report.mlflow.run_id, onnx.path,
+        log_onnx_model_job, report.mlflow.tracking_uri, report.mlflow.run_id, onnx.conversion.path,
         report.signatures[report.signature],
-        report.inputs.path if report.inputs else None, onnx.external_data,
+        report.inputs.path if report.inputs else None, bool(onnx.conversion.details.get("external_data")),
         limits=limits_of(report.request), label="log-mlflow (ONNX model)",
         log_path=Path(report.workdir) / "log-onnx-model.log",
     ).value

@@ -83,3 +83,30 @@ def error_histogram(abs_errors, atol: float, path: str | Path, title: str) -> Pa
     )
     axes.grid(alpha=0.3)
     return _save(figure, path, dpi=100)
+
+
+def latency_against_error(points: dict[str, tuple[float, float, bool]], references: dict[str, float],
+                          batch_size: int, path: str | Path) -> Path:
+    """Each target on each runtime and device as (1 - cosine similarity, p50 ms), labelled, a cross where
+    its outputs failed; TensorFlow, which has no error against itself, as a horizontal line per device. The
+    error axis is logarithmic, so an exact match (zero) sits at its left edge, a decade below the smallest
+    error drawn."""
+    errors = [error for error, _, _ in points.values() if error > 0]
+    floor = min(errors) / 10 if errors else 1e-12
+    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    for label, (error, p50, passed) in sorted(points.items()):
+        x = error or floor
+        axes.scatter([x], [p50], marker="o" if passed else "x", color="#4c72b0" if passed else "#c44e52", zorder=3)
+        axes.annotate(label + ("" if passed else " (failed)") + ("" if error else " (exact)"), (x, p50),
+                      textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for label, p50 in sorted(references.items()):
+        axes.axhline(p50, color="#55a868", linestyle="--", linewidth=1)
+        axes.annotate(f"{label} (reference)", (0.01, p50), xycoords=("axes fraction", "data"),
+                      textcoords="offset points", xytext=(0, 3), fontsize=8, color="#55a868")
+    axes.set_xscale("log")
+    axes.margins(x=0.25)  # room for the labels of the rightmost points
+    axes.set_xlabel("1 - cosine similarity to TensorFlow, worst output (log)")
+    axes.set_ylabel(f"p50 latency at batch size {batch_size} (ms)")
+    axes.set_title("Latency against error, per target, runtime and device")
+    axes.grid(alpha=0.3, which="both")
+    return _save(figure, path, dpi=110)

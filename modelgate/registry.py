@@ -27,6 +27,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from modelgate import matrix
 from modelgate.errors import ModelgateError
 from modelgate.model_source import SAVED_MODEL_FILES
 from modelgate.schemas import DerivedFrom, ValidationReport
@@ -119,13 +120,16 @@ def register_files(client: MlflowClient, run_id: str, saved_model_dir: Path, onn
 
 def key_figures(report: ValidationReport) -> dict[str, str]:
     figures: dict[str, str] = {}
-    reference = next((b for b in report.benchmarks if (b.runtime, b.device, b.batch_size) == ("tensorflow", "cpu", 1)),
-                     report.benchmarks[0] if report.benchmarks else None)
+    own = [b for b in report.benchmarks if b.target == matrix.REFERENCE]
+    reference = next((b for b in own if (b.runtime, b.device, b.batch_size) == ("tensorflow", "cpu", 1)),
+                     own[0] if own else None)
     if reference:
         figures[f"p50_ms.{reference.runtime}.{reference.device}.bs{reference.batch_size}"] = f"{reference.p50_ms:.4g}"
-    errors = [c.max_abs_diff for c in report.onnx.outputs.values() if c.max_abs_diff is not None]
-    if errors:
-        figures["onnx_max_abs_diff"] = f"{max(errors):.3g}"
+    rows = matrix.build(report).rows
+    for name in report.targets:
+        errors = [row.max_abs_diff for row in rows if row.target == name and row.max_abs_diff is not None]
+        if errors:
+            figures[f"{name}_max_abs_diff"] = f"{max(errors):.3g}"
     return figures
 
 
@@ -138,6 +142,8 @@ def version_tags(report: ValidationReport, flow_run_url: str | None) -> dict[str
         "signature": report.signature or "",
         "failed_checks": ",".join(c.name for c in report.failed_checks())[:5000],
         **key_figures(report),
+        **matrix.build(report).tags(),
+        **{f"target.{name}": target.status for name, target in report.targets.items()},
     }
     if flow_run_url:
         tags["flow_run"] = flow_run_url
@@ -211,6 +217,17 @@ def describe_derivation(derived: DerivedFrom) -> str:
             "with `model.export(format=\"tf_saved_model\")`.")
 
 
+def describe_matrix(built: matrix.Matrix) -> list[str]:
+    """The format matrix as a markdown table, under the recommendation."""
+    lines = [f"Recommendation: {built.recommendation_line()}.", ""]
+    if not built.rows:
+        return lines
+    headers, rows = built.table()
+    lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return [*lines, "", "\\* unstable: the window means never settled within 10 %.", ""]
+
+
 def describe(report: ValidationReport, flow_run_url: str | None) -> str:
     """The markdown a reviewer reads on the version page: verdict, what failed, the figures, the links."""
     lines = [f"## modelgate: **{report.status.upper()}**", ""]
@@ -224,16 +241,11 @@ def describe(report: ValidationReport, flow_run_url: str | None) -> str:
     warnings = [c for c in report.checks if c.status == "warning"]
     if warnings:
         lines += ["Warnings:", *[f"- `{c.name}`: {c.message}" for c in warnings], ""]
-    if report.benchmarks:
-        lines += ["| runtime | device | batch | p50 ms | p99 ms | samples/s |", "|---|---|---|---|---|---|"]
-        lines += [f"| {b.runtime} | {b.device} | {b.batch_size} | {b.p50_ms:.4g} | {b.p99_ms:.4g} | {b.throughput:,.0f} |"
-                  for b in report.benchmarks]
-        lines.append("")
+    if report.targets:
+        lines += ["Conversion targets:", *[f"- `{name}` ({t.requirement}): **{t.status}**: {t.message}"
+                                          for name, t in report.targets.items()], ""]
+    lines += describe_matrix(matrix.build(report))
     lines += describe_baseline(report)
-    if report.onnx.outputs:
-        lines += [f"ONNX ({report.onnx.status}): " + ", ".join(
-            f"`{name}` max abs diff {c.max_abs_diff:.3g}" for name, c in report.onnx.outputs.items()
-            if c.max_abs_diff is not None), ""]
     lines.append(f"Signature `{report.signature}`; validator {validator_version()}; {run_link(report)}; "
                  "report: `report.html` in the run's artifacts.")
     if flow_run_url:

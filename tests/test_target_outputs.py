@@ -1,0 +1,140 @@
+"""What people read of the targets (report.html, the console, the MLflow run, the registry version), from
+a report filled by hand (tests/target_reports.py): no flow stage runs, the MLflow store is a real SQLite one."""
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from rich.console import Console as RichConsole
+
+from modelgate import html_report, matrix, mlflow_store, registry
+from modelgate.console import Console
+from tests.target_reports import REFERENCE, targets_report
+
+
+@pytest.fixture
+def report(tmp_path):
+    return targets_report(tmp_path)
+
+
+def test_report_html_has_a_section_per_target_the_matrix_and_the_latency_against_error_plot(report):
+    page = html_report.render(report)
+    assert "<h2>ONNX</h2>" not in page
+    for name, section in report.targets.items():
+        assert f"<h3>{name} <small>" in page and section.message in page
+    assert "onnxruntime/gpu</b> not compared: no CUDA provider on this machine" in page
+    assert "op ParseExampleV2 has no TFLite kernel" in page and "litert_conversion" in page
+    assert "<b>onnxruntime/cpu</b> on onnxruntime:cpu" in page
+    assert "<h2>Format matrix</h2>" in page and matrix.build(report).recommendation_line() in page
+    assert "bs8 p50 ms · samples/s" in page
+    plot = re.search(r'alt="latency against error" src="data:image/png;base64,([^"]+)"', page)
+    assert base64.b64decode(plot[1]).startswith(b"\x89PNG")
+
+
+def test_report_html_without_targets_says_so(report):
+    report.targets, report.benchmarks = {}, []
+    page = html_report.render(report)
+    assert "No conversion target was asked." in page
+    assert "no format recommended: no conversion target was asked" in page
+    assert "latency against error" not in page
+
+
+def test_console_shows_each_target_s_status_and_problems_then_the_matrix_and_the_recommendation(report):
+    console = Console()
+    console.out = RichConsole(file=io.StringIO(), width=300, highlight=False)
+    console.verdict(report)
+    text = console.out.file.getvalue()
+    assert "litert: litert_conversion" in text and "onnx: onnx_checker" not in text  # only what went wrong
+    for name, section in report.targets.items():
+        assert re.search(rf"│ {re.escape(name)} +│ {section.status} +│ {re.escape(section.message)}", text)
+    assert "format matrix" in text and "not compared: no CUDA provider on this machine" in text
+    assert f"recommendation: {matrix.build(report).recommendation_line()}" in text
+    assert text.index("format matrix") > text.index("litert_conversion")
+
+
+def _onnx_model(path: Path) -> str:
+    """A real ONNX model with the test signature, for MLflow to log."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = {name: numpy_helper.from_array(np.ones((4, value.shape[1]), np.float32), f"w_{name}")
+               for name, value in REFERENCE.items()}
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", f"w_{name}"], [name]) for name in REFERENCE], "matrix-test",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", value.shape[1]]) for name, value in REFERENCE.items()],
+        list(weights.values()),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return str(path)
+
+
+def _artifacts(client, run_id, path=None):
+    """Every file of the run, recursively."""
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_mlflow_gets_per_target_metrics_tables_artifacts_and_the_recommendation(tmp_path, tracking_uri):
+    report = targets_report(tmp_path, tracking_uri, onnx_model=_onnx_model(tmp_path / "onnx" / "model.onnx"))
+    report.mlflow = mlflow_store.open_run(report.request, str(tmp_path), None)
+    mlflow_store.log_results(report)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(report.mlflow.run_id)
+    metrics, tags = run.data.metrics, run.data.tags
+
+    assert metrics["p50_ms.onnx-fp16.onnxruntime.cpu.bs8"] == 3.2
+    assert metrics["throughput.savedmodel.tensorflow.cpu.bs1"] == pytest.approx(1000 / 2.1)
+    assert {f"{figure}.onnx-int8.onnxruntime.cpu.bs1" for figure in
+            ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "throughput")} <= set(metrics)
+    # The names before targets, for one release: the SavedModel's runtimes and ONNX's only.
+    assert metrics["latency_p50_ms.tensorflow.cpu.bs8"] == 8.0 and metrics["latency_p50_ms.onnxruntime.cpu.bs8"] == 4.0
+    assert "throughput.onnxruntime.cpu.bs1" in metrics
+    onnx_logits = report.targets["onnx"].comparisons["onnxruntime/cpu"].outputs["logits"]
+    assert metrics["onnx.max_abs_diff.logits"] == pytest.approx(onnx_logits.max_abs_diff)
+    assert metrics["onnx.max_abs_diff.onnxruntime.cpu.logits"] == pytest.approx(onnx_logits.max_abs_diff)
+    int8 = report.targets["onnx-int8"].comparisons["onnxruntime/cpu"].outputs["embedding"]
+    assert metrics["onnx-int8.cosine_similarity.onnxruntime.cpu.embedding"] == pytest.approx(int8.cosine_similarity)
+    assert metrics["onnx.passed"] == 1.0 and metrics["onnx-int8.passed"] == 0.0 and metrics["litert.passed"] == 0.0
+    assert metrics["openvino.size_bytes"] == 4396 and metrics["litert.conversion_seconds"] == 0.75
+
+    assert tags["modelgate.recommended_format"] == "onnx-fp16" and tags["modelgate.recommended_speedup"] == "2.5"
+    files = _artifacts(client, run.info.run_id)
+    assert {"matrix.json", "onnx/comparison_table.json", "onnx-int8/comparison_table.json",
+            "openvino/comparison_table.json", "targets/onnx/conversion.json", "targets/onnx-fp16/model.onnx",
+            "targets/openvino/model.xml", "targets/openvino/model.bin", "targets/litert/converter.log"} <= files
+    assert "litert/comparison_table.json" not in files and "targets/onnx/model.onnx" not in files
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "matrix.json", str(tmp_path / "dl"))).read_text())
+    assert table["columns"][:3] == ["target", "runtime", "device"] and len(table["data"]) == 8
+
+    uri = report.targets["onnx"].mlflow_model_uri
+    assert uri and uri.startswith("models:/")
+
+
+def test_the_registry_version_shows_the_matrix_and_carries_each_target_s_status(report, tracking_uri, tmp_path):
+    client = registry.registry_client(tracking_uri)
+    client.create_registered_model("matrix-gate")
+    version = registry.RegistryVersion("matrix-gate", client.create_model_version("matrix-gate", str(tmp_path)).version)
+    registry.write_back(client, version, report, alias=None, flow_run_url=None)
+    mv = client.get_model_version(version.name, version.version)
+
+    assert mv.tags["modelgate.status"] == "passed" and mv.tags["modelgate.p50_ms.tensorflow.cpu.bs1"] == "2"
+    assert mv.tags["modelgate.recommended_format"] == "onnx-fp16"
+    assert {name: mv.tags[f"modelgate.target.{name}"] for name in report.targets} == {
+        "onnx": "passed", "onnx-fp16": "passed", "onnx-int8": "failed", "litert": "failed", "openvino": "passed"}
+    assert float(mv.tags["modelgate.onnx-int8_max_abs_diff"]) > 0.1 > float(mv.tags["modelgate.onnx_max_abs_diff"])
+    description = mv.description
+    assert "## modelgate: **PASSED**" in description
+    assert "- `litert` (required): **failed**: conversion failed: op ParseExampleV2 has no TFLite kernel" in description
+    assert f"Recommendation: {matrix.build(report).recommendation_line()}." in description
+    headers, rows = matrix.build(report).table()
+    assert "| " + " | ".join(headers) + " |" in description
+    assert "| " + " | ".join(rows[2]) + " |" in description  # onnx on onnxruntime/cpu
