@@ -21,14 +21,6 @@ from modelgate.schemas import (
     ValidationRequest,
 )
 
-
-class Report(ValidationReport):
-    """ValidationReport with the targets field the flow side is adding to it (modelgate/schemas.py); this
-    class goes once the field is there."""
-
-    targets: dict[str, TargetSection] = {}
-
-
 REFERENCE = {
     "logits": np.random.default_rng(0).standard_normal((32, 10)).astype(np.float32),
     "embedding": np.random.default_rng(1).standard_normal((32, 16)).astype(np.float32),
@@ -66,7 +58,7 @@ def _file(path: Path, size: int) -> str:
     return str(path)
 
 
-def targets_report(workdir: Path, tracking_uri: str = "sqlite:///unused.db", onnx_model: str | None = None) -> Report:
+def targets_report(workdir: Path, tracking_uri: str = "sqlite:///unused.db", onnx_model: str | None = None) -> ValidationReport:
     """Five targets as a validation on a CPU machine leaves them:
 
     - onnx: passes on CPU; the GPU is not compared (no CUDA provider); benchmarked at batch sizes 1 and 8;
@@ -126,7 +118,7 @@ def targets_report(workdir: Path, tracking_uri: str = "sqlite:///unused.db", onn
         bench("onnx-fp16", "onnxruntime", "cpu", 1, 1.2), bench("onnx-fp16", "onnxruntime", "cpu", 8, 3.2, stable=False),
         bench("onnx-int8", "onnxruntime", "cpu", 1, 0.5), bench("onnx-int8", "onnxruntime", "cpu", 8, 1.0),
     ]
-    return Report(
+    return ValidationReport(
         status="passed", source=request.source, signature="serving_default", tags=["serve"],
         signatures={"serving_default": SIGNATURE}, targets=targets, benchmarks=benchmarks, request=request,
         workdir=str(workdir), artifacts={"litert/converter.log": _file(workdir / "litert" / "converter.log", 20)},
