@@ -1,0 +1,70 @@
+"""LiteRT (TFLite): the .tflite file on CPU, through ai-edge-litert's interpreter, without TensorFlow."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelgate.runtimes import CPU, Runtime
+
+RUNTIME = Runtime(name="litert", artifact_format="tflite", devices=(CPU,), packages=("ai_edge_litert",), module=__name__)
+# The node LiteRT puts in place of each partition a delegate (XNNPACK, applied by default on CPU) takes.
+DELEGATE_NODE = "DELEGATE"
+
+
+def warm_up() -> None:
+    import ai_edge_litert.interpreter  # noqa: F401
+
+
+def delegated_and_builtin(interpreter) -> tuple[int, list[str]]:
+    """How many delegate partitions run, and which ops run on LiteRT's own builtin kernels instead.
+
+    LiteRT keeps the delegated nodes in its node list beside the delegate node that replaces them and exposes
+    no execution plan, so the plan is read back: from the graph's outputs to what produces them, a delegate
+    node winning over the nodes it took (it produces the same tensors)."""
+    nodes = interpreter._get_ops_details()  # noqa: SLF001 - the only view of the nodes ai-edge-litert gives
+    delegates = {t: n for n in nodes if n["op_name"] == DELEGATE_NODE for t in n["outputs"]}
+    builtins = {t: n for n in nodes if n["op_name"] != DELEGATE_NODE for t in n["outputs"]}
+    needed = [d["index"] for d in interpreter.get_output_details()]
+    seen: set[int] = set()
+    used_delegates: set[int] = set()
+    builtin_ops: dict[int, str] = {}
+    while needed:
+        tensor = needed.pop()
+        node = delegates.get(tensor) or builtins.get(tensor)
+        if tensor in seen or node is None:  # node None: a graph input or a constant
+            continue
+        seen.add(tensor)
+        if node["op_name"] == DELEGATE_NODE:
+            used_delegates.add(node["index"])
+        else:
+            builtin_ops[node["index"]] = node["op_name"]
+        needed.extend(int(t) for t in node["inputs"] if t >= 0)
+    return len(used_delegates), sorted(builtin_ops.values())
+
+
+def placement(partitions: int, builtin_ops: list[str]) -> list[str]:
+    where = [f"CPU (XNNPACK, {partitions} partition{'' if partitions == 1 else 's'})"] if partitions else []
+    if builtin_ops:
+        where.append(f"CPU (LiteRT builtin kernels: {', '.join(sorted(set(builtin_ops)))})")
+    return where
+
+
+class LiteRtRunner:
+    def __init__(self, tflite_path: str, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=tflite_path, num_threads=num_threads)
+        self.interpreter.allocate_tensors()  # applies the default XNNPACK delegate, which placement reports
+        # A converted SavedModel signature is the file's only one; the runner keys inputs and outputs by its
+        # names, which TFLite keeps even where it renames and reorders the tensors themselves.
+        self.signature = self.interpreter.get_signature_runner()
+        self.placement = placement(*delegated_and_builtin(self.interpreter))
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # The signature runner resizes each input to the batch at hand before it invokes.
+        return self.signature(**{name: np.ascontiguousarray(value) for name, value in feeds.items()})
+
+
+def load(artifact: str, device: str, intra_op_threads: int, inter_op_threads: int) -> LiteRtRunner:
+    # LiteRT runs one op at a time: it has no inter-op threads to set.
+    return LiteRtRunner(artifact, intra_op_threads if intra_op_threads > 0 else None)
