@@ -77,8 +77,16 @@ class Console:
             table.add_row(name, f"[{STATUS_STYLE[target.status]}]{target.status}[/]", target.message)
         self.out.print(table)
         built = matrix.build(report)
-        if built.rows:
-            self.out.print(self._matrix_table(built))
+        # A runtime and device that neither compared nor measured anything is a note, not a row of blanks.
+        idle = [row for row in built.rows if row.note and row.parity is None and not row.speeds]
+        shown = built.model_copy(update={"rows": [row for row in built.rows if row not in idle]})
+        if shown.rows:
+            self.out.print(self._matrix_table(shown))
+        notes: dict[str, list[str]] = {}
+        for row in idle:
+            notes.setdefault(row.note, []).append(f"{row.target} on {row.placement}")
+        for note, where in notes.items():
+            self.out.print(f"not compared: {', '.join(where)}: {note}", soft_wrap=True)
         self.out.print(f"recommendation: {built.recommendation_line()}", soft_wrap=True)
         style = STATUS_STYLE[report.status]
         self.out.print(f"verdict: [bold {style}]{report.status.upper()}[/]")
