@@ -133,9 +133,7 @@ def _artifact_folder(name: str, targets: Iterable[str]) -> str | None:
     """A name in a target's folder (litert/converter.log) goes under targets/, beside that target's artifact."""
     if "/" in name and name.split("/", 1)[0] in targets:
         return str(PurePosixPath("targets", name).parent)
-    if name.endswith(".log"):
-        return "logs"
-    return "onnx" if name.startswith("onnx_abs_error_") else None
+    return "logs" if name.endswith(".log") else None
 
 
 def log_results(report: ValidationReport) -> None:

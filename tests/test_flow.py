@@ -45,10 +45,11 @@ def test_keras_export_passes_and_everything_lands_in_mlflow(model_dirs, tracking
     assert run.data.metrics["latency_p50_ms.tensorflow.cpu.bs1"] == pytest.approx(tf_bs1.p50_ms)
     assert "throughput.onnxruntime.cpu.bs4" in run.data.metrics
     assert run.data.metrics["onnx.max_abs_diff.scores"] == pytest.approx(report.onnx.outputs["scores"].max_abs_diff)
-    assert {"report.json", "signatures.json", "model.onnx", "latency.png", "throughput.png", "reproduce.sh",
-            "benchmarks.md", "latency-samples-tensorflow.json"} <= _artifacts(
-        client, run.info.run_id
-    )
+    assert {"report.json", "signatures.json", "latency.png", "throughput.png", "benchmarks.md",
+            "latency-samples-tensorflow.json", "matrix.json"} <= _artifacts(client, run.info.run_id)
+    assert {"targets/onnx/model.onnx", "targets/onnx/reproduce.sh", "targets/onnx/conversion.json"} <= {
+        artifact.path for artifact in client.list_artifacts(run.info.run_id, "targets/onnx")
+    }
     logged = json.loads(Path(client.download_artifacts(run.info.run_id, "report.json", str(workdir))).read_text())
     assert logged["status"] == "passed"
     assert [stage["status"] for stage in logged["stages"]] == ["ok"] * len(logged["stages"])

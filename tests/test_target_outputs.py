@@ -51,7 +51,7 @@ def test_console_shows_each_target_s_status_and_problems_then_the_matrix_and_the
     assert "litert: litert_conversion" in text and "onnx: onnx_checker" not in text  # only what went wrong
     for name, section in report.targets.items():
         assert re.search(rf"│ {re.escape(name)} +│ {section.status} +│ {re.escape(section.message)}", text)
-    assert "format matrix" in text and "not compared: no CUDA provider on this machine" in text
+    assert "format matrix" in text and "not compared: onnx on onnxruntime/gpu: no CUDA provider on this machine" in text
     assert f"recommendation: {matrix.build(report).recommendation_line()}" in text
     assert text.index("format matrix") > text.index("litert_conversion")
 
