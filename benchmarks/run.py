@@ -146,9 +146,9 @@ def whole_validation(model_dir: Path, workdir: Path, pairs: int) -> dict:
 
         def run_flow(folder: Path = folder) -> None:
             request = ValidationRequest(
-                source=str(model_dir), benchmark_batch_sizes=[1], benchmark_warmup=2, benchmark_max_windows=3,
+                source=str(model_dir), benchmark={"batch_sizes": [1], "warmup": 2, "max_windows": 3, "gpu": False},
                 report_path=str(folder / "report.json"), output_dir=str(folder / "out"),
-                tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", benchmark_gpu=False,
+                tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
             )
             started = time.perf_counter()
             statuses.append(validate(request).status)
@@ -177,7 +177,7 @@ def peak_memory_mb(model_dir: Path, workdir: Path) -> tuple[float, dict[str, flo
 
     folder = workdir / f"memory-{model_dir.name}"
     request = ValidationRequest(
-        source=str(model_dir), benchmark=False, report_path=str(folder / "report.json"),
+        source=str(model_dir), benchmark={"enabled": False}, report_path=str(folder / "report.json"),
         output_dir=str(folder / "out"), tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
     )
     peak, per_stage, _ = validation_peak(request)

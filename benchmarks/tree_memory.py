@@ -92,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     request = ValidationRequest(
-        source=args.model_dir, export_onnx=not args.no_onnx, benchmark=False, report_path=str(out / "report.json"),
+        source=args.model_dir, export_onnx=not args.no_onnx, benchmark={"enabled": False}, report_path=str(out / "report.json"),
         output_dir=str(out / "work"), tracking_uri=f"sqlite:///{out.resolve() / 'mlflow.db'}",
     )
     started = time.perf_counter()

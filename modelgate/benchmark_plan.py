@@ -24,20 +24,18 @@ def fixed_batch_size(signature: SignatureSpec) -> int | None:
 
 
 def sweep_plan(request: ValidationRequest, fixed: int | None) -> SweepPlan:
+    settings = request.benchmark
     return SweepPlan(
-        measurement=MeasurementPlan(
-            warmup=request.benchmark_warmup, window=request.benchmark_window,
-            max_windows=request.benchmark_max_windows,
-        ),
-        batch_sizes=request.benchmark_batch_sizes,
-        max_batch_size=request.benchmark_max_batch_size,
+        measurement=MeasurementPlan(warmup=settings.warmup, window=settings.window, max_windows=settings.max_windows),
+        batch_sizes=settings.batch_sizes or None,  # none asked: the sweep
+        max_batch_size=settings.max_batch_size,
         fixed_batch_size=fixed,
-        budget_s=request.benchmark_budget_s,
+        budget_s=settings.budget_s,
     )
 
 
 def thread_counts(request: ValidationRequest) -> tuple[int, int]:
-    return request.intra_op_threads or os.cpu_count() or 1, request.inter_op_threads
+    return request.benchmark.intra_op_threads or os.cpu_count() or 1, request.benchmark.inter_op_threads
 
 
 def thread_environment(request: ValidationRequest) -> dict[str, str]:
@@ -53,7 +51,7 @@ def devices_to_measure(
     """CPU always; the GPU where asked, present, among the runtime's devices and ready for it (gpu_missing
     says what it lacks, a provider say)."""
     name = f"benchmark_gpu_{framework}"
-    if not request.benchmark_gpu:
+    if not request.benchmark.gpu:
         return ["cpu"], [Check(name=name, status="skipped", message="GPU benchmark not asked")]
     if not gpu_present():
         return ["cpu"], [Check(name=name, status="skipped", message="no NVIDIA GPU on this machine (nvidia-smi)")]

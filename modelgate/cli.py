@@ -126,31 +126,36 @@ def _csv(value: str) -> list[str]:
 
 
 def _request_fields(args: argparse.Namespace, source: str) -> dict:
+    """The request's fields of these flags; a flag left out leaves the request's default."""
     tags = [t for value in args.tag for t in value.split(",") if t] if args.tag else None
     fields = {
         "source": source, "signature": args.signature, "tags": tags, "inputs_path": args.inputs,
         "export_onnx": not args.no_onnx, "atol": args.atol, "rtol": args.rtol, "onnx_opset": args.opset,
-        "batch_size": args.batch_size, "allow_ops": args.allow_op, "model_timeout_s": args.timeout,
-        "memory_limit_mb": args.memory_limit_mb, "report_path": args.report, "output_dir": args.output_dir,
-        "tracking_uri": args.tracking_uri, "benchmark_max_batch_size": args.max_batch_size,
-        "intra_op_threads": args.threads, "register_as": args.register_as, "alias": args.alias,
-        "model_version": args.version, "contract_path": args.contract,
-        "baseline": args.baseline, "benchmark_budget_s": args.benchmark_budget_s,
-        "op_libraries": args.op_library,
+        "batch_size": args.batch_size, "allow_ops": args.allow_op, "report_path": args.report,
+        "output_dir": args.output_dir, "tracking_uri": args.tracking_uri, "register_as": args.register_as,
+        "alias": args.alias, "model_version": args.version, "contract_path": args.contract,
+        "baseline": args.baseline, "op_libraries": args.op_library,
     }
-    if args.no_benchmark:
-        fields["benchmark"] = False
-    if args.require_sandbox:
-        fields["require_sandbox"] = True
-    if args.no_gpu:
-        fields["benchmark_gpu"] = False
-    if args.runtimes:
-        fields["benchmark_runtimes"] = _csv(args.runtimes)
+    benchmark = {
+        "enabled": False if args.no_benchmark else None, "max_batch_size": args.max_batch_size,
+        "intra_op_threads": args.threads, "budget_s": args.benchmark_budget_s,
+        "gpu": False if args.no_gpu else None, "runtimes": _csv(args.runtimes) if args.runtimes else None,
+        "batch_sizes": [int(n) for n in _csv(args.benchmark_batch_sizes)]
+        if args.benchmark_batch_sizes is not None else None,
+    }
+    limits = {"timeout_s": args.timeout, "memory_limit_mb": args.memory_limit_mb,
+              "require_sandbox": True if args.require_sandbox else None}
     fields.update(_onnx_fields(args))
     if args.value_range:
         fields["value_range"] = _value_ranges(args.value_range)
-    if args.benchmark_batch_sizes is not None:
-        fields["benchmark_batch_sizes"] = [int(n) for n in _csv(args.benchmark_batch_sizes)]
+    fields = _given(fields)
+    for group, settings in (("benchmark", _given(benchmark)), ("limits", _given(limits))):
+        if settings:
+            fields[group] = settings
+    return fields
+
+
+def _given(fields: dict) -> dict:
     return {key: value for key, value in fields.items() if value is not None}
 
 

@@ -80,6 +80,8 @@ def upload_report(section: MlflowSection, report_file: str | Path) -> None:
 
 def _params(report: ValidationReport) -> list[Param]:
     values = report.request.model_dump(mode="json")
+    for group in ("benchmark", "limits"):  # one param per setting, so runs stay searchable by each
+        values.update({f"{group}.{key}": value for key, value in values.pop(group).items()})
     values.update(resolved_signature=report.signature, resolved_tags=report.tags)
     return [
         Param(key, (json.dumps(value) if not isinstance(value, str) else value)[:PARAM_VALUE_LIMIT])

@@ -114,7 +114,7 @@ class ValidationRun:
         the kernel cannot give one (or, with require_sandbox, the model stages refuse to run, see ModelProcess)."""
         request = self.request
         sources = [request.source, request.baseline, request.inputs_path]
-        sandbox = os_sandbox.for_validation(sources, self.workdir, request.require_sandbox)
+        sandbox = os_sandbox.for_validation(sources, self.workdir, request.limits.require_sandbox)
         if sandbox is None:
             reason = os_sandbox.landlock_abi()[1]
             self.report.environment["sandbox"] = f"none ({reason})"

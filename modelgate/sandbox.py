@@ -361,4 +361,5 @@ def default_memory_limit_mb() -> int:
 
 def limits_of(request) -> Limits:
     """The bounds a validation request sets on each stage that runs model code."""
-    return Limits(timeout_s=request.model_timeout_s, memory_limit_mb=request.memory_limit_mb or default_memory_limit_mb())
+    limits = request.limits
+    return Limits(timeout_s=limits.timeout_s, memory_limit_mb=limits.memory_limit_mb or default_memory_limit_mb())

@@ -229,7 +229,7 @@ def choose_signature(meta_graph: MetaGraphInfo, key: str | None) -> tuple[Signat
     """The asked key, else serving_default, else the single predict-style signature, with a warning."""
     candidates = meta_graph.signatures
     listing = ", ".join(sorted(candidates)) or "none"
-    if key is not None:
+    if key:
         if key not in candidates:
             raise SignatureNotFound(f"signature '{key}' not found; available signatures: {listing}")
         return candidates[key], [Check(name="signature_selection", status="passed", message=f"'{key}' as asked")]

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 
 DEFAULT_REPORT_PATH = "modelgate-report.json"
 DEFAULT_OUTPUT_DIR = "modelgate-out"
+MIN_MEMORY_LIMIT_MB = 64
 # Each conversion target runs these stages, named "<kind>-<target>" (export-onnx, compare-litert, ...).
 TARGET_STAGE_KINDS = ("export", "compare", "benchmark")
 PROTECTED_ALIASES = frozenset({"champion"})  # aliases people move; modelgate never sets them
@@ -48,6 +49,132 @@ class Criteria(BaseModel):
         return None if value is None else _normalized_tolerance(value)
 
 
+class BenchmarkSettings(BaseModel):
+    """Latency and throughput measurement: which runtimes, batch sizes and devices, and for how long."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, title="Benchmark", description="Measure latency and throughput.")
+    batch_sizes: list[int] = Field(
+        default=[],
+        title="Benchmark batch sizes",
+        description="Batch sizes to measure. Empty: powers of two from 1 until throughput gains under 5 % twice "
+        "in a row, or the maximum batch size.",
+    )
+    max_batch_size: int = Field(
+        default=32, ge=1, le=65536, title="Largest batch size of the sweep", description="Upper end of the sweep."
+    )
+    runtimes: list[str] = Field(
+        default=[],
+        title="Runtimes to benchmark",
+        description="Of tensorflow (the raw signature), keras (the wrapper) and each target's runtimes (onnxruntime, "
+        "litert, openvino). Empty: all of them.",
+    )
+    gpu: bool = Field(default=True, title="Benchmark on GPU too", description="Also measure on a GPU where one is present.")
+    intra_op_threads: int = Field(
+        default=0, ge=0, title="Intra-op threads", description="Threads inside one op. 0: one per CPU core."
+    )
+    inter_op_threads: int = Field(default=1, ge=1, title="Inter-op threads", description="Ops run in parallel.")
+    warmup: int = Field(default=10, ge=0, title="Warm-up calls", description="Untimed calls before measuring.")
+    window: int = Field(default=25, ge=1, title="Calls per window", description="Timed calls per measurement window.")
+    max_windows: int = Field(
+        default=10, ge=3, title="Maximum windows", description="Stop measuring after this many windows, stable or not."
+    )
+    budget_s: float = Field(
+        default=30, gt=0,
+        title="Benchmark budget per runtime and device (s)",
+        description="Each runtime's sweep on each device stops when this is spent; the batch sizes left are "
+        "reported as unmeasured, and no cut-short window counts.",
+    )
+
+    @field_validator("batch_sizes", "intra_op_threads", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value, info):
+        # Requests of earlier releases wrote null for "sweep" and "one thread per core".
+        if value is None:
+            return [] if info.field_name == "batch_sizes" else 0
+        return value
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_batch_sizes(cls, sizes: list[int]) -> list[int]:
+        if any(size < 1 for size in sizes):
+            raise ValueError("benchmark batch sizes must be positive")
+        return sorted(set(sizes))
+
+
+class SandboxLimits(BaseModel):
+    """Bounds on each stage that runs model code in its child process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(
+        default=600, gt=0,
+        title="Time limit per model stage (s)",
+        description="Wall-clock limit for each stage that runs model code in its child process.",
+    )
+    memory_limit_mb: int = Field(
+        default=0, ge=0,
+        title="Memory limit per model stage (MiB)",
+        description="Kill a model process whose resident memory passes this (at least 64). "
+        "0: half of this machine's memory.",
+    )
+    require_sandbox: bool = Field(
+        default=False,
+        title="Require the OS sandbox",
+        description="Run no model code where the kernel cannot confine it (no Landlock): the validation ends in error "
+        "instead of a warning.",
+    )
+
+    @field_validator("memory_limit_mb", mode="before")
+    @classmethod
+    def _none_is_auto(cls, value):
+        return 0 if value is None else value  # earlier releases wrote null for "half of this machine's memory"
+
+    @field_validator("memory_limit_mb")
+    @classmethod
+    def _room_to_load(cls, value: int) -> int:
+        if 0 < value < MIN_MEMORY_LIMIT_MB:
+            raise ValueError(f"a memory limit under {MIN_MEMORY_LIMIT_MB} MiB leaves no room to load a model; 0 is automatic")
+        return value
+
+
+# Flat keys of earlier releases, accepted into the groups for one release: deployments (prefect.yaml, the
+# request_fields of validate-new-versions) and scripts still send them. Remove in the release after.
+FLAT_REQUEST_KEYS: dict[str, tuple[str, str]] = {
+    **{f"benchmark_{name}": ("benchmark", name) for name in (
+        "batch_sizes", "max_batch_size", "runtimes", "gpu", "warmup", "window", "max_windows", "budget_s")},
+    "intra_op_threads": ("benchmark", "intra_op_threads"),
+    "inter_op_threads": ("benchmark", "inter_op_threads"),
+    "model_timeout_s": ("limits", "timeout_s"),
+    "memory_limit_mb": ("limits", "memory_limit_mb"),
+    "require_sandbox": ("limits", "require_sandbox"),
+}
+# Earlier releases wrote null where an empty value now says the same; a request saved or deployed then still loads.
+EMPTY_WHEN_NULL = {"signature": "", "tags": [], "inputs_path": "", "contract_path": "", "baseline": "",
+                   "tracking_uri": "", "register_as": "", "alias": ""}
+
+
+def _grouped(data: dict) -> dict:
+    data = dict(data)
+    if isinstance(data.get("benchmark"), bool):  # the flat switch of earlier releases
+        data["benchmark"] = {"enabled": data["benchmark"]}
+    for old, (group, name) in FLAT_REQUEST_KEYS.items():
+        if old not in data:
+            continue
+        value = data.pop(old)
+        settings = data.get(group) or {}
+        settings = settings.model_dump(exclude_unset=True) if isinstance(settings, BaseModel) else dict(settings)
+        if name in settings and settings[name] != value:
+            raise ValueError(f"{old} (kept from earlier releases) and {group}.{name} disagree")
+        settings[name] = value
+        data[group] = settings
+    for key, empty in EMPTY_WHEN_NULL.items():
+        if key in data and data[key] is None:
+            data[key] = type(empty)()
+    return data
+
+
 class ValidationRequest(BaseModel):
     """What to validate and how. Every field has a title and description so Prefect's UI renders a form."""
 
@@ -58,13 +185,54 @@ class ValidationRequest(BaseModel):
         description="A SavedModel directory (holding saved_model.pb or .pbtxt), or a registry version: "
         "models:/NAME/VERSION or models:/NAME@ALIAS.",
     )
-    signature: str | None = Field(
-        default=None,
+    signature: str = Field(
+        default="",
         title="Signature key",
         description="Signature to validate. Empty: serving_default, else the single predict-style signature.",
     )
-    tags: list[str] | None = Field(
-        default=None,
+    targets: list[str] = Field(
+        default=["onnx"],
+        title="Conversion targets",
+        description="Serving formats to convert to and hold against TensorFlow: onnx, onnx-fp16, onnx-int8, litert, "
+        "openvino; ['all'] for every target whose packages are installed; [] for none.",
+    )
+    inputs_path: str = Field(
+        default="",
+        title="Inputs file (.npz or tf.Example records)",
+        description="NumPy .npz keyed by signature input name, or a TFRecord file of serialized tf.Example "
+        "records for the signature's string input. Empty: seeded synthetic inputs.",
+    )
+    contract_path: str = Field(
+        default="",
+        title="Expected contract (YAML or JSON)",
+        description="Input and output names, dtypes and shapes (null for a dynamic dimension) the signature must have.",
+    )
+    baseline: str = Field(
+        default="champion",
+        title="Baseline",
+        description="The version to compare with: a SavedModel path (or TF Serving base path), models:/NAME/VERSION, "
+        "or an alias of the same registered model (default champion, when there is one). Removed inputs, dtype or "
+        "rank changes are breaking; output drift and latency change are measured. Empty: no baseline.",
+    )
+    tracking_uri: str = Field(
+        default="",
+        title="MLflow tracking URI",
+        description="Empty: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory.",
+    )
+    register_as: str = Field(
+        default="",
+        title="Register as",
+        description="For a path source: register the SavedModel (and ONNX model) under this registered model name. "
+        "Empty: not registered.",
+    )
+    alias: str = Field(
+        default="validated",
+        title="Alias on success",
+        description="Registry alias set on the version when the validation passed. Never 'champion'. Empty: none.",
+    )
+
+    tags: list[str] = Field(
+        default=[],
         title="Tag-set",
         description="MetaGraph tag-set to load, for example ['serve']. Empty: the only one, or the 'serve' one.",
     )
@@ -72,12 +240,6 @@ class ValidationRequest(BaseModel):
         default=None, ge=0,
         title="Model version",
         description="For a TF Serving base path (base/1, base/2, ...): the version to validate. Empty: the latest.",
-    )
-    inputs_path: str | None = Field(
-        default=None,
-        title="Inputs file (.npz or tf.Example records)",
-        description="NumPy .npz keyed by signature input name, or a TFRecord file of serialized tf.Example "
-        "records for the signature's string input. Empty: seeded synthetic inputs.",
     )
     value_range: dict[str, list[float]] = Field(
         default={},
@@ -97,42 +259,6 @@ class ValidationRequest(BaseModel):
         description="Size given to unknown non-batch dimensions of synthetic inputs.",
     )
     seed: int = Field(default=0, title="Seed", description="Seed of the synthetic inputs.")
-    benchmark: bool = Field(default=True, title="Benchmark", description="Measure latency and throughput.")
-    benchmark_batch_sizes: list[int] | None = Field(
-        default=None,
-        title="Benchmark batch sizes",
-        description="Batch sizes to measure. Empty: powers of two from 1 until throughput gains under 5 % twice "
-        "in a row, or the maximum batch size.",
-    )
-    benchmark_max_batch_size: int = Field(
-        default=32, ge=1, le=65536, title="Largest batch size of the sweep", description="Upper end of the sweep."
-    )
-    benchmark_runtimes: list[str] = Field(
-        default=[],
-        title="Runtimes to benchmark",
-        description="Of tensorflow (the raw signature), keras (the wrapper) and each target's runtimes (onnxruntime, "
-        "litert, openvino). Empty: all of them.",
-    )
-    benchmark_gpu: bool = Field(
-        default=True, title="Benchmark on GPU too", description="Also measure on a GPU where one is present."
-    )
-    intra_op_threads: int | None = Field(
-        default=None, ge=1, title="Intra-op threads", description="Threads inside one op. Empty: one per CPU core."
-    )
-    inter_op_threads: int = Field(default=1, ge=1, title="Inter-op threads", description="Ops run in parallel.")
-    benchmark_warmup: int = Field(default=10, ge=0, title="Warm-up calls", description="Untimed calls before measuring.")
-    benchmark_window: int = Field(
-        default=25, ge=1, title="Calls per window", description="Timed calls per measurement window."
-    )
-    benchmark_max_windows: int = Field(
-        default=10, ge=3, title="Maximum windows", description="Stop measuring after this many windows, stable or not."
-    )
-    benchmark_budget_s: float = Field(
-        default=30, gt=0,
-        title="Benchmark budget per runtime and device (s)",
-        description="Each runtime's sweep on each device stops when this is spent; the batch sizes left are "
-        "reported as unmeasured, and no cut-short window counts.",
-    )
     export_onnx: bool = Field(
         default=True, title="Export to ONNX", description="Convert with tf2onnx and compare ONNX Runtime with TensorFlow."
     )
@@ -140,12 +266,6 @@ class ValidationRequest(BaseModel):
         default=None, ge=7,
         title="ONNX opset",
         description="Opset for tf2onnx. Empty: the highest that tf2onnx and ONNX Runtime both support.",
-    )
-    targets: list[str] = Field(
-        default=["onnx"],
-        title="Conversion targets",
-        description="Serving formats to convert to and hold against TensorFlow: onnx, onnx-fp16, onnx-int8, litert, "
-        "openvino; ['all'] for every target whose packages are installed; [] for none.",
     )
     optional_targets: list[str] = Field(
         default=[],
@@ -184,16 +304,6 @@ class ValidationRequest(BaseModel):
         title="ONNX comparison batches",
         description="Seeded synthetic input batches ONNX Runtime is compared on (plus the inputs file, if given).",
     )
-    model_timeout_s: float = Field(
-        default=600, gt=0,
-        title="Time limit per model stage (s)",
-        description="Wall-clock limit for each stage that runs model code in its child process.",
-    )
-    memory_limit_mb: int | None = Field(
-        default=None, ge=64,
-        title="Memory limit per model stage (MiB)",
-        description="Kill a model process whose resident memory passes this. Empty: half of this machine's memory.",
-    )
     allow_ops: list[str] = Field(
         default=[],
         title="Allowed ops",
@@ -206,24 +316,6 @@ class ValidationRequest(BaseModel):
         description="Python packages that register custom ops (e.g. tensorflow_text), imported before the op scan "
         "and in every model process before the model loads.",
     )
-    require_sandbox: bool = Field(
-        default=False,
-        title="Require the OS sandbox",
-        description="Run no model code where the kernel cannot confine it (no Landlock): the validation ends in error "
-        "instead of a warning.",
-    )
-    contract_path: str | None = Field(
-        default=None,
-        title="Expected contract (YAML or JSON)",
-        description="Input and output names, dtypes and shapes (null for a dynamic dimension) the signature must have.",
-    )
-    baseline: str | None = Field(
-        default="champion",
-        title="Baseline",
-        description="The version to compare with: a SavedModel path (or TF Serving base path), models:/NAME/VERSION, "
-        "or an alias of the same registered model (default champion, when there is one). Removed inputs, dtype or "
-        "rank changes are breaking; output drift and latency change are measured. Empty: no baseline.",
-    )
     report_path: str = Field(
         default=DEFAULT_REPORT_PATH, title="Report path", description="Where report.json is written."
     )
@@ -232,22 +324,21 @@ class ValidationRequest(BaseModel):
         title="Output directory",
         description="Working files of each validation (inputs, ONNX model, plots) go to a subfolder here.",
     )
-    tracking_uri: str | None = Field(
-        default=None,
-        title="MLflow tracking URI",
-        description="Empty: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory.",
-    )
     experiment_name: str = Field(default="modelgate", title="MLflow experiment", description="Experiment of the run.")
-    register_as: str | None = Field(
-        default=None,
-        title="Register as",
-        description="For a path source: register the SavedModel (and ONNX model) under this registered model name.",
+    benchmark: BenchmarkSettings = Field(
+        default=BenchmarkSettings(), title="Benchmark", description="Latency and throughput measurement."
     )
-    alias: str | None = Field(
-        default="validated",
-        title="Alias on success",
-        description="Registry alias set on the version when the validation passed. Never 'champion'.",
+    limits: SandboxLimits = Field(
+        default=SandboxLimits(), title="Sandbox limits", description="Bounds on each stage that runs model code."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_flat_keys(cls, data):
+        return _grouped(data) if isinstance(data, dict) else data
+
+    def benchmarks_runtime(self, runtime: str) -> bool:
+        return self.benchmark.enabled and (not self.benchmark.runtimes or runtime in self.benchmark.runtimes)
 
     @field_validator("atol", "rtol")
     @classmethod
@@ -261,18 +352,6 @@ class ValidationRequest(BaseModel):
             if len(bounds) != 2 or not all(math.isfinite(b) for b in bounds) or bounds[0] > bounds[1]:
                 raise ValueError(f"the range of '{name}' must be [low, high] with low <= high, found {bounds}")
         return ranges
-
-    @field_validator("benchmark_batch_sizes")
-    @classmethod
-    def _positive_batch_sizes(cls, sizes: list[int] | None) -> list[int] | None:
-        if not sizes:
-            return None
-        if any(size < 1 for size in sizes):
-            raise ValueError("benchmark batch sizes must be positive")
-        return sorted(set(sizes))
-
-    def benchmarks_runtime(self, runtime: str) -> bool:
-        return self.benchmark and (not self.benchmark_runtimes or runtime in self.benchmark_runtimes)
 
     @model_validator(mode="after")
     def _known_targets(self) -> ValidationRequest:
@@ -299,10 +378,10 @@ class ValidationRequest(BaseModel):
 
     @field_validator("alias")
     @classmethod
-    def _not_champion(cls, alias: str | None) -> str | None:
+    def _not_champion(cls, alias: str) -> str:
         if alias in PROTECTED_ALIASES:
             raise ValueError(f"'{alias}' is moved by people, never by modelgate")
-        return alias or None
+        return alias
 
 
 def default_tracking_uri() -> str:

@@ -72,7 +72,7 @@ def test_without_landlock_a_warning_or_with_require_sandbox_no_model_code(tmp_pa
     assert [(c.name, c.status) for c in run.report.checks] == [("os_sandbox", "warning")]
     assert "without an OS sandbox" in run.report.checks[0].message
 
-    required = ValidationRun(request.model_copy(update={"require_sandbox": True}))
+    required = ValidationRun(ValidationRequest(**{**request.model_dump(), "limits": {"require_sandbox": True}}))
     assert required.report.checks == []
     assert required.report.environment["sandbox"].startswith("none (no Landlock")
     with shared_processes({}, required.sandbox), pytest.raises(ModelRunError, match="--require-sandbox"):
