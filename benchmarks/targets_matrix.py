@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def run(out: Path) -> dict:
                 benchmark_batch_sizes=[1, 8], report_path=str(folder / "report.json"),
                 output_dir=str(folder / "out"), tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
             )
+            load_before = os.getloadavg()[0]
             report = validate(request)
             built = matrix.build(report)
             headers, rows = built.table()
@@ -45,6 +47,8 @@ def run(out: Path) -> dict:
                 "status": report.status, "verdict": report.verdict_line(), "headers": headers, "rows": rows,
                 "recommendation": built.recommendation_line(), "environment": report.environment,
                 "stage_seconds": {stage.name: stage.duration_s for stage in report.stages},
+                # Other work on the machine skews the latencies: the load is kept beside them.
+                "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             }
     out.mkdir(parents=True, exist_ok=True)
     (out / "targets-matrix.json").write_text(json.dumps(results, indent=2))
@@ -55,7 +59,9 @@ def run(out: Path) -> dict:
 def markdown(results: dict) -> str:
     lines = ["# Format matrix, every target (written by benchmarks/targets_matrix.py)", ""]
     for label, result in results.items():
-        lines += [f"## {label}: {result['status']}", "", f"Recommendation: {result['recommendation']}", ""]
+        before, after = result["load_average_1min"]
+        lines += [f"## {label}: {result['status']}", "", f"Recommendation: {result['recommendation']}", "",
+                  f"Load average (1 min) before and after: {before:g}, {after:g} on {os.cpu_count()} cores.", ""]
         lines += ["| " + " | ".join(result["headers"]) + " |", "|" + "---|" * len(result["headers"])]
         lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in result["rows"]]
         lines += ["", "Stage seconds: " + ", ".join(f"{k} {v:g}" for k, v in result["stage_seconds"].items()), ""]
