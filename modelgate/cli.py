@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         from flows.validate import validate
         from modelgate.prefect_server import start_ephemeral_server
 
-        start_ephemeral_server()
+        console.note(f"flow runs on {start_ephemeral_server()}")
         report = validate(request)
     except KeyboardInterrupt:
         console.error(f"interrupted; the report so far is in {request.report_path}")

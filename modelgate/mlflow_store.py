@@ -138,13 +138,13 @@ def _artifact_folder(name: str, targets: Iterable[str]) -> str | None:
     return "logs" if name.endswith(".log") else None
 
 
-def log_results(report: ValidationReport) -> None:
+def log_results(report: ValidationReport) -> dict[str, str]:
     """Params, metrics, artifacts and tags of a finished validation; the run ends with the report's verdict.
 
     Whatever stops them (the server down, a full disk), the error says where the report is kept instead.
     """
     try:
-        _log_results(report)
+        return _log_results(report)
     except Exception as exc:  # noqa: BLE001 - every failure here leaves the same thing to say
         raise ResultsNotLogged(
             f"could not log the results to MLflow at {report.mlflow.tracking_uri}; the report is kept on disk at "
@@ -152,7 +152,8 @@ def log_results(report: ValidationReport) -> None:
         ) from exc
 
 
-def _log_results(report: ValidationReport) -> None:
+def _log_results(report: ValidationReport) -> dict[str, str]:
+    """Returns the URIs of the logged models, by target."""
     section = report.mlflow
     client = MlflowClient(section.tracking_uri)
     now = get_current_time_millis()
@@ -183,7 +184,8 @@ def _log_results(report: ValidationReport) -> None:
         client.log_table(section.run_id, built.columns(), artifact_file="matrix.json")
     for key, value in built.tags().items():
         client.set_tag(section.run_id, f"modelgate.{key}", value[:5000])
-    _log_onnx_model(report)
+    onnx_model = _log_onnx_model(report)
+    return {"onnx": onnx_model} if onnx_model else {}
 
 
 def _artifact_files(path: Path) -> list[Path]:
@@ -229,12 +231,12 @@ def _usable(target: TargetSection) -> bool:
     return bool(conversion and conversion.path and not conversion.failure and Path(conversion.path).exists())
 
 
-def _log_onnx_model(report: ValidationReport) -> None:
+def _log_onnx_model(report: ValidationReport) -> str | None:
     """The ONNX target as an MLflow logged model with the signature, so that it can be served from the run."""
     onnx = report.targets.get("onnx")
     if not (onnx and _usable(onnx) and Path(onnx.conversion.path).is_file()):
-        return
-    onnx.mlflow_model_uri = run_isolated(
+        return None
+    return run_isolated(
         log_onnx_model_job, report.mlflow.tracking_uri, report.mlflow.run_id, onnx.conversion.path,
         report.signatures[report.signature],
         report.inputs.path if report.inputs else None, bool(onnx.conversion.details.get("external_data")),

@@ -38,10 +38,11 @@ class _SessionServer(SubprocessASGIServer):
             subprocess.Popen = popen
 
 
-def start_ephemeral_server() -> None:
+def start_ephemeral_server() -> str:
     """Start the ephemeral server Prefect would start on first use, from this (the main) thread: the kernel's
     parent-death signal follows the thread that started the process. Prefect keeps one instance per port and
-    reuses this one. Nothing to do where PREFECT_API_URL names a server."""
+    reuses this one. Nothing to start where PREFECT_API_URL names a server. Returns which server runs the flow."""
     if PREFECT_API_URL.value():
-        return
+        return f"the Prefect server at {PREFECT_API_URL.value()}"
     _SessionServer().start()
+    return "an ephemeral Prefect server for this command (set PREFECT_API_URL to run on yours)"

@@ -1031,6 +1031,14 @@ class MlflowRunOpened(StageResult):
         report.mlflow = self.section
 
 
+class LoggedModels(StageResult):
+    uris: dict[str, str] = Field(description="The MLflow logged model of each target logged as one, by target.")
+
+    def apply_to(self, report: ValidationReport) -> None:
+        for name, uri in self.uris.items():
+            report.targets[name].mlflow_model_uri = uri
+
+
 class Artifacts(StageResult):
     """Files a stage wrote for people to read (benchmark figures, report.html): name -> path."""
 

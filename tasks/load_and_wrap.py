@@ -16,9 +16,7 @@ def load_and_wrap(
     """
     checks = run_isolated(
         wrapper_parity_job, choice.model_dir, choice.tags, choice.model_format, choice.signature, inputs.path,
-        choice.rtol,
+        choice.rtol, inputs.section.message,
         limits=limits_of(request), label="load-and-wrap", log_path=Path(workdir) / "load-and-wrap.log",
     ).value
-    if inputs.path is None:
-        checks[-1].message = inputs.section.message
     return CheckList(checks=checks)

@@ -2,7 +2,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelgate import mlflow_store
-from modelgate.schemas import MlflowRunOpened, ValidationReport, ValidationRequest
+from modelgate.schemas import LoggedModels, MlflowRunOpened, ValidationReport, ValidationRequest
 
 
 @task(name="open-mlflow-run", cache_policy=NO_CACHE)
@@ -12,6 +12,7 @@ def open_mlflow_run(request: ValidationRequest, workdir: str, flow_run_url: str 
 
 
 @task(name="log-mlflow", cache_policy=NO_CACHE)
-def log_to_mlflow(report: ValidationReport) -> None:
-    """Params, metrics, artifacts (report, signatures, ONNX model, plots, logs) and the status tag."""
-    mlflow_store.log_results(report)
+def log_to_mlflow(report: ValidationReport) -> LoggedModels:
+    """Params, metrics, artifacts (report, signatures, each target's files, plots, logs), the matrix and the
+    status tag; the targets logged as MLflow models say where."""
+    return LoggedModels(uris=mlflow_store.log_results(report))

@@ -34,6 +34,7 @@ def test_demo_passes_and_says_where_the_results_are(tmp_path):
     result = _modelgate("demo", "--model-dir", str(tmp_path / "sample"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verdict: PASSED" in result.stdout
+    assert "flow runs on an ephemeral Prefect server for this command" in result.stdout
     assert "[ok] export-onnx" in result.stdout
     assert "mlflow run:" in result.stdout
     report = json.loads((tmp_path / "modelgate-report.json").read_text())

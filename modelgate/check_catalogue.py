@@ -1,0 +1,103 @@
+"""Every check a validation can report: its name, its severity, the stage that makes it and its rule.
+
+The README's table of checks is this catalogue (tests/test_check_catalogue.py holds them equal, and holds every
+check name the code writes to an entry). Names in angle brackets stand for a family: `<target>` a conversion
+target (onnx, litert, ...), `<format>` its artifact format's prefix, `<runtime>` a target and runtime as
+`<target>_<runtime>` or tensorflow.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    severity: str  # error, warning or info; "error or warning" where the request decides (an optional target)
+    stage: str
+    rule: str
+
+    def matches(self, name: str) -> bool:
+        pattern = re.escape(self.name)
+        for family, alternatives in _families().items():
+            pattern = pattern.replace(re.escape(family), f"(?:{'|'.join(map(re.escape, alternatives))})")
+        return re.fullmatch(pattern.replace(re.escape("<check>"), "[a-z_]+"), name) is not None
+
+
+def _families() -> dict[str, list[str]]:
+    """What each family name stands for, from the target and runtime registries."""
+    from modelgate.targets import registry
+
+    targets = registry().values()
+    return {
+        "<target>": [target.name.replace("-", "_") for target in targets],
+        "<format>": sorted({target.name.split("-")[0] for target in targets}),
+        "<runtime>": ["tensorflow", *(f"{t.name}_{runtime.name}" for t in targets for runtime in t.runtimes())],
+    }
+
+
+CATALOGUE = [
+    CheckSpec("model_loads", "error", "inspect, load-and-wrap, derive-saved-model",
+              "TensorFlow (or Keras, for a registry version's Keras file) loads the model"),
+    CheckSpec("saved_model_export", "error", "derive-saved-model", "Keras exports the registry version's Keras file as a SavedModel"),
+    CheckSpec("reference_dtypes", "info", "inspect", "signature tensors that are variables themselves (`float32_ref`) are read by value"),
+    CheckSpec("signature_selection", "error", "select-signature",
+              "the asked signature, else serving_default, else the single predict-style one (a warning)"),
+    CheckSpec("tolerances", "info", "select-signature",
+              "the tolerances used: by default those of the lowest float precision the graph computes in"),
+    CheckSpec("tensor_dtypes", "error", "check-signature", "every input and output has a TensorFlow dtype (reference dtypes noted)"),
+    CheckSpec("known_rank", "warning", "check-signature", "every input and output has a known rank"),
+    CheckSpec("dynamic_batch", "warning", "check-signature", "every batched input's first dimension is dynamic"),
+    CheckSpec("meaningful_output_names", "warning", "check-signature", "no generated names (`output_0`, `Identity_1`, ...)"),
+    CheckSpec("unique_tensor_names", "error", "check-signature",
+              "no name both input and output, no two names bound to one graph tensor"),
+    CheckSpec("declared_shapes", "warning", "check-signature",
+              "every shape a TF1 signature declares is its graph's (the graph's are used)"),
+    CheckSpec("contract", "error", "check-signature", "`--contract FILE` (YAML or JSON) matches: names, dtypes, shapes"),
+    CheckSpec("signature_compatibility", "error", "check-signature",
+              "against the baseline (`--baseline`, default the `champion` of the same registered model): nothing a "
+              "caller of that version relies on broke"),
+    CheckSpec("op_safety", "error", "scan-ops", "every op the model can run is on the allowlist and keeps its rules (see Op scan)"),
+    CheckSpec("os_sandbox", "error", "any model stage",
+              "the model did nothing the OS sandbox refuses (a warning where the kernel has no Landlock)"),
+    CheckSpec("dynamic_batch_runs", "error", "probe-batch", "the signature runs at the inputs' batch size on its dynamic batch dimension"),
+    CheckSpec("keras_wrapper_built", "error", "load-and-wrap", "the signature wraps as a functional keras.Model"),
+    CheckSpec("keras_wrapper_parity", "error", "load-and-wrap", "the wrapper's `predict` gives the reference runtime's outputs"),
+    CheckSpec("output_names", "error", "run-checks", "the outputs are those the signature declares, by name"),
+    CheckSpec("output_dtypes", "error", "run-checks", "each output has its declared dtype"),
+    CheckSpec("output_shapes", "error", "run-checks", "each output has its declared shape"),
+    CheckSpec("finite_outputs", "error", "run-checks", "no NaN or Inf in any output"),
+    CheckSpec("deterministic", "error", "run-checks", "two calls on the same inputs give identical outputs"),
+    CheckSpec("batch_consistency", "error", "run-checks",
+              "each row of the batch equals that row run alone, within `--atol`/`--rtol` of the element or `rtol` of the "
+              "output's largest magnitude (a batch and a row may sum long reductions in another order)"),
+    CheckSpec("benchmark", "error", "benchmark", "skipped, with the reason, when nothing could be timed"),
+    CheckSpec("benchmark_keras", "error", "benchmark", "skipped, with the reason, when the Keras wrapper could not be built"),
+    CheckSpec("benchmark_stability_<runtime>", "warning", "benchmark, benchmark-`<target>`",
+              "every measurement's last 3 window means within 10 % of their mean"),
+    CheckSpec("benchmark_budget_<runtime>", "warning", "benchmark, benchmark-`<target>`",
+              "the time budget measured every batch size planned"),
+    CheckSpec("benchmark_gpu_<runtime>", "error", "benchmark, benchmark-`<target>`",
+              "measured on the GPU where one is present (skipped or a warning, with the reason, where not)"),
+    CheckSpec("benchmark_<runtime>", "error", "benchmark-`<target>`", "skipped, with the reason, when nothing could be timed"),
+    CheckSpec("<target>_conversion", "error or warning", "export-`<target>`",
+              "the target's converter made a file that passes its checks (a warning for an optional target)"),
+    CheckSpec("<format>_<check>", "error", "export-`<target>`",
+              "the target's own checks of its file: `onnx_ops_converted`, `onnx_checker`, `onnx_shape_inference`, "
+              "`onnx_runtime_load`, `onnx_inputs`, `onnx_outputs`, `litert_interpreter_load`, `litert_inputs`, "
+              "`litert_outputs`, `openvino_compile`, `openvino_inputs`, `openvino_outputs`"),
+]
+
+
+def spec_of(name: str) -> CheckSpec | None:
+    """The entry of a check name: its own, else the family it belongs to."""
+    exact = next((spec for spec in CATALOGUE if spec.name == name), None)
+    return exact or next((spec for spec in CATALOGUE if "<" in spec.name and spec.matches(name)), None)
+
+
+def markdown_table() -> str:
+    rows = ["| check | severity | stage | rule |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{spec.name}` | {spec.severity} | {spec.stage} | {spec.rule} |" for spec in CATALOGUE]
+    return "\n".join(rows)
