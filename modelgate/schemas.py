@@ -365,6 +365,11 @@ class ValidationRequest(BaseModel):
                 raise ValueError(f"{field}: unknown target {', '.join(unknown)}; the targets are {', '.join(sorted(known))}")
         return self
 
+    def as_parameters(self) -> dict:
+        """The request as a deployment run's parameters: in the current shape whatever keys built it (Prefect
+        holds run parameters to the flow's schema, which knows no flat keys of earlier releases)."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
     def conversion_targets(self) -> list[str]:
         """The targets asked; export_onnx=False (--no-onnx, kept from earlier releases) takes onnx out."""
         return [name for name in self.targets if self.export_onnx or name != "onnx"]

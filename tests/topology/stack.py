@@ -17,6 +17,7 @@ from typing import Any
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+from modelgate.schemas import ValidationRequest
 from tests.topology import compose
 from tests.topology.processes import PostgresCluster, Service, free_port, postgres_bindir, wait_until
 
@@ -200,6 +201,6 @@ class Topology(contextlib.ExitStack):
 def run_parameters(output: Path, source: str, **fields: Any) -> dict[str, Any]:
     """A quick validation's request, writing under output (workers run in the repository: keep it clean)."""
     output.mkdir(parents=True, exist_ok=True)
-    return {"source": source, "export_onnx": False, "benchmark_batch_sizes": [1], "benchmark_max_windows": 3,
-            "benchmark_warmup": 1, "output_dir": str(output / "out"), "report_path": str(output / "report.json"),
-            **fields}
+    quick = {"export_onnx": False, "benchmark": {"batch_sizes": [1], "max_windows": 3, "warmup": 1},
+             "output_dir": str(output / "out"), "report_path": str(output / "report.json")}
+    return ValidationRequest(source=source, **{**quick, **fields}).as_parameters()
