@@ -29,15 +29,17 @@ def _catches(pid: int, signum: int) -> bool:
     return bool(int(mask, 16) >> (signum - 1) & 1)
 
 
-def _stopped_within(process: subprocess.Popen, signum: int) -> float:
+def _stopped_within(process: subprocess.Popen, signum: int) -> tuple[float, str]:
+    """Seconds until the process group ended after the signal, and its stderr. Both pipes are drained while
+    waiting: a command blocked writing to a full pipe would never exit (and wait() alone never reads them)."""
     started = time.monotonic()
     os.killpg(process.pid, signum)  # as a terminal (or a service manager) signals a whole process group
     try:
-        process.wait(timeout=300)
+        _, stderr = process.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    return time.monotonic() - started
+        _, stderr = process.communicate()
+    return time.monotonic() - started, stderr or ""
 
 
 def test_ctrl_c_during_a_model_stage_ends_validate_in_seconds_with_the_report_kept(tmp_path):
@@ -54,8 +56,7 @@ def test_ctrl_c_during_a_model_stage_ends_validate_in_seconds_with_the_report_ke
     children = psutil.Process(validate.pid).children(recursive=True)
     assert children, "the Prefect server and the model processes should be running"
 
-    took = _stopped_within(validate, signal.SIGINT)
-    stderr = validate.stderr.read()
+    took, stderr = _stopped_within(validate, signal.SIGINT)
     assert took < STOP_WITHIN_S, f"validate took {took:.0f} s to stop"
     assert validate.returncode == 130
     assert "modelgate: error: interrupted" in stderr and "Traceback" not in stderr
@@ -85,7 +86,7 @@ def test_serve_stops_in_seconds_on_sigterm_when_its_prefect_server_is_gone(tmp_p
             time.sleep(0.2)
     finally:
         server.stop()
-    took = _stopped_within(serve, signal.SIGTERM)
+    took, _ = _stopped_within(serve, signal.SIGTERM)
     assert took < STOP_WITHIN_S / 2, f"serve took {took:.0f} s to stop"
     assert serve.returncode == 0
 
