@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from modelgate.compare import compare_arrays, exactly_equal, tolerance_for
-from modelgate.schemas import STATUS_WHEN_BROKEN, Check, Severity, SignatureSpec, Tolerance
+from modelgate.schemas import STATUS_WHEN_BROKEN, Check, Severity, SignatureSpec, TensorSpec, Tolerance
 
 
 def rule(name: str, severity: Severity, problems: list[str], passed: str, notes: list[str] | tuple[str, ...] = ()) -> Check:
@@ -17,6 +17,43 @@ def rule(name: str, severity: Severity, problems: list[str], passed: str, notes:
         message = "; ".join([*problems, *notes])
         return Check(name=name, status=STATUS_WHEN_BROKEN[severity], severity=severity, message=message)
     return Check(name=name, status="passed", severity=severity, message="; ".join([passed, *notes]))
+
+
+def shape_problem(expected: list[int | None] | None, found: list[int | None] | None) -> str | None:
+    """How a converted file's shape breaks the signature's, if it does: a dynamic dimension must stay dynamic."""
+    if expected is None or found is None:
+        return None
+    if len(expected) != len(found):
+        return f"rank {len(found)}, the signature has rank {len(expected)}"
+    for axis, (want, have) in enumerate(zip(expected, found)):
+        if want is None and have is not None:
+            return f"dimension {axis} fixed at {have}, dynamic in the signature"
+        if want is not None and have is not None and want != have:
+            return f"dimension {axis} is {have}, the signature has {want}"
+    return None
+
+
+def signature_io_check(
+    name: str, kind: str, expected: dict[str, TensorSpec], found: dict[str, TensorSpec], file_kind: str,
+    problems: list[str] | None = None,
+) -> Check:
+    """A converted file's inputs or outputs (`found`, by name) against the signature's: names, dtypes, shapes.
+    `file_kind` names the file in the messages ("ONNX graph", "IR"); `problems` are ones the caller found first."""
+    problems = list(problems or [])
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing:
+        problems.append(f"no {kind} {', '.join(missing)} in the {file_kind}")
+    if extra:
+        problems.append(f"{file_kind.split()[0]} {kind}s {', '.join(extra)} are not in the signature")
+    for tensor, spec in expected.items():
+        if tensor not in found:
+            continue
+        if found[tensor].dtype != spec.dtype:
+            problems.append(f"{tensor}: dtype {found[tensor].dtype}, the signature has {spec.dtype}")
+        if problem := shape_problem(spec.shape, found[tensor].shape):
+            problems.append(f"{tensor}: {problem}")
+    return rule(name, "error", problems, f"{kind}s {', '.join(expected)} match the signature by name, dtype and shape")
 
 
 def dtype_name(array: np.ndarray) -> str:

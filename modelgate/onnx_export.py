@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelgate.checks import rule
+from modelgate.checks import signature_io_check
 from modelgate.schemas import Check, ConversionRecord, SignatureSpec, TensorSpec
 
 UNSUPPORTED_OPS = re.compile(r"Unsupported ops: Counter\((\{.*?\})\)")
@@ -280,8 +280,14 @@ def verify_onnx_file(path: str, signature: SignatureSpec) -> list[Check]:
                                f"{_first_line(exc)}") for name in ("onnx_inputs", "onnx_outputs")]
     initializers = {init.name for init in graph.initializer}
     graph_inputs = {value.name: value for value in graph.input if value.name not in initializers}
-    checks.append(_io_check("onnx_inputs", "input", signature.inputs, graph_inputs))
-    checks.append(_io_check("onnx_outputs", "output", signature.outputs, {value.name: value for value in graph.output}))
+    checks.append(signature_io_check(
+        "onnx_inputs", "input", signature.inputs, {name: _onnx_spec(value) for name, value in graph_inputs.items()},
+        "ONNX graph",
+    ))
+    checks.append(signature_io_check(
+        "onnx_outputs", "output", signature.outputs, {value.name: _onnx_spec(value) for value in graph.output},
+        "ONNX graph",
+    ))
     return checks
 
 
@@ -299,35 +305,3 @@ def _onnx_spec(value) -> TensorSpec:
     return TensorSpec(dtype=dtype, shape=[d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim])
 
 
-def _shape_problem(expected: list[int | None] | None, found: list[int | None] | None) -> str | None:
-    if expected is None or found is None:
-        return None
-    if len(expected) != len(found):
-        return f"rank {len(found)}, the signature has rank {len(expected)}"
-    for axis, (want, have) in enumerate(zip(expected, found)):
-        if want is None and have is not None:
-            return f"dimension {axis} fixed at {have}, dynamic in the signature"
-        if want is not None and have is not None and want != have:
-            return f"dimension {axis} is {have}, the signature has {want}"
-    return None
-
-
-def _io_check(name: str, kind: str, expected: dict[str, TensorSpec], graph_values: dict) -> Check:
-    """ONNX graph inputs or outputs against the signature's, by name: names, dtypes, shapes."""
-    problems = []
-    missing = sorted(set(expected) - set(graph_values))
-    extra = sorted(set(graph_values) - set(expected))
-    if missing:
-        problems.append(f"no {kind} {', '.join(missing)} in the ONNX graph")
-    if extra:
-        problems.append(f"ONNX {kind}s {', '.join(extra)} are not in the signature")
-    for tensor, spec in expected.items():
-        if tensor not in graph_values:
-            continue
-        found = _onnx_spec(graph_values[tensor])
-        if found.dtype != spec.dtype:
-            problems.append(f"{tensor}: dtype {found.dtype}, the signature has {spec.dtype}")
-        shape_problem = _shape_problem(spec.shape, found.shape)
-        if shape_problem:
-            problems.append(f"{tensor}: {shape_problem}")
-    return rule(name, "error", problems, f"{kind}s {', '.join(expected)} match the signature by name, dtype and shape")

@@ -18,8 +18,7 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-from modelgate.checks import rule
-from modelgate.onnx_export import _shape_problem
+from modelgate.checks import signature_io_check
 from modelgate.runtimes import CPU
 from modelgate.runtimes.openvino import import_openvino, load
 from modelgate.schemas import Check, ConversionRecord, Criteria, SignatureSpec, TensorSpec
@@ -200,18 +199,4 @@ def _io_check(name: str, kind: str, expected: dict[str, TensorSpec], ports) -> C
             problems.append(f"an IR {kind} carries the names {', '.join(names) or '(none)'}, not one signature name")
         for port_name in names:
             found[port_name] = _spec(port)
-    missing = sorted(set(expected) - set(found))
-    extra = sorted(set(found) - set(expected))
-    if missing:
-        problems.append(f"no {kind} {', '.join(missing)} in the IR")
-    if extra:
-        problems.append(f"IR {kind}s {', '.join(extra)} are not in the signature")
-    for tensor, spec in expected.items():
-        if tensor not in found:
-            continue
-        if found[tensor].dtype != spec.dtype:
-            problems.append(f"{tensor}: dtype {found[tensor].dtype}, the signature has {spec.dtype}")
-        shape_problem = _shape_problem(spec.shape, found[tensor].shape)
-        if shape_problem:
-            problems.append(f"{tensor}: {shape_problem}")
-    return rule(name, "error", problems, f"{kind}s {', '.join(expected)} match the signature by name, dtype and shape")
+    return signature_io_check(name, kind, expected, found, "IR", problems)
