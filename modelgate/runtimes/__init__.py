@@ -10,14 +10,13 @@ imported at module level: the parent reads these declarations before any model h
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import pkgutil
 from dataclasses import dataclass
 from functools import cache
 from typing import Protocol
 
 import numpy as np
 
+from modelgate.declarations import declared_in, missing_packages
 from modelgate.errors import ModelgateError
 
 CPU, GPU = "cpu", "gpu"
@@ -53,7 +52,7 @@ class Runtime:
         return self.name
 
     def missing_packages(self) -> list[str]:
-        return [package for package in self.packages if importlib.util.find_spec(package) is None]
+        return missing_packages(self.packages)
 
     def implementation(self):
         return importlib.import_module(self.module)
@@ -71,12 +70,7 @@ class Runtime:
 
 @cache
 def registry() -> dict[str, Runtime]:
-    found = {}
-    for info in pkgutil.iter_modules(__path__, f"{__name__}."):
-        runtime = getattr(importlib.import_module(info.name), "RUNTIME", None)
-        if runtime is not None:
-            found[runtime.name] = runtime
-    return found
+    return declared_in(__path__, __name__, "RUNTIME")
 
 
 def runtime(name: str) -> Runtime:

@@ -12,11 +12,10 @@ its file (and, for a new format, one runtime file in modelgate/runtimes/).
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import pkgutil
 from dataclasses import dataclass, field
 from functools import cache
 
+from modelgate.declarations import declared_in, missing_packages
 from modelgate.runtimes import Runtime, runtimes_for
 from modelgate.schemas import Criteria, SignatureSpec
 
@@ -55,7 +54,7 @@ class Target:
         return f"{self.name.replace('-', '_')}_conversion"
 
     def missing_packages(self) -> list[str]:
-        return [package for package in self.packages if importlib.util.find_spec(package) is None]
+        return missing_packages(self.packages)
 
     def runtimes(self) -> list[Runtime]:
         return runtimes_for(self.artifact_format)
@@ -66,12 +65,7 @@ class Target:
 
 @cache
 def registry() -> dict[str, Target]:
-    found = {}
-    for info in pkgutil.iter_modules(__path__, f"{__name__}."):
-        target = getattr(importlib.import_module(info.name), "TARGET", None)
-        if target is not None:
-            found[target.name] = target
-    return found
+    return declared_in(__path__, __name__, "TARGET")
 
 
 def target(name: str) -> Target:
