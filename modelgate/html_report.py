@@ -8,7 +8,7 @@ from pathlib import Path
 
 from jinja2 import Environment
 
-from modelgate import matrix
+from modelgate import atomic_write, matrix
 from modelgate.plots import latency_against_error
 from modelgate.schemas import ValidationReport
 
@@ -154,6 +154,4 @@ def render(report: ValidationReport) -> str:
 
 
 def write(report: ValidationReport, path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(render(report))
-    return path
+    return atomic_write.write_text(path, render(report))

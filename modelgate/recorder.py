@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.states import Completed, State
 
-from modelgate import mlflow_store, os_sandbox
+from modelgate import atomic_write, mlflow_store, os_sandbox
 from modelgate.environment import gather_environment
 from modelgate.errors import ModelgateError, ModelRejected
 from modelgate.schemas import STATUS_WHEN_BROKEN, Check, StageRecord, StageResult, ValidationReport, ValidationRequest
@@ -127,10 +127,8 @@ class ValidationRun:
 
     def save(self) -> None:
         text = self.report.model_dump_json(indent=2)
-        self.report_file.write_text(text)
-        report_path = Path(self.request.report_path)
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(text)
+        atomic_write.write_text(self.report_file, text)
+        atomic_write.write_text(self.request.report_path, text)
         if self.report.mlflow.run_id and self.report.status == "running":
             try:
                 mlflow_store.upload_report(self.report.mlflow, self.report_file)
