@@ -9,7 +9,8 @@ one pool for the TensorFlow jobs that only read the model, one for the ONNX Runt
 (`shared_processes`); a job that changes TensorFlow's global state (tf2onnx) gets a single-use child, and
 one that needs its own device visibility a fresh one. A job that times out or is killed takes its shared child with it, and the
 next job starts a new one. A pool's child can start at once with a warm-up (importing its frameworks,
-never touching the model), so that import overlaps the parent's static inspection instead of following it.
+never touching the model), so that import overlaps the flow's first stages instead of following them. The
+parent itself never imports TensorFlow: the static reading that needs it runs in the TensorFlow pool's child.
 
 Within a validation every child that runs TensorFlow model code is also confined by the OS (modelgate.os_sandbox),
 entered before its warm-up; where the sandbox stops the model, the job's failure becomes the verdict `os_sandbox`.
@@ -34,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from modelgate.errors import ModelRejected, ModelRunError
+from modelgate.errors import ModelgateError, ModelRejected, ModelRunError
+from modelgate.schemas import SandboxLimits
 
 if TYPE_CHECKING:
     from modelgate.os_sandbox import OsSandbox
@@ -113,7 +115,7 @@ def _worker_main(conn, environment: dict[str, str], warm_up: str | None, sandbox
             os._exit(0)
         target, args, log_path = request
         if unconfined is not None:
-            conn.send(("error", unconfined, ""))
+            conn.send(("error", unconfined, "", None))
             continue
         _redirect_output(log_path)
         try:
@@ -125,7 +127,9 @@ def _worker_main(conn, environment: dict[str, str], warm_up: str | None, sandbox
             else:
                 details = traceback.format_exc()
                 print(details, file=sys.stderr, flush=True)
-                reply = ("error", f"{type(exc).__name__}: {exc}", details)
+                # modelgate's own errors travel whole too, for a caller that raises them as they are (see run_isolated)
+                own = exc if isinstance(exc, ModelgateError) else None
+                reply = ("error", f"{type(exc).__name__}: {exc}", details, own)
         sys.stdout.flush()
         sys.stderr.flush()
         conn.send(reply)
@@ -289,7 +293,7 @@ class ModelProcess:
         return reply, max(peak, self._watched.rss_mb())
 
     def run(self, target: Callable[..., Any], args: tuple, limits: Limits, label: str,
-            log_path: str | Path | None) -> IsolatedRun:
+            log_path: str | Path | None, raises: tuple[type[ModelgateError], ...] = ()) -> IsolatedRun:
         if self.refusal:
             raise ModelRunError(f"{label}: {self.refusal}")
         if self._child is None or not self._child.is_alive():
@@ -309,6 +313,8 @@ class ModelProcess:
         if reply[0] == "rejected":
             raise ModelRejected(reply[1], reply[2])
         if reply[0] == "error":
+            if isinstance(reply[3], raises):
+                raise reply[3]
             raise ModelRunError(f"{label}: {reply[1]}")
         return IsolatedRun(value=reply[1], wall_s=time.monotonic() - started, peak_rss_mb=max(peak, warm_up_peak))
 
@@ -355,18 +361,23 @@ def run_isolated(
     log_path: str | Path | None = None,
     share: bool = True,
     pool: str | None = None,
+    raises: tuple[type[ModelgateError], ...] = (),
 ) -> IsolatedRun:
     """Call target(*args) in a child interpreter; target must be importable by name, its value must pickle.
 
     A target marked with shares_process(pool), or given `pool` (a job that serves several runtimes), runs in
     that pool's shared child when one is open and `share` is left True; anything else gets a fresh child.
+
+    The model's rejections (ModelRejected) reach the caller as such; an error of one of the classes in `raises`
+    as it was raised, with its own class and message (a job doing, for the parent, work that would raise the
+    same there: not a SavedModel, bad inputs); any other failure as a ModelRunError naming `label`.
     """
     shared = _shared.get().get(pool or getattr(target, SHARES_PROCESS, None)) if share else None
     if shared is not None:
-        return shared.run(target, args, limits, label, log_path)
+        return shared.run(target, args, limits, label, log_path, raises)
     process = ModelProcess(sandbox=_sandbox.get())
     try:
-        return process.run(target, args, limits, label, log_path)
+        return process.run(target, args, limits, label, log_path, raises)
     finally:
         process.close()
 
@@ -384,3 +395,12 @@ def limits_of(request) -> Limits:
     """The bounds a validation request sets on each stage that runs model code."""
     limits = request.limits
     return Limits(timeout_s=limits.timeout_s, memory_limit_mb=limits.memory_limit_mb or default_memory_limit_mb())
+
+
+def reading_limits_of(request) -> Limits:
+    """The bounds of a job that only reads the model (inspection_job, say): the request's are meant for its model
+    code, so a time or memory limit set low for that does not stop the reading, which never gets tighter ones
+    than the defaults."""
+    limits = limits_of(request)
+    return Limits(timeout_s=max(limits.timeout_s, SandboxLimits().timeout_s),
+                  memory_limit_mb=max(limits.memory_limit_mb, default_memory_limit_mb()))
