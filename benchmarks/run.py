@@ -82,10 +82,10 @@ def engine_against_bare(call: Callable[[], object]) -> dict:
 
 def signature_choice(model_dir: Path, workdir: Path):
     """The signature the flow would validate, chosen by its own stages (a loadable copy, if any, under workdir)."""
-    from tasks.inspect_model import inspect_model
+    from modelgate.jobs import inspection_job
     from tasks.select_signature import select_signature
 
-    return select_signature.fn(inspect_model.fn(str(model_dir), str(workdir)), None, None)
+    return select_signature.fn(inspection_job(str(model_dir), str(workdir)), None, None)
 
 
 def convert(model_dir: Path, workdir: Path) -> str:
