@@ -20,30 +20,43 @@ import psutil
 SAMPLE_S = 0.02
 
 
-def tree_rss_mb(process: psutil.Process) -> float:
-    total = 0
+def tree_rss_mb(process: psutil.Process) -> dict[int, float]:
+    """Resident memory of each process of the tree, by pid."""
+    members = {}
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
+            members[member.pid] = member.memory_info().rss / 2**20
         except psutil.Error:
             continue  # a child that ended between the listing and the reading holds nothing
-    return total / 2**20
+    return members
 
 
 class TreeMemory:
-    """Samples this process's tree in a thread; stage_started/stage_finished make it a recorder listener."""
+    """Samples this process's tree in a thread; stage_started/stage_finished make it a recorder listener.
+    Beside each stage's peak it keeps what each process held then, named by the stage it was first seen in,
+    which says which children were alive at once."""
 
     def __init__(self) -> None:
         self.process = psutil.Process()
         self.stage = "start"
         self.peaks: dict[str, float] = {}
+        self.alive_at_peak: dict[str, dict[str, float]] = {}
+        self._first_seen: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(SAMPLE_S):
-            rss = tree_rss_mb(self.process)
-            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0.0), rss)
+            stage, members = self.stage, tree_rss_mb(self.process)
+            total = sum(members.values())
+            if total > self.peaks.get(stage, 0.0):
+                self.peaks[stage] = total
+                self.alive_at_peak[stage] = {self._name(pid, stage): mb for pid, mb in members.items()}
+
+    def _name(self, pid: int, stage: str) -> str:
+        if pid == self.process.pid:
+            return "flow"
+        return f"{pid} (since {self._first_seen.setdefault(pid, stage)})"
 
     def stage_started(self, name: str) -> None:
         self.stage = name
@@ -70,13 +83,13 @@ class TreeMemory:
         return max(self.peaks.values(), default=0.0)
 
 
-def validation_peak(request) -> tuple[float, dict[str, float], str]:
-    """The whole tree's peak over one validation, the peak per stage, and the verdict."""
+def validation_peak(request) -> tuple[TreeMemory, str]:
+    """The whole tree's memory over one validation, and the verdict."""
     from flows.validate import validate
 
     with TreeMemory() as memory:
         report = validate(request)
-    return memory.peak_mb, memory.peaks, report.status
+    return memory, report.status
 
 
 def main() -> None:
@@ -96,9 +109,13 @@ def main() -> None:
         output_dir=str(out / "work"), tracking_uri=f"sqlite:///{out.resolve() / 'mlflow.db'}",
     )
     started = time.perf_counter()
-    peak, peaks, status = validation_peak(request)
-    print(json.dumps({"status": status, "peak_mb": round(peak), "wall_s": round(time.perf_counter() - started, 1),
-                      "per_stage_mb": {k: round(v) for k, v in peaks.items()}}, indent=1))
+    memory, status = validation_peak(request)
+    print(json.dumps({
+        "status": status, "peak_mb": round(memory.peak_mb), "wall_s": round(time.perf_counter() - started, 1),
+        "per_stage_mb": {stage: {"peak": round(peak), "alive": {name: round(mb) for name, mb in
+                                                                  memory.alive_at_peak[stage].items()}}
+                         for stage, peak in memory.peaks.items()},
+    }, indent=1))
 
 
 if __name__ == "__main__":

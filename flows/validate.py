@@ -5,7 +5,7 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.states import Failed, State
 
-from modelgate.pools import validation_pools
+from modelgate.pools import begin_target_stages, validation_pools
 from modelgate.recorder import Missing, ValidationRun
 from modelgate.registry import is_registry_uri
 from modelgate.sandbox import shared_processes
@@ -82,6 +82,7 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
         runnable = [] if isinstance(plan, Missing) else plan.runnable
         if runnable:
             batches = run.stage(reference_batches, choice, inputs, reference, request, workdir)
+        begin_target_stages()
         artifacts = {}
         for name in runnable:
             parent = artifacts[target(name).parent] if target(name).parent else None

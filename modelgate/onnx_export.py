@@ -36,6 +36,13 @@ EXTERNAL_DATA_MIN_BYTES = 1024
 # A single protobuf cannot pass 2 GiB. The ONNX file holds about the variables' bytes, plus constants tf2onnx
 # folds, so models whose variables pass this margin get external data.
 EXTERNAL_DATA_ABOVE_BYTES = int(1.5 * 2**30)
+# tf2onnx's default path freezes the model into a new TF function and runs grappler on it: 25 copies of the
+# weights at its peak (2.4 GB over the child's own 0.75 GB for 100 MiB; 1 GiB outgrew a 24 GB machine). Its
+# large-model path does neither, and holds 4 copies with pure-Python protobuf, which shares a tensor's bytes
+# where the C implementation (upb) copies them at every access (28 copies with upb). Small models keep the
+# default path: grappler folds a few more nodes there, and lookup tables convert only there.
+LARGE_MODEL_ABOVE_BYTES = 16 * 2**20
+PURE_PYTHON_PROTOBUF = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
 
 
 @dataclass(frozen=True)
@@ -45,36 +52,40 @@ class ConversionPlan:
     tags: list[str]
     opset: int
     output_path: str
-    external_data: bool = False
+    large_model: bool = False
+    external_data: bool = False  # only with large_model: the default path writes one protobuf
 
     @property
     def tf2onnx_output(self) -> str:
         """tf2onnx's large-model mode writes a zip of the graph and one file per big tensor."""
-        return f"{self.output_path}.zip" if self.external_data else self.output_path
+        return f"{self.output_path}.zip" if self.large_model else self.output_path
 
     def argv(self) -> list[str]:
         return [
             "--saved-model", self.model_dir, "--signature_def", self.signature_key,
             "--tag", ",".join(self.tags), "--opset", str(self.opset), "--output", self.tf2onnx_output,
-            *(["--large_model"] if self.external_data else []),
+            *(["--large_model"] if self.large_model else []),
         ]
 
     def shell_command(self) -> str:
-        if not self.external_data:
+        if not self.large_model:
             return shlex.join(["python", "-m", "tf2onnx.convert", *self.argv()])
         convert = (
             "import runpy, sys, numpy; numpy.product = numpy.prod; "
             f"sys.argv = {['tf2onnx.convert', *self.argv()]!r}; runpy.run_module('tf2onnx.convert', run_name='__main__')"
         )
-        resave = (
+        unpack = (
             "from modelgate.onnx_export import unpack_large_model; "
-            f"unpack_large_model({self.tf2onnx_output!r}, {self.output_path!r})"
+            f"unpack_large_model({self.tf2onnx_output!r}, {self.output_path!r}, external_data={self.external_data!r})"
         )
+        layout = "model.onnx + model.onnx.data (standard ONNX external data)" if self.external_data else "one model.onnx"
+        environment = " ".join(f"{name}={value}" for name, value in PURE_PYTHON_PROTOBUF.items())
         return "\n".join([
             "# tf2onnx 1.17's --large_model still calls numpy.product, which NumPy 2 removed: alias it back.",
-            shlex.join(["python", "-c", convert]),
-            "# Unpack tf2onnx's zip into model.onnx + model.onnx.data (standard ONNX external data).",
-            shlex.join(["python", "-c", resave]),
+            "# Pure-Python protobuf shares the weights' bytes instead of copying them at every access.",
+            f"{environment} {shlex.join(['python', '-c', convert])}",
+            f"# Unpack tf2onnx's zip into {layout}.",
+            shlex.join(["python", "-c", unpack]),
         ])
 
 
@@ -108,10 +119,17 @@ def default_opset() -> int:
     return highest_runtime_opset(min(max(constants.OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version()))
 
 
-def needs_external_data(model_dir: str | Path) -> bool:
+def variables_size(model_dir: str | Path) -> int:
     variables = Path(model_dir) / "variables"
-    size = sum(f.stat().st_size for f in variables.rglob("*") if f.is_file()) if variables.is_dir() else 0
-    return size > EXTERNAL_DATA_ABOVE_BYTES
+    return sum(f.stat().st_size for f in variables.rglob("*") if f.is_file()) if variables.is_dir() else 0
+
+
+def needs_external_data(model_dir: str | Path) -> bool:
+    return variables_size(model_dir) > EXTERNAL_DATA_ABOVE_BYTES
+
+
+def needs_large_model(model_dir: str | Path) -> bool:
+    return variables_size(model_dir) > LARGE_MODEL_ABOVE_BYTES
 
 
 def unsupported_ops(log_text: str) -> dict[str, int]:
@@ -136,25 +154,81 @@ def converter_message(log_text: str) -> str:
     return lines[-1].split(" - ", 2)[-1] if lines else ""
 
 
-def unpack_large_model(zip_path: str, output_path: str) -> None:
-    """tf2onnx's large-model zip as model.onnx plus one model.onnx.data, the layout the checker, ONNX Runtime
-    and MLflow expect. Tensors under EXTERNAL_DATA_MIN_BYTES stay inline: ONNX Runtime infers shapes at load
-    from small constants (Slice starts, Reshape shapes) and refuses to read those from external data."""
+def unpack_large_model(zip_path: str, output_path: str, external_data: bool) -> None:
+    """tf2onnx's large-model zip as one model.onnx, or model.onnx plus one model.onnx.data: the layouts the
+    checker, ONNX Runtime and MLflow expect. Tensors under EXTERNAL_DATA_MIN_BYTES stay inline: ONNX Runtime
+    infers shapes at load from small constants (Slice starts, Reshape shapes) and refuses to read those from
+    external data."""
     import onnx
 
     unpacked = Path(f"{output_path}.unpacked")
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(unpacked)
-    # Loading resolves tf2onnx's per-tensor files; the proto is never serialised whole, so 2 GiB is no limit.
+    # Loading resolves tf2onnx's per-tensor files; with external data the proto is never serialised whole, so
+    # 2 GiB is no limit.
     model = onnx.load(str(unpacked / "__MODEL_PROTO.onnx"))
-    onnx.save_model(
-        model, output_path, save_as_external_data=True, all_tensors_to_one_file=True,
-        location=EXTERNAL_DATA_FILE, size_threshold=EXTERNAL_DATA_MIN_BYTES,
-    )
+    if external_data:
+        onnx.save_model(
+            model, output_path, save_as_external_data=True, all_tensors_to_one_file=True,
+            location=EXTERNAL_DATA_FILE, size_threshold=EXTERNAL_DATA_MIN_BYTES,
+        )
+    else:
+        onnx.save_model(model, output_path)
     for leftover in sorted(unpacked.rglob("*"), reverse=True):
         leftover.unlink() if leftover.is_file() else leftover.rmdir()
     unpacked.rmdir()
     Path(zip_path).unlink()
+
+
+def splice_constant_identities(graph_def, protected: set[str]) -> None:
+    """Consumers of an Identity that only passes a constant on (a frozen variable read, an inlined function's
+    input) read the constant itself, and the Identity goes. tf2onnx folds every such Identity by running it in
+    TensorFlow and keeps each result until its consumers are converted: a copy of the weights per Identity,
+    two per variable in a frozen TF2 function. TF's remove_training_nodes spares exactly these (they carry
+    control edges); grappler removes them on tf2onnx's default path only. Outputs (`protected`) stay."""
+    nodes = {node.name: node for node in graph_def.node}
+
+    def constant_behind(node) -> str | None:
+        while node is not None and node.op == "Identity" and len(node.input) == 1:
+            name, _, port = node.input[0].partition(":")
+            if name.startswith("^") or port not in ("", "0"):
+                return None
+            node = nodes.get(name)
+        return node.name if node is not None and node.op == "Const" else None
+
+    spliced = {node.name: constant_behind(node) for node in graph_def.node
+               if node.op == "Identity" and node.name not in protected}
+    spliced = {name: constant for name, constant in spliced.items() if constant}
+    for node in graph_def.node:
+        for index, name in enumerate(node.input):
+            control = name.startswith("^")
+            source = name[1:] if control else name.partition(":")[0]
+            if source in spliced:
+                node.input[index] = f"^{spliced[source]}" if control else spliced[source]
+    for index in reversed(range(len(graph_def.node))):
+        if graph_def.node[index].name in spliced:
+            del graph_def.node[index]
+
+
+def _release_copies_after_freezing() -> None:
+    """Once tf2onnx has frozen the weights into its graph, the loaded model goes, but its objects point at each
+    other and nothing triggers the cyclic collector before the conversion's peak: collected at once, its
+    variables' copy of the weights is gone before tf2onnx makes the next ones. Then the constant Identities
+    are spliced out (splice_constant_identities). This child is single-use, so the patch dies with it."""
+    import gc
+
+    from tf2onnx import tf_loader
+
+    freeze = tf_loader.from_saved_model
+
+    def from_saved_model(*args, **kwargs):
+        frozen = freeze(*args, **kwargs)
+        gc.collect()
+        graph_def, _, outputs = frozen[:3]
+        splice_constant_identities(graph_def, {name.partition(":")[0] for name in outputs})
+        return frozen
+
+    tf_loader.from_saved_model = from_saved_model
 
 
 def _collect_before_each_optimizer_copy() -> None:
@@ -179,7 +253,8 @@ def _collect_before_each_optimizer_copy() -> None:
 def _run_tf2onnx(plan: ConversionPlan) -> str | None:
     """tf2onnx's command-line entry point in this process; returns why it failed, if it did."""
     _collect_before_each_optimizer_copy()
-    if plan.external_data:
+    _release_copies_after_freezing()
+    if plan.large_model:
         import numpy
 
         # tf2onnx 1.17's large-model path (graph.py, get_value_attr) calls numpy.product, removed in NumPy 2.
@@ -199,8 +274,8 @@ def _run_tf2onnx(plan: ConversionPlan) -> str | None:
         sys.stderr.flush()
     if not Path(plan.tf2onnx_output).is_file():
         return "tf2onnx wrote no ONNX file"
-    if plan.external_data:
-        unpack_large_model(plan.tf2onnx_output, plan.output_path)
+    if plan.large_model:
+        unpack_large_model(plan.tf2onnx_output, plan.output_path, plan.external_data)
     return None
 
 
@@ -231,7 +306,8 @@ def convert_with_tf2onnx(plan: ConversionPlan, signature: SignatureSpec, log_pat
         converter_message=converter_message(log_text),
         checks=checks,
         failure="; ".join(([tf2onnx_failure] if tf2onnx_failure else []) + fatal) or None,
-        details={"opset": plan.opset, "external_data": plan.external_data, "unsupported_ops": ops},
+        details={"opset": plan.opset, "large_model": plan.large_model, "external_data": plan.external_data,
+                 "unsupported_ops": ops},
         reproduce=plan.shell_command(),
     )
 

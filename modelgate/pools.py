@@ -1,9 +1,14 @@
-"""The child processes of one validation, each warmed up (frameworks imported) as the flow starts.
+"""The child processes of one validation, each warmed up (frameworks imported) before its first job.
 
 TensorFlow and each runtime a target needs get separate shared children: each keeps its own thread pools,
 and a model loaded by one does not count against another's memory limit. A converter that declares a warm-up
 (tf2onnx) gets a single-use child: a conversion may change its framework's global state, so nothing runs after
 it in that interpreter. Converters without one get a fresh child per conversion.
+
+TensorFlow's child and the converters' start with the flow, so that their imports overlap the inspection. At
+begin_target_stages() TensorFlow's, which holds the loaded model, closes (a conversion loads the model again
+and makes copies of its weights: both at once would add up), and the runtimes' start, warming up while the
+first conversion runs.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from modelgate.benchmark_plan import thread_environment
 from modelgate.op_allowlist import import_op_libraries_from_environment, op_library_environment
 from modelgate.quiet import import_tensorflow
-from modelgate.sandbox import SharedProcess
+from modelgate.sandbox import SharedProcess, release_shared_process, start_deferred_processes
 from modelgate.schemas import ValidationRequest
 from modelgate.targets import Target, in_conversion_order
 
@@ -50,6 +55,12 @@ def validation_pools(request: ValidationRequest) -> dict[str, SharedProcess]:
         for runtime in target.runtimes():
             if runtime.pool not in pools and not runtime.missing_packages():
                 pools[runtime.pool] = SharedProcess(
-                    warm_up=runtime.implementation().warm_up, sandboxed=runtime.sandboxed,
+                    warm_up=runtime.implementation().warm_up, sandboxed=runtime.sandboxed, deferred=True,
                 )
     return pools
+
+
+def begin_target_stages() -> None:
+    """The model's own stages are done (reference-batches was TensorFlow's last job); the targets' begin."""
+    release_shared_process(TENSORFLOW)
+    start_deferred_processes()

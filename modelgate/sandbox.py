@@ -7,10 +7,13 @@ whatever happens to the child, the parent gets a clear ModelRunError and carries
 Importing TensorFlow and loading a model cost seconds, so the stages of one validation share children:
 one pool for the TensorFlow jobs that only read the model, one for the ONNX Runtime jobs
 (`shared_processes`); a job that changes TensorFlow's global state (tf2onnx) gets a single-use child, and
-one that needs its own device visibility a fresh one. A job that times out or is killed takes its shared child with it, and the
-next job starts a new one. A pool's child can start at once with a warm-up (importing its frameworks,
-never touching the model), so that import overlaps the flow's first stages instead of following them. The
-parent itself never imports TensorFlow: the static reading that needs it runs in the TensorFlow pool's child.
+one that needs its own device visibility or environment a fresh one. A job that times out or is killed takes
+its shared child with it, and the next job starts a new one. A pool's child can start at once with a warm-up
+(importing its frameworks, never touching the model), so that import overlaps the flow's first stages instead
+of following them; one whose jobs all come later is deferred until start_deferred_processes(), and a pool whose
+last job is done is released (release_shared_process): a child holding a loaded model would otherwise sit
+beside the next one. The parent itself never imports TensorFlow: the static reading that needs it runs in the
+TensorFlow pool's child.
 
 Within a validation every child that runs TensorFlow model code is also confined by the OS (modelgate.os_sandbox),
 entered before its warm-up; where the sandbox stops the model, the job's failure becomes the verdict `os_sandbox`.
@@ -28,7 +31,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -193,13 +196,15 @@ def _parent_main_not_rerun() -> Iterator[None]:
 @dataclass(frozen=True)
 class SharedProcess:
     """How to start one pool's shared child: its environment variables, and a warm-up that runs at once
-    (importing frameworks; it must never load the model, which is not cleared to load when the pool opens).
-    A single-use pool is a warm spare for one job that leaves global state behind: closed after it. A pool
-    that runs no TensorFlow model code may stay outside the OS sandbox (`sandboxed=False`)."""
+    (importing frameworks; it must never load the model, which is not cleared to load when the pool opens),
+    or at start_deferred_processes() for a `deferred` pool. A single-use pool is a warm spare for one job that
+    leaves global state behind: closed after it. A pool that runs no TensorFlow model code may stay outside
+    the OS sandbox (`sandboxed=False`)."""
     environment: dict[str, str] = field(default_factory=dict)
     warm_up: Callable[[], object] | None = None
     single_use: bool = False
     sandboxed: bool = True
+    deferred: bool = False
 
 
 class ModelProcess:
@@ -222,6 +227,13 @@ class ModelProcess:
     @property
     def warming_up(self) -> bool:
         return self._child is not None and not self._ready
+
+    def with_environment(self, environment: Mapping[str, str]) -> ModelProcess:
+        """A new child of this pool's kind with `environment` on top of its own; a single-use pool's spare,
+        which started without it, will never serve and is closed."""
+        if self._spec.single_use:
+            self.close()
+        return ModelProcess(replace(self._spec, environment={**self._spec.environment, **environment}), self._sandbox)
 
     @property
     def refusal(self) -> str | None:
@@ -328,20 +340,37 @@ _sandbox: contextvars.ContextVar[OsSandbox | None] = contextvars.ContextVar("mod
 @contextlib.contextmanager
 def shared_processes(pools: dict[str, SharedProcess], sandbox: OsSandbox | None = None) -> Iterator[dict[str, ModelProcess]]:
     """Within this block, jobs marked with shares_process(pool) run in that pool's one child: started at
-    once when the pool has a warm-up, else on first use. Every child started here, shared or not, enters
-    `sandbox` (but the children of pools with sandboxed=False)."""
+    once when the pool has a warm-up (a deferred one at start_deferred_processes()), else on first use. Every
+    child started here, shared or not, enters `sandbox` (but the children of pools with sandboxed=False)."""
     processes = {name: ModelProcess(spec, sandbox if spec.sandboxed else None) for name, spec in pools.items()}
     token, sandbox_token = _shared.set(processes), _sandbox.set(sandbox)
     try:
-        for name, process in processes.items():
-            if pools[name].warm_up is not None and not process.refusal:
-                process.start()
+        _start_warm_ups(deferred=False)
         yield processes
     finally:
         _shared.reset(token)
         _sandbox.reset(sandbox_token)
         for process in processes.values():
             process.close()
+
+
+def _start_warm_ups(deferred: bool) -> None:
+    for process in _shared.get().values():
+        spec = process._spec
+        if spec.warm_up is not None and spec.deferred == deferred and process.pid is None and not process.refusal:
+            process.start()
+
+
+def start_deferred_processes() -> None:
+    """Start the warm-ups of the deferred pools (see SharedProcess), so that they overlap what comes next."""
+    _start_warm_ups(deferred=True)
+
+
+def release_shared_process(pool: str) -> None:
+    """Close the pool's child now that its last job is done; a later job for it would start a new one."""
+    process = _shared.get().get(pool)
+    if process is not None:
+        process.close()
 
 
 def settle_shared_processes(limits: Limits) -> None:
@@ -362,6 +391,7 @@ def run_isolated(
     share: bool = True,
     pool: str | None = None,
     raises: tuple[type[ModelgateError], ...] = (),
+    environment: Mapping[str, str] | None = None,
 ) -> IsolatedRun:
     """Call target(*args) in a child interpreter; target must be importable by name, its value must pickle.
 
@@ -371,11 +401,17 @@ def run_isolated(
     The model's rejections (ModelRejected) reach the caller as such; an error of one of the classes in `raises`
     as it was raised, with its own class and message (a job doing, for the parent, work that would raise the
     same there: not a SavedModel, bad inputs); any other failure as a ModelRunError naming `label`.
+
+    `environment` adds variables to the child's before anything imports: a pool's child has read its own
+    already, so the job gets a fresh child of that pool's kind (ModelProcess.with_environment).
     """
     shared = _shared.get().get(pool or getattr(target, SHARES_PROCESS, None)) if share else None
-    if shared is not None:
+    if shared is not None and not environment:
         return shared.run(target, args, limits, label, log_path, raises)
-    process = ModelProcess(sandbox=_sandbox.get())
+    if shared is not None:
+        process = shared.with_environment(environment)
+    else:
+        process = ModelProcess(SharedProcess(environment=dict(environment or {})), sandbox=_sandbox.get())
     try:
         return process.run(target, args, limits, label, log_path, raises)
     finally:

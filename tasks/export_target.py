@@ -45,9 +45,10 @@ def export_target(
         parent_artifact=parent.path if parent is not None else None,
         calibration_inputs=[inputs.path] if inputs.path else [], options=target_options(name, request),
     )
+    process_environment = getattr(chosen.implementation(), "process_environment", None)
     conversion = run_isolated(
         conversion_job, name, source, limits=limits_of(request), label=f"export-{name}", log_path=log_path,
-        pool=conversion_pool(chosen),
+        pool=conversion_pool(chosen), environment=process_environment(source) if process_environment else None,
     ).value
     reproduce = folder / "reproduce.sh"
     reproduce.write_text(f"#!/bin/sh\n# The {name} conversion modelgate ran, as commands.\nset -e\n{conversion.reproduce}\n")

@@ -8,10 +8,18 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from benchmarks.models import dense_of_size
 from modelgate.compare import UnknownOutputTolerance, tolerance_for
 from modelgate.errors import ConversionFailed
 from modelgate.jobs import inspection_job
-from modelgate.onnx_export import EXTERNAL_DATA_FILE, EXTERNAL_DATA_MIN_BYTES, default_opset
+from modelgate.onnx_export import (
+    EXTERNAL_DATA_FILE,
+    EXTERNAL_DATA_MIN_BYTES,
+    LARGE_MODEL_ABOVE_BYTES,
+    PURE_PYTHON_PROTOBUF,
+    default_opset,
+    splice_constant_identities,
+)
 from modelgate.schemas import TargetArtifact, TargetSection, ValidationReport, ValidationRequest
 from tasks.compare_target import compare_target
 from tasks.export_target import export_target, record_target_error
@@ -112,7 +120,7 @@ def test_forced_external_data_goes_through_checker_runtime_and_comparison(onnx_m
     stages = Stages(onnx_models["keras_cnn"], tmp_path, onnx_external_data="always", onnx_batches=2)
     exported = stages.export()
     conversion = exported.conversion
-    assert conversion.failure is None and conversion.details["external_data"]
+    assert conversion.failure is None and conversion.details["external_data"] and conversion.details["large_model"]
     assert all(check.status == "passed" for check in conversion.checks), conversion.checks
     data_file = Path(conversion.path).parent / EXTERNAL_DATA_FILE
     assert data_file.stat().st_size > Path(conversion.path).stat().st_size
@@ -125,6 +133,49 @@ def test_forced_external_data_goes_through_checker_runtime_and_comparison(onnx_m
     assert "--large_model" in (tmp_path / "onnx" / "reproduce.sh").read_text()
     comparison = stages.compare(exported)
     assert comparison.batches == 2 and not comparison.comparisons["onnxruntime/cpu"].failing()
+
+
+def test_a_model_past_the_large_model_size_takes_tf2onnx_large_path_with_pure_python_protobuf(tmp_path):
+    model_dir = dense_of_size(tmp_path / "dense", LARGE_MODEL_ABOVE_BYTES + 2**20)
+    stages = Stages(model_dir, tmp_path / "work", onnx_batches=2)
+    exported = stages.export()
+    conversion = exported.conversion
+    assert conversion.failure is None and conversion.details["large_model"] and not conversion.details["external_data"]
+    assert all(check.status == "passed" for check in conversion.checks), conversion.checks
+    folder = Path(conversion.path).parent
+    assert not (folder / EXTERNAL_DATA_FILE).exists() and not Path(f"{conversion.path}.zip").exists()
+    assert conversion.size_bytes > LARGE_MODEL_ABOVE_BYTES  # the weights are inside the one file
+    # tf2onnx says so when protobuf is not its C implementation: the child ran with the pure-Python one.
+    assert "Installed protobuf is not cpp accelerated" in (folder / "convert.log").read_text()
+    reproduce = (folder / "reproduce.sh").read_text()
+    environment = " ".join(f"{name}={value}" for name, value in PURE_PYTHON_PROTOBUF.items())
+    assert f"{environment} python -c" in reproduce and "--large_model" in reproduce and "external_data=False" in reproduce
+    comparison = stages.compare(exported)
+    assert not comparison.comparisons["onnxruntime/cpu"].failing()
+
+
+def _node(name: str, op: str, *inputs: str):
+    from tensorflow.core.framework import node_def_pb2
+
+    return node_def_pb2.NodeDef(name=name, op=op, input=list(inputs))
+
+
+def test_identities_that_only_pass_a_constant_on_are_spliced_out_control_edges_and_outputs_kept():
+    from tensorflow.core.framework import graph_pb2
+
+    graph = graph_pb2.GraphDef(node=[
+        _node("x", "Placeholder"), _node("kernel", "Const"),
+        _node("input/_1", "Identity", "kernel"), _node("read", "Identity", "input/_1"),
+        _node("matmul", "MatMul", "x", "read"), _node("noop", "NoOp", "^read"),
+        _node("gated", "Identity", "kernel", "^noop"), _node("out", "Identity", "matmul", "^noop"),
+        _node("constant_out", "Identity", "kernel"),
+    ])
+    splice_constant_identities(graph, {"out", "constant_out"})
+    nodes = {node.name: list(node.input) for node in graph.node}
+    assert "input/_1" not in nodes and "read" not in nodes
+    assert nodes["matmul"] == ["x", "kernel"] and nodes["noop"] == ["^kernel"]
+    assert nodes["gated"] == ["kernel", "^noop"]  # an Identity with a control input keeps its order
+    assert nodes["constant_out"] == ["kernel"] and nodes["out"] == ["matmul", "^noop"]
 
 
 def test_unsupported_op_is_a_structured_failure_of_the_onnx_stage_only(onnx_models, tmp_path):

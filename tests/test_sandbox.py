@@ -6,7 +6,15 @@ import psutil
 import pytest
 
 from modelgate.errors import ModelgateError, ModelRunError, NotASavedModel
-from modelgate.sandbox import Limits, SharedProcess, run_isolated, shared_processes, shares_process
+from modelgate.sandbox import (
+    Limits,
+    SharedProcess,
+    release_shared_process,
+    run_isolated,
+    shared_processes,
+    shares_process,
+    start_deferred_processes,
+)
 
 
 def _double(x):
@@ -122,10 +130,40 @@ def test_a_pool_with_a_warm_up_starts_at_once_and_runs_it_before_the_first_job()
         assert run_isolated(_warm_mark_and_variable, limits=Limits(timeout_s=60), label="warm").value == ("yes", "set")
 
 
+def _gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_deferred_pool_starts_when_asked_and_a_released_one_closes_until_its_next_job():
+    pools = {"a": SharedProcess(warm_up=_mark_warm), "b": SharedProcess(warm_up=_mark_warm, deferred=True)}
+    with shared_processes(pools) as processes:
+        first = processes["a"].pid
+        assert first is not None and processes["b"].pid is None
+        start_deferred_processes()
+        assert processes["b"].pid is not None
+        release_shared_process("a")
+        assert processes["a"].pid is None and _gone(first)
+        assert run_isolated(_pid, limits=Limits(timeout_s=60), label="again").value not in (first, None)
+
+
+def _environment(*names):
+    return [os.environ.get(name) for name in names]
+
+
+def test_a_job_that_needs_its_own_environment_gets_a_child_of_its_pools_kind_and_the_spare_closes():
+    pools = {"a": SharedProcess(environment={"POOL_VARIABLE": "set"}, warm_up=_mark_warm, single_use=True)}
+    with shared_processes(pools) as processes:
+        spare = processes["a"].pid
+        value = run_isolated(_environment, "POOL_VARIABLE", "WARMED_UP_BEFORE_ANY_JOB", "JOB_VARIABLE",
+                             limits=Limits(timeout_s=60), label="own", pool="a", environment={"JOB_VARIABLE": "on"})
+        assert value.value == ["set", "yes", "on"]
+        assert processes["a"].pid is None and _gone(spare)
+
+
 def test_closing_a_pool_still_warming_up_kills_it_without_waiting():
     with shared_processes({"a": SharedProcess(warm_up=_sleep_forever)}) as processes:
         pid = processes["a"].pid
         started = time.monotonic()
     # A polite close would wait 5 s for a child that never reads its pipe.
     assert time.monotonic() - started < 4
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert _gone(pid)

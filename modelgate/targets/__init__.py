@@ -5,8 +5,10 @@ A target is one module in this package defining `TARGET` (its name, format, pare
 criteria) and `convert(source: ConversionSource) -> ConversionRecord`, which runs in a bounded, sandboxed child
 process of its own, writes its artifact under `source.output_dir`, checks the file, and says how to redo the
 conversion (`reproduce`). A conversion the model cannot have (an op the format lacks) is a `failure`; a
-converter crash or a limit is an exception. The registry finds the modules itself: adding a target is adding
-its file (and, for a new format, one runtime file in modelgate/runtimes/).
+converter crash or a limit is an exception. A target may also define `warm_up()` (its child then starts as the
+validation does, see modelgate.pools) and `process_environment(source) -> dict` (variables a conversion needs
+set before its frameworks import: such a conversion gets a child of its own). The registry finds the modules
+itself: adding a target is adding its file (and, for a new format, one runtime file in modelgate/runtimes/).
 """
 
 from __future__ import annotations

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelgate.onnx_export import ConversionPlan, convert_with_tf2onnx, default_opset, needs_external_data
+from modelgate.onnx_export import (
+    PURE_PYTHON_PROTOBUF,
+    ConversionPlan,
+    convert_with_tf2onnx,
+    default_opset,
+    needs_external_data,
+    needs_large_model,
+)
 from modelgate.schemas import ConversionRecord
 from modelgate.targets import ConversionSource, Target
 
@@ -26,6 +33,14 @@ def warm_up() -> None:
     from tf2onnx import optimizer, tf_loader, tf_utils, tfonnx  # noqa: F401
 
 
+def _external_data(source: ConversionSource) -> bool:
+    return source.options.get("external_data") == "always" or needs_external_data(source.model_dir)
+
+
+def _large_model(source: ConversionSource) -> bool:
+    return _external_data(source) or needs_large_model(source.model_dir)
+
+
 def plan_for(source: ConversionSource) -> ConversionPlan:
     return ConversionPlan(
         model_dir=source.model_dir,
@@ -33,8 +48,15 @@ def plan_for(source: ConversionSource) -> ConversionPlan:
         tags=source.tags,
         opset=source.options.get("opset") or default_opset(),
         output_path=str(Path(source.output_dir) / "model.onnx"),
-        external_data=source.options.get("external_data") == "always" or needs_external_data(source.model_dir),
+        large_model=_large_model(source),
+        external_data=_external_data(source),
     )
+
+
+def process_environment(source: ConversionSource) -> dict[str, str]:
+    """tf2onnx's large-model path runs with pure-Python protobuf (see onnx_export.LARGE_MODEL_ABOVE_BYTES),
+    which is chosen as protobuf is first imported: in a child of its own, not the warm one."""
+    return PURE_PYTHON_PROTOBUF if _large_model(source) else {}
 
 
 def convert(source: ConversionSource) -> ConversionRecord:
