@@ -19,6 +19,16 @@ def mobilenet_v2(directory: Path) -> Path:
     return directory
 
 
+def tiny_keras(directory: Path) -> Path:
+    """A Keras Dense layer exported for serving, as Keras users do (model.export)."""
+    import keras
+
+    import_tensorflow()
+    keras.utils.set_random_seed(0)
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).export(str(directory), verbose=False)
+    return directory
+
+
 def dense_of_size(directory: Path, weight_bytes: int) -> Path:
     """One matmul whose kernel holds about weight_bytes of float32 variables."""
     tf = import_tensorflow()

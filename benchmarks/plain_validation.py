@@ -2,8 +2,9 @@
 
 Load, wrap and prove the wrapper, check the outputs, time TensorFlow and the wrapper, convert with tf2onnx,
 compare ONNX Runtime on 8 batches, time it, and record the figures and the ONNX model in an MLflow run,
-as the flow does. The suite times this against the real flow on the same model; run as
-`python -m benchmarks.plain_validation MODEL_DIR WORKDIR`.
+as the flow does with its default settings: the same batch sweep, budget and thread counts, measured by the
+same engine (modelgate.benchmark.sweep), so that the two do the same work. The suite times this against the
+real flow on the same model; run as `python -m benchmarks.plain_validation MODEL_DIR WORKDIR`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,20 @@ def main(model_dir: str, workdir: str) -> None:
     import onnxruntime as ort
     import tensorflow as tf
 
-    from modelgate.timing import MeasurementPlan, measure
+    from modelgate.benchmark import Measured, sweep
+    from modelgate.benchmark_plan import sweep_plan, thread_counts
+    from modelgate.schemas import ValidationRequest
 
-    plan = MeasurementPlan(warmup=2, window=25, min_windows=3, max_windows=3)
+    defaults = ValidationRequest(source=model_dir)
+    plan = sweep_plan(defaults, fixed=None)
+    intra, inter = thread_counts(defaults)
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+    def timed(runtime_name, call):
+        return [point for point in sweep(call, feeds, plan, runtime_name=runtime_name, device="cpu",
+                                         intra_op_threads=intra, inter_op_threads=inter) if isinstance(point, Measured)]
+
     loaded = tf.saved_model.load(model_dir)
     signature = loaded.signatures["serving_default"]
     _, input_specs = signature.structured_input_signature
@@ -34,8 +46,8 @@ def main(model_dir: str, workdir: str) -> None:
         for name, spec in input_specs.items()
     }
 
-    def run_signature():
-        return {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
+    def run_signature(batch=feeds):
+        return {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in batch.items()}).items()}
 
     inputs = {name: keras.Input(shape=spec.shape[1:], dtype=spec.dtype.name, name=name)
               for name, spec in input_specs.items()}
@@ -54,8 +66,8 @@ def main(model_dir: str, workdir: str) -> None:
     assert all(np.array_equal(reference[k], again[k]) and np.isfinite(v).all() for k, v in reference.items())
 
     latency = {
-        "tensorflow": measure(run_signature, plan),
-        "keras": measure(lambda: {k: np.asarray(v) for k, v in model(feeds, training=False).items()}, plan),
+        "tensorflow": timed("tensorflow", run_signature),
+        "keras": timed("keras", lambda batch: {k: np.asarray(v) for k, v in model(batch, training=False).items()}),
     }
 
     onnx_path = str(Path(workdir) / "plain.onnx")
@@ -63,7 +75,9 @@ def main(model_dir: str, workdir: str) -> None:
         [sys.executable, "-m", "tf2onnx.convert", "--saved-model", model_dir, "--signature_def", "serving_default",
          "--opset", "18", "--output", onnx_path], check=True, capture_output=True,
     )
-    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = intra, inter
+    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     for seed in range(8):  # the flow compares ONNX Runtime with TensorFlow on 8 seeded batches too
         batch_rng = np.random.default_rng(seed)
@@ -71,13 +85,13 @@ def main(model_dir: str, workdir: str) -> None:
         expected = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in batch.items()}).items()}
         outputs = dict(zip(names, session.run(names, batch)))
         assert all(np.allclose(outputs[k], expected[k], atol=1e-3, rtol=1e-2) for k in expected)
-    latency["onnxruntime"] = measure(lambda: session.run(names, feeds), plan)
+    latency["onnxruntime"] = timed("onnxruntime", lambda batch: session.run(names, batch))
 
     mlflow.set_tracking_uri(f"sqlite:///{Path(workdir) / 'plain-mlflow.db'}")
     with mlflow.start_run():
         mlflow.log_params({"model_dir": model_dir, "signature": "serving_default", "opset": 18})
-        mlflow.log_metrics({f"latency_p50_ms.{runtime}.cpu.bs1": stats.percentile(50)
-                            for runtime, stats in latency.items()})
+        mlflow.log_metrics({f"latency_p50_ms.{runtime}.cpu.bs{point.result.batch_size}": point.result.p50_ms
+                            for runtime, points in latency.items() for point in points})
         mlflow.onnx.log_model(
             onnx.load(onnx_path), name="onnx-model", input_example=feeds,
             signature=mlflow.models.infer_signature(feeds, reference),

@@ -25,7 +25,7 @@ from modelgate.quiet import quiet_frameworks
 
 quiet_frameworks()
 
-from benchmarks import models  # noqa: E402 - Prefect and MLflow read their settings at import
+from benchmarks import cold_cli, models  # noqa: E402 - Prefect and MLflow read their settings at import
 from modelgate.environment import gather_environment, gpu_present
 from modelgate.onnx_export import ConversionPlan, convert_with_tf2onnx, default_opset
 from modelgate.runners import TFSignatureRunner
@@ -82,10 +82,10 @@ def engine_against_bare(call: Callable[[], object]) -> dict:
 
 def signature_choice(model_dir: Path, workdir: Path):
     """The signature the flow would validate, chosen by its own stages (a loadable copy, if any, under workdir)."""
-    from tasks.inspect_model import inspect_model
+    from modelgate.jobs import inspection_job
     from tasks.select_signature import select_signature
 
-    return select_signature.fn(inspect_model.fn(str(model_dir), str(workdir)), None, None)
+    return select_signature.fn(inspection_job(str(model_dir), str(workdir)), None, None)
 
 
 def convert(model_dir: Path, workdir: Path) -> str:
@@ -125,8 +125,9 @@ def harness_overhead(workdir: Path) -> dict:
 
 
 def whole_validation(model_dir: Path, workdir: Path, pairs: int) -> dict:
-    """The flow (Prefect started beforehand and timed apart) against the plain script's raw steps, in
-    pairs alternating which goes first, each in a fresh folder with a fresh MLflow store."""
+    """The flow with its default settings (Prefect started beforehand and timed apart) against the plain script's
+    raw steps with the same settings, in pairs alternating which goes first, each in a fresh folder with a fresh
+    MLflow store."""
     from prefect import flow
 
     from flows.validate import validate
@@ -146,8 +147,7 @@ def whole_validation(model_dir: Path, workdir: Path, pairs: int) -> dict:
 
         def run_flow(folder: Path = folder) -> None:
             request = ValidationRequest(
-                source=str(model_dir), benchmark={"batch_sizes": [1], "warmup": 2, "max_windows": 3, "gpu": False},
-                report_path=str(folder / "report.json"), output_dir=str(folder / "out"),
+                source=str(model_dir), report_path=str(folder / "report.json"), output_dir=str(folder / "out"),
                 tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
             )
             started = time.perf_counter()
@@ -221,11 +221,14 @@ def markdown(results: dict) -> str:
               "|---|---|---|---|---|---|",
               f"| {h['model']} | {h['engine_p50_ms']:.5f} | {h['bare_p50_ms']:.5f} | {h['overhead_us']:.2f} | "
               f"{h['target']} | {h['passed']} |"]
+    lines += cold_cli.markdown(results["cold_cli"])
     w = results["whole_validation"]
     lines += ["", "## Whole validation against a plain script", "",
-              "The plain script does the flow's raw steps in one interpreter: load, wrap and prove the wrapper, "
-              "check the outputs, time TensorFlow and the wrapper, convert with tf2onnx, compare ONNX Runtime on "
-              "8 batches, time it, and log the figures and the ONNX model to a fresh MLflow store. Medians over "
+              "Both with the default settings (the batch sweep, budget and thread counts a user gets). The plain "
+              "script does the flow's raw steps in one interpreter: load, wrap and prove the wrapper, check the "
+              "outputs, sweep TensorFlow and the wrapper with the flow's own engine, convert with tf2onnx, compare "
+              "ONNX Runtime on 8 batches, sweep it, and log the figures and the ONNX model to a fresh MLflow store. "
+              "Medians over "
               f"{w['pairs']} pairs alternating which goes first.", "",
               "| model | flow s | plain script s | ratio | Prefect start-up s (excluded) | target | passed |",
               "|---|---|---|---|---|---|---|",
@@ -260,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         results["fidelity"] = fidelity(model_dirs, workdir)
         print("harness overhead ...", flush=True)
         results["harness_overhead"] = harness_overhead(workdir)
+        print("cold CLI ...", flush=True)
+        results["cold_cli"] = cold_cli.measure(1 if args.quick else WALL_TIME_PAIRS, workdir)
         print("whole validation ...", flush=True)
         results["whole_validation"] = whole_validation(list(model_dirs.values())[-1], workdir,
                                                        pairs=1 if args.quick else WALL_TIME_PAIRS)
@@ -267,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         results["memory"] = memory([4] if args.quick else [10, 100, 1024], workdir)
         results["gpu"] = gpu_section()
     results["all_passed"] = all(
-        row["passed"] for row in [*results["fidelity"], results["harness_overhead"], results["whole_validation"],
+        row["passed"] for row in [*results["fidelity"], results["harness_overhead"], results["cold_cli"],
+                                  results["whole_validation"],
                                   *results["memory"]]
     )
     out = Path(args.out)

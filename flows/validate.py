@@ -68,11 +68,10 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
         if source.keras_file:  # a Missing source's is Missing, and truthy: the stage is recorded as skipped
             model = run.stage(derive_saved_model, source, request, workdir)
         baseline = run.stage(resolve_baseline, request, source, workdir)
-        inspection = run.stage(inspect_model, model.model_dir, workdir, request.model_version, request.op_libraries
-        )
+        inspection = run.stage(inspect_model, model.model_dir, request, workdir)
         choice = run.stage(select_signature, inspection, request.signature, request.tags, request.atol, request.rtol,
         )
-        run.stage(check_signature, choice, request, baseline)
+        run.stage(check_signature, choice, request, baseline, workdir)
         cleared = run.stage(scan_ops, choice, request.allow_ops)
         prepared = run.stage(prepare_inputs, choice, request, workdir)
         inputs = run.stage(probe_batch, choice, prepared, request, workdir, after=(cleared,))

@@ -6,6 +6,8 @@ Exit codes: 0 every check passed, 1 a check failed, 2 bad input, usage, or a sta
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import os
 import sys
 import tempfile
@@ -312,10 +314,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     if args.command == "worker":
         return _worker(passed_on)  # Prefect's worker as it is, logging included
+    # Registered first, so run last: the interpreter's final garbage collection would walk every object that
+    # Prefect, MLflow and the frameworks made (seconds on a loaded machine), all about to be freed with the process.
+    atexit.register(gc.freeze)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
     from modelgate.quiet import quiet_frameworks
 
-    quiet_frameworks(verbose=args.debug)
+    quiet_frameworks(verbose=args.debug)  # before the server starts: it reads the same settings
+    server = None
+    if args.command in ("validate", "demo"):
+        from modelgate.prefect_server import start_ephemeral_server
+
+        server = start_ephemeral_server()  # before the imports below, which its start-up overlaps
     from pydantic import ValidationError
 
     from modelgate.console import Console
@@ -353,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     recorder.add_listener(console)
     try:
         from flows.validate import validate
-        from modelgate.prefect_server import start_ephemeral_server
+        from modelgate.prefect_server import connect
 
-        console.note(f"flow runs on {start_ephemeral_server()}")
+        console.note(f"flow runs on {connect(server)}")
         report = validate(request)
     except KeyboardInterrupt:
         console.error(f"interrupted; the report so far is in {request.report_path}")

@@ -156,14 +156,12 @@ def load_contract(path: str | Path) -> Contract:
         ) from exc
 
 
-def _normalized_dtype(name: str) -> str:
-    from modelgate.quiet import import_tensorflow
+# The other names tf.dtypes.as_dtype takes for a dtype; spelled out so that checking a contract needs no TensorFlow.
+DTYPE_ALIASES = {"half": "float16", "float": "float32", "double": "float64"}
 
-    tf = import_tensorflow()
-    try:
-        return tf.dtypes.as_dtype(name).name
-    except TypeError:
-        return name
+
+def _normalized_dtype(name: str) -> str:
+    return DTYPE_ALIASES.get(name, name)
 
 
 def _contract_problems(kind: str, expected: dict[str, ContractTensor], found: dict[str, TensorSpec]) -> list[str]:

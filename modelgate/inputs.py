@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import NamedTuple
 
@@ -134,11 +135,60 @@ def _texts(rng: np.random.Generator, shape: list[int], vocabulary: list[str]) ->
     return object_array(texts).reshape(shape)
 
 
+# tf.Example's schema (tensorflow/core/example/example.proto and feature.proto, less the SequenceExample part),
+# for a pool of its own: TensorFlow's generated module would import all of TensorFlow into the flow's process.
+_EXAMPLE_SCHEMA = """
+name: "modelgate/tf_example.proto" package: "tensorflow" syntax: "proto3"
+message_type { name: "BytesList" field { name: "value" number: 1 label: LABEL_REPEATED type: TYPE_BYTES } }
+message_type {
+  name: "FloatList"
+  field { name: "value" number: 1 label: LABEL_REPEATED type: TYPE_FLOAT options { packed: true } }
+}
+message_type {
+  name: "Int64List"
+  field { name: "value" number: 1 label: LABEL_REPEATED type: TYPE_INT64 options { packed: true } }
+}
+message_type {
+  name: "Feature"
+  field { name: "bytes_list" number: 1 label: LABEL_OPTIONAL type: TYPE_MESSAGE type_name: ".tensorflow.BytesList"
+          oneof_index: 0 }
+  field { name: "float_list" number: 2 label: LABEL_OPTIONAL type: TYPE_MESSAGE type_name: ".tensorflow.FloatList"
+          oneof_index: 0 }
+  field { name: "int64_list" number: 3 label: LABEL_OPTIONAL type: TYPE_MESSAGE type_name: ".tensorflow.Int64List"
+          oneof_index: 0 }
+  oneof_decl { name: "kind" }
+}
+message_type {
+  name: "Features"
+  field { name: "feature" number: 1 label: LABEL_REPEATED type: TYPE_MESSAGE
+          type_name: ".tensorflow.Features.FeatureEntry" }
+  nested_type {
+    name: "FeatureEntry"
+    field { name: "key" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING }
+    field { name: "value" number: 2 label: LABEL_OPTIONAL type: TYPE_MESSAGE type_name: ".tensorflow.Feature" }
+    options { map_entry: true }
+  }
+}
+message_type {
+  name: "Example"
+  field { name: "features" number: 1 label: LABEL_OPTIONAL type: TYPE_MESSAGE type_name: ".tensorflow.Features" }
+}
+"""
+
+
+@functools.cache
+def example_message_class() -> type:
+    """tf.train.Example's message class, without TensorFlow: the same wire format and text format."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(text_format.Parse(_EXAMPLE_SCHEMA, descriptor_pb2.FileDescriptorProto()))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.Example"))
+
+
 def _example(rng: np.random.Generator, features: list[ExampleFeature], ranges: dict[str, ValueRange],
              vocabulary: list[str], unknown_dim_size: int):
-    from tensorflow.core.example import example_pb2
-
-    example = example_pb2.Example()
+    example = example_message_class()()
     for feature in features:
         if feature.kind == "dense":
             count = int(np.prod([unknown_dim_size if d < 0 else d for d in feature.shape]))

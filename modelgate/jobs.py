@@ -1,4 +1,5 @@
-"""The work each model-running stage does inside its sandboxed child process.
+"""The work stages do inside sandboxed child processes: whatever runs model code, and the static reading that
+needs TensorFlow (protobufs, the op registry, TFRecords), so that the flow's own process never imports it.
 
 Each job is a module-level function (spawned children import it by name) that takes paths and plain
 values, loads what it needs itself, and returns plain picklable results. Arrays travel as .npz files.
@@ -12,7 +13,9 @@ from pathlib import Path
 from modelgate import checks
 from modelgate.benchmark import Measured, SweepPlan, sweep
 from modelgate.errors import ModelRejected, SignatureFailed
-from modelgate.inputs import Feeds, batch_of, read_npz, save_npz
+from modelgate.graph_inputs import with_input_facts
+from modelgate.inputs import Feeds, batch_of, load_inputs_file, read_npz, save_npz
+from modelgate.model_source import resolve_model_source
 from modelgate.op_allowlist import import_op_libraries
 from modelgate.os_sandbox import DENIED
 from modelgate.pools import TENSORFLOW
@@ -25,8 +28,78 @@ from modelgate.runners import (
     load_signature_runner,
 )
 from modelgate.sandbox import shares_process
-from modelgate.savedmodel import first_meaningful_line
-from modelgate.schemas import Check, SignatureSpec, Tolerance
+from modelgate.savedmodel import (
+    describe_meta_graph,
+    find_saved_model_file,
+    first_meaningful_line,
+    inspect_saved_model,
+    model_format,
+    read_saved_model_proto,
+    reference_outputs,
+    write_loadable_copy,
+)
+from modelgate.schemas import Check, Inspection, MetaGraphInfo, SignatureSpec, Tolerance
+from modelgate.variables_check import verify_variables
+
+# The static jobs below run in the TensorFlow pool's child before the op scan has cleared the model, which is
+# fine: they parse its protobufs, consult the op registry and read files, and nothing of the model executes.
+
+
+@shares_process(TENSORFLOW)
+def inspection_job(
+    model_dir: str, workdir: str, version: int | None = None, op_libraries: list[str] = (),
+) -> Inspection:
+    """Read saved_model.pb as a protobuf: tag-sets, signatures and ops, what each entry point can execute
+    (the op scan), and check that variables/ holds what the graph restores, without running any graph. A TF
+    Serving base path resolves to its version folder. The op libraries are imported first, so that their
+    ops are known. A loadable copy, when one is needed, goes under workdir, the validation's own folder."""
+    source = resolve_model_source(model_dir, version)
+    import_op_libraries(list(op_libraries))
+    saved_model = read_saved_model_proto(source.model_dir)
+    verify_variables(source.model_dir, saved_model)
+    meta_graphs = [
+        with_input_facts(describe_meta_graph(meta_graph, source.model_dir, op_libraries), meta_graph, source.model_dir)
+        for meta_graph in saved_model.meta_graphs
+    ]
+    loadable, checks = source.model_dir, []
+    references = reference_outputs(saved_model)
+    if references:
+        loadable = write_loadable_copy(source.model_dir, saved_model, Path(workdir) / "loadable_model")
+        checks.append(Check(
+            name="reference_dtypes", status="passed", severity="info",
+            message=f"outputs {', '.join(references)} are TF1 reference types (e.g. float32_ref), reported by "
+            f"their value dtype; TF2 loads them only through a read, so model stages load a copy that adds an "
+            f"Identity per such output ({loadable})",
+        ))
+    return Inspection(
+        model_dir=str(loadable), resolved_model_dir=str(source.model_dir), model_version=source.version,
+        model_format=model_format(source.model_dir, saved_model),
+        saved_model_file=str(find_saved_model_file(source.model_dir)), meta_graphs=meta_graphs, checks=checks,
+    )
+
+
+@shares_process(TENSORFLOW)
+def meta_graphs_job(model_dir: str, op_libraries: list[str] = ()) -> list[MetaGraphInfo]:
+    """Another version's MetaGraphs (a baseline's), read as inspection_job reads the model's."""
+    return inspect_saved_model(model_dir, op_libraries)
+
+
+@shares_process(TENSORFLOW)
+def loadable_baseline_job(baseline_dir: str, target: str) -> tuple[str, str]:
+    """The baseline's format and the directory TF2 loads it from: as for the model validated (see
+    inspection_job), a copy at target that reads its reference-typed signature tensors, where it has some."""
+    saved_model = read_saved_model_proto(baseline_dir)
+    loadable = Path(baseline_dir)
+    if reference_outputs(saved_model):
+        loadable = write_loadable_copy(loadable, saved_model, Path(target))
+    return str(loadable), model_format(loadable, saved_model)
+
+
+@shares_process(TENSORFLOW)
+def inputs_file_job(path: str, signature: SignatureSpec, unknown_dim_size: int, seed: int, destination: str) -> str:
+    """The user's inputs file (a .npz, or a TFRecord of tf.Examples, which only TensorFlow's reader reads)
+    checked against the signature and saved at destination for the stages."""
+    return str(save_npz(load_inputs_file(path, signature, unknown_dim_size, seed), destination))
 
 
 def _keras_wrapper(

@@ -9,7 +9,8 @@ one pool for the TensorFlow jobs that only read the model, one for the ONNX Runt
 (`shared_processes`); a job that changes TensorFlow's global state (tf2onnx) gets a single-use child, and
 one that needs its own device visibility a fresh one. A job that times out or is killed takes its shared child with it, and the
 next job starts a new one. A pool's child can start at once with a warm-up (importing its frameworks,
-never touching the model), so that import overlaps the parent's static inspection instead of following it.
+never touching the model), so that import overlaps the flow's first stages instead of following them. The
+parent itself never imports TensorFlow: the static reading that needs it runs in the TensorFlow pool's child.
 
 Within a validation every child that runs TensorFlow model code is also confined by the OS (modelgate.os_sandbox),
 entered before its warm-up; where the sandbox stops the model, the job's failure becomes the verdict `os_sandbox`.
@@ -43,12 +44,14 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from modelgate.errors import ModelRejected, ModelRunError
+from modelgate.errors import ModelgateError, ModelRejected, ModelRunError
+from modelgate.schemas import SandboxLimits
 
 if TYPE_CHECKING:
     from modelgate.os_sandbox import OsSandbox
 
 POLL_S = 0.05
+TREE_REFRESH_S = 1.0
 SHARES_PROCESS = "__modelgate_process_pool__"
 READY = ("ready",)
 WARM, UNFIT = "warm", "unfit"  # a spare's word after its warm-up, and at a hand-over it cannot take
@@ -204,10 +207,12 @@ def _serve_jobs(conn, sandbox: OsSandbox | None, unconfined: str | None) -> None
         except EOFError:
             return
         if request is None:
-            return
+            # The parent waits for this exit: skip the interpreter's teardown, whose final garbage collection
+            # of all TensorFlow made takes seconds. Each job's output was flushed as it ended.
+            os._exit(0)
         target, args, log_path = request
         if unconfined is not None:
-            conn.send(("error", unconfined, ""))
+            conn.send(("error", unconfined, "", None))
             continue
         _redirect_output(log_path)
         try:
@@ -219,20 +224,40 @@ def _serve_jobs(conn, sandbox: OsSandbox | None, unconfined: str | None) -> None
             else:
                 details = traceback.format_exc()
                 print(details, file=sys.stderr, flush=True)
-                reply = ("error", f"{type(exc).__name__}: {exc}", details)
+                # modelgate's own errors travel whole too, for a caller that raises them as they are (see run_isolated)
+                own = exc if isinstance(exc, ModelgateError) else None
+                reply = ("error", f"{type(exc).__name__}: {exc}", details, own)
         sys.stdout.flush()
         sys.stderr.flush()
         conn.send(reply)
 
 
-def _rss_mb(process: psutil.Process) -> float:
-    try:
-        total = process.memory_info().rss
-        for child in process.children(recursive=True):
-            total += child.memory_info().rss
-    except psutil.Error:
-        return 0.0
-    return total / 2**20
+class _WatchedTree:
+    """A model process and its descendants, whose resident memory the parent reads every poll. Listing the
+    descendants scans all of /proc, which at every poll cost the parent seconds of CPU per validation, taken
+    from the model processes it waits on: the list is refreshed every TREE_REFRESH_S, the figures every poll."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self._members: list[psutil.Process] = [self.root]
+        self._listed_at = -TREE_REFRESH_S
+
+    def rss_mb(self) -> float:
+        now = time.monotonic()
+        if now - self._listed_at >= TREE_REFRESH_S:
+            try:
+                self._members = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                return 0.0
+            self._listed_at = now
+        total = 0
+        for member in self._members:
+            try:
+                total += member.memory_info().rss
+            except psutil.Error:
+                if member is self.root:
+                    return 0.0
+        return total / 2**20
 
 
 def _describe_exit(exitcode: int | None) -> str:
@@ -362,7 +387,7 @@ class ModelProcess:
         self._child = None
         self._conn = None
         self._lease: Connection | None = None
-        self._watched: psutil.Process | None = None
+        self._watched: _WatchedTree | None = None
         self._ready = False
         self._jobs_sent = 0
         self._busy = False
@@ -390,7 +415,7 @@ class ModelProcess:
             try:
                 # What a child started here would have found: this process's environment and the pool's.
                 self._conn.send((self._sandbox, {**os.environ, **self._spec.environment}))
-                self._watched = psutil.Process(self._child.pid)
+                self._watched = _WatchedTree(self._child.pid)
                 logger.info("adopted spare process %s (warmed up with %s)", self._child.pid, key[0])
                 return
             except (OSError, psutil.Error) as exc:
@@ -401,7 +426,7 @@ class ModelProcess:
     def _start_fresh(self) -> None:
         warm_up = _qualified_name(self._spec.warm_up) if self._spec.warm_up else None
         self._child, self._conn = _spawn(_worker_main, (self._spec.environment, warm_up, self._sandbox))
-        self._watched = psutil.Process(self._child.pid)
+        self._watched = _WatchedTree(self._child.pid)
 
     def close(self) -> None:
         if self._child is None:
@@ -443,7 +468,7 @@ class ModelProcess:
         peak = 0.0
         try:
             while not self._conn.poll(POLL_S):
-                peak = max(peak, _rss_mb(self._watched))
+                peak = max(peak, self._watched.rss_mb())
                 if not self._child.is_alive():
                     raise ModelRunError(f"{label}: model process {_describe_exit(self._child.exitcode)}")
                 if time.monotonic() - started > limits.timeout_s:
@@ -460,10 +485,10 @@ class ModelProcess:
             )
             self.close()  # a child that broke its bounds is not trusted with the next job
             raise message from None
-        return reply, max(peak, _rss_mb(self._watched))
+        return reply, max(peak, self._watched.rss_mb())
 
     def run(self, target: Callable[..., Any], args: tuple, limits: Limits, label: str,
-            log_path: str | Path | None) -> IsolatedRun:
+            log_path: str | Path | None, raises: tuple[type[ModelgateError], ...] = ()) -> IsolatedRun:
         if self.refusal:
             raise ModelRunError(f"{label}: {self.refusal}")
         if self._child is None or not self._child.is_alive():
@@ -483,6 +508,8 @@ class ModelProcess:
         if reply[0] == "rejected":
             raise ModelRejected(reply[1], reply[2])
         if reply[0] == "error":
+            if isinstance(reply[3], raises):
+                raise reply[3]
             raise ModelRunError(f"{label}: {reply[1]}")
         return IsolatedRun(value=reply[1], wall_s=time.monotonic() - started, peak_rss_mb=max(peak, warm_up_peak))
 
@@ -529,18 +556,23 @@ def run_isolated(
     log_path: str | Path | None = None,
     share: bool = True,
     pool: str | None = None,
+    raises: tuple[type[ModelgateError], ...] = (),
 ) -> IsolatedRun:
     """Call target(*args) in a child interpreter; target must be importable by name, its value must pickle.
 
     A target marked with shares_process(pool), or given `pool` (a job that serves several runtimes), runs in
     that pool's shared child when one is open and `share` is left True; anything else gets a fresh child.
+
+    The model's rejections (ModelRejected) reach the caller as such; an error of one of the classes in `raises`
+    as it was raised, with its own class and message (a job doing, for the parent, work that would raise the
+    same there: not a SavedModel, bad inputs); any other failure as a ModelRunError naming `label`.
     """
     shared = _shared.get().get(pool or getattr(target, SHARES_PROCESS, None)) if share else None
     if shared is not None:
-        return shared.run(target, args, limits, label, log_path)
+        return shared.run(target, args, limits, label, log_path, raises)
     process = ModelProcess(sandbox=_sandbox.get())
     try:
-        return process.run(target, args, limits, label, log_path)
+        return process.run(target, args, limits, label, log_path, raises)
     finally:
         process.close()
 
@@ -558,3 +590,12 @@ def limits_of(request) -> Limits:
     """The bounds a validation request sets on each stage that runs model code."""
     limits = request.limits
     return Limits(timeout_s=limits.timeout_s, memory_limit_mb=limits.memory_limit_mb or default_memory_limit_mb())
+
+
+def reading_limits_of(request) -> Limits:
+    """The bounds of a job that only reads the model (inspection_job, say): the request's are meant for its model
+    code, so a time or memory limit set low for that does not stop the reading, which never gets tighter ones
+    than the defaults."""
+    limits = limits_of(request)
+    return Limits(timeout_s=max(limits.timeout_s, SandboxLimits().timeout_s),
+                  memory_limit_mb=max(limits.memory_limit_mb, default_memory_limit_mb()))

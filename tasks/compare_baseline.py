@@ -4,17 +4,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelgate.baseline import baseline_job
+from modelgate.errors import ModelgateError
+from modelgate.jobs import loadable_baseline_job, meta_graphs_job
 from modelgate.model_source import resolve_model_source
 from modelgate.op_scan import refuse_unsafe_ops
-from modelgate.sandbox import limits_of, run_isolated
-from modelgate.savedmodel import (
-    choose_meta_graph,
-    inspect_saved_model,
-    model_format,
-    read_saved_model_proto,
-    reference_outputs,
-    write_loadable_copy,
-)
+from modelgate.sandbox import limits_of, reading_limits_of, run_isolated
+from modelgate.savedmodel import choose_meta_graph
 from modelgate.schemas import (
     BaselineChoice,
     BaselineComparison,
@@ -36,10 +31,12 @@ def compare_baseline(
         return BaselineComparison(skipped_reason=baseline.skipped_reason)
     if inputs.path is None:
         return BaselineComparison(skipped_reason=inputs.section.message)
-    baseline_dir = resolve_model_source(baseline.model_dir).model_dir
-    meta_graph = choose_meta_graph(inspect_saved_model(baseline_dir, request.op_libraries), choice.tags)
+    baseline_dir = str(resolve_model_source(baseline.model_dir).model_dir)
+    reading, log_path = reading_limits_of(request), Path(workdir) / "compare-baseline.log"
+    meta_graphs = run_isolated(meta_graphs_job, baseline_dir, request.op_libraries, limits=reading,
+                               label="compare-baseline", log_path=log_path, raises=(ModelgateError,)).value
+    meta_graph = choose_meta_graph(meta_graphs, choice.tags)
     refuse_unsafe_ops(meta_graph.op_scan, request.allow_ops)
-    saved_model = read_saved_model_proto(baseline_dir)
     if choice.signature.key not in meta_graph.signatures:
         return BaselineComparison(skipped_reason=f"the baseline has no signature '{choice.signature.key}'")
     theirs = {n: (s.dtype, s.rank) for n, s in meta_graph.signatures[choice.signature.key].inputs.items()}
@@ -49,13 +46,14 @@ def compare_baseline(
             skipped_reason="the baseline takes other inputs (see signature_compatibility), so the same inputs "
             "cannot feed both: no drift or latency comparison"
         )
-    if reference_outputs(saved_model):
-        # As for the model validated (see inspect): TF2 loads reference-typed signature tensors only through a read.
-        baseline_dir = write_loadable_copy(baseline_dir, saved_model, Path(workdir) / "loadable_baseline")
+    loadable_dir, baseline_format = run_isolated(
+        loadable_baseline_job, baseline_dir, str(Path(workdir) / "loadable_baseline"), limits=reading,
+        label="compare-baseline", log_path=log_path, raises=(ModelgateError,),
+    ).value
     measured = run_isolated(
-        baseline_job, choice.model_dir, choice.tags, choice.model_format, choice.signature.key, str(baseline_dir),
-        meta_graph.tags, model_format(baseline_dir, saved_model), inputs.path, request.op_libraries,
-        limits=limits_of(request), label="compare-baseline", log_path=Path(workdir) / "compare-baseline.log",
+        baseline_job, choice.model_dir, choice.tags, choice.model_format, choice.signature.key, loadable_dir,
+        meta_graph.tags, baseline_format, inputs.path, request.op_libraries,
+        limits=limits_of(request), label="compare-baseline", log_path=log_path,
     ).value
     change = 100.0 * (measured["current_p50_ms"] / measured["baseline_p50_ms"] - 1)
     return BaselineComparison(

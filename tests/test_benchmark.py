@@ -7,10 +7,10 @@ import pytest
 
 from modelgate.benchmark import Measured, SweepPlan, sweep, throughput_has_levelled_off
 from modelgate.benchmark_plan import fixed_batch_size
+from modelgate.jobs import inspection_job
 from modelgate.schemas import SignatureSpec, TensorSpec, UnmeasuredBenchmark, ValidationRequest
 from modelgate.timing import BudgetSpent, MeasurementPlan, measure
 from tasks.benchmark import benchmark
-from tasks.inspect_model import inspect_model
 from tasks.prepare_inputs import prepare_inputs
 from tasks.select_signature import select_signature
 
@@ -52,7 +52,7 @@ def test_benchmark_task_sweeps_both_tensorflow_runtimes_in_a_child(model_dirs, t
         source=str(model_dirs["keras_export"]), benchmark_max_batch_size=4, benchmark_warmup=2,
         benchmark_max_windows=3, intra_op_threads=1, benchmark_gpu=False,
     )
-    choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
+    choice = select_signature.fn(inspection_job(request.source, str(tmp_path)), None, None)
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     run = benchmark.fn(choice, inputs, request, str(tmp_path))
     by_runtime = {}
@@ -73,7 +73,7 @@ def test_the_keras_wrapper_is_benchmarked_on_an_input_of_unknown_rank(model_dirs
         source=str(model_dirs["unknown_dims"]), benchmark_batch_sizes=[1], benchmark_warmup=2,
         benchmark_max_windows=3, benchmark_gpu=False,
     )
-    choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
+    choice = select_signature.fn(inspection_job(request.source, str(tmp_path)), None, None)
     assert any(spec.shape is None for spec in choice.signature.inputs.values())
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     run = benchmark.fn(choice, inputs, request, str(tmp_path))
@@ -108,7 +108,7 @@ def test_the_benchmark_stage_reports_what_its_budget_left_unmeasured(model_dirs,
         source=str(model_dirs["keras_export"]), benchmark_max_batch_size=4, benchmark_warmup=2,
         benchmark_budget_s=0.01, benchmark_gpu=False,
     )
-    choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
+    choice = select_signature.fn(inspection_job(request.source, str(tmp_path)), None, None)
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     run = benchmark.fn(choice, inputs, request, str(tmp_path))
     assert run.results == []

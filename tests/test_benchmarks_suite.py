@@ -22,13 +22,17 @@ def test_quick_suite_measures_and_writes_every_figure(tmp_path):
     assert {(row["model"], row["runtime"]) for row in results["fidelity"]} == {
         ("small dense", "tensorflow"), ("small dense", "onnxruntime")
     }
-    rows = [*results["fidelity"], results["harness_overhead"], results["whole_validation"]]
+    rows = [*results["fidelity"], results["harness_overhead"], results["cold_cli"], results["whole_validation"]]
     assert all(math.isfinite(row["ratio"]) and row["ratio"] > 0 and isinstance(row["passed"], bool) for row in rows)
     # A few MiB of weights can sit within the noise of a whole process tree: the ratio may be negative.
     assert all(math.isfinite(row["ratio"]) and row["peak_rss_mb"] > row["baseline_mb"] / 2 and row["peak_stage"]
                for row in results["memory"])
     assert results["whole_validation"]["validation_statuses"] == ["passed"]
     assert results["whole_validation"]["prefect_start_up_s"] > 0
+    cold = results["cold_cli"]
+    assert cold["statuses"] == ["passed"] and cold["import_tensorflow_s"] > 0
+    assert {"imports", "prefect_server_wait", "stage:inspect", "stage:open-mlflow-run", "shutdown"} <= set(cold["breakdown_s"])
+    assert "## Cold CLI" in (tmp_path / "results.md").read_text()
     assert [round(row["variables_mb"]) for row in results["memory"]] == [4]
     assert results["gpu"]["status"] == "skipped" and results["gpu"]["reason"]
     assert "## Fidelity" in (tmp_path / "results.md").read_text()

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from modelgate.errors import NotASavedModel
+from modelgate.jobs import inspection_job
 from modelgate.quiet import import_tensorflow
 from modelgate.samples import build_sample_model
 from modelgate.variables_check import read_index
-from tasks.inspect_model import inspect_model
 from tests.flows import run_flow
 from tests.tables import snappy_table
 
@@ -51,7 +51,7 @@ def test_tensorflow_reads_the_compressed_index_as_the_original(original, compres
 
 
 def test_a_compressed_index_passes_inspection(compressed, tmp_path):
-    inspection = inspect_model.fn(str(compressed), str(tmp_path))
+    inspection = inspection_job(str(compressed), str(tmp_path))
     assert inspection.model_format == "tf2"
     assert "serving_default" in inspection.meta_graphs[0].signatures
 
@@ -99,14 +99,14 @@ def test_a_corrupt_index_is_refused_in_one_line(case, compressed, tmp_path):
     model_dir = shutil.copytree(compressed, tmp_path / "model")
     damage(model_dir)
     with pytest.raises(NotASavedModel, match="unreadable checkpoint index") as refused:
-        inspect_model.fn(str(model_dir), str(tmp_path))
+        inspection_job(str(model_dir), str(tmp_path))
     assert expected in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_an_unknown_block_type_is_refused(original, tmp_path):
     model_dir = _reencoded(original, tmp_path / "model", block_type=2)
     with pytest.raises(NotASavedModel, match="a block of unknown compression type 2"):
-        inspect_model.fn(str(model_dir), str(tmp_path))
+        inspection_job(str(model_dir), str(tmp_path))
 
 
 def test_an_entry_whose_size_disagrees_with_its_dtype_and_shape_is_refused(original, tmp_path):
@@ -116,7 +116,7 @@ def test_an_entry_whose_size_disagrees_with_its_dtype_and_shape_is_refused(origi
     model_dir = _reencoded(original, tmp_path / "model", edit=grow)
     with pytest.raises(NotASavedModel, match=r"variable 'variables/0/.ATTRIBUTES/VARIABLE_VALUE' \(float32 \[20, 32\]\) "
                                              r"needs 2560 bytes, the index gives it 2564"):
-        inspect_model.fn(str(model_dir), str(tmp_path))
+        inspection_job(str(model_dir), str(tmp_path))
 
 
 def _shape_dim(size):
@@ -141,4 +141,4 @@ def test_an_entry_tensorflow_would_abort_on_is_refused_before_it_reads(case, ori
     change, expected = ABORTING[case]
     model_dir = _reencoded(original, tmp_path / "model", edit=lambda entries: _kernel_entry(entries, change))
     with pytest.raises(NotASavedModel, match=f"variable 'variables/0/.ATTRIBUTES/VARIABLE_VALUE' {expected}"):
-        inspect_model.fn(str(model_dir), str(tmp_path))
+        inspection_job(str(model_dir), str(tmp_path))

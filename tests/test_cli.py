@@ -90,3 +90,25 @@ def test_a_cli_run_keeps_its_copies_in_its_workdir_and_links_no_flow_run_without
     mv = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_model_version("gate-cli", report["registry"]["version"])
     assert "modelgate.flow_run" not in mv.tags
     assert "PASSED" in mv.description and "None/" not in mv.description and "Prefect flow run" not in mv.description
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_server_named_in_a_prefect_profile_runs_the_flow(model_dirs, tmp_path):
+    # The command starts an ephemeral server before it can read Prefect's settings; a profile naming the user's
+    # server is found once Prefect is imported, and then the flow runs there.
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(f'active = "team"\n\n[profiles.team]\nPREFECT_API_URL = "{api_url}"\n')
+    report_path = str(tmp_path / "profile-report.json")  # this run's own: other tests' runs share the server
+    result = _modelgate("validate", str(model_dirs["keras_export"]), "--no-onnx", "--no-benchmark", "--report",
+                        report_path, cwd=tmp_path, PREFECT_PROFILES_PATH=str(profiles))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"flow runs on the Prefect server at {api_url}" in result.stdout
+    assert json.loads(Path(report_path).read_text())["status"] == "passed"
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+    assert [run.state.type.value for run in runs if run.parameters.get("request", {}).get("report_path") == report_path
+            ] == ["COMPLETED"]

@@ -12,10 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from modelgate.errors import InputsError, ModelRunError, NotASavedModel, SignatureNotFound
 from modelgate.inputs import load_examples, load_inputs_file, read_npz, save_npz
-from modelgate.jobs import output_checks_job, wrapper_parity_job
+from modelgate.jobs import inspection_job, output_checks_job, wrapper_parity_job
 from modelgate.model_source import resolve_model_source
 from modelgate.quiet import import_tensorflow
-from tasks.inspect_model import inspect_model
 from tasks.select_signature import select_signature
 from tests.flows import run_flow
 from tests.models import example_record
@@ -25,7 +24,7 @@ tf = import_tensorflow()
 
 def _select(model_dir, workdir, key=None, tags=None):
     # Each inspection its own folder: a TF1 model's loadable copy lands there.
-    return select_signature.fn(inspect_model.fn(str(model_dir), tempfile.mkdtemp(dir=workdir)), key, tags)
+    return select_signature.fn(inspection_job(str(model_dir), tempfile.mkdtemp(dir=workdir)), key, tags)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def examples_file(tmp_path_factory):
 
 
 def test_tf1_graph_signatures_methods_and_shapes_are_read(model_dirs, tmp_path):
-    inspection = inspect_model.fn(str(model_dirs["tf1_graph"]), str(tmp_path))
+    inspection = inspection_job(str(model_dirs["tf1_graph"]), str(tmp_path))
     assert inspection.model_format == "tf1-graph"
     serve = next(mg for mg in inspection.meta_graphs if mg.tags == ["serve"])
     signatures = serve.signatures
@@ -54,7 +53,7 @@ def test_tf1_graph_signatures_methods_and_shapes_are_read(model_dirs, tmp_path):
 
 
 def test_reference_dtypes_are_reported_by_value_and_loaded_through_a_copy(model_dirs, tmp_path):
-    inspection = inspect_model.fn(str(model_dirs["tf1_graph"]), str(tmp_path))
+    inspection = inspection_job(str(model_dirs["tf1_graph"]), str(tmp_path))
     weight = next(mg for mg in inspection.meta_graphs if mg.tags == ["serve"]).signatures["weights"].outputs["weight"]
     assert (weight.dtype, weight.declared_dtype, weight.shape) == ("float32", "float32_ref", [3, 2])
     assert inspection.model_dir == str(tmp_path / "loadable_model")
@@ -81,26 +80,26 @@ def test_several_meta_graphs_tag_choice_and_a_missing_tag_set(model_dirs, tmp_pa
 
 
 def test_pbtxt_is_read_like_pb(model_dirs, tmp_path):
-    text = inspect_model.fn(str(model_dirs["tf1_pbtxt"]), str(tmp_path / "text"))
-    binary = inspect_model.fn(str(model_dirs["tf1_graph"]), str(tmp_path / "binary"))
+    text = inspection_job(str(model_dirs["tf1_pbtxt"]), str(tmp_path / "text"))
+    binary = inspection_job(str(model_dirs["tf1_graph"]), str(tmp_path / "binary"))
     assert text.saved_model_file.endswith("saved_model.pbtxt")
     assert [mg.signatures for mg in text.meta_graphs] == [mg.signatures for mg in binary.meta_graphs]
 
 
 def test_keras2_and_tf2_formats_are_told_apart(model_dirs, tmp_path):
-    keras2 = inspect_model.fn(str(model_dirs["keras2_save"]), str(tmp_path))
+    keras2 = inspection_job(str(model_dirs["keras2_save"]), str(tmp_path))
     assert keras2.model_format == "keras2"
     signature = _select(model_dirs["keras2_save"], tmp_path).signature
     assert list(signature.inputs) == ["features"] and list(signature.outputs) == ["probabilities"]
-    assert inspect_model.fn(str(model_dirs["keras_export"]), str(tmp_path)).model_format == "tf2"
+    assert inspection_job(str(model_dirs["keras_export"]), str(tmp_path)).model_format == "tf2"
 
 
 def test_serving_base_path_resolves_to_the_latest_numeric_version_or_the_one_asked(model_dirs, tmp_path):
     base = model_dirs["serving_base"]
-    latest = inspect_model.fn(str(base), str(tmp_path))
+    latest = inspection_job(str(base), str(tmp_path))
     assert latest.model_version == 2 and latest.resolved_model_dir == str(base / "2")
     assert "confidence" in latest.meta_graphs[0].signatures["serving_default"].outputs
-    first = inspect_model.fn(str(base), str(tmp_path), 1)
+    first = inspection_job(str(base), str(tmp_path), 1)
     assert first.model_version == 1 and first.model_dir == str(base / "1")
     with pytest.raises(NotASavedModel, match="no version 7; the numeric version folders are 1, 2"):
         resolve_model_source(base, 7)
@@ -135,11 +134,11 @@ def test_variables_index_is_checked_across_blocks_and_truncation_is_caught(tmp_p
     model_dir = tmp_path / "many"
     module = _ManyVariables()
     tf.saved_model.save(module, str(model_dir), signatures={"serving_default": module.__call__})
-    assert inspect_model.fn(str(model_dir), str(tmp_path)).model_format == "tf2"
+    assert inspection_job(str(model_dir), str(tmp_path)).model_format == "tf2"
     data = model_dir / "variables" / "variables.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:-4])
     with pytest.raises(NotASavedModel, match="truncated variables data: the index needs at least \\d+ bytes, found"):
-        inspect_model.fn(str(model_dir), str(tmp_path))
+        inspection_job(str(model_dir), str(tmp_path))
 
 
 def test_examples_file_feeds_the_string_input(model_dirs, examples_file, tmp_path):

@@ -1,13 +1,15 @@
 import pytest
 
-from modelgate.errors import NotASavedModel, SignatureNotFound, UnsafeModel
+from modelgate.errors import ModelgateError, NotASavedModel, SignatureNotFound, UnsafeModel
+from modelgate.jobs import inspection_job
+from modelgate.schemas import ValidationRequest
 from tasks.inspect_model import inspect_model
 from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
 
 
 def _select(model_dir, workdir, key=None, tags=None):
-    return select_signature.fn(inspect_model.fn(str(model_dir), str(workdir)), key, tags)
+    return select_signature.fn(inspection_job(str(model_dir), str(workdir)), key, tags)
 
 
 def test_keras_export_uses_serving_default(model_dirs, tmp_path):
@@ -56,15 +58,30 @@ def test_unknown_rank_and_dims_are_kept(model_dirs, tmp_path):
 
 def test_not_a_saved_model(tmp_path):
     with pytest.raises(NotASavedModel, match="empty directory"):
-        inspect_model.fn(str(tmp_path), str(tmp_path))
+        inspection_job(str(tmp_path), str(tmp_path))
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(NotASavedModel, match="not a SavedModel .* found notes.txt"):
-        inspect_model.fn(str(tmp_path), str(tmp_path))
+        inspection_job(str(tmp_path), str(tmp_path))
     with pytest.raises(NotASavedModel, match="no such directory"):
-        inspect_model.fn(str(tmp_path / "absent"), str(tmp_path))
+        inspection_job(str(tmp_path / "absent"), str(tmp_path))
     (tmp_path / "saved_model.pb").write_bytes(b"\x00garbage\xff" * 10)
     with pytest.raises(NotASavedModel):
-        inspect_model.fn(str(tmp_path), str(tmp_path))
+        inspection_job(str(tmp_path), str(tmp_path))
+
+
+def test_the_inspect_stage_raises_what_the_reading_raised_in_its_child(model_dirs, tmp_path):
+    """The reading runs in a child process (the TensorFlow pool's, in a validation), so that the flow's own never
+    imports TensorFlow; its errors keep their class and message, and so the verdict they lead to."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "notes.txt").write_text("not a model")
+    request = ValidationRequest(source=str(model_dir))
+    with pytest.raises(NotASavedModel, match="^.*/model: not a SavedModel .* found notes.txt$"):
+        inspect_model.fn(str(model_dir), request, str(tmp_path))
+    unknown_library = request.model_copy(update={"op_libraries": ["no_such_op_library"]})
+    with pytest.raises(ModelgateError, match="^--op-library no_such_op_library: cannot import it") as raised:
+        inspect_model.fn(str(model_dirs["keras_export"]), unknown_library, str(tmp_path))
+    assert type(raised.value) is ModelgateError
 
 
 def test_ops_are_listed_and_file_reading_models_are_refused(model_dirs, tmp_path):

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from modelgate.jobs import inspection_job
 from modelgate.quiet import import_tensorflow
 from modelgate.runners import KerasModelRunner, TFSignatureRunner
 from modelgate.schemas import ValidationRequest
-from tasks.inspect_model import inspect_model
 from tasks.load_and_wrap import load_and_wrap
 from tasks.prepare_inputs import prepare_inputs
 from tasks.select_signature import select_signature
@@ -28,7 +28,7 @@ def test_tfsmlayer_alone_fails_on_two_inputs(model_dirs):
 
 
 def test_keras_model_predict_with_named_inputs_equals_the_raw_signature(model_dirs, tmp_path):
-    choice = select_signature.fn(inspect_model.fn(str(model_dirs["custom_signature"]), str(tmp_path)), None, None)
+    choice = select_signature.fn(inspection_job(str(model_dirs["custom_signature"]), str(tmp_path)), None, None)
     raw = TFSignatureRunner(choice.model_dir, choice.tags, choice.signature.key)
     wrapped = KerasModelRunner(raw, choice.signature)
     assert [layer.name for layer in wrapped.model.inputs] == ["input1", "input2"]
@@ -40,7 +40,7 @@ def test_keras_model_predict_with_named_inputs_equals_the_raw_signature(model_di
 
 def test_load_and_wrap_task_proves_parity_in_a_child_process(model_dirs, tmp_path):
     request = ValidationRequest(source=str(model_dirs["custom_signature"]))
-    choice = select_signature.fn(inspect_model.fn(request.source, str(tmp_path)), None, None)
+    choice = select_signature.fn(inspection_job(request.source, str(tmp_path)), None, None)
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     result = load_and_wrap.fn(choice, inputs, request, str(tmp_path))
     statuses = {check.name: check.status for check in result.checks}

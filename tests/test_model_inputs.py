@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
 from pydantic import ValidationError
 
 from modelgate.cli import _parser, _request_fields
 from modelgate.errors import InputsError
-from modelgate.inputs import read_npz
-from modelgate.jobs import output_checks_job, wrapper_parity_job
+from modelgate.inputs import example_message_class, read_npz
+from modelgate.jobs import inspection_job, output_checks_job, wrapper_parity_job
 from modelgate.quiet import import_tensorflow
 from modelgate.schemas import ValidationRequest
-from tasks.inspect_model import inspect_model
 from tasks.prepare_inputs import prepare_inputs
 from tasks.select_signature import select_signature
 from tests.flows import run_flow
@@ -32,7 +32,7 @@ MODEL_CHECKS = (
 
 
 def _choice(model_dir, key=None):
-    return select_signature.fn(inspect_model.fn(str(model_dir), tempfile.mkdtemp(dir=Path(model_dir).parent)), key, None)
+    return select_signature.fn(inspection_job(str(model_dir), tempfile.mkdtemp(dir=Path(model_dir).parent)), key, None)
 
 
 def _prepare(choice, workdir, **fields):
@@ -166,6 +166,17 @@ def test_an_estimator_classify_signature_gets_examples_from_its_parse_spec(zoo, 
     assert _model_checks(choice, inputs, tmp_path) == dict.fromkeys(MODEL_CHECKS, "passed")
 
 
+def test_examples_are_built_without_tensorflow_as_tensorflow_builds_them():
+    ours, theirs = example_message_class()(), tf.train.Example()
+    for example in (ours, theirs):
+        features = example.features.feature
+        features["words"].bytes_list.value.extend([b"ab", b"c\x00"])
+        features["x"].float_list.value.extend([1.5, -2.0])
+        features["ids"].int64_list.value.extend([3, -4, 2**40])
+    assert ours.SerializeToString() == theirs.SerializeToString()
+    assert text_format.MessageToString(ours) == text_format.MessageToString(theirs)
+
+
 def test_tf1_classify_and_regress_signatures_read_their_parse_example_v2_spec(model_dirs, tmp_path):
     for key in ("classify", "regress"):
         facts = _choice(model_dirs["tf1_graph"], key).signature.input_facts["inputs"]
@@ -177,9 +188,15 @@ def test_an_examples_file_still_overrides_the_synthesis(zoo, tmp_path):
     path = tmp_path / "examples.tfrecord"
     with tf.io.TFRecordWriter(str(path)) as writer:
         writer.write(example_record([1.0, 2.0, 3.0]))
-    inputs = _prepare(_choice(zoo["estimator_classify"]), tmp_path, inputs_path=str(path))
+    choice = _choice(zoo["estimator_classify"])
+    inputs = _prepare(choice, tmp_path, inputs_path=str(path))
     assert inputs.section.source == "file" and inputs.section.example_features == {}
     assert read_npz(inputs.path)["inputs"].tolist() == [example_record([1.0, 2.0, 3.0])]
+    # Read in a child process, where TensorFlow's reader is: what it refuses is still an InputsError.
+    not_records = tmp_path / "examples.txt"
+    not_records.write_text("one example per line\n")
+    with pytest.raises(InputsError, match="inputs file .*examples.txt: expected a .npz archive or a TFRecord file"):
+        _prepare(choice, tmp_path, inputs_path=str(not_records))
 
 
 @pytest.mark.usefixtures("prefect_server")

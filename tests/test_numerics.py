@@ -6,10 +6,9 @@ from functools import partial
 
 import pytest
 
-from modelgate.jobs import output_checks_job
+from modelgate.jobs import inspection_job, output_checks_job
 from modelgate.precision import DEFAULT_TOLERANCES
 from modelgate.schemas import ValidationRequest
-from tasks.inspect_model import inspect_model
 from tasks.prepare_inputs import prepare_inputs
 from tasks.select_signature import select_signature
 from tests import numerics_models
@@ -38,7 +37,7 @@ def test_a_mixed_float16_model_is_judged_at_float16_tolerances(mixed_precision, 
 
 
 def test_explicit_tolerances_win_over_the_precision_defaults(mixed_precision):
-    inspection = inspect_model.fn(str(mixed_precision), tempfile.mkdtemp(dir=mixed_precision.parent))
+    inspection = inspection_job(str(mixed_precision), tempfile.mkdtemp(dir=mixed_precision.parent))
     choice = select_signature.fn(inspection, None, None, 1e-5, {"probabilities": 0.5})
     assert choice.atol == 1e-5 and choice.rtol == {"": 1e-2, "probabilities": 0.5}
     assert "atol as the request sets" in next(c for c in choice.checks if c.name == "tolerances").message
@@ -46,7 +45,7 @@ def test_explicit_tolerances_win_over_the_precision_defaults(mixed_precision):
 
 def test_a_long_reduction_keeps_batch_consistency_against_its_scale(tmp_path):
     model_dir = numerics_models.long_reduction(tmp_path / "long_reduction")
-    choice = select_signature.fn(inspect_model.fn(str(model_dir), str(tmp_path)), None, None)
+    choice = select_signature.fn(inspection_job(str(model_dir), str(tmp_path)), None, None)
     request = ValidationRequest(source=str(model_dir))
     inputs = prepare_inputs.fn(choice, request, str(tmp_path))
     checks = output_checks_job(str(model_dir), choice.tags, choice.model_format, choice.signature, inputs.path,

@@ -10,11 +10,11 @@ from onnx import numpy_helper
 
 from modelgate.compare import UnknownOutputTolerance, tolerance_for
 from modelgate.errors import ConversionFailed
+from modelgate.jobs import inspection_job
 from modelgate.onnx_export import EXTERNAL_DATA_FILE, EXTERNAL_DATA_MIN_BYTES, default_opset
 from modelgate.schemas import TargetArtifact, TargetSection, ValidationReport, ValidationRequest
 from tasks.compare_target import compare_target
 from tasks.export_target import export_target, record_target_error
-from tasks.inspect_model import inspect_model
 from tasks.prepare_inputs import prepare_inputs
 from tasks.reference_batches import reference_batches
 from tasks.run_checks import run_checks
@@ -29,7 +29,7 @@ class Stages:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = str(workdir)
         self.request = ValidationRequest(source=str(model_dir), output_dir=str(workdir), **fields)
-        inspection = inspect_model.fn(str(model_dir), self.workdir)
+        inspection = inspection_job(str(model_dir), self.workdir)
         self.choice = select_signature.fn(inspection, None, None, self.request.atol, self.request.rtol)
         scan_ops.fn(self.choice, [])  # as the flow does: nothing runs before the op scan cleared the model
         self.inputs = prepare_inputs.fn(self.choice, self.request, self.workdir)

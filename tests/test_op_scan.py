@@ -14,6 +14,7 @@ import pytest
 
 from modelgate import cli
 from modelgate.errors import MissingOps, UnsafeModel
+from modelgate.jobs import inspection_job
 from modelgate.op_allowlist import (
     REVIEWED_STATEFUL_OPS,
     TENSORFLOW_TEXT_UNPREFIXED_OPS,
@@ -21,7 +22,6 @@ from modelgate.op_allowlist import (
 )
 from modelgate.quiet import import_tensorflow
 from modelgate.schemas import ValidationRequest
-from tasks.inspect_model import inspect_model
 from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
 from tests.benign_models import BENIGN_ARCHITECTURES
@@ -65,7 +65,7 @@ def tensorflow_text_model(tmp_path_factory) -> Path:
 
 def _inspect(model_dir, **fields):
     """Inspection as the flow runs it, with a folder of its own for a loadable copy the model may need."""
-    return inspect_model.fn(str(model_dir), tempfile.mkdtemp(dir=Path(model_dir).parent), **fields)
+    return inspection_job(str(model_dir), tempfile.mkdtemp(dir=Path(model_dir).parent), **fields)
 
 
 def _choice(model_dir, op_libraries=()):

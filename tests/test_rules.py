@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from modelgate.checks import check_batch_consistency, check_wrapper_parity
-from modelgate.contract import ContractError, check_compatibility, check_contract, load_contract, signature_rules
+from modelgate.contract import (
+    ContractError,
+    _normalized_dtype,
+    check_compatibility,
+    check_contract,
+    load_contract,
+    signature_rules,
+)
+from modelgate.jobs import inspection_job
 from modelgate.schemas import (
     BaselineChoice,
     Check,
@@ -17,7 +25,6 @@ from modelgate.schemas import (
     ValidationRequest,
 )
 from tasks.check_contract import check_signature
-from tasks.inspect_model import inspect_model
 from tasks.select_signature import select_signature
 
 
@@ -54,7 +61,7 @@ def test_a_clean_signature_passes_every_rule():
 
 
 def test_generated_names_fixed_batch_and_unknown_rank_warn(model_dirs, tmp_path):
-    choice = select_signature.fn(inspect_model.fn(str(model_dirs["unnamed_fixed_batch"]), str(tmp_path)), None, None)
+    choice = select_signature.fn(inspection_job(str(model_dirs["unnamed_fixed_batch"]), str(tmp_path)), None, None)
     checks = _by_name(signature_rules(choice.signature))
     assert checks["meaningful_output_names"].status == "warning"
     assert "output 'output_0': expected a name that says what it holds" in checks["meaningful_output_names"].message
@@ -87,6 +94,13 @@ def test_contract_file_yaml_or_json(tmp_path, suffix):
                     "outputs:\n  scores: {dtype: float, shape: [null, 2]}\n")
     check = check_contract(SCORER, load_contract(path), str(path))
     assert check.status == "passed", check.message
+
+
+def test_contract_dtypes_take_the_names_tensorflow_takes():
+    from tensorflow.python.framework import dtypes
+
+    tf_names = {name: dtype.name for name, dtype in dtypes._STRING_TO_TF.items() if not name.endswith("_ref")}
+    assert {name: _normalized_dtype(name) for name in tf_names} == tf_names
 
 
 def _assert_problems(check, *expected):
@@ -162,14 +176,14 @@ def test_compatible_changes_pass_with_notes():
 
 
 def test_check_signature_stage_skips_what_was_not_asked(model_dirs, tmp_path):
-    choice = select_signature.fn(inspect_model.fn(str(model_dirs["serving_base"]), str(tmp_path)), None, None)
+    choice = select_signature.fn(inspection_job(str(model_dirs["serving_base"]), str(tmp_path)), None, None)
     no_baseline = BaselineChoice(skipped_reason="no baseline asked")
-    checks = _by_name(check_signature.fn(choice, ValidationRequest(source="unused"), no_baseline).checks)
+    checks = _by_name(check_signature.fn(choice, ValidationRequest(source="unused"), no_baseline, str(tmp_path)).checks)
     assert checks["contract"].status == "skipped" and checks["signature_compatibility"].status == "skipped"
     assert checks["signature_compatibility"].message == "no baseline asked"
     previous = str(model_dirs["serving_base"] / "1")
     compared = check_signature.fn(choice, ValidationRequest(source="unused"),
-                                  BaselineChoice(source=previous, model_dir=previous))
+                                  BaselineChoice(source=previous, model_dir=previous), str(tmp_path))
     compatibility = _by_name(compared.checks)["signature_compatibility"]
     assert compatibility.status == "passed" and "output 'confidence' is new" in compatibility.message
 

@@ -5,7 +5,7 @@ import time
 import psutil
 import pytest
 
-from modelgate.errors import ModelRunError
+from modelgate.errors import ModelgateError, ModelRunError, NotASavedModel
 from modelgate.sandbox import Limits, SharedProcess, run_isolated, shared_processes, shares_process
 from modelgate.spare_keeper import keep_spares
 
@@ -24,6 +24,10 @@ def _crash():
 
 def _raise():
     raise ValueError("the model says no")
+
+
+def _not_a_saved_model():
+    raise NotASavedModel("/nowhere: no such directory")
 
 
 def _eat_memory():
@@ -56,6 +60,15 @@ def test_an_exception_reaches_the_parent_as_one_line(tmp_path):
     with pytest.raises(ModelRunError, match="ValueError: the model says no"):
         run_isolated(_raise, limits=Limits(timeout_s=60), label="raise", log_path=log)
     assert "Traceback" in log.read_text()
+
+
+def test_an_error_of_modelgate_s_own_keeps_its_class_and_message_where_the_caller_asks():
+    with pytest.raises(ModelRunError, match="read: NotASavedModel: /nowhere: no such directory"):
+        run_isolated(_not_a_saved_model, limits=Limits(timeout_s=60), label="read")
+    with pytest.raises(NotASavedModel, match="^/nowhere: no such directory$"):
+        run_isolated(_not_a_saved_model, limits=Limits(timeout_s=60), label="read", raises=(ModelgateError,))
+    with pytest.raises(ModelRunError, match="raise: ValueError: the model says no"):
+        run_isolated(_raise, limits=Limits(timeout_s=60), label="raise", raises=(ModelgateError,))
 
 
 def test_a_model_eating_memory_is_killed_at_the_limit():

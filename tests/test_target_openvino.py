@@ -14,6 +14,7 @@ from modelgate import os_sandbox
 from modelgate.benchmark import Measured, SweepPlan
 from modelgate.compare import compare_arrays, judged, tolerance_for
 from modelgate.inputs import save_npz
+from modelgate.jobs import inspection_job
 from modelgate.precision import effective_tolerances
 from modelgate.runtimes import DeviceUnavailable, runtime
 from modelgate.sandbox import Limits, run_isolated, shared_processes
@@ -21,14 +22,13 @@ from modelgate.target_jobs import benchmark_job
 from modelgate.targets import ConversionSource, target
 from modelgate.targets.openvino import TARGET, conversion_failure, convert, frontend_cannot_read
 from modelgate.timing import MeasurementPlan
-from tasks.inspect_model import inspect_model
 from tasks.select_signature import select_signature
 
 pytestmark = pytest.mark.slow
 
 def source_for(model_dir: Path, workdir: Path, key: str | None = None, tags: list[str] | None = None) -> ConversionSource:
     workdir.mkdir(parents=True, exist_ok=True)
-    choice = select_signature.fn(inspect_model.fn(str(model_dir), str(workdir)), key, tags)
+    choice = select_signature.fn(inspection_job(str(model_dir), str(workdir)), key, tags)
     return ConversionSource(
         model_dir=choice.model_dir, tags=choice.tags, signature=choice.signature, model_format=choice.model_format,
         output_dir=str(workdir / "openvino"), log_path=str(workdir / "openvino.log"),

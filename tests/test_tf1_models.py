@@ -10,6 +10,7 @@ import pytest
 
 from modelgate.checks import unwrappable
 from modelgate.errors import ModelRejected
+from modelgate.jobs import inspection_job
 from modelgate.runners import (
     TFSessionRunner,
     TFSignatureRunner,
@@ -17,7 +18,6 @@ from modelgate.runners import (
 )
 from modelgate.sandbox import Limits, run_isolated
 from modelgate.savedmodel import load_saved_model
-from tasks.inspect_model import inspect_model
 from tasks.select_signature import select_signature
 from tests import models
 from tests.flows import run_flow
@@ -33,7 +33,7 @@ def built(tmp_path_factory):
 
 def _signature(model_dir):
     workdir = tempfile.mkdtemp(dir=Path(model_dir).parent)
-    return select_signature.fn(inspect_model.fn(str(model_dir), workdir), None, None).signature
+    return select_signature.fn(inspection_job(str(model_dir), workdir), None, None).signature
 
 
 def _checks(report) -> dict:
