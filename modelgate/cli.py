@@ -358,11 +358,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         console.error(str(exc))
         return EXIT_ERROR
-    from modelgate.pools import TENSORFLOW, validation_pools
-    from modelgate.sandbox import start_spare
-
-    # TensorFlow's import (seconds) overlaps Prefect's and MLflow's, and the server's start.
-    start_spare(validation_pools(request)[TENSORFLOW])
     from modelgate import recorder
 
     recorder.add_listener(console)

@@ -325,20 +325,6 @@ def spawn_spare(key: SpareKey) -> tuple[multiprocessing.Process, Connection]:
     return _spawn(_spare_main, (dict(environment), warm_up, confinable))
 
 
-_spares: dict[SpareKey, list[tuple[multiprocessing.Process, Connection]]] = {}
-
-
-def start_spare(spec: SharedProcess) -> int:
-    """A spare child of this process for the first pool of this spec that starts here (see shared_processes),
-    warming up from now on, so that its frameworks' import overlaps whatever this process does first; its pid."""
-    key = spare_key(spec)
-    if key is None:
-        raise ValueError("a pool without a warm-up has no spare")
-    child, conn = spawn_spare(key)
-    _spares.setdefault(key, []).append((child, conn))
-    return child.pid
-
-
 class _KeptChild:
     """A spare the spare keeper started, in the process that adopted it: the keeper reaps it, and says how it ended
     on the lease."""
@@ -368,16 +354,10 @@ class _KeptChild:
             self._process.kill()
 
 
-def _take_spare(key: SpareKey) -> tuple[Any, Connection | None, Connection | None]:
-    """A spare for this key, gone from where it was so that it is never handed over again: this process's own
-    (start_spare); else the spare keeper's, with the lease on it; or no spare, with the lease that says this key was
-    wanted (the keeper starts a spare of it once the lease ends); nothing without a keeper."""
-    own = _spares.get(key, [])
-    while own:
-        child, conn = own.pop(0)
-        if child.is_alive():
-            return child, conn, None
-        conn.close()
+def _take_spare(key: SpareKey) -> tuple[_KeptChild | None, Connection | None, Connection | None]:
+    """The spare keeper's spare for this key, with its connection and the lease on it (the keeper forgets it: it is
+    never handed over again); or no spare, with the lease that says this key was wanted (the keeper starts a spare of
+    it once the lease ends); nothing without a keeper."""
     address = os.environ.get(SPARES_VARIABLE)
     if not address:
         return None, None, None

@@ -6,7 +6,7 @@ import psutil
 import pytest
 
 from modelgate.errors import ModelgateError, ModelRunError, NotASavedModel
-from modelgate.sandbox import Limits, SharedProcess, run_isolated, shared_processes, shares_process, start_spare
+from modelgate.sandbox import Limits, SharedProcess, run_isolated, shared_processes, shares_process
 from modelgate.spare_keeper import keep_spares
 
 
@@ -148,16 +148,6 @@ def _wait_for_spare(keeper: int) -> None:
     deadline = time.monotonic() + 30
     while not psutil.Process(keeper).children() and time.monotonic() < deadline:
         time.sleep(0.1)
-
-
-def test_a_spare_of_this_process_serves_the_first_pool_of_its_spec_only():
-    spec = SharedProcess(warm_up=_import_numpy)
-    spare = start_spare(spec)
-    for expected in (spare, None):
-        with shared_processes({"a": spec}):
-            pid = run_isolated(_pid_and_blas_threads, limits=Limits(timeout_s=60), label="pid").value[0]
-            assert pid == spare if expected else pid != spare
-            assert psutil.Process(pid).ppid() == os.getpid()
 
 
 def test_the_spare_keeper_hands_each_spare_over_once_as_a_fresh_child_would_be():
