@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -24,6 +25,8 @@ import numpy as np
 from modelgate.quiet import quiet_frameworks
 
 quiet_frameworks()
+# As the CLI does: on a loaded machine Prefect's ephemeral server can take longer than Prefect waits by default.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from benchmarks import cold_cli, models  # noqa: E402 - Prefect and MLflow read their settings at import
 from modelgate.environment import gather_environment, gpu_present
@@ -37,8 +40,14 @@ from modelgate.timing import MeasurementPlan, measure
 TARGET_MISSED = 3  # distinct from 1, which an uncaught exception gives
 FIDELITY_TOLERANCE = 0.05
 OVERHEAD_LIMIT_US = 5.0
-WALL_TIME_LIMIT = 1.3
+WALL_TIME_LIMIT = 1.0
 MEMORY_FACTOR = 4.0
+# The fast-gate goal: the whole tree at most twice one TensorFlow process plus three times the weights.
+TF_PROCESS_FACTOR, TF_WEIGHTS_FACTOR = 2.0, 3.0
+ONE_TENSORFLOW_PROCESS = (
+    "import resource, tensorflow as tf; tf.constant([1.0]) + 1; "
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+)
 REPEATS = 7
 WALL_TIME_PAIRS = 3
 PLAN = MeasurementPlan(warmup=20, window=25, min_windows=3, max_windows=10)
@@ -185,8 +194,15 @@ def peak_memory_mb(model_dir: Path, workdir: Path) -> tuple[float, dict[str, flo
     return peak, per_stage
 
 
+def one_tensorflow_process_mb() -> float:
+    """Peak resident memory of a process that imports TensorFlow and runs one op."""
+    result = subprocess.run([sys.executable, "-c", ONE_TENSORFLOW_PROCESS], check=True, capture_output=True, text=True)
+    return int(result.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
 def memory(sizes_mb: list[int], workdir: Path) -> list[dict]:
     baseline_mb, _ = peak_memory_mb(models.dense_of_size(workdir / "dense-tiny", 4096), workdir)
+    tensorflow_mb = one_tensorflow_process_mb()
     rows = []
     for size_mb in sizes_mb:
         model_dir = models.dense_of_size(workdir / f"dense-{size_mb}mb", size_mb * 2**20)
@@ -197,7 +213,12 @@ def memory(sizes_mb: list[int], workdir: Path) -> list[dict]:
                      "ratio": (peak_mb - baseline_mb) / variables_mb, "peak_stage": top,
                      "per_stage_mb": {k: round(v) for k, v in per_stage.items()},
                      "target": f"whole-tree peak at most baseline + {MEMORY_FACTOR:g}x variables",
-                     "passed": peak_mb <= baseline_mb + MEMORY_FACTOR * variables_mb})
+                     "passed": peak_mb <= baseline_mb + MEMORY_FACTOR * variables_mb,
+                     "one_tensorflow_process_mb": tensorflow_mb,
+                     "tensorflow_ratio": (peak_mb - TF_WEIGHTS_FACTOR * variables_mb) / tensorflow_mb,
+                     "tensorflow_target": f"whole-tree peak at most {TF_PROCESS_FACTOR:g}x one TensorFlow process + "
+                                          f"{TF_WEIGHTS_FACTOR:g}x variables",
+                     "tensorflow_passed": peak_mb <= TF_PROCESS_FACTOR * tensorflow_mb + TF_WEIGHTS_FACTOR * variables_mb})
         shutil.rmtree(model_dir)
     return rows
 
@@ -241,6 +262,13 @@ def markdown(results: dict) -> str:
               "| passed |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {m['variables_mb']:.1f} | {m['peak_rss_mb']:.0f} | {m['baseline_mb']:.0f} | {m['ratio']:.2f} | "
               f"{m['peak_stage']} | {m['target']} | {m['passed']} |" for m in results["memory"]]
+    lines += ["", "The same peaks against one process that imports TensorFlow and runs an op "
+              "((peak - 3x variables) / that process: at most 2 meets the goal):", "",
+              "| variables MiB | peak RSS MiB | one TensorFlow process MiB | ratio | target | passed |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {m['variables_mb']:.1f} | {m['peak_rss_mb']:.0f} | {m['one_tensorflow_process_mb']:.0f} | "
+              f"{m['tensorflow_ratio']:.2f} | {m['tensorflow_target']} | {m['tensorflow_passed']} |"
+              for m in results["memory"]]
     lines += ["", f"GPU: {results['gpu']['status']} ({results['gpu']['reason']})", "",
               "Environment: " + ", ".join(f"{k} {v}" for k, v in results["environment"].items()), ""]
     return "\n".join(lines)
@@ -272,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         results["memory"] = memory([4] if args.quick else [10, 100, 1024], workdir)
         results["gpu"] = gpu_section()
     results["all_passed"] = all(
-        row["passed"] for row in [*results["fidelity"], results["harness_overhead"], results["cold_cli"],
-                                  results["whole_validation"],
-                                  *results["memory"]]
+        row["passed"] and row.get("tensorflow_passed", True)
+        for row in [*results["fidelity"], results["harness_overhead"], results["cold_cli"], results["whole_validation"],
+                    *results["memory"]]
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ def test_quick_suite_measures_and_writes_every_figure(tmp_path):
     assert all(math.isfinite(row["ratio"]) and row["ratio"] > 0 and isinstance(row["passed"], bool) for row in rows)
     # A few MiB of weights can sit within the noise of a whole process tree: the ratio may be negative.
     assert all(math.isfinite(row["ratio"]) and row["peak_rss_mb"] > row["baseline_mb"] / 2 and row["peak_stage"]
+               and row["one_tensorflow_process_mb"] > 100 and isinstance(row["tensorflow_passed"], bool)
                for row in results["memory"])
     assert results["whole_validation"]["validation_statuses"] == ["passed"]
     assert results["whole_validation"]["prefect_start_up_s"] > 0
