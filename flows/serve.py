@@ -16,6 +16,7 @@ from prefect.runner import Runner
 from flows.new_versions import validate_new_versions
 from flows.validate import validate_savedmodel
 from modelgate.relay import EVENT_NAME
+from modelgate.spare_keeper import keep_spares
 
 DEFAULT_CRON = "*/15 * * * *"
 SHUTDOWN_GRACE_S = 5.0
@@ -58,7 +59,8 @@ def _exit_after_grace() -> None:
 def serve_deployments(model_names: list[str], base_paths: list[str], request_fields: dict, cron: str = DEFAULT_CRON,
                       tracking_uri: str | None = None, limit: int = 2) -> None:
     """validate-savedmodel runs on demand (the UI's form); validate-new-versions on the cron schedule and for
-    each version the relay announces, with the same settings."""
+    each version the relay announces, with the same settings. Each flow run is a process of its own: a spare keeper
+    beside the runner warms up their model processes."""
     schedule_parameters = {"model_names": model_names, "base_paths": base_paths, "request_fields": request_fields,
                            "tracking_uri": tracking_uri}
     runner = _BoundedShutdownRunner(limit=limit)
@@ -67,9 +69,10 @@ def serve_deployments(model_names: list[str], base_paths: list[str], request_fie
         name="validate-new-versions", cron=cron if model_names or base_paths else None,
         parameters=schedule_parameters, triggers=[RELAYED_VERSION],
     ))
-    try:
-        asyncio.run(runner.start())
-    except (KeyboardInterrupt, TerminationSignal):
-        pass  # as prefect.serve does: a stop asked for
-    finally:
-        _stop_children()
+    with keep_spares():
+        try:
+            asyncio.run(runner.start())
+        except (KeyboardInterrupt, TerminationSignal):
+            pass  # as prefect.serve does: a stop asked for
+        finally:
+            _stop_children()

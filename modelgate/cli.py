@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
     serve.add_argument("--limit", type=int, default=2, help="flow runs at once")
 
+    # Its options are `prefect worker start`'s, --help included: main passes them on.
+    commands.add_parser("worker", add_help=False, help="`prefect worker start` with a spare keeper beside it: "
+                        "validations after the first find their frameworks imported")
+
     relay = commands.add_parser("relay", help="turn signed MLflow registry webhooks into Prefect events")
     relay.add_argument("--host", default=os.environ.get("MODELGATE_RELAY_HOST", "127.0.0.1"),
                        help="address to listen on (default: $MODELGATE_RELAY_HOST, else 127.0.0.1)")
@@ -178,6 +182,18 @@ def _serve(args: argparse.Namespace, console) -> int:
     return EXIT_PASSED
 
 
+def _worker(options: list[str]) -> int:
+    """Prefect's worker, with a spare keeper beside it for the flow runs it starts."""
+    from prefect.cli import app
+
+    from modelgate.spare_keeper import keep_spares
+
+    sys.argv = ["prefect", "worker", "start", *options]  # where Prefect's command line reads its own
+    with keep_spares():
+        app()
+    return EXIT_PASSED
+
+
 def _relay(args: argparse.Namespace, console) -> int:
     import ssl
 
@@ -292,10 +308,15 @@ EPHEMERAL_STARTUP_TIMEOUT_S = "120"
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, passed_on = parser.parse_known_args(argv)
+    if passed_on and args.command != "worker":
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
+    if args.command == "worker":
+        return _worker(passed_on)  # Prefect's worker as it is, logging included
     # Registered first, so run last: the interpreter's final garbage collection would walk every object that
     # Prefect, MLflow and the frameworks made (seconds on a loaded machine), all about to be freed with the process.
     atexit.register(gc.freeze)
-    args = _parser().parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
     from modelgate.quiet import quiet_frameworks
 

@@ -17,6 +17,10 @@ TensorFlow pool's child.
 
 Within a validation every child that runs TensorFlow model code is also confined by the OS (modelgate.os_sandbox),
 entered before its warm-up; where the sandbox stops the model, the job's failure becomes the verdict `os_sandbox`.
+
+A pool's child may also be a spare from the spare keeper (modelgate.spare_keeper): warmed up before its validation was
+known, and so before that validation's sandbox, while importing in a way that leaves it single-threaded; it enters
+the sandbox when a pool adopts it, and only if it still has one thread. A spare serves one pool, never a second.
 """
 
 from __future__ import annotations
@@ -24,14 +28,19 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from multiprocessing import reduction
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -48,6 +57,15 @@ POLL_S = 0.05
 TREE_REFRESH_S = 1.0
 SHARES_PROCESS = "__modelgate_process_pool__"
 READY = ("ready",)
+WARM, UNFIT = "warm", "unfit"  # a spare's word after its warm-up, and at a hand-over it cannot take
+# What a spare's warm-up would otherwise start before the sandbox could bind it, each found on this stack (the
+# README's Benchmarks section lists the threads): OpenBLAS starts a thread per core as NumPy loads, Arrow's jemalloc
+# its purging thread (Keras imports pandas, which imports pyarrow), ONNX Runtime its telemetry thread at import.
+SINGLE_THREADED_IMPORT = {"OPENBLAS_NUM_THREADS": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false",
+                          "ORT_DISABLE_TELEMETRY": "1"}
+SPARES_VARIABLE = "MODELGATE_SPARES"  # the address of the spare keeper serving this process's tree, if any
+
+logger = logging.getLogger("modelgate.sandbox")
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,24 @@ def _qualified_name(function: Callable[..., Any]) -> str:
     return f"{function.__module__}:{function.__qualname__}"
 
 
+def _warm_up(warm_up: str | None) -> None:
+    if warm_up is not None:
+        module, _, name = warm_up.partition(":")
+        with contextlib.suppress(Exception):  # a framework that fails to import fails the first job, with its message
+            getattr(importlib.import_module(module), name)()
+
+
+def _enter(sandbox: OsSandbox | None) -> str | None:
+    """Confine this process; why no job may run here where that failed."""
+    if sandbox is None:
+        return None
+    try:
+        sandbox.enter()
+    except Exception as exc:  # noqa: BLE001 - then no job runs here, and each says why
+        return f"the OS sandbox could not be entered, so no model code was run: {type(exc).__name__}: {exc}"
+    return None
+
+
 def _worker_main(conn, environment: dict[str, str], warm_up: str | None, sandbox: OsSandbox | None) -> None:
     """warm_up comes by name, imported only once the sandbox is entered: NumPy, say, starts OpenBLAS's threads
     as it loads, and a thread started before the sandbox would stay outside it."""
@@ -96,17 +132,78 @@ def _worker_main(conn, environment: dict[str, str], warm_up: str | None, sandbox
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Before anything imports a framework: TensorFlow reads thread counts and device visibility once.
     os.environ.update(environment)
-    unconfined = None
-    if sandbox is not None:
-        try:
-            sandbox.enter()
-        except Exception as exc:  # noqa: BLE001 - then no job runs here, and each says why
-            unconfined = f"the OS sandbox could not be entered, so no model code was run: {type(exc).__name__}: {exc}"
-    if warm_up is not None and unconfined is None:
-        module, _, name = warm_up.partition(":")
-        with contextlib.suppress(Exception):  # a framework that fails to import fails the first job, with its message
-            getattr(importlib.import_module(module), name)()
+    unconfined = _enter(sandbox)
+    if unconfined is None:
+        _warm_up(warm_up)
     conn.send(READY)
+    _serve_jobs(conn, sandbox, unconfined)
+
+
+def _unconfinable() -> str | None:
+    """Why a sandbox entered now would not bind everything this process runs: Landlock binds only the calling thread
+    and those it starts later, and TensorFlow reads its thread counts once, as it makes its context."""
+    threads = sorted(os.listdir("/proc/self/task"), key=int)
+    if len(threads) > 1:
+        names = []
+        for tid in threads:
+            with contextlib.suppress(OSError):
+                names.append(f"{tid} {Path(f'/proc/self/task/{tid}/comm').read_text().strip()}")
+        return f"it has {len(threads)} threads ({', '.join(names)})"
+    tf_context = sys.modules.get("tensorflow.python.eager.context")
+    made = tf_context.context_safe() if tf_context is not None else None
+    if made is not None and getattr(made, "_initialized", False):
+        return "TensorFlow made its context during the warm-up"
+    return None
+
+
+def _blas_threads() -> int:
+    """The threads OpenBLAS would have started with in this environment: its own order of variables, capped at the
+    CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0))
+    for variable in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        with contextlib.suppress(ValueError):
+            if (count := int(os.environ.get(variable, ""))) > 0:
+                return min(count, cpus)
+    return cpus
+
+
+def _spare_main(conn, environment: dict[str, str], warm_up: str, confinable: bool) -> None:
+    """A spare: warms up at once, then waits for the pool that adopts it, whose sandbox and environment it takes.
+    A confinable one imports single-threaded (SINGLE_THREADED_IMPORT) and is refused where it is not at hand-over."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(environment)
+    if confinable:
+        os.environ.update(SINGLE_THREADED_IMPORT)
+        # Keras reads its config once, at import, from KERAS_HOME: a child confined first finds an empty one in its
+        # workdir, and so takes the defaults. A folder that cannot exist gives the same whatever ~/.keras holds, and
+        # leaves nothing behind a spare killed while it warms up.
+        os.environ["KERAS_HOME"] = os.path.join(os.devnull, "keras")
+    _warm_up(warm_up)
+    conn.send((WARM, _unconfinable() if confinable else None))
+    try:
+        hand_over = conn.recv()
+    except EOFError:
+        return
+    if hand_over is None:
+        return
+    sandbox, adopter_environment = hand_over
+    if sandbox is not None and (why := _unconfinable()):
+        conn.send((UNFIT, why))
+        return
+    # What a child started by the adopter would have found; the sandbox then adds its folders.
+    os.environ.clear()
+    os.environ.update(adopter_environment)
+    tempfile.tempdir = None  # Python keeps the temporary folder it found first; the sandbox's is another
+    unconfined = _enter(sandbox)
+    if unconfined is None and confinable:
+        import threadpoolctl
+
+        threadpoolctl.threadpool_limits(_blas_threads(), user_api="blas")
+    conn.send(READY)
+    _serve_jobs(conn, sandbox, unconfined)
+
+
+def _serve_jobs(conn, sandbox: OsSandbox | None, unconfined: str | None) -> None:
     while True:
         try:
             request = conn.recv()
@@ -197,7 +294,7 @@ def _parent_main_not_rerun() -> Iterator[None]:
 class SharedProcess:
     """How to start one pool's shared child: its environment variables, and a warm-up that runs at once
     (importing frameworks; it must never load the model, which is not cleared to load when the pool opens),
-    or at start_deferred_processes() for a `deferred` pool. A single-use pool is a warm spare for one job that
+    or at start_deferred_processes() for a `deferred` pool. A single-use pool's child serves one job that
     leaves global state behind: closed after it. A pool that runs no TensorFlow model code may stay outside
     the OS sandbox (`sandboxed=False`)."""
     environment: dict[str, str] = field(default_factory=dict)
@@ -205,6 +302,85 @@ class SharedProcess:
     single_use: bool = False
     sandboxed: bool = True
     deferred: bool = False
+
+
+SpareKey = tuple[str, tuple[tuple[str, str], ...], bool]
+
+
+def spare_key(spec: SharedProcess) -> SpareKey | None:
+    """What a spare must share with a pool to stand in for its child: all it read and ran before the pool adopted
+    it. None for a pool without a warm-up: a spare of it would save nothing."""
+    if spec.warm_up is None:
+        return None
+    return _qualified_name(spec.warm_up), tuple(sorted(spec.environment.items())), spec.sandboxed
+
+
+def _spawn(target: Callable[..., None], args: tuple) -> tuple[multiprocessing.Process, Connection]:
+    context = multiprocessing.get_context("spawn")
+    conn, child_conn = context.Pipe(duplex=True)
+    child = context.Process(target=target, args=(child_conn, *args), daemon=True)
+    with _parent_main_not_rerun():
+        child.start()
+    child_conn.close()
+    return child, conn
+
+
+def spawn_spare(key: SpareKey) -> tuple[multiprocessing.Process, Connection]:
+    warm_up, environment, confinable = key
+    return _spawn(_spare_main, (dict(environment), warm_up, confinable))
+
+
+class _KeptChild:
+    """A spare the spare keeper started, in the process that adopted it: the keeper reaps it, and says how it ended
+    on the lease."""
+
+    def __init__(self, pid: int, lease: Connection) -> None:
+        self.pid = pid
+        self.exitcode: int | None = None
+        self._lease = lease
+        self._ended = False
+        self._process = psutil.Process(pid)
+
+    def _ended_within(self, timeout: float | None) -> bool:
+        if not self._ended and self._lease.poll(timeout):
+            with contextlib.suppress(EOFError, OSError):
+                self.exitcode = self._lease.recv()[1]
+            self._ended = True  # or the keeper is gone, and its spares with it
+        return self._ended
+
+    def is_alive(self) -> bool:
+        return not self._ended_within(0)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._ended_within(timeout)
+
+    def kill(self) -> None:
+        with contextlib.suppress(psutil.Error):  # psutil checks it is still the process it found
+            self._process.kill()
+
+
+def _take_spare(key: SpareKey) -> tuple[_KeptChild | None, Connection | None, Connection | None]:
+    """The spare keeper's spare for this key, with its connection and the lease on it (the keeper forgets it: it is
+    never handed over again); or no spare, with the lease that says this key was wanted (the keeper starts a spare of
+    it once the lease ends); nothing without a keeper."""
+    address = os.environ.get(SPARES_VARIABLE)
+    if not address:
+        return None, None, None
+    lease = None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(address)
+            lease = Connection(client.detach())
+        lease.send(key)
+        reply = lease.recv()
+        if reply[0] != "spare":
+            return None, None, lease
+        return _KeptChild(reply[1], lease), Connection(reduction.recv_handle(lease)), lease
+    except (OSError, EOFError, psutil.Error) as exc:  # a keeper gone: the pool's child starts as it would without
+        if lease is not None:
+            lease.close()
+        logger.warning("the spare keeper at %s did not answer (%s): starting a fresh child", address, exc)
+        return None, None, None
 
 
 class ModelProcess:
@@ -215,6 +391,7 @@ class ModelProcess:
         self._sandbox = sandbox
         self._child = None
         self._conn = None
+        self._lease: Connection | None = None
         self._watched: _WatchedTree | None = None
         self._ready = False
         self._jobs_sent = 0
@@ -241,22 +418,27 @@ class ModelProcess:
         return self._sandbox.refusal if self._sandbox is not None else None
 
     def start(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child_conn = context.Pipe(duplex=True)
-        self._child = context.Process(
-            target=_worker_main, args=(
-                child_conn, self._spec.environment,
-                _qualified_name(self._spec.warm_up) if self._spec.warm_up else None, self._sandbox,
-            ),
-            daemon=True,
-        )
-        with _parent_main_not_rerun():
-            self._child.start()
-        child_conn.close()
-        self._watched = _WatchedTree(self._child.pid)
         self._ready = False
         self._jobs_sent = 0
         self._busy = False
+        key = spare_key(self._spec)
+        self._child, self._conn, self._lease = _take_spare(key) if key is not None else (None, None, None)
+        if self._child is not None:
+            try:
+                # What a child started here would have found: this process's environment and the pool's.
+                self._conn.send((self._sandbox, {**os.environ, **self._spec.environment}))
+                self._watched = _WatchedTree(self._child.pid)
+                logger.info("adopted spare process %s (warmed up with %s)", self._child.pid, key[0])
+                return
+            except (OSError, psutil.Error) as exc:
+                logger.warning("spare process %s is gone (%s): starting a fresh child", self._child.pid, exc)
+                self._conn.close()
+        self._start_fresh()
+
+    def _start_fresh(self) -> None:
+        warm_up = _qualified_name(self._spec.warm_up) if self._spec.warm_up else None
+        self._child, self._conn = _spawn(_worker_main, (self._spec.environment, warm_up, self._sandbox))
+        self._watched = _WatchedTree(self._child.pid)
 
     def close(self) -> None:
         if self._child is None:
@@ -271,13 +453,26 @@ class ModelProcess:
             self._child.kill()
         self._child.join(10)
         self._conn.close()
-        self._child = self._conn = self._watched = None
+        if self._lease is not None:
+            self._lease.close()
+        self._child = self._conn = self._watched = self._lease = None
 
     def wait_ready(self, limits: Limits, label: str) -> float:
         """Wait for the child's warm-up to end; returns the peak resident memory seen meanwhile."""
         if self._ready:
             return 0.0
-        reply, peak = self._await_reply(limits, label, time.monotonic())
+        started, peak = time.monotonic(), 0.0
+        while True:
+            reply, seen = self._await_reply(limits, label, started)
+            peak = max(peak, seen)
+            if reply[0] == WARM:  # an adopted spare, still warming up when adopted: its answer to the hand-over follows
+                continue
+            if reply[0] != UNFIT:
+                break
+            logger.warning("spare process %s cannot enter the sandbox exactly (%s): closed, and a fresh child "
+                           "started instead", self._child.pid, reply[1])
+            self.close()
+            self._start_fresh()
         self._ready = reply == READY
         return peak
 

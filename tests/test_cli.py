@@ -65,6 +65,13 @@ def test_usage_errors_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("modelgate: error: invalid option atol")
 
 
+def test_worker_is_prefects_worker_with_its_options(tmp_path):
+    result = _modelgate("worker", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Usage: prefect worker start" in result.stdout and "--pool" in result.stdout
+    assert _modelgate("validate", str(tmp_path), "--pool", "x", cwd=tmp_path).returncode == 2  # not validate's
+
+
 def test_user_inputs_file_is_used(model_dirs, tmp_path):
     np.savez(tmp_path / "inputs.npz", input1=np.ones((2, 4), "float32"), input2=np.ones((2, 1), "float32"))
     result = _modelgate("validate", str(model_dirs["custom_signature"]), "--inputs", "inputs.npz", "--no-onnx",

@@ -4,13 +4,20 @@ The model processes import this module to find _connect, so what is heavy (Tenso
 imported inside the tests that need it.
 """
 
+import contextlib
+import logging
+import os
 import socket
+import threading
+import time
 
+import psutil
 import pytest
 
 from modelgate import os_sandbox
 from modelgate.errors import ModelRejected, ModelRunError
-from modelgate.sandbox import Limits, run_isolated, shared_processes
+from modelgate.sandbox import Limits, SharedProcess, run_isolated, shared_processes
+from modelgate.spare_keeper import keep_spares
 
 needs_landlock = pytest.mark.skipif(os_sandbox.landlock_abi()[0] < 4, reason="needs Landlock ABI 4 (TCP rules)")
 
@@ -38,15 +45,88 @@ def test_model_code_cannot_connect_to_a_loopback_port(tmp_path):
     listener.close()
 
 
+def _import_numpy():
+    import numpy  # noqa: F401 - OpenBLAS starts a thread per core as NumPy loads, unless told otherwise
+
+
+def _start_a_thread(after_s: float = 0.0):
+    time.sleep(after_s)
+    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+
+def _start_a_thread_late():
+    _start_a_thread(after_s=5)  # long after the pool took it
+
+
+def _new_spare(keeper: int, known: set[int]) -> int:
+    """The spare the keeper starts once a pool's lease ends, a moment after the pool closed its child."""
+    deadline = time.monotonic() + 30
+    while not (new := {child.pid for child in psutil.Process(keeper).children()} - known):
+        assert time.monotonic() < deadline, "the keeper started no spare"
+        time.sleep(0.1)
+    return new.pop()
+
+
+def _own_spare(keeper: int, spec: SharedProcess, sandbox) -> int:
+    """A pool of this spec, which the keeper has no spare for yet, and then the keeper's spare of it."""
+    known = {child.pid for child in psutil.Process(keeper).children()}
+    with shared_processes({"a": spec}, sandbox):
+        run_isolated(os.getpid, limits=Limits(timeout_s=60), label="pid", pool="a")
+    return _new_spare(keeper, known)
+
+
+@needs_landlock
+def test_a_spare_takes_the_sandbox_of_the_pool_that_adopts_it_or_is_refused(tmp_path, caplog):
+    """A spare imports before any sandbox is known; it must still be single-threaded when it enters one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    sandbox = os_sandbox.for_validation([], tmp_path, required=True)
+    limits = Limits(timeout_s=60)
+    with keep_spares() as keeper:
+        spec = SharedProcess(warm_up=_import_numpy)
+        spare = _own_spare(keeper, spec, sandbox)
+        with shared_processes({"a": spec}, sandbox):
+            assert run_isolated(os.getpid, limits=limits, label="pid", pool="a").value == spare
+            with pytest.raises(ModelRejected, match="the OS sandbox stopped the model"):
+                run_isolated(_connect, listener.getsockname()[1], limits=limits, label="connect", pool="a")
+
+        # One that has a second thread when its pool takes it (here: started after its warm-up) is refused there.
+        late = SharedProcess(warm_up=_start_a_thread_late)
+        refused = _own_spare(keeper, late, sandbox)
+        with caplog.at_level(logging.WARNING, "modelgate.sandbox"), shared_processes({"a": late}, sandbox):
+            assert run_isolated(os.getpid, limits=limits, label="pid", pool="a").value != refused
+        assert f"spare process {refused} cannot enter the sandbox exactly (it has 2 threads" in caplog.text
+
+        # One with a second thread as its warm-up ends never leaves the keeper, nor does any other of its spec.
+        threaded = SharedProcess(warm_up=_start_a_thread)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(_own_spare(keeper, threaded, sandbox)).wait(30)
+        with shared_processes({"a": threaded}, sandbox):
+            pid = run_isolated(os.getpid, limits=limits, label="pid", pool="a").value
+            assert psutil.Process(pid).ppid() == os.getpid()
+    listener.close()
+
+
 @needs_landlock
 @pytest.mark.usefixtures("prefect_server")
-def test_a_model_let_past_the_scan_cannot_write_outside_its_workdir(tmp_path_factory, tracking_uri, workdir):
+def test_a_model_let_past_the_scan_cannot_write_outside_its_workdir(tmp_path_factory, tracking_uri, workdir, caplog):
+    """Whether TensorFlow's child started for the validation or, for the next one, as a spare before it was known."""
     from tests import models
     from tests.flows import run_flow
 
     target = tmp_path_factory.mktemp("outside") / "escaped.txt"
     model = models.writes_file(tmp_path_factory.mktemp("writes") / "model", target)
-    report = run_flow(model, tracking_uri, workdir, allow_ops=["WriteFile"], export_onnx=False, benchmark=False)
+    with keep_spares() as keeper, caplog.at_level(logging.INFO, "modelgate.sandbox"):
+        fresh = run_flow(model, tracking_uri, workdir, allow_ops=["WriteFile"], export_onnx=False, benchmark=False)
+        assert "adopted spare process" not in caplog.text
+        _assert_refused(fresh, model, target)
+        spare = _new_spare(keeper, set())
+        later = tmp_path_factory.mktemp("later")
+        report = run_flow(model, tracking_uri, later, allow_ops=["WriteFile"], export_onnx=False, benchmark=False)
+    assert f"adopted spare process {spare} (warmed up with modelgate.pools:import_tensorflow_stack)" in caplog.text
+    _assert_refused(report, model, target)
+
+
+def _assert_refused(report, model, target) -> None:
     assert not target.exists()
     assert report.status == "failed"
     assert {check.name for check in report.failed_checks()} == {"os_sandbox"}

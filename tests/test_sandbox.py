@@ -15,6 +15,7 @@ from modelgate.sandbox import (
     shares_process,
     start_deferred_processes,
 )
+from modelgate.spare_keeper import keep_spares
 
 
 def _double(x):
@@ -167,3 +168,42 @@ def test_closing_a_pool_still_warming_up_kills_it_without_waiting():
     # A polite close would wait 5 s for a child that never reads its pipe.
     assert time.monotonic() - started < 4
     assert _gone(pid)
+
+
+def _import_numpy():
+    import numpy  # noqa: F401 - OpenBLAS starts a thread per core as NumPy loads, unless told otherwise
+
+
+@shares_process("a")
+def _pid_and_blas_threads():
+    import threadpoolctl
+
+    return os.getpid(), [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+
+
+def _wait_for_spare(keeper: int) -> None:
+    """The keeper starts the next spare once a lease ends, a moment after the pool closed its child."""
+    deadline = time.monotonic() + 30
+    while not psutil.Process(keeper).children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_the_spare_keeper_hands_each_spare_over_once_as_a_fresh_child_would_be():
+    spec = SharedProcess(warm_up=_import_numpy)
+    limits = Limits(timeout_s=60)
+    with keep_spares() as keeper:
+        with shared_processes({"a": spec}):  # none yet: the keeper learns that this spec is wanted
+            first, fresh_blas = run_isolated(_pid_and_blas_threads, limits=limits, label="first").value
+            assert psutil.Process(first).ppid() == os.getpid()
+        spares = []
+        for _ in range(2):
+            _wait_for_spare(keeper)
+            with shared_processes({"a": spec}):
+                pid, blas = run_isolated(_pid_and_blas_threads, limits=limits, label="spare").value
+                spares.append(pid)
+                assert psutil.Process(pid).ppid() == keeper
+                assert blas == fresh_blas  # imported with one OpenBLAS thread, given back what a fresh child has
+                # Its exit code comes through the keeper, its parent.
+                with pytest.raises(ModelRunError, match="killed by signal SIGSEGV"):
+                    run_isolated(_crash, limits=limits, label="crash", pool="a")
+        assert spares[0] != spares[1] and first not in spares  # never a child that ran a job
