@@ -29,6 +29,7 @@ quiet_frameworks()
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from benchmarks import cold_cli, models  # noqa: E402 - Prefect and MLflow read their settings at import
+from benchmarks.tree_memory import TreeMemory, validation_peak
 from modelgate.environment import gather_environment, gpu_present
 from modelgate.onnx_export import ConversionPlan, convert_with_tf2onnx, default_opset
 from modelgate.runners import TFSignatureRunner
@@ -179,11 +180,9 @@ def whole_validation(model_dir: Path, workdir: Path, pairs: int) -> dict:
             "passed": set(statuses) == {"passed"} and ratio <= WALL_TIME_LIMIT}
 
 
-def peak_memory_mb(model_dir: Path, workdir: Path) -> tuple[float, dict[str, float]]:
-    """Peak resident memory of a whole validation with the default settings (ONNX included, benchmarks
-    off: they time, they do not grow), over the flow's process and all its children together."""
-    from benchmarks.tree_memory import validation_peak
-
+def peak_memory(model_dir: Path, workdir: Path) -> TreeMemory:
+    """The whole tree's memory over a validation with the default settings (ONNX included, benchmarks off: they
+    time, they do not grow): the flow's process and all its children together."""
     folder = workdir / f"memory-{model_dir.name}"
     request = ValidationRequest(
         source=str(model_dir), benchmark={"enabled": False}, report_path=str(folder / "report.json"),
@@ -191,7 +190,7 @@ def peak_memory_mb(model_dir: Path, workdir: Path) -> tuple[float, dict[str, flo
     )
     memory, _ = validation_peak(request)
     shutil.rmtree(folder, ignore_errors=True)
-    return memory.peak_mb, memory.peaks
+    return memory
 
 
 def dense_model(directory: Path, weight_bytes: int) -> Path:
@@ -206,17 +205,19 @@ def one_tensorflow_process_mb() -> float:
 
 
 def memory(sizes_mb: list[int], workdir: Path) -> list[dict]:
-    baseline_mb, _ = peak_memory_mb(dense_model(workdir / "dense-tiny", 4096), workdir)
+    baseline_mb = peak_memory(dense_model(workdir / "dense-tiny", 4096), workdir).peak_mb
     tensorflow_mb = one_tensorflow_process_mb()
     rows = []
     for size_mb in sizes_mb:
         model_dir = dense_model(workdir / f"dense-{size_mb}mb", size_mb * 2**20)
         variables_mb = models.variables_bytes(model_dir) / 2**20
-        peak_mb, per_stage = peak_memory_mb(model_dir, workdir)
+        tree = peak_memory(model_dir, workdir)
+        peak_mb, per_stage = tree.peak_mb, tree.peaks
         top = max(per_stage, key=per_stage.get)
         rows.append({"variables_mb": variables_mb, "peak_rss_mb": peak_mb, "baseline_mb": baseline_mb,
                      "ratio": (peak_mb - baseline_mb) / variables_mb, "peak_stage": top,
                      "per_stage_mb": {k: round(v) for k, v in per_stage.items()},
+                     "alive_at_peak_mb": {name: round(mb) for name, mb in tree.alive_at_peak[top].items()},
                      "target": f"whole-tree peak at most baseline + {MEMORY_FACTOR:g}x variables",
                      "passed": peak_mb <= baseline_mb + MEMORY_FACTOR * variables_mb,
                      "one_tensorflow_process_mb": tensorflow_mb,
@@ -282,6 +283,10 @@ def markdown(results: dict) -> str:
               "|---|" + "---|" * len(results["memory"])]
     lines += [f"| {stage} | " + " | ".join(str(m["per_stage_mb"].get(stage, "")) for m in results["memory"]) + " |"
               for stage in stages]
+    lines += ["", "What each process held at the whole-tree peak (a child named by its pid and the stage it was first "
+              "seen in), MiB:", ""]
+    lines += [f"- {m['variables_mb']:.0f} MiB, at {m['peak_stage']}: "
+              + ", ".join(f"{name} {mb}" for name, mb in m.get("alive_at_peak_mb", {}).items()) for m in results["memory"]]
     lines += ["", f"GPU: {results['gpu']['status']} ({results['gpu']['reason']})", "",
               "Environment: " + ", ".join(f"{k} {v}" for k, v in results["environment"].items()), ""]
     return "\n".join(lines)
