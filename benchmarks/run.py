@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -22,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from modelgate import prefect_server
 from modelgate.quiet import quiet_frameworks
 
 quiet_frameworks()
-# As the CLI does: on a loaded machine Prefect's ephemeral server can take longer than Prefect waits by default.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+prefect_server.allow_a_slow_start()  # as the CLI does
 
 from benchmarks import cold_cli, models  # noqa: E402 - Prefect and MLflow read their settings at import
 from benchmarks.tree_memory import TreeMemory, validation_peak

@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from modelgate import prefect_server  # the standard library only: it starts before the heavy imports
+
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 EXIT_INTERRUPTED = 130  # the shell's own code for a command ended by SIGINT
 EXIT_CODES = {"passed": EXIT_PASSED, "failed": EXIT_FAILED, "error": EXIT_ERROR}
@@ -303,10 +305,6 @@ def _onnx_fields(args: argparse.Namespace) -> dict:
     return {key: value for key, value in fields.items() if value is not None}
 
 
-# Prefect's 20 s for its ephemeral server to answer is too little on a busy 2-core worker; read at its import.
-EPHEMERAL_STARTUP_TIMEOUT_S = "120"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, passed_on = parser.parse_known_args(argv)
@@ -317,15 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     # Registered first, so run last: the interpreter's final garbage collection would walk every object that
     # Prefect, MLflow and the frameworks made (seconds on a loaded machine), all about to be freed with the process.
     atexit.register(gc.freeze)
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
+    prefect_server.allow_a_slow_start()
     from modelgate.quiet import quiet_frameworks
 
     quiet_frameworks(verbose=args.debug)  # before the server starts: it reads the same settings
     server = None
     if args.command in ("validate", "demo"):
-        from modelgate.prefect_server import start_ephemeral_server
-
-        server = start_ephemeral_server()  # before the imports below, which its start-up overlaps
+        server = prefect_server.start_ephemeral_server()  # before the imports below, which its start-up overlaps
     from pydantic import ValidationError
 
     from modelgate.console import Console
@@ -363,9 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     recorder.add_listener(console)
     try:
         from flows.validate import validate
-        from modelgate.prefect_server import connect
 
-        console.note(f"flow runs on {connect(server)}")
+        console.note(f"flow runs on {prefect_server.connect(server)}")
         report = validate(request)
     except KeyboardInterrupt:
         console.error(f"interrupted; the report so far is in {request.report_path}")

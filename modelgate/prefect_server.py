@@ -31,9 +31,17 @@ import urllib.request
 
 PR_SET_PDEATHSIG = 1
 STARTUP_TIMEOUT_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+# Prefect's 20 s for its ephemeral server to answer is too little on a busy 2-core worker.
+SLOW_MACHINE_STARTUP_TIMEOUT_S = 120
 STOP_GRACE_S = 5
 # What Prefect's SubprocessASGIServer sets for the server it starts: no UI, and the server's ephemeral mode.
 EPHEMERAL_SERVER_ENVIRONMENT = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+
+
+def allow_a_slow_start() -> None:
+    """Gives Prefect's ephemeral server time to start on a loaded machine, unless told otherwise. Prefect reads
+    the setting when it is imported: call this first."""
+    os.environ.setdefault(STARTUP_TIMEOUT_SETTING, str(SLOW_MACHINE_STARTUP_TIMEOUT_S))
 
 
 def _own_session_dying_with_parent(prctl) -> None:

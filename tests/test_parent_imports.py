@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from modelgate.prefect_server import STARTUP_TIMEOUT_SETTING
+
 FRAMEWORKS = ("tensorflow", "keras", "tf2onnx")
 
 VALIDATE = f"""
@@ -31,7 +33,7 @@ def test_a_validation_never_imports_tensorflow_in_the_flow_s_process(zoo, tmp_pa
          "export_onnx": False, "benchmark": False, **common},
     ]
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"  # Prefect's own default is short for a loaded machine
+    env[STARTUP_TIMEOUT_SETTING] = "180"  # Prefect's own default is short for a loaded machine
     result = subprocess.run([sys.executable, "-c", VALIDATE, json.dumps(requests)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]

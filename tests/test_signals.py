@@ -11,6 +11,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
+from modelgate.prefect_server import STARTUP_TIMEOUT_SETTING
 from tests import models
 
 STOP_WITHIN_S = 30  # seconds, on a loaded 2-core machine; both took minutes before
@@ -20,7 +21,7 @@ def _environment(tmp_path, **extra) -> dict[str, str]:
     """A Prefect home of the test's own (no other process's SQLite lock), and time for a slow server start."""
     environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     return {**environment, "PREFECT_HOME": str(tmp_path / "prefect"),
-            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", **extra}
+            STARTUP_TIMEOUT_SETTING: "180", **extra}
 
 
 def _catches(pid: int, signum: int) -> bool:
