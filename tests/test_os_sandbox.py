@@ -88,6 +88,7 @@ def test_a_spare_takes_the_sandbox_of_the_pool_that_adopts_it_or_is_refused(tmp_
             assert run_isolated(os.getpid, limits=limits, label="pid", pool="a").value == spare
             with pytest.raises(ModelRejected, match="the OS sandbox stopped the model"):
                 run_isolated(_connect, listener.getsockname()[1], limits=limits, label="connect", pool="a")
+        _new_spare(keeper, {spare})  # the keeper replaces the spare the pool took; it is not the spare wanted next
 
         # One that has a second thread when its pool takes it (here: started after its warm-up) is refused there.
         late = SharedProcess(warm_up=_start_a_thread_late)
@@ -95,6 +96,7 @@ def test_a_spare_takes_the_sandbox_of_the_pool_that_adopts_it_or_is_refused(tmp_
         with caplog.at_level(logging.WARNING, "modelgate.sandbox"), shared_processes({"a": late}, sandbox):
             assert run_isolated(os.getpid, limits=limits, label="pid", pool="a").value != refused
         assert f"spare process {refused} cannot enter the sandbox exactly (it has 2 threads" in caplog.text
+        _new_spare(keeper, {refused})  # its replacement, refused by the keeper itself in a moment
 
         # One with a second thread as its warm-up ends never leaves the keeper, nor does any other of its spec.
         threaded = SharedProcess(warm_up=_start_a_thread)
