@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import faulthandler
 import gc
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -315,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     # Registered first, so run last: the interpreter's final garbage collection would walk every object that
     # Prefect, MLflow and the frameworks made (seconds on a loaded machine), all about to be freed with the process.
     atexit.register(gc.freeze)
+    # `kill -USR1` prints every thread's stack to stderr: where a command that seems stuck is waiting.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     prefect_server.allow_a_slow_start()
     from modelgate.quiet import quiet_frameworks
 

@@ -515,7 +515,9 @@ class ModelProcess:
             reply, peak = self._await_reply(limits, label, started)
             self._busy = False
         finally:
-            if self._spec.single_use:
+            # A child whose job the parent stopped waiting for (Ctrl-C) is still running it: a next job would
+            # queue behind it, up to its time limit.
+            if self._spec.single_use or self._busy:
                 self.close()
         if reply[0] == "rejected":
             raise ModelRejected(reply[1], reply[2])
