@@ -28,7 +28,6 @@ quiet_frameworks()
 prefect_server.allow_a_slow_start()  # as the CLI does
 
 from benchmarks import cold_cli, models  # noqa: E402 - Prefect and MLflow read their settings at import
-from benchmarks.tree_memory import TreeMemory, validation_peak
 from modelgate.environment import gather_environment, gpu_present
 from modelgate.onnx_export import ConversionPlan, convert_with_tf2onnx, default_opset
 from modelgate.runners import TFSignatureRunner
@@ -37,6 +36,7 @@ from modelgate.sandbox import Limits, run_isolated
 from modelgate.schemas import ValidationRequest
 from modelgate.timing import MeasurementPlan, measure
 
+ROOT = Path(__file__).resolve().parent.parent
 TARGET_MISSED = 3  # distinct from 1, which an uncaught exception gives
 FIDELITY_TOLERANCE = 0.05
 OVERHEAD_LIMIT_US = 5.0
@@ -166,7 +166,7 @@ def whole_validation(model_dir: Path, workdir: Path, pairs: int) -> dict:
         def run_plain(folder: Path = folder) -> None:
             started = time.perf_counter()
             subprocess.run([sys.executable, "-m", "benchmarks.plain_validation", str(model_dir), str(folder)],
-                           check=True, cwd=Path(__file__).resolve().parent.parent, capture_output=True)
+                           check=True, cwd=ROOT, capture_output=True)
             plain_times.append(time.perf_counter() - started)
 
         for run in (run_flow, run_plain) if repeat % 2 == 0 else (run_plain, run_flow):
@@ -179,17 +179,20 @@ def whole_validation(model_dir: Path, workdir: Path, pairs: int) -> dict:
             "passed": set(statuses) == {"passed"} and ratio <= WALL_TIME_LIMIT}
 
 
-def peak_memory(model_dir: Path, workdir: Path) -> TreeMemory:
+def peak_memory(model_dir: Path, workdir: Path) -> dict:
     """The whole tree's memory over a validation with the default settings (ONNX included, benchmarks off: they
-    time, they do not grow): the flow's process and all its children together."""
+    time, they do not grow): the flow's process and all its children together. The flow runs in a fresh
+    interpreter (benchmarks.tree_memory), as in a CLI run or a worker's flow run: this one has imported
+    TensorFlow for the other sections."""
     folder = workdir / f"memory-{model_dir.name}"
-    request = ValidationRequest(
-        source=str(model_dir), benchmark={"enabled": False}, report_path=str(folder / "report.json"),
-        output_dir=str(folder / "out"), tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
-    )
-    memory, _ = validation_peak(request)
+    figures = folder / "tree-memory.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.tree_memory", str(model_dir), "--out", str(folder),
+                             "--json", str(figures)], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmarks.tree_memory {model_dir.name} exited {result.returncode}: {result.stderr[-3000:]}")
+    measured = json.loads(figures.read_text())
     shutil.rmtree(folder, ignore_errors=True)
-    return memory
+    return measured
 
 
 def dense_model(directory: Path, weight_bytes: int) -> Path:
@@ -204,19 +207,19 @@ def one_tensorflow_process_mb() -> float:
 
 
 def memory(sizes_mb: list[int], workdir: Path) -> list[dict]:
-    baseline_mb = peak_memory(dense_model(workdir / "dense-tiny", 4096), workdir).peak_mb
+    baseline_mb = peak_memory(dense_model(workdir / "dense-tiny", 4096), workdir)["peak_mb"]
     tensorflow_mb = one_tensorflow_process_mb()
     rows = []
     for size_mb in sizes_mb:
         model_dir = dense_model(workdir / f"dense-{size_mb}mb", size_mb * 2**20)
         variables_mb = models.variables_bytes(model_dir) / 2**20
         tree = peak_memory(model_dir, workdir)
-        peak_mb, per_stage = tree.peak_mb, tree.peaks
+        peak_mb, per_stage = tree["peak_mb"], {stage: figures["peak"] for stage, figures in tree["per_stage_mb"].items()}
         top = max(per_stage, key=per_stage.get)
         rows.append({"variables_mb": variables_mb, "peak_rss_mb": peak_mb, "baseline_mb": baseline_mb,
                      "ratio": (peak_mb - baseline_mb) / variables_mb, "peak_stage": top,
                      "per_stage_mb": {k: round(v) for k, v in per_stage.items()},
-                     "alive_at_peak_mb": {name: round(mb) for name, mb in tree.alive_at_peak[top].items()},
+                     "alive_at_peak_mb": tree["per_stage_mb"][top]["alive"],
                      "target": f"whole-tree peak at most baseline + {MEMORY_FACTOR:g}x variables",
                      "passed": peak_mb <= baseline_mb + MEMORY_FACTOR * variables_mb,
                      "one_tensorflow_process_mb": tensorflow_mb,
@@ -262,7 +265,8 @@ def markdown(results: dict) -> str:
               f"| {w['model']} | {w['flow_s']:.1f} | {w['plain_script_s']:.1f} | {w['ratio']:.2f} | "
               f"{w['prefect_start_up_s']:.1f} | {w['target']} | {w['passed']} |"]
     lines += ["", "## Whole validation's peak memory against variables size", "",
-              "Resident memory of the flow's process and all its children together, sampled every 20 ms, over "
+              "Resident memory of the flow's process (a fresh interpreter, as a CLI run's or a worker's flow run) and "
+              "all its children together (Prefect's ephemeral server among them), sampled every 20 ms, over "
               "a validation with the default settings (benchmarks off) of a dense model "
               "(benchmarks/models.py dense_of_size); the baseline is the same for a 4 KiB model.",
               "", "| variables MiB | peak RSS MiB | baseline MiB | (peak - baseline) / variables | peak stage | target "

@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("model_dir")
     parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--out", default="tree-memory")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     out = Path(args.out)
     request = ValidationRequest(
@@ -110,12 +111,15 @@ def main() -> None:
     )
     started = time.perf_counter()
     memory, status = validation_peak(request)
-    print(json.dumps({
+    figures = json.dumps({
         "status": status, "peak_mb": round(memory.peak_mb), "wall_s": round(time.perf_counter() - started, 1),
         "per_stage_mb": {stage: {"peak": round(peak), "alive": {name: round(mb) for name, mb in
                                                                   memory.alive_at_peak[stage].items()}}
                          for stage, peak in memory.peaks.items()},
-    }, indent=1))
+    }, indent=1)
+    if args.json:
+        Path(args.json).write_text(figures)
+    print(figures)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,21 @@ def _start_a_thread_late():
     _start_a_thread(after_s=5)  # long after the pool took it
 
 
+@contextlib.contextmanager
+def _captured(name: str, caplog):
+    """caplog's records of that logger from INFO up, its handler attached to the logger itself: Prefect's first
+    flow run in a process may configure the root logger's handlers afresh, caplog's among them."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(caplog.handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
+
+
 def _new_spare(keeper: int, known: set[int]) -> int:
     """The spare the keeper starts once a pool's lease ends, a moment after the pool closed its child."""
     deadline = time.monotonic() + 30
@@ -93,7 +108,7 @@ def test_a_spare_takes_the_sandbox_of_the_pool_that_adopts_it_or_is_refused(tmp_
         # One that has a second thread when its pool takes it (here: started after its warm-up) is refused there.
         late = SharedProcess(warm_up=_start_a_thread_late)
         refused = _own_spare(keeper, late, sandbox)
-        with caplog.at_level(logging.WARNING, "modelgate.sandbox"), shared_processes({"a": late}, sandbox):
+        with _captured("modelgate.sandbox", caplog), shared_processes({"a": late}, sandbox):
             assert run_isolated(os.getpid, limits=limits, label="pid", pool="a").value != refused
         assert f"spare process {refused} cannot enter the sandbox exactly (it has 2 threads" in caplog.text
         _new_spare(keeper, {refused})  # its replacement, refused by the keeper itself in a moment
@@ -117,7 +132,7 @@ def test_a_model_let_past_the_scan_cannot_write_outside_its_workdir(tmp_path_fac
 
     target = tmp_path_factory.mktemp("outside") / "escaped.txt"
     model = models.writes_file(tmp_path_factory.mktemp("writes") / "model", target)
-    with keep_spares() as keeper, caplog.at_level(logging.INFO, "modelgate.sandbox"):
+    with keep_spares() as keeper, _captured("modelgate.sandbox", caplog):
         fresh = run_flow(model, tracking_uri, workdir, allow_ops=["WriteFile"], export_onnx=False, benchmark=False)
         assert "adopted spare process" not in caplog.text
         _assert_refused(fresh, model, target)
