@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import faulthandler
 import gc
 import os
@@ -317,8 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     # Registered first, so run last: the interpreter's final garbage collection would walk every object that
     # Prefect, MLflow and the frameworks made (seconds on a loaded machine), all about to be freed with the process.
     atexit.register(gc.freeze)
-    # `kill -USR1` prints every thread's stack to stderr: where a command that seems stuck is waiting.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # `kill -USR1` prints every thread's stack to stderr: where a command that seems stuck is waiting. (A stderr
+    # without a file descriptor, main() called in-process under a capture, has nowhere to print them.)
+    with contextlib.suppress(ValueError, OSError):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     prefect_server.allow_a_slow_start()
     from modelgate.quiet import quiet_frameworks
 
