@@ -64,8 +64,11 @@ def test_ctrl_c_during_a_model_stage_ends_validate_in_seconds_with_the_report_ke
     report_path, tracking_uri = tmp_path / "report.json", f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = [sys.executable, "-m", "modelgate.cli", "validate", str(model), "--no-onnx", "--report", str(report_path),
                "--output-dir", str(tmp_path / "out"), "--tracking-uri", tracking_uri]
+    # As a terminal starts it: SIGINT at its default. A process inherits an ignored SIGINT (something earlier in
+    # this test session may ignore it here), and Python then raises no KeyboardInterrupt for it.
     validate = subprocess.Popen(command, cwd=tmp_path, env=_environment(tmp_path), start_new_session=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in validate.stdout:
         if "prepare-inputs" in line:
             break  # probe-batch, next, runs the model first and never ends by itself
