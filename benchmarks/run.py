@@ -218,7 +218,7 @@ def memory(sizes_mb: list[int], workdir: Path) -> list[dict]:
         top = max(per_stage, key=per_stage.get)
         rows.append({"variables_mb": variables_mb, "peak_rss_mb": peak_mb, "baseline_mb": baseline_mb,
                      "ratio": (peak_mb - baseline_mb) / variables_mb, "peak_stage": top,
-                     "per_stage_mb": {k: round(v) for k, v in per_stage.items()},
+                     "per_stage_mb": per_stage,
                      "alive_at_peak_mb": tree["per_stage_mb"][top]["alive"],
                      "target": f"whole-tree peak at most baseline + {MEMORY_FACTOR:g}x variables",
                      "passed": peak_mb <= baseline_mb + MEMORY_FACTOR * variables_mb,
@@ -289,7 +289,7 @@ def markdown(results: dict) -> str:
     lines += ["", "What each process held at the whole-tree peak (a child named by its pid and the stage it was first "
               "seen in), MiB:", ""]
     lines += [f"- {m['variables_mb']:.0f} MiB, at {m['peak_stage']}: "
-              + ", ".join(f"{name} {mb}" for name, mb in m.get("alive_at_peak_mb", {}).items()) for m in results["memory"]]
+              + ", ".join(f"{name} {mb}" for name, mb in m["alive_at_peak_mb"].items()) for m in results["memory"]]
     lines += ["", f"GPU: {results['gpu']['status']} ({results['gpu']['reason']})", "",
               "Environment: " + ", ".join(f"{k} {v}" for k, v in results["environment"].items()), ""]
     return "\n".join(lines)
