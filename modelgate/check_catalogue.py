@@ -84,6 +84,9 @@ CATALOGUE = [
     CheckSpec("benchmark_<runtime>", "error", "benchmark-`<target>`", "skipped, with the reason, when nothing could be timed"),
     CheckSpec("<target>_conversion", "error or warning", "export-`<target>`",
               "the target's converter made a file that passes its checks (a warning for an optional target)"),
+    CheckSpec("<target>_parity", "error or warning", "compare-`<target>`",
+              "every runtime of the target, on every device, met the target's criteria against TensorFlow, naming the "
+              "outputs that missed (a warning for an optional target)"),
     CheckSpec("<format>_<check>", "error", "export-`<target>`",
               "the target's own checks of its file: `onnx_ops_converted`, `onnx_checker`, `onnx_shape_inference`, "
               "`onnx_runtime_load`, `onnx_inputs`, `onnx_outputs`, `litert_interpreter_load`, `litert_inputs`, "

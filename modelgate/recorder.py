@@ -184,8 +184,8 @@ class ValidationRun:
             result = Missing(name)
         else:
             record.status = "ok"
-            if isinstance(result, StageResult):
-                result.apply_to(self.report)
+            if isinstance(result, StageResult) and (failure := result.apply_to(self.report)):
+                record.status, record.message = "failed", failure
         record.duration_s = round(time.perf_counter() - started, 3)
         self.save()
         for listener in _listeners:

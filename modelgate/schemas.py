@@ -670,6 +670,12 @@ def target_stage(kind: str, target: str) -> str:
     return f"{kind}-{target}"
 
 
+def target_check(target: str, kind: str) -> str:
+    """A target's own check: `conversion` (its converter made a usable file) or `parity` (its runtimes met its
+    criteria against TensorFlow)."""
+    return f"{target.replace('-', '_')}_{kind}"
+
+
 def onnx_alias(section: TargetSection) -> OnnxSection:
     conversion = section.conversion or ConversionRecord(path=None)
     cpu, gpu = section.comparisons.get("onnxruntime/cpu"), section.comparisons.get("onnxruntime/gpu")
@@ -823,6 +829,12 @@ class ValidationReport(BaseModel):
     def failed_targets(self) -> list[TargetSection]:
         return [t for t in self.targets.values() if t.status == "failed" and t.requirement == "required"]
 
+    @model_validator(mode="after")
+    def _failed_names_its_check(self) -> ValidationReport:
+        if self.status == "failed" and not self.failed_checks():
+            raise ValueError("a failed verdict names the check that failed; this report has none")
+        return self
+
     def first_error(self) -> str | None:
         return next((stage.message for stage in self.deciding_stages() if stage.status == "error"), None)
 
@@ -836,16 +848,17 @@ class ValidationReport(BaseModel):
         failed = self.failed_checks()
         if failed:
             return f"failed: {', '.join(c.name for c in failed)}: {failed[0].message}"
-        if self.failed_targets():
-            target = self.failed_targets()[0]
-            return f"failed: {target.name}: {target.message}"
         return self.status
 
     def conclude(self) -> None:
+        """The verdict: `failed` comes only from failed checks, so every failed verdict names its check; a
+        required target that failed without one is a defect of modelgate's, never a verdict on the model."""
         if any(stage.status == "error" for stage in self.deciding_stages()):
             self.status = "error"
-        elif self.failed_checks() or self.failed_targets():
+        elif self.failed_checks():
             self.status = "failed"
+        elif unchecked := [target.name for target in self.failed_targets()]:
+            raise AssertionError(f"target {', '.join(unchecked)} failed without a failed check")
         else:
             self.status = "passed"
         self.finished_at = utc_now()
@@ -854,7 +867,9 @@ class ValidationReport(BaseModel):
 class StageResult(BaseModel):
     """What a stage hands back; it knows which part of the report it fills."""
 
-    def apply_to(self, report: ValidationReport) -> None:
+    def apply_to(self, report: ValidationReport) -> str | None:
+        """Fill the report; return why the stage failed where its result is a failed check (the stage itself
+        completed)."""
         raise NotImplementedError
 
 
@@ -993,6 +1008,10 @@ def _tolerance_text(name: str, value: Tolerance) -> str:
     return f"{name}={value:g}"
 
 
+def _missed(name: str, result: OutputComparison) -> str:
+    return name if result.max_abs_diff is None else f"{name} (max abs diff {result.max_abs_diff:.3g})"
+
+
 class TargetComparison(StageResult):
     """Every runtime of a target's format, on every device, against TensorFlow, judged by its criteria."""
 
@@ -1004,19 +1023,21 @@ class TargetComparison(StageResult):
     skipped_reason: str | None = None
     artifacts: dict[str, str] = {}
 
-    def apply_to(self, report: ValidationReport) -> None:
+    def apply_to(self, report: ValidationReport) -> str | None:
         section = report.targets[self.target]
         section.criteria, section.batches = self.criteria, self.batches
         section.comparisons, section.not_compared = self.comparisons, self.not_compared
         report.artifacts.update(self.artifacts)
         if self.skipped_reason:
             section.status, section.message = "skipped", f"comparison skipped: {self.skipped_reason}"
-            return
+            return None
         figures = f"{_tolerance_text('atol', self.criteria.atol)} and {_tolerance_text('rtol', self.criteria.rtol)}"
         if not self.criteria.elementwise:
             figures = "its criteria"
         problems = [
-            f"{'' if key.endswith('/cpu') else f'on {key}, '}outputs {', '.join(run.failing())} miss {figures}"
+            f"{'' if key.endswith('/cpu') else f'on {key}, '}outputs "
+            + ", ".join(_missed(name, run.outputs[name]) for name in run.failing())
+            + f" miss {figures}"
             for key, run in self.comparisons.items() if run.failing()
         ]
         problems += [f"check {check.name} failed" for check in section.checks if check.status == "failed"]
@@ -1027,6 +1048,13 @@ class TargetComparison(StageResult):
             f"every output within {figures} on {self.batches} batches ("
             + "; ".join(f"{key}: {', '.join(run.providers)}" for key, run in self.comparisons.items()) + ")"
         )
+        severity = "error" if section.requirement == "required" else "warning"
+        status = STATUS_WHEN_BROKEN[severity] if problems else "passed"
+        report.checks.append(Check(
+            name=target_check(self.target, "parity"), status=status, severity=severity,
+            message=f"{self.target}: {section.message}",
+        ))
+        return section.message if problems else None
 
 
 class MlflowRunOpened(StageResult):

@@ -68,6 +68,28 @@ class Runtime:
         return self.implementation().load(artifact, device, intra_op_threads, inter_op_threads)
 
 
+def is_text(value: np.ndarray) -> bool:
+    return value.dtype == object or value.dtype.kind in "SU"
+
+
+def decoded(value: np.ndarray, name: str) -> np.ndarray:
+    """TensorFlow's strings (bytes) as the runtimes that hold strings as text take them: Python str."""
+    def decode(item):
+        try:
+            return item.decode("utf-8") if isinstance(item, bytes) else item
+        except UnicodeDecodeError as exc:
+            raise ModelgateError(f"input '{name}' holds bytes that are not UTF-8 text, which this runtime's strings "
+                                 f"are: {exc}") from exc
+
+    return np.vectorize(decode, otypes=[object])(value) if is_text(value) else value
+
+
+def encoded(value: np.ndarray) -> np.ndarray:
+    """Text outputs as TensorFlow gives strings (bytes), so that they compare with its outputs."""
+    encode = np.vectorize(lambda item: item.encode("utf-8") if isinstance(item, str) else item, otypes=[object])
+    return encode(value) if is_text(value) else value
+
+
 @cache
 def registry() -> dict[str, Runtime]:
     return declared_in(__path__, __name__, "RUNTIME")

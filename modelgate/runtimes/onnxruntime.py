@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgate.runtimes import CPU, GPU, DeviceUnavailable, Runtime
+from modelgate.runtimes import CPU, GPU, DeviceUnavailable, Runtime, decoded, encoded
 
 RUNTIME = Runtime(
     name="onnxruntime", artifact_format="onnx", devices=(CPU, GPU), packages=("onnxruntime",), module=__name__,
@@ -45,7 +45,11 @@ class OnnxRuntimeRunner:
         self._output_names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))
+        # ONNX Runtime holds strings as text: fed bytes, it runs, and every value misses a string lookup
+        # table's vocabulary (each becomes the table's default).
+        text_feeds = {name: decoded(value, name) for name, value in feeds.items()}
+        outputs = self.session.run(self._output_names, text_feeds)
+        return {name: encoded(value) for name, value in zip(self._output_names, outputs)}
 
 
 def load(artifact: str, device: str, intra_op_threads: int, inter_op_threads: int) -> OnnxRuntimeRunner:

@@ -19,7 +19,7 @@ from functools import cache
 
 from modelgate.declarations import declared_in, missing_packages
 from modelgate.runtimes import Runtime, runtimes_for
-from modelgate.schemas import Criteria, SignatureSpec
+from modelgate.schemas import Criteria, SignatureSpec, target_check
 
 ALL = "all"
 DEFAULT_TARGETS = ["onnx"]
@@ -52,8 +52,8 @@ class Target:
 
     @property
     def check_name(self) -> str:
-        """The check that fails when this target cannot be converted or misses its criteria."""
-        return f"{self.name.replace('-', '_')}_conversion"
+        """The check that fails when this target cannot be converted (its comparison's is `<target>_parity`)."""
+        return target_check(self.name, "conversion")
 
     def missing_packages(self) -> list[str]:
         return missing_packages(self.packages)

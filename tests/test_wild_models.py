@@ -1,0 +1,127 @@
+"""SavedModels nobody here wrote, each built the way its own tools build it (tests/wild_models.py), get the right
+verdict with the default settings: its class, its exit code and the check that names it. And the rule under all
+of them: a failed verdict always names a failed check."""
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from modelgate.cli import EXIT_CODES
+from modelgate.compare import compare_arrays
+from modelgate.runtimes.onnxruntime import OnnxRuntimeRunner
+from modelgate.schemas import (
+    Check,
+    Criteria,
+    RuntimeComparison,
+    TargetComparison,
+    TargetSection,
+    ValidationReport,
+    ValidationRequest,
+)
+from tests import wild_models
+from tests.flows import run_flow
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+_run = partial(run_flow, benchmark_batch_sizes=[1, 4], benchmark_max_windows=3, benchmark_warmup=2)
+
+
+@pytest.fixture(scope="module")
+def wild(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wild")
+
+    class Built(dict):
+        def __missing__(self, name: str) -> Path:
+            self[name] = getattr(wild_models, name)(root / name)
+            return self[name]
+
+    return Built()
+
+
+def _checks(report) -> dict[str, Check]:
+    return {check.name: check for check in report.checks}
+
+
+# --- every failed verdict names its check ---
+
+def _report(tmp_path: Path, **targets: str) -> ValidationReport:
+    request = ValidationRequest(source=str(tmp_path), optional_targets=[n for n, r in targets.items() if r == "optional"])
+    sections = {name: TargetSection(name=name, artifact_format="onnx", requirement=requirement)
+                for name, requirement in targets.items()}
+    return ValidationReport(source=str(tmp_path), request=request, workdir=str(tmp_path), targets=sections)
+
+
+def _comparison(target: str, noise: float) -> TargetComparison:
+    reference = np.linspace(-1, 1, 12, dtype="float32").reshape(3, 4)
+    outputs = {"logits": compare_arrays(reference, reference + noise, 1e-4, 1e-3)}
+    run = RuntimeComparison(runtime="onnxruntime", device="cpu", providers=["CPUExecutionProvider"], outputs=outputs,
+                            batches=1)
+    return TargetComparison(target=target, criteria=Criteria(atol=1e-4, rtol=1e-3), batches=1,
+                            comparisons={"onnxruntime/cpu": run})
+
+
+def test_a_required_target_missing_its_criteria_fails_its_parity_check_naming_the_output(tmp_path):
+    report = _report(tmp_path, onnx="required", **{"onnx-fp16": "optional"})
+    failure = _comparison("onnx", 0.5).apply_to(report)
+    assert failure == "outputs logits (max abs diff 0.5) miss atol=0.0001 and rtol=0.001"
+    assert _comparison("onnx-fp16", 0.5).apply_to(report)  # optional: reported, never deciding
+    checks = _checks(report)
+    assert (checks["onnx_parity"].status, checks["onnx_parity"].severity) == ("failed", "error")
+    assert (checks["onnx_fp16_parity"].status, checks["onnx_fp16_parity"].severity) == ("warning", "warning")
+    assert "logits (max abs diff 0.5)" in checks["onnx_parity"].message
+    report.conclude()
+    assert report.status == "failed"
+    assert report.verdict_line().startswith("failed: onnx_parity: onnx: outputs logits")
+
+
+def test_a_target_within_its_criteria_passes_its_parity_check(tmp_path):
+    report = _report(tmp_path, onnx="required")
+    assert _comparison("onnx", 0.0).apply_to(report) is None
+    assert _checks(report)["onnx_parity"].status == "passed"
+    report.conclude()
+    assert report.status == "passed"
+
+
+def test_a_report_refuses_a_failed_verdict_without_a_failed_check(tmp_path):
+    with pytest.raises(ValidationError, match="a failed verdict names the check that failed"):
+        ValidationReport(status="failed", source="m", request=ValidationRequest(source="m"), workdir=str(tmp_path))
+    report = _report(tmp_path, onnx="required")
+    report.targets["onnx"].status = "failed"  # a path that forgot its check: a defect, never a verdict
+    with pytest.raises(AssertionError, match="target onnx failed without a failed check"):
+        report.conclude()
+
+
+# --- 1. string ids, fed to ONNX Runtime as the text it holds ---
+
+def test_string_ids_pass_onnx_with_runtime_outputs_equal_to_tensorflow_s(wild, tracking_uri, workdir):
+    report = _run(wild["string_id_ranking"], tracking_uri, workdir)
+    assert EXIT_CODES[report.status] == 0, report.verdict_line()
+    onnx = report.targets["onnx"]
+    assert onnx.status == "passed" and _checks(report)["onnx_parity"].status == "passed"
+    assert onnx.comparisons["onnxruntime/cpu"].outputs["rating"].max_abs_diff < 1e-5
+    samples = {name: set(strings) for name, strings in report.inputs.samples.items()}
+    # the synthetic ids hit the vocabulary, so a runtime that missed it would differ from TensorFlow
+    assert samples["user_id"] & set(wild_models.USER_IDS) and samples["item_id"] & set(wild_models.ITEM_IDS)
+
+
+def test_onnx_runtime_takes_tensorflow_s_bytes_as_text_and_gives_bytes_back(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    keys, values = ["user_1", "user_2"], [7, 9]
+    lookup = helper.make_node("LabelEncoder", ["ids"], ["index"], domain="ai.onnx.ml", keys_strings=keys,
+                              values_int64s=values, default_int64=-1)
+    echo = helper.make_node("Identity", ["ids"], ["same"])
+    graph = helper.make_graph(
+        [lookup, echo], "ids", [helper.make_tensor_value_info("ids", TensorProto.STRING, [None])],
+        [helper.make_tensor_value_info("index", TensorProto.INT64, [None]),
+         helper.make_tensor_value_info("same", TensorProto.STRING, [None])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 3)])
+    onnx.save(model, tmp_path / "ids.onnx")
+    ids = np.array([b"user_2", b"user_1", b"nobody"], dtype=object)
+    outputs = OnnxRuntimeRunner(tmp_path / "ids.onnx")({"ids": ids})
+    assert outputs["index"].tolist() == [9, 7, -1]
+    assert outputs["same"].tolist() == [b"user_2", b"user_1", b"nobody"]
