@@ -73,7 +73,8 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
         )
         run.stage(check_signature, choice, request, baseline, workdir)
         cleared = run.stage(scan_ops, choice, request.allow_ops)
-        prepared = run.stage(prepare_inputs, choice, request, workdir)
+        # Inputs, runtimes and converters all need to know what the tensors hold.
+        prepared = run.stage(prepare_inputs, choice, request, workdir, after=(run.passed("tensor_dtypes"),))
         inputs = run.stage(probe_batch, choice, prepared, request, workdir, after=(cleared,))
         run.stage(load_and_wrap, choice, inputs, request, workdir, after=(cleared,))
         reference = run.stage(run_checks, choice, inputs, request, workdir, after=(cleared,))
@@ -83,12 +84,13 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
         if runnable:
             batches = run.stage(reference_batches, choice, inputs, reference, request, workdir)
         begin_target_stages()
+        loaded = run.passed("model_loads")
         artifacts = {}
         for name in runnable:
             parent = artifacts[target(name).parent] if target(name).parent else None
             artifacts[name] = run_target_stage(
                 # Calibration data only: a conversion needs no probed batch size, so a failed probe leaves it be.
-                run, "export", name, choice, parent, prepared, request, workdir, after=(cleared,)
+                run, "export", name, choice, parent, prepared, request, workdir, after=(cleared, loaded)
             )
             run_target_stage(run, "compare", name, choice, artifacts[name], batches, request, workdir, after=())
             run_target_stage(run, "benchmark", name, choice, artifacts[name], inputs, request, workdir, after=())

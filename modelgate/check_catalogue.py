@@ -47,6 +47,8 @@ CATALOGUE = [
               "the asked signature, else serving_default, else the single predict-style one (a warning)"),
     CheckSpec("tolerances", "info", "select-signature",
               "the tolerances used: by default those of the lowest float precision the graph computes in"),
+    CheckSpec("device_placement", "info", "select-signature",
+              "the devices the graph's ops were pinned to at export; loaded with soft placement, as TF Serving does"),
     CheckSpec("tensor_dtypes", "error", "check-signature", "every input and output has a TensorFlow dtype (reference dtypes noted)"),
     CheckSpec("known_rank", "warning", "check-signature", "every input and output has a known rank"),
     CheckSpec("dynamic_batch", "warning", "check-signature", "every batched input's first dimension is dynamic"),
@@ -79,6 +81,9 @@ CATALOGUE = [
               "every measurement's last 3 window means within 10 % of their mean"),
     CheckSpec("benchmark_budget_<runtime>", "warning", "benchmark, benchmark-`<target>`",
               "the time budget measured every batch size planned"),
+    CheckSpec("benchmark_sweep_<runtime>", "error", "benchmark, benchmark-`<target>`",
+              "skipped, with the reason, when the signature has no batch dimension (a scalar input, the others of fixed "
+              "shape): measured once at the declared shapes, as batch size 1"),
     CheckSpec("benchmark_gpu_<runtime>", "error", "benchmark, benchmark-`<target>`",
               "measured on the GPU where one is present (skipped or a warning, with the reason, where not)"),
     CheckSpec("benchmark_<runtime>", "error", "benchmark-`<target>`", "skipped, with the reason, when nothing could be timed"),

@@ -285,7 +285,10 @@ def convert_with_tf2onnx(plan: ConversionPlan, signature: SignatureSpec, log_pat
     tf2onnx_failure = _run_tf2onnx(plan)
     log_text = Path(log_path).read_text(errors="replace")
     tensorflow_said = tensorflow_complaints(log_text)
-    if tf2onnx_failure and tensorflow_said:
+    if tf2onnx_failure and "check error log" in tf2onnx_failure and tensorflow_said:
+        # tf2onnx's own words only point at the log; TensorFlow's there are the reason.
+        tf2onnx_failure = f"tf2onnx failed: TensorFlow could not import the model's graph: {tensorflow_said[-1]}"
+    elif tf2onnx_failure and tensorflow_said:
         tf2onnx_failure = f"{tf2onnx_failure.rstrip('.')}; TensorFlow: {tensorflow_said[-1]}"
     ops = unsupported_ops(log_text)
     if ops:

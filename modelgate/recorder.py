@@ -36,11 +36,20 @@ class Missing:
     Whatever a flow reads off it (missing.model_dir) is missing too, so composition needs no special cases.
     """
 
-    def __init__(self, stage: str):
+    def __init__(self, stage: str, failed_check: str | None = None):
         self.stage = stage
+        self.failed_check = failed_check  # set where what is missing is a model that passed this check
 
     def __getattr__(self, name: str) -> Missing:
         return self
+
+
+def _needs(missing: list[Missing]) -> str:
+    stages = sorted({value.stage for value in missing if value.failed_check is None})
+    checks = sorted({value.failed_check for value in missing if value.failed_check})
+    reasons = [f"needs stage {', '.join(stages)}, which did not complete"] if stages else []
+    reasons += [f"needs a model that passes {check}, which failed" for check in checks]
+    return "; ".join(reasons)
 
 
 class StageListener(Protocol):
@@ -158,9 +167,9 @@ class ValidationRun:
         result it takes, or one it must come `after` (model code runs only after the op scan cleared it).
         Record the outcome either way."""
         name = fn.name
-        missing = [value.stage for value in (*args, *kwargs.values(), *after) if isinstance(value, Missing)]
+        missing = [value for value in (*args, *kwargs.values(), *after) if isinstance(value, Missing)]
         if missing:
-            return self.skip(name, f"needs stage {', '.join(sorted(set(missing)))}, which did not complete")
+            return self.skip(name, _needs(missing))
         record = StageRecord(name=name, status="running")
         self.report.stages.append(record)
         for listener in _listeners:
@@ -191,6 +200,12 @@ class ValidationRun:
         for listener in _listeners:
             listener.stage_finished(record)
         return result
+
+    def passed(self, check: str) -> Missing | None:
+        """Stands in for a model that passed `check`: stages that need one take it `after`, and are skipped
+        once the check has failed (a model TensorFlow cannot load has no conversion to judge)."""
+        failed = any(c.name == check and c.status == "failed" for c in self.report.checks)
+        return Missing(check, failed_check=check) if failed else None
 
     def conclude(self) -> None:
         """The verdict as the report stands; closing stages (MLflow, the registry) may still change it."""

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from modelgate.errors import ModelRejected, NotASavedModel, SignatureNotFound
-from modelgate.model_source import SAVED_MODEL_FILES
+from modelgate.model_source import SAVED_MODEL_FILES, holds_saved_model
 from modelgate.op_allowlist import import_op_libraries, import_op_libraries_from_environment
 from modelgate.op_scan import scan_meta_graph
 from modelgate.precision import lowest_float_precision
@@ -27,9 +27,8 @@ def find_saved_model_file(model_dir: str | Path) -> Path:
         raise NotASavedModel(f"{path}: no such directory")
     if not path.is_dir():
         raise NotASavedModel(f"{path}: not a directory (a SavedModel is a directory holding saved_model.pb)")
-    for name in SAVED_MODEL_FILES:
-        if (path / name).is_file():
-            return path / name
+    if holds_saved_model(path):
+        return next(path / name for name in SAVED_MODEL_FILES if (path / name).is_file())
     present = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
     raise NotASavedModel(f"{path}: not a SavedModel (no saved_model.pb or saved_model.pbtxt; found {present})")
 
@@ -117,13 +116,34 @@ def describe_meta_graph(meta_graph, model_dir: str | Path, op_libraries: list[st
         for key, sig in sorted(meta_graph.signature_def.items())
         if key != INIT_OP_KEY
     }
-    ops = {node.op for node in meta_graph.graph_def.node}
-    ops |= {node.op for function in meta_graph.graph_def.library.function for node in function.node_def}
+    nodes = [*meta_graph.graph_def.node,
+             *(node for function in meta_graph.graph_def.library.function for node in function.node_def)]
     return MetaGraphInfo(
-        tags=sorted(meta_graph.meta_info_def.tags), signatures=signatures, ops=sorted(ops),
+        tags=sorted(meta_graph.meta_info_def.tags), signatures=signatures, ops=sorted({node.op for node in nodes}),
         op_scan=scan_meta_graph(meta_graph, model_dir, op_libraries),
-        float_precision=lowest_float_precision(meta_graph),
+        float_precision=lowest_float_precision(meta_graph), functions=saved_functions(meta_graph),
+        devices=sorted({node.device for node in nodes if node.device}),
     )
+
+
+def saved_functions(meta_graph) -> list[str]:
+    """The paths of the object graph's function nodes (predict, encoder.call, ...), from the root object."""
+    nodes = meta_graph.object_graph_def.nodes
+    if not nodes:
+        return []
+    found, seen, queue = [], {0}, [(0, "")]
+    while queue:
+        index, path = queue.pop(0)
+        for child in nodes[index].children:
+            if child.node_id in seen or child.local_name.startswith("_"):
+                continue
+            seen.add(child.node_id)
+            child_path = f"{path}.{child.local_name}" if path else child.local_name
+            if nodes[child.node_id].WhichOneof("kind") == "function":
+                found.append(child_path)
+            else:
+                queue.append((child.node_id, child_path))
+    return sorted(found)
 
 
 def inspect_saved_model(model_dir: str | Path, op_libraries: list[str] = ()) -> list[MetaGraphInfo]:
@@ -180,14 +200,20 @@ def write_loadable_copy(model_dir: Path, saved_model, target: Path) -> Path:
 
 
 _TF_BOILERPLATE = re.compile(
-    r"^(Graph execution error:|Detected at node|Node: '|<stack traces|File \"|\[\[|Encountered when|Op:__)"
+    r"^(Graph execution error:|Detected at node|Node: '|<stack traces|File \"|\[\[|Encountered when|Op:__"
+    r"|Exception encountered when calling)"  # Keras's header above the reason
 )
+_TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def first_meaningful_line(message: str) -> str:
-    """TensorFlow's error messages open with boilerplate and end with node listings; keep the line that says why."""
-    lines = [line.strip() for line in message.splitlines()]
+    """TensorFlow's error messages open with boilerplate and end with node listings; keep the line that says why.
+    Keras colours that line for a terminal: a report gets it plain."""
+    lines = [line.strip() for line in _TERMINAL_ESCAPES.sub("", message).splitlines()]
     useful = [line for line in lines if line and not _TF_BOILERPLATE.match(line)]
+    if len(useful) > 1 and useful[0].endswith("Original error:"):
+        # A restore that failed explains itself, then says why on the next line.
+        return f"{useful[0]} {useful[1]}"
     return (useful or [message.strip() or "no message"])[0]
 
 
@@ -209,7 +235,23 @@ def load_saved_model(model_dir: str | Path, tags: list[str]):
         return import_tensorflow().saved_model.load(str(model_dir), tags=tags)
 
 
+def nothing_to_serve(meta_graphs: list[MetaGraphInfo]) -> ModelRejected | None:
+    """A SavedModel with no signature under any tag-set was judged: no server can call anything in it."""
+    if any(mg.signatures for mg in meta_graphs):
+        return None
+    tag_sets = "; ".join(",".join(mg.tags) or "(no tags)" for mg in meta_graphs)
+    functions = sorted({name for mg in meta_graphs for name in mg.functions})
+    holds = (f"its only functions are tf.functions without a signature: {', '.join(functions)}" if functions
+             else "it holds no saved functions either (a TF1 graph exported without a signature_def_map)")
+    return ModelRejected("signature_selection", (
+        f"nothing in the SavedModel can be served: no signature under any tag-set (tag-sets: {tag_sets}); {holds}; "
+        "re-export it with signatures (tf.saved_model.save(..., signatures=...), or a TF1 signature_def_map)"
+    ))
+
+
 def choose_meta_graph(meta_graphs: list[MetaGraphInfo], tags: list[str] | None) -> MetaGraphInfo:
+    if rejected := nothing_to_serve(meta_graphs):
+        raise rejected
     available = "; ".join(",".join(mg.tags) or "(no tags)" for mg in meta_graphs)
     if tags:
         wanted = sorted(set(tags))
@@ -248,7 +290,7 @@ def choose_signature(meta_graph: MetaGraphInfo, key: str | None) -> tuple[Signat
             )
         ]
     if not candidates:
-        raise SignatureNotFound("the SavedModel has no signatures to validate")
+        raise SignatureNotFound(f"tag-set {','.join(meta_graph.tags) or '(no tags)'} has no signatures")
     raise SignatureNotFound(
         f"no '{DEFAULT_SIGNATURE}' signature and {len(predict_style) or 'no'} predict-style candidates; "
         f"pick one with --signature: {listing}"

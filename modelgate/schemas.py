@@ -496,6 +496,14 @@ class MetaGraphInfo(BaseModel):
     float_precision: str = Field(
         default="float32", description="The lowest float precision an op computes in: float32, float16 or bfloat16."
     )
+    devices: list[str] = Field(
+        default=[], description="The devices the graph's ops were pinned to when it was exported (/device:GPU:0, "
+        "...); loaded with soft placement, as TF Serving does, they run where this machine can."
+    )
+    functions: list[str] = Field(
+        default=[], description="The tf.functions TF2's loader restores, by their path in the saved object graph "
+        "(none in a TF1 graph): what a SavedModel without signatures still holds."
+    )
 
 
 CheckStatus = Literal["passed", "failed", "warning", "skipped"]

@@ -17,6 +17,10 @@ def select_signature(
     signature, checks = choose_signature(meta_graph, key)
     atol, rtol, note = effective_tolerances(atol or {}, rtol or {}, meta_graph.float_precision)
     checks.append(Check(name="tolerances", status="passed", severity="info", message=note))
+    if accelerators := [device for device in meta_graph.devices if "CPU" not in device.upper()]:
+        checks.append(Check(name="device_placement", status="passed", severity="info", message=(
+            f"the graph pins ops to {', '.join(accelerators)}, as it was exported; it is loaded with soft "
+            "placement, as TF Serving loads it, so they run where this machine can")))
     return SignatureChoice(
         model_dir=inspection.model_dir, model_format=inspection.model_format, tags=meta_graph.tags,
         signature=signature, meta_graph=meta_graph, checks=checks, atol=atol, rtol=rtol,

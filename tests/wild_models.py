@@ -114,9 +114,9 @@ def no_inputs(directory: Path) -> Path:
 
 def undeclared_dtypes(directory: Path) -> Path:
     """A 2016 export (TF 0.12's SavedModelBuilder, which did not validate signatures): its signature's TensorInfo
-    carries only the tensor names, no dtype or shape, and its variables are reference variables (float32_ref).
-    Today's builder refuses such a TensorInfo, so the signature is written with full TensorInfo and cut back to
-    the names in saved_model.pb."""
+    carries the tensor names and shapes and no dtype, and its variables are reference variables (float32_ref).
+    Today's builder refuses such a TensorInfo, so the signature is written whole and its dtypes cleared in
+    saved_model.pb."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     with tf.Graph().as_default(), v1.Session() as session:
@@ -133,7 +133,6 @@ def undeclared_dtypes(directory: Path) -> Path:
     signature = saved_model.meta_graphs[0].signature_def["serving_default"]
     for info in (*signature.inputs.values(), *signature.outputs.values()):
         info.ClearField("dtype")
-        info.ClearField("tensor_shape")
     path.write_bytes(saved_model.SerializeToString())
     return directory
 
