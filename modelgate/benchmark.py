@@ -26,8 +26,12 @@ class SweepPlan:
     max_batch_size: int = 32
     fixed_batch_size: int | None = None
     budget_s: float | None = None  # per runtime and device: the sweep stops when it is spent
+    # No batch dimension: one point, the inputs as they are, reported as batch size 1 (a call is a sample).
+    declared_shapes: bool = False
 
     def candidates(self) -> list[int]:
+        if self.declared_shapes:
+            return [1]
         if self.fixed_batch_size is not None:
             return [self.fixed_batch_size]
         if self.batch_sizes:
@@ -59,7 +63,7 @@ def sweep(
     deadline = time.monotonic() + plan.budget_s if plan.budget_s else None
     candidates = plan.candidates()
     for index, batch_size in enumerate(candidates):
-        batch = batch_of(feeds, batch_size)
+        batch = feeds if plan.declared_shapes else batch_of(feeds, batch_size)
         try:
             if deadline is not None and time.monotonic() >= deadline:
                 raise BudgetSpent("before this batch size started")

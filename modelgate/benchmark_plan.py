@@ -10,6 +10,7 @@ from pathlib import Path
 from modelgate.benchmark import Measured, SweepPlan
 from modelgate.environment import gpu_present
 from modelgate.errors import ModelRunError
+from modelgate.inputs import no_batch_dimension
 from modelgate.sandbox import limits_of, settle_shared_processes
 from modelgate.schemas import BenchmarkRun, Check, PreparedInputs, SignatureSpec, UnmeasuredBenchmark, ValidationRequest
 from modelgate.timing import MeasurementPlan
@@ -23,7 +24,7 @@ def fixed_batch_size(signature: SignatureSpec) -> int | None:
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def sweep_plan(request: ValidationRequest, fixed: int | None) -> SweepPlan:
+def sweep_plan(request: ValidationRequest, fixed: int | None, declared_shapes: bool = False) -> SweepPlan:
     settings = request.benchmark
     return SweepPlan(
         measurement=MeasurementPlan(warmup=settings.warmup, window=settings.window, max_windows=settings.max_windows),
@@ -31,6 +32,7 @@ def sweep_plan(request: ValidationRequest, fixed: int | None) -> SweepPlan:
         max_batch_size=settings.max_batch_size,
         fixed_batch_size=fixed,
         budget_s=settings.budget_s,
+        declared_shapes=declared_shapes,
     )
 
 
@@ -144,11 +146,15 @@ def benchmark_framework(
     gpu_missing: Callable[[], str | None] = lambda: None,
 ) -> BenchmarkRun:
     """Plan the sweep and threads once, measure on each device (measure_on(device, plan, intra, inter)),
-    keep the samples, and summarise. A model whose dynamic batch fails above a working size is measured at it."""
+    keep the samples, and summarise. A model whose dynamic batch fails above a working size is measured at it;
+    one without a batch dimension at its declared shapes, once."""
     settle_shared_processes(limits_of(request))  # a child still importing its frameworks would skew the figures
-    plan = sweep_plan(request, inputs.section.working_batch_size or fixed_batch_size(signature))
+    unbatched = no_batch_dimension(signature)
+    plan = sweep_plan(request, inputs.section.working_batch_size or fixed_batch_size(signature), bool(unbatched))
+    sweep_checks = [Check(name=f"benchmark_sweep_{framework}", status="skipped",
+                          message=f"{unbatched}: measured at the declared shapes only")] if unbatched else []
     intra, inter = thread_counts(request)
     devices, device_checks = devices_to_measure(request, framework, devices, gpu_missing)
     outcomes, gpu_checks = measure_on_devices(devices, framework, lambda device: measure_on(device, plan, intra, inter))
     samples = save_samples([m for m in outcomes if isinstance(m, Measured)], workdir, framework)
-    return summarize(outcomes, device_checks + gpu_checks, samples, framework)
+    return summarize(outcomes, sweep_checks + device_checks + gpu_checks, samples, framework)

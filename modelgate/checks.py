@@ -193,15 +193,17 @@ def check_batch_consistency(
 
 def check_wrapper_parity(
     raw: dict[str, np.ndarray], wrapped: dict[str, np.ndarray], rtol: Tolerance, reference: str = "tensorflow",
+    call: str = "model.predict",
 ) -> Check:
-    """model.predict against the reference runtime on the same inputs: bit for bit, as it usually is. predict
-    retraces the wrapper at the batch's concrete shapes, and grappler may then pick kernels that round the
-    last bits otherwise (seen on transformer encoders); that passes within rtol of each output's largest
-    magnitude, with the figure said, since it is the same model on other kernels, not another model."""
+    """model.predict (or the `call` made instead) against the reference runtime on the same inputs: bit for
+    bit, as it usually is. predict retraces the wrapper at the batch's concrete shapes, and grappler may then
+    pick kernels that round the last bits otherwise (seen on transformer encoders); that passes within rtol of
+    each output's largest magnitude, with the figure said, since it is the same model on other kernels, not
+    another model."""
     differing = exactly_equal(raw, wrapped)
     if not differing:
         return Check(name="keras_wrapper_parity", status="passed",
-                     message=f"model.predict gives exactly the {reference} reference's outputs, bit for bit")
+                     message=f"{call} gives exactly the {reference} reference's outputs, bit for bit")
     problems, notes = [], []
     for name in differing:
         if name not in raw or name not in wrapped or np.shape(raw[name]) != np.shape(wrapped[name]):
@@ -220,7 +222,7 @@ def check_wrapper_parity(
             problems.append(f"output '{name}': expected the {reference} reference's values within "
                             f"{tolerance_for(rtol, name):g} of the output's largest magnitude, found {found}")
     return rule("keras_wrapper_parity", "error", problems,
-                f"model.predict gives the {reference} reference's outputs, not bit for bit", notes)
+                f"{call} gives the {reference} reference's outputs, not bit for bit", notes)
 
 
 def output_checks(signature: SignatureSpec, first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> list[Check]:

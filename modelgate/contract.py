@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelgate.checks import rule
 from modelgate.errors import ModelgateError
+from modelgate.inputs import no_batch_dimension
 from modelgate.schemas import Check, MetaGraphInfo, SignatureSpec, TensorSpec
 
 # Names that exporters make up when the model did not name its outputs (Keras 3 export, tf.function's
@@ -76,6 +77,8 @@ def check_known_rank(signature: SignatureSpec) -> Check:
 def check_dynamic_batch(signature: SignatureSpec) -> Check:
     if not signature.inputs:
         return Check(name="dynamic_batch", status="skipped", message="the signature takes no inputs")
+    if unbatched := no_batch_dimension(signature):
+        return Check(name="dynamic_batch", status="skipped", message=f"{unbatched}: it takes whole values, not batches")
     problems = [
         f"input '{name}': expected a dynamic batch dimension (None), found fixed size {spec.shape[0]}"
         for name, spec in signature.inputs.items()

@@ -25,6 +25,19 @@ class InputsUnavailable(Exception):
     """No inputs can be synthesized for this signature; checks that need them are skipped with this reason."""
 
 
+def no_batch_dimension(signature: SignatureSpec) -> str | None:
+    """Why the signature's inputs share no batch dimension, if they do not: a scalar has none, and beside one,
+    inputs of fixed shape are whole values (a simulation's grid), not batches of rows. None where an input may
+    be batched (a dynamic first dimension, or an unknown rank) or none is a scalar."""
+    specs = signature.inputs.values()
+    scalar = any(spec.shape == [] for spec in specs)
+    if not scalar or any(spec.shape is None or spec.shape[:1] == [None] for spec in specs):
+        return None
+    found = [f"input '{name}' is a scalar" if spec.shape == [] else f"input '{name}' has the fixed shape {spec.shape}"
+             for name, spec in signature.inputs.items()]
+    return f"no batch dimension ({', '.join(found)})"
+
+
 def concrete_shape(spec: TensorSpec, batch_size: int, unknown_dim_size: int) -> list[int]:
     if spec.shape is None:
         return [batch_size]

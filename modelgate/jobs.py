@@ -137,7 +137,7 @@ def wrapper_parity_job(
     )
     if feeds is None:
         return [built, Check(name="keras_wrapper_parity", status="skipped", message=no_inputs_reason)]
-    return [built, checks.check_wrapper_parity(raw(feeds), wrapped(feeds), rtol, raw.name)]
+    return [built, checks.check_wrapper_parity(raw(feeds), wrapped(feeds), rtol, raw.name, wrapped.call_form(feeds))]
 
 
 @shares_process(TENSORFLOW)

@@ -56,8 +56,8 @@ def build_keras_model(signature_fn, signature: SignatureSpec, ranks: dict[str, i
     inputs = {}
     for name, spec in signature.inputs.items():
         shape = _known_shape("input", name, spec, ranks)
-        inputs[name] = keras.Input(shape=tuple(shape[1:]), batch_size=shape[0] if shape else None,
-                                   dtype=spec.dtype, name=name)
+        # The whole declared shape: a scalar input is rank 0, with no batch dimension to split off as batch_size.
+        inputs[name] = keras.Input(batch_shape=tuple(shape), dtype=spec.dtype, name=name)
     output_specs = {
         name: (tuple(_known_shape("output", name, spec, output_ranks)), spec.dtype)
         for name, spec in signature.outputs.items()

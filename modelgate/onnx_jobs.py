@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelgate.inputs import read_npz
+from modelgate.inputs import no_batch_dimension, read_npz
 from modelgate.runtimes.onnxruntime import RUNTIME as ONNXRUNTIME
 from modelgate.sandbox import shares_process
 from modelgate.schemas import SignatureSpec
@@ -47,7 +47,11 @@ def log_onnx_model_job(
     mlflow.set_tracking_uri(tracking_uri)
     example = None
     if inputs_path:
-        example = {name: value[:1] if value.ndim else value for name, value in read_npz(inputs_path).items()}
+        feeds = read_npz(inputs_path)
+        # One row of a batch; a signature without a batch dimension takes its inputs whole.
+        example = feeds if no_batch_dimension(signature) else {
+            name: value[:1] if value.ndim else value for name, value in feeds.items()
+        }
     info = mlflow.onnx.log_model(
         onnx.load(onnx_path), name=MLFLOW_MODEL_NAME, run_id=run_id, signature=mlflow_signature(signature),
         input_example=example, save_as_external_data=external_data,

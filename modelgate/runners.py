@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgate.errors import SignatureFailed
+from modelgate.errors import ModelRunError, SignatureFailed
 from modelgate.inputs import Feeds
 from modelgate.quiet import import_tensorflow
 from modelgate.savedmodel import first_meaningful_line, load_saved_model, rejected_unless_loaded
@@ -50,8 +50,12 @@ def sparse_arguments(name: str, indices, values, dense_shape) -> dict:
     return {f"{name}_indices": indices, f"{name}_values": values, f"{name}_dense_shape": dense_shape}
 
 
+def _reason(exc: Exception, tf) -> str:
+    return first_meaningful_line(exc.message if isinstance(exc, tf.errors.OpError) else str(exc))
+
+
 def _failed(exc: Exception, tf) -> SignatureFailed:
-    return SignatureFailed(first_meaningful_line(exc.message if isinstance(exc, tf.errors.OpError) else str(exc)))
+    return SignatureFailed(_reason(exc, tf))
 
 
 class TFSignatureRunner:
@@ -150,6 +154,12 @@ def load_reference_runner(model_dir: str | Path, tags: list[str], key: str, mode
     return _load_once(TFSessionRunner if model_format == TF1_GRAPH else TFSignatureRunner, model_dir, tags, key)
 
 
+def _wrapper_failed(exc: Exception, tf) -> ModelRunError:
+    """Keras's errors span lines (the call's arguments, whole arrays) in terminal colours: the stage's message
+    keeps the line that says why, the stage's log the rest."""
+    return ModelRunError(f"the Keras wrapper failed: {_reason(exc, tf)}")
+
+
 class KerasModelRunner:
     """The same signature through the Keras 3 functional wrapper, called as users would: model.predict."""
 
@@ -160,20 +170,40 @@ class KerasModelRunner:
         with, and from the signature's outputs on them."""
         from modelgate.keras_wrapper import build_keras_model
 
+        self._tf = import_tensorflow()
+        self._keras_errors = (self._tf.errors.OpError, ValueError, TypeError, RuntimeError)
         ranks = {name: np.ndim(value) for name, value in feeds.items()} if feeds else None
         output_ranks = None
         if feeds and any(spec.shape is None for spec in signature.outputs.values()):
             output_ranks = {name: np.ndim(value) for name, value in tf_runner(feeds).items()}
-        self.model = build_keras_model(tf_runner.signature_fn, signature, ranks, output_ranks)
-        self._tf = import_tensorflow()
+        try:
+            self.model = build_keras_model(tf_runner.signature_fn, signature, ranks, output_ranks)
+        except self._keras_errors as exc:
+            raise _wrapper_failed(exc, self._tf) from exc
+
+    @staticmethod
+    def call_form(feeds: Feeds) -> str:
+        """How __call__ calls the model on these inputs: with a scalar among them, in one direct call."""
+        if any(np.ndim(value) == 0 for value in feeds.values()):
+            return "model(inputs) (model.predict splits inputs along a first dimension, which a scalar lacks)"
+        return "model.predict"
 
     def infer(self, feeds: Feeds) -> dict[str, np.ndarray]:
         """A direct call, as a serving path would make it, without predict()'s per-call data pipeline."""
-        return {name: np.asarray(value) for name, value in self.model(feeds, training=False).items()}
+        try:
+            outputs = self.model(feeds, training=False)
+        except self._keras_errors as exc:
+            raise _wrapper_failed(exc, self._tf) from exc
+        return {name: np.asarray(value) for name, value in outputs.items()}
 
     def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
         batch = max((len(v) for v in feeds.values() if np.ndim(v) > 0), default=1)
         # Keras' NumPy adapter refuses object arrays, which is how strings travel; a string tensor it takes.
         feeds = {name: self._tf.constant(v) if v.dtype == object else v for name, v in feeds.items()}
-        outputs = self.model.predict(feeds, batch_size=batch, verbose=0)
+        if self.call_form(feeds) != "model.predict":
+            return self.infer(feeds)
+        try:
+            outputs = self.model.predict(feeds, batch_size=batch, verbose=0)
+        except self._keras_errors as exc:
+            raise _wrapper_failed(exc, self._tf) from exc
         return {name: np.asarray(value) for name, value in outputs.items()}

@@ -5,7 +5,7 @@ from prefect.cache_policies import NO_CACHE
 
 from modelgate.checks import dtype_name
 from modelgate.errors import ModelgateError
-from modelgate.inputs import InputsUnavailable, read_npz, save_npz, synthesize_recorded
+from modelgate.inputs import InputsUnavailable, no_batch_dimension, read_npz, save_npz, synthesize_recorded
 from modelgate.jobs import inputs_file_job
 from modelgate.sandbox import reading_limits_of, run_isolated
 from modelgate.schemas import InputsSection, PreparedInputs, SignatureChoice, ValidationRequest
@@ -39,10 +39,8 @@ def prepare_inputs(choice: SignatureChoice, request: ValidationRequest, workdir:
             "value_ranges": synthesis.value_ranges, "samples": synthesis.samples,
             "example_features": synthesis.example_features,
         }
-        message = (
-            f"seeded synthesis: dynamic batch dimension = {request.batch_size}, "
-            f"other unknown dimensions = {request.unknown_dim_size}"
-        )
+        batch = no_batch_dimension(signature) or f"dynamic batch dimension = {request.batch_size}"
+        message = f"seeded synthesis: {batch}, other unknown dimensions = {request.unknown_dim_size}"
         save_npz(feeds, path)
     return PreparedInputs(
         section=InputsSection(

@@ -61,8 +61,9 @@ class LiteRtRunner:
         self.placement = placement(*delegated_and_builtin(self.interpreter))
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        # The signature runner resizes each input to the batch at hand before it invokes.
-        return self.signature(**{name: np.ascontiguousarray(value) for name, value in feeds.items()})
+        # The signature runner resizes each input to the batch at hand before it invokes. np.ascontiguousarray
+        # would make a scalar a vector of one: asarray keeps its rank.
+        return self.signature(**{name: np.asarray(value, order="C") for name, value in feeds.items()})
 
 
 def load(artifact: str, device: str, intra_op_threads: int, inter_op_threads: int) -> LiteRtRunner:
