@@ -125,3 +125,66 @@ def test_onnx_runtime_takes_tensorflow_s_bytes_as_text_and_gives_bytes_back(tmp_
     outputs = OnnxRuntimeRunner(tmp_path / "ids.onnx")({"ids": ids})
     assert outputs["index"].tolist() == [9, 7, -1]
     assert outputs["same"].tolist() == [b"user_2", b"user_1", b"nobody"]
+
+
+# --- 3. nothing to serve; 8. a chunked SavedModel ---
+
+@pytest.mark.parametrize("kind, found", [
+    ("tf1_custom_tags_only", "(tag-sets: custom,train); it holds no saved functions either"),
+    ("tf2_no_signatures", "(tag-sets: serve); its only functions are tf.functions without a signature: predict"),
+])
+def test_a_savedmodel_without_signatures_fails_signature_selection_naming_what_it_holds(
+    wild, tracking_uri, workdir, kind, found
+):
+    report = _run(wild[kind], tracking_uri, workdir)
+    assert EXIT_CODES[report.status] == 1 and [c.name for c in report.failed_checks()] == ["signature_selection"]
+    assert "nothing in the SavedModel can be served: no signature under any tag-set " + found in report.verdict_line()
+    assert {stage.name: stage.status for stage in report.stages}["export-onnx"] == "skipped"
+
+
+def test_a_chunked_savedmodel_is_refused_in_one_line_saying_what_to_do(wild, tracking_uri, workdir):
+    report = _run(wild["chunked"], tracking_uri, workdir)
+    assert EXIT_CODES[report.status] == 2
+    reason = report.first_error()
+    assert "a chunked SavedModel (saved_model.cpb" in reason and "this TensorFlow cannot load" in reason
+    assert "re-export the model without chunking" in reason and "\n" not in reason
+
+
+# --- 5. a signature without inputs; 6. undeclared dtypes; 7. a graph pinned to a GPU; 9. a failed load ---
+
+def test_a_signature_without_inputs_passes_and_its_onnx_model_is_logged_without_an_input_schema(
+    wild, tracking_uri, workdir
+):
+    import mlflow
+
+    report = _run(wild["no_inputs"], tracking_uri, workdir)
+    assert EXIT_CODES[report.status] == 0, report.verdict_line()
+    mlflow.set_tracking_uri(tracking_uri)
+    signature = mlflow.models.get_model_info(report.targets["onnx"].mlflow_model_uri).signature
+    assert signature.inputs is None and signature.outputs.input_names() == ["version"]
+
+
+def test_undeclared_dtypes_fail_tensor_dtypes_and_skip_every_stage_that_needs_them(wild, tracking_uri, workdir):
+    report = _run(wild["undeclared_dtypes"], tracking_uri, workdir)
+    assert EXIT_CODES[report.status] == 1 and [c.name for c in report.failed_checks()] == ["tensor_dtypes"]
+    stages = {stage.name: stage for stage in report.stages}
+    assert stages["prepare-inputs"].message == "needs a model that passes tensor_dtypes, which failed"
+    for name in ("prepare-inputs", "load-and-wrap", "run-checks", "benchmark", "export-onnx"):
+        assert stages[name].status == "skipped", name
+    assert not any(stage.status == "error" for stage in report.stages)
+
+
+def test_a_graph_pinned_to_a_gpu_loads_with_soft_placement_as_tf_serving_does(wild, tracking_uri, workdir):
+    report = _run(wild["gpu_pinned"], tracking_uri, workdir)
+    assert EXIT_CODES[report.status] == 0, report.verdict_line()
+    placement = _checks(report)["device_placement"]
+    assert "pins ops to /device:GPU:0" in placement.message and "soft placement" in placement.message
+    assert report.targets["onnx"].status == "passed"
+
+
+def test_a_model_tensorflow_cannot_load_fails_model_loads_once_and_is_not_converted(wild, tracking_uri, workdir):
+    report = _run(wild["wrong_checkpoint"], tracking_uri, workdir)
+    assert EXIT_CODES[report.status] == 1 and [c.name for c in report.failed_checks()] == ["model_loads"]
+    assert report.failed_checks()[0].message.endswith("Original error: Key bias not found in checkpoint")
+    export = next(stage for stage in report.stages if stage.name == "export-onnx")
+    assert (export.status, export.message) == ("skipped", "needs a model that passes model_loads, which failed")

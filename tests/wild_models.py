@@ -165,3 +165,15 @@ def chunked(directory: Path) -> Path:
     (directory / "saved_model.cpb").write_bytes(b"\x91\xba\xc2\x3c\x92\x87\xe1\xa9" + (directory / "saved_model.pb").read_bytes())
     (directory / "saved_model.pb").unlink()
     return directory
+
+
+def wrong_checkpoint(directory: Path) -> Path:
+    """A TF1 export whose variables/ were copied from another model's export (a deployment script that mixed two
+    versions up): the graph is whole, the restore fails."""
+    import shutil
+
+    gpu_pinned(directory)
+    other = undeclared_dtypes(directory.parent / f"{directory.name}-other")
+    shutil.rmtree(directory / "variables")
+    shutil.copytree(other / "variables", directory / "variables")
+    return directory
