@@ -22,12 +22,13 @@ def mlflow_signature(signature: SignatureSpec):
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    def schema(specs) -> Schema:
+    def schema(specs) -> Schema | None:
+        # MLflow refuses an empty schema: a signature that takes nothing is logged without an input schema.
         return Schema([
             TensorSpec(_numpy_dtype(spec.dtype), (-1,) if spec.shape is None else tuple(
                 -1 if dim is None else dim for dim in spec.shape), name)
             for name, spec in specs.items()
-        ])
+        ]) if specs else None
 
     return ModelSignature(inputs=schema(signature.inputs), outputs=schema(signature.outputs))
 
@@ -46,7 +47,7 @@ def log_onnx_model_job(
 
     mlflow.set_tracking_uri(tracking_uri)
     example = None
-    if inputs_path:
+    if inputs_path and signature.inputs:
         feeds = read_npz(inputs_path)
         # One row of a batch; a signature without a batch dimension takes its inputs whole.
         example = feeds if no_batch_dimension(signature) else {

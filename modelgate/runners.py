@@ -86,11 +86,13 @@ class TFSignatureRunner:
 
 def session_config():
     """A TF1 Session keeps its own thread pools and devices: give it the process's, as TF2 functions have them
-    (0 threads: TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS, as TF2 reads them)."""
+    (0 threads: TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS, as TF2 reads them). Soft placement, as TF Serving
+    loads models: a graph exported on a GPU machine pins its ops to /device:GPU:0, and runs on a CPU here."""
     tf = import_tensorflow()
     config = tf.compat.v1.ConfigProto(
         intra_op_parallelism_threads=tf.config.threading.get_intra_op_parallelism_threads(),
         inter_op_parallelism_threads=tf.config.threading.get_inter_op_parallelism_threads(),
+        allow_soft_placement=True,
     )
     if not tf.config.get_visible_devices("GPU"):
         config.device_count["GPU"] = 0
