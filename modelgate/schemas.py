@@ -992,8 +992,13 @@ class TargetPlan(StageResult):
         report.targets = self.sections
 
 
+def _target_severity(section: TargetSection) -> Severity:
+    return "error" if section.requirement == "required" else "warning"
+
+
 class TargetArtifact(StageResult):
-    """A target's converted artifact, checked and usable."""
+    """A target's converted artifact, usable: its file may still fail a check that does not stop it from running
+    (an output's dimension fixed where the signature's is dynamic), which then fails the target by name."""
 
     target: str
     conversion: ConversionRecord
@@ -1002,11 +1007,22 @@ class TargetArtifact(StageResult):
     def path(self) -> str:
         return self.conversion.path
 
-    def apply_to(self, report: ValidationReport) -> None:
+    def apply_to(self, report: ValidationReport) -> str | None:
         section = report.targets[self.target]
         section.conversion = self.conversion
-        section.message = "converted; its file passed every check"
         report.artifacts.update(self.conversion.artifacts)
+        failed = [check for check in self.conversion.checks if check.status == "failed"]
+        severity = _target_severity(section)
+        report.checks += [
+            Check(name=check.name, status=STATUS_WHEN_BROKEN[severity], severity=severity,
+                  message=f"{self.target}: {check.message}")
+            for check in failed
+        ]
+        if failed:
+            section.message = f"converted; its file failed {', '.join(check.name for check in failed)}"
+            return section.message
+        section.message = "converted; its file passed every check"
+        return None
 
 
 def _tolerance_text(name: str, value: Tolerance) -> str:
@@ -1042,27 +1058,28 @@ class TargetComparison(StageResult):
         figures = f"{_tolerance_text('atol', self.criteria.atol)} and {_tolerance_text('rtol', self.criteria.rtol)}"
         if not self.criteria.elementwise:
             figures = "its criteria"
-        problems = [
+        mismatches = [
             f"{'' if key.endswith('/cpu') else f'on {key}, '}outputs "
             + ", ".join(_missed(name, run.outputs[name]) for name in run.failing())
             + f" miss {figures}"
             for key, run in self.comparisons.items() if run.failing()
         ]
-        problems += [f"check {check.name} failed" for check in section.checks if check.status == "failed"]
         if not self.comparisons:
-            problems.append("no runtime could run it: " + "; ".join(f"{k}: {v}" for k, v in self.not_compared.items()))
-        section.status = "failed" if problems else "passed"
-        section.message = "; ".join(problems) if problems else (
+            mismatches.append("no runtime could run it: " + "; ".join(f"{k}: {v}" for k, v in self.not_compared.items()))
+        parity = "; ".join(mismatches) or (
             f"every output within {figures} on {self.batches} batches ("
             + "; ".join(f"{key}: {', '.join(run.providers)}" for key, run in self.comparisons.items()) + ")"
         )
-        severity = "error" if section.requirement == "required" else "warning"
-        status = STATUS_WHEN_BROKEN[severity] if problems else "passed"
+        # The file's own failed checks (named in the report by the export) fail the target too.
+        problems = mismatches + [f"check {check.name} failed" for check in section.checks if check.status == "failed"]
+        section.status = "failed" if problems else "passed"
+        section.message = "; ".join(problems) if problems else parity
+        severity = _target_severity(section)
         report.checks.append(Check(
-            name=target_check(self.target, "parity"), status=status, severity=severity,
-            message=f"{self.target}: {section.message}",
+            name=target_check(self.target, "parity"), status=STATUS_WHEN_BROKEN[severity] if mismatches else "passed",
+            severity=severity, message=f"{self.target}: {parity}",
         ))
-        return section.message if problems else None
+        return parity if mismatches else None
 
 
 class MlflowRunOpened(StageResult):
