@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from modelgate import prefect_server  # the standard library only: it starts before the heavy imports
+from modelgate.errors import ModelgateError
 
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 EXIT_INTERRUPTED = 130  # the shell's own code for a command ended by SIGINT
@@ -31,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="validate one SavedModel")
     validate.add_argument("source", metavar="SOURCE", help="SavedModel directory, or models:/NAME/VERSION or @ALIAS")
     _add_validation_options(validate)
+
+    verify = commands.add_parser("verify", help="check a signed version's files against its signature: exit 0, "
+                                 "or 1 naming each file changed, added or missing")
+    verify.add_argument("source", metavar="SOURCE",
+                        help="a signed folder, a TF Serving base path, or models:/NAME/VERSION or @ALIAS")
+    verify.add_argument("--public-key", required=True, metavar="PEM", help="the signing key's public half")
+    verify.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
 
     serve = commands.add_parser("serve", help="serve both deployments from this process (no worker needed)")
     serve.add_argument("--models", metavar="NAME,NAME", default="", help="registered models the schedule watches")
@@ -129,7 +137,10 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", metavar="DIR", help="working files (default: modelgate-out)")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
     parser.add_argument("--register-as", metavar="NAME", help="register a path source under this registered model")
-    parser.add_argument("--alias", help="registry alias set when the validation passes (default: validated)")
+    parser.add_argument("--alias", help="registry alias set when the validation passes and the version is signed "
+                        "(default: validated)")
+    parser.add_argument("--signing-key", metavar="PEM",
+                        help="elliptic-curve private key: a version that passes is signed before its alias moves")
 
 
 def _csv(value: str) -> list[str]:
@@ -144,7 +155,7 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
         "export_onnx": not args.no_onnx, "atol": args.atol, "rtol": args.rtol, "onnx_opset": args.opset,
         "batch_size": args.batch_size, "allow_ops": args.allow_op, "report_path": args.report,
         "output_dir": args.output_dir, "tracking_uri": args.tracking_uri, "register_as": args.register_as,
-        "alias": args.alias, "model_version": args.version, "contract_path": args.contract,
+        "alias": args.alias, "signing_key": args.signing_key, "model_version": args.version, "contract_path": args.contract,
         "baseline": args.baseline, "op_libraries": args.op_library,
     }
     benchmark = {
@@ -266,6 +277,27 @@ def _relay_certificate(args: argparse.Namespace, console) -> int:
     return EXIT_PASSED
 
 
+def _verify(args: argparse.Namespace, console) -> int:
+    from modelgate.signing import check_public_key, signed_folder, verify
+
+    with tempfile.TemporaryDirectory(prefix="modelgate-verify-") as scratch:
+        try:
+            check_public_key(args.public_key)
+            folder = signed_folder(args.source, args.tracking_uri, Path(scratch))
+        except ModelgateError as exc:
+            console.error(str(exc))
+            return EXIT_ERROR
+        result = verify(folder, args.public_key)
+    shown = args.source if args.source.startswith("models:/") else str(folder)
+    if result.valid:
+        console.note(f"verified: {shown}: every file matches its signature; attested verdict: {result.verdict}")
+        return EXIT_PASSED
+    console.note(f"not verified: {shown}")
+    for line in result.lines():
+        console.note(f"  {line}")
+    return EXIT_FAILED
+
+
 def _per_output(default: float | None, settings: list[str] | None, option: str) -> dict[str, float] | None:
     """--output-atol logits=1e-3 (repeatable) on top of --atol, as {"": default, "logits": 1e-3}."""
     if not settings:
@@ -340,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         return _relay(args, console)
     if args.command == "webhook":
         return _webhook(args, console)
+    if args.command == "verify":
+        return _verify(args, console)
     try:
         if args.command == "demo":
             model_dir = args.model_dir or str(Path(tempfile.mkdtemp(prefix="modelgate-sample-")) / "sample_model")
@@ -354,11 +388,15 @@ def main(argv: list[str] | None = None) -> int:
         from modelgate.schemas import ValidationRequest
 
         request = ValidationRequest(**_request_fields(args, model_dir))
+        if request.signing_key:
+            from modelgate.signing import check_private_key
+
+            check_private_key(request.signing_key)  # a key that cannot sign is a usage error, before any work
     except ValidationError as exc:
         first = exc.errors()[0]
         console.error(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")
         return EXIT_ERROR
-    except ValueError as exc:
+    except (ValueError, ModelgateError) as exc:
         console.error(str(exc))
         return EXIT_ERROR
     from modelgate import recorder

@@ -19,6 +19,7 @@ version whose files hold the SavedModel one or two folders down works too.
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -102,12 +103,18 @@ def download_version(client: MlflowClient, tracking_uri: str, version: RegistryV
     ))
 
 
-def register_files(client: MlflowClient, run_id: str, saved_model_dir: Path, onnx_path: str | None,
-                   name: str) -> RegistryVersion:
-    """Log the SavedModel (and the ONNX model beside it) to the validation's run and register that folder."""
-    client.log_artifacts(run_id, str(saved_model_dir), "registered_model/saved_model")
+def registered_copy(saved_model_dir: Path, onnx_path: str | None, destination: Path) -> Path:
+    """The folder a path source is registered as: the SavedModel at its root, so that a TF Serving version folder
+    can be this folder as it is, with the ONNX model beside (and, once signed, the attestation and signature)."""
+    shutil.copytree(saved_model_dir, destination)
     if onnx_path and Path(onnx_path).is_file():
-        client.log_artifact(run_id, onnx_path, "registered_model")
+        shutil.copy2(onnx_path, destination / "model.onnx")
+    return destination
+
+
+def register_files(client: MlflowClient, run_id: str, folder: Path, name: str) -> RegistryVersion:
+    """Log the registered copy to the validation's run and register it."""
+    client.log_artifacts(run_id, str(folder), "registered_model")
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
@@ -116,6 +123,16 @@ def register_files(client: MlflowClient, run_id: str, saved_model_dir: Path, onn
     artifact_uri = client.get_run(run_id).info.artifact_uri
     created = client.create_model_version(name, f"{artifact_uri}/registered_model", run_id=run_id)
     return RegistryVersion(name, str(created.version))
+
+
+def add_to_version(client: MlflowClient, version: RegistryVersion, files: list[Path]) -> None:
+    """Files written beside a version's own (its signature and attestation), where its artifacts are stored."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repository = get_artifact_repository(client.get_model_version_download_uri(version.name, version.version),
+                                         tracking_uri=client.tracking_uri)
+    for path in files:
+        repository.log_artifact(str(path))
 
 
 def key_figures(report: ValidationReport) -> dict[str, str]:

@@ -152,7 +152,7 @@ FLAT_REQUEST_KEYS: dict[str, tuple[str, str]] = {
 }
 # Earlier releases wrote null where an empty value now says the same; a request saved or deployed then still loads.
 EMPTY_WHEN_NULL = {"signature": "", "tags": [], "inputs_path": "", "contract_path": "", "baseline": "",
-                   "tracking_uri": "", "register_as": "", "alias": ""}
+                   "tracking_uri": "", "register_as": "", "alias": "", "signing_key": ""}
 
 
 def _grouped(data: dict) -> dict:
@@ -228,7 +228,15 @@ class ValidationRequest(BaseModel):
     alias: str = Field(
         default="validated",
         title="Alias on success",
-        description="Registry alias set on the version when the validation passed. Never 'champion'. Empty: none.",
+        description="Registry alias set on the version when the validation passed and the version is signed "
+        "(see Signing key). Never 'champion'. Empty: none.",
+    )
+    signing_key: str = Field(
+        default="",
+        title="Signing key",
+        description="A PEM elliptic-curve private key (its password, if any, in MODELGATE_SIGNING_KEY_PASSWORD): "
+        "a version that passed is signed with it (OpenSSF model signing) before the alias moves. Empty: the "
+        "version is not signed and gets no alias.",
     )
 
     tags: list[str] = Field(
@@ -1142,6 +1150,7 @@ class ResolvedSource(StageResult):
     keras_file: str | None = None
     registry_name: str | None = None
     registry_version: str | None = None
+    version_files: str | None = Field(default=None, description="A registry version's files, as downloaded.")
 
     def apply_to(self, report: ValidationReport) -> None:
         report.model_dir = self.model_dir

@@ -17,8 +17,10 @@ def resolve_source(request: ValidationRequest, workdir: str) -> ResolvedSource:
     tracking_uri = request.resolved_tracking_uri()
     client = registry_client(tracking_uri)
     version = resolve_version(client, request.source)
-    model_dir, keras_file = version_model(download_version(client, tracking_uri, version, Path(workdir) / "source"))
+    files = download_version(client, tracking_uri, version, Path(workdir) / "source")
+    model_dir, keras_file = version_model(files)
     return ResolvedSource(
         source=request.source, model_dir=str(model_dir), registry_name=version.name, registry_version=version.version,
+        version_files=str(files),
         keras_flavor=keras_file.flavor if keras_file else None, keras_file=str(keras_file.path) if keras_file else None,
     )

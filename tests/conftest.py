@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests import models
+from tests.signing_keys import key_pair
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +70,9 @@ def tracking_uri(tmp_path_factory) -> str:
 def workdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> tuple[Path, Path]:
+    """An operator's signing key pair (private, public): only a signed version gets the registry alias."""
+    return key_pair(tmp_path_factory.mktemp("keys"))

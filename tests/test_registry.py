@@ -30,13 +30,13 @@ def _register(tracking_uri, name, model_dir):
 _validate = partial(run_flow, **FAST)
 
 
-def test_a_registry_version_is_validated_tagged_described_and_aliased(model_dirs, tracking_uri, workdir):
+def test_a_registry_version_is_validated_tagged_described_and_aliased(model_dirs, tracking_uri, workdir, signing_keys):
     client = MlflowClient(tracking_uri)
     champion = _register(tracking_uri, "gate-pass", model_dirs["keras_export"])
     client.set_registered_model_alias("gate-pass", "champion", champion)
     version = _register(tracking_uri, "gate-pass", model_dirs["keras_export"])
 
-    report = _validate(f"models:/gate-pass/{version}", tracking_uri, workdir)
+    report = _validate(f"models:/gate-pass/{version}", tracking_uri, workdir, signing_key=str(signing_keys[0]))
     assert report.status == "passed", report.first_error() or report.failed_checks()
     assert (report.registry.name, report.registry.version) == ("gate-pass", version)
     mv = client.get_model_version("gate-pass", version)
@@ -60,12 +60,14 @@ def test_a_registry_version_is_validated_tagged_described_and_aliased(model_dirs
     assert "PASSED" in next(html).read_text()
 
 
-def test_the_baseline_comparison_catches_drift_and_a_breaking_signature(model_dirs, tracking_uri, workdir, tmp_path):
+def test_the_baseline_comparison_catches_drift_and_a_breaking_signature(
+    model_dirs, tracking_uri, workdir, tmp_path, signing_keys
+):
     client = MlflowClient(tracking_uri)
     champion = _register(tracking_uri, "gate-drift", model_dirs["keras_export"])
     client.set_registered_model_alias("gate-drift", "champion", champion)
     retrained = _register(tracking_uri, "gate-drift", build_sample_model(tmp_path / "retrained", seed=8))
-    report = _validate(f"models:/gate-drift/{retrained}", tracking_uri, workdir)
+    report = _validate(f"models:/gate-drift/{retrained}", tracking_uri, workdir, signing_key=str(signing_keys[0]))
     assert report.status == "passed", report.first_error() or report.failed_checks()
     assert report.baseline.drift["scores"]["max_abs_diff"] > 0.01  # other weights, other outputs
     assert float(client.get_model_version("gate-drift", retrained).tags["modelgate.drift_max_abs"]) > 0.01
@@ -101,8 +103,8 @@ def test_a_failing_path_source_is_registered_tagged_failed_without_alias(model_d
     assert mv.tags["modelgate.failed_checks"] == "finite_outputs"
     assert "finite_outputs" in mv.description and "FAILED" in mv.description
     assert client.get_registered_model("gate-fail").aliases == {}
-    files = {a.path for a in client.list_artifacts(report.mlflow.run_id, "registered_model/saved_model")}
-    assert "registered_model/saved_model/saved_model.pb" in files
+    files = {a.path for a in client.list_artifacts(report.mlflow.run_id, "registered_model")}
+    assert "registered_model/saved_model.pb" in files  # the SavedModel at the root: a TF Serving version folder
 
 
 def test_an_unknown_registry_version_is_an_error_that_says_so(tracking_uri, workdir):

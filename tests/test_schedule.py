@@ -13,6 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
 from flows.new_versions import VALIDATE_DEPLOYMENT, validate_new_versions
+from tests.signing_keys import key_pair
 from tests.test_registry import FAST, _register
 from tests.topology.processes import wait_until
 
@@ -48,7 +49,8 @@ def served(prefect_server, tracking_uri, tmp_path_factory):
 
 
 def _tick(tracking_uri, workdir, name, base_paths=()):
-    fields = {**FAST, "output_dir": str(workdir / "out"), "report_path": str(workdir / "report.json")}
+    fields = {**FAST, "output_dir": str(workdir / "out"), "report_path": str(workdir / "report.json"),
+              "signing_key": str(key_pair(workdir / "keys")[0])}
     return validate_new_versions(model_names=[name], base_paths=[str(p) for p in base_paths], request_fields=fields,
                                  tracking_uri=tracking_uri, timeout_s=900)
 

@@ -18,6 +18,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from modelgate.schemas import ValidationRequest
+from tests.signing_keys import key_pair
 from tests.topology import compose
 from tests.topology.processes import PostgresCluster, Service, free_port, postgres_bindir, wait_until
 
@@ -202,5 +203,6 @@ def run_parameters(output: Path, source: str, **fields: Any) -> dict[str, Any]:
     """A quick validation's request, writing under output (workers run in the repository: keep it clean)."""
     output.mkdir(parents=True, exist_ok=True)
     quick = {"export_onnx": False, "benchmark": {"batch_sizes": [1], "max_windows": 3, "warmup": 1},
-             "output_dir": str(output / "out"), "report_path": str(output / "report.json")}
+             "output_dir": str(output / "out"), "report_path": str(output / "report.json"),
+             "signing_key": str(key_pair(output / "keys")[0])}
     return ValidationRequest(source=source, **{**quick, **fields}).as_parameters()

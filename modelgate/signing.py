@@ -1,0 +1,196 @@
+"""What passed, signed; what is served, verified.
+
+The registered copy of a version (its SavedModel, the converted artifacts, the attestation) is signed with the
+OpenSSF model-signing library, so that a serving pipeline can check it with model-signing's own command line:
+
+    python -m model_signing verify key FOLDER --signature FOLDER/model.sig --public_key KEY.pub
+
+The attestation (attestation.json, an in-toto Statement) lies inside what is signed: the verdict, the report's
+digest, the validator's version and the environment travel with the bytes they speak of.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from modelgate.errors import ModelgateError
+from modelgate.schemas import ValidationReport
+
+SIGNATURE_FILE = "model.sig"
+ATTESTATION_FILE = "attestation.json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://modelgate.dev/validation/v1"
+KEY_PASSWORD_VARIABLE = "MODELGATE_SIGNING_KEY_PASSWORD"
+
+
+class SigningKeyError(ModelgateError):
+    """A signing or public key that is missing or unusable: a usage error, and nothing is signed."""
+
+
+def _password() -> bytes | None:
+    password = os.environ.get(KEY_PASSWORD_VARIABLE)
+    return password.encode() if password else None
+
+
+def check_private_key(path: str | Path) -> Path:
+    """The key model-signing signs with: a PEM elliptic-curve private key (its password, if any, in
+    MODELGATE_SIGNING_KEY_PASSWORD)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = Path(path)
+    if not path.is_file():
+        raise SigningKeyError(f"signing key {path}: no such file")
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), _password())
+    except (ValueError, TypeError) as exc:
+        raise SigningKeyError(f"signing key {path}: not a PEM private key this password opens ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise SigningKeyError(f"signing key {path}: an elliptic-curve private key is needed, found {type(key).__name__}")
+    return path
+
+
+def check_public_key(path: str | Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = Path(path)
+    if not path.is_file():
+        raise SigningKeyError(f"public key {path}: no such file")
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except ValueError as exc:
+        raise SigningKeyError(f"public key {path}: not a PEM public key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise SigningKeyError(f"public key {path}: an elliptic-curve public key is needed, found {type(key).__name__}")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _signed_files(folder: Path) -> list[Path]:
+    skipped = {SIGNATURE_FILE, ATTESTATION_FILE}
+    return sorted(p for p in folder.rglob("*") if p.is_file() and str(p.relative_to(folder)) not in skipped)
+
+
+def attestation(folder: Path, report: ValidationReport, report_file: Path) -> dict:
+    """An in-toto Statement: its subjects the folder's files, its predicate the validation that passed them."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": str(path.relative_to(folder)), "digest": {"sha256": _sha256(path)}}
+                    for path in _signed_files(folder)],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "verdict": report.status,
+            "signature": report.signature,
+            "report": {"digest": {"sha256": _sha256(report_file)}, "mlflow_run_id": report.mlflow.run_id},
+            "validator": {"name": "modelgate", "version": metadata.version("modelgate")},
+            "validated_at": report.finished_at,
+            "environment": report.environment,
+        },
+    }
+
+
+def sign(folder: Path, private_key: str | Path, report: ValidationReport, report_file: Path) -> Path:
+    """Write the attestation into folder, then sign folder (the signature itself excluded) as model.sig."""
+    from model_signing import hashing, signing
+
+    check_private_key(private_key)
+    statement = attestation(folder, report, report_file)
+    (folder / ATTESTATION_FILE).write_text(json.dumps(statement, indent=2, sort_keys=True))
+    signature = folder / SIGNATURE_FILE
+    hashing_config = hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE])
+    password = os.environ.get(KEY_PASSWORD_VARIABLE)
+    signing.Config().use_elliptic_key_signer(private_key=private_key, password=password).set_hashing_config(
+        hashing_config).sign(folder, signature)
+    return signature
+
+
+_CHANGED = re.compile(r"Hash mismatch for '([^']+)'")
+_LISTED = re.compile(r"(Extra|Missing) files (?:found )?in model '[^']*': ([^\]\"]+?)(?:'|\"|\]|$)")
+
+
+@dataclass
+class Verification:
+    """What verify found: nothing (valid), or each file changed, added or missing, or why it could not check."""
+
+    folder: Path
+    changed: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    problem: str = ""  # the signature itself is missing, unreadable or not made with this key
+    verdict: str = ""  # the attestation's, once the files verify
+
+    @property
+    def valid(self) -> bool:
+        return not (self.changed or self.added or self.missing or self.problem)
+
+    def lines(self) -> list[str]:
+        if self.problem:
+            return [self.problem]
+        return ([f"changed: {name}" for name in self.changed] + [f"added: {name}" for name in self.added]
+                + [f"missing: {name}" for name in self.missing])
+
+    def summary(self) -> str:
+        if self.valid:
+            return f"{self.folder}: the signature verifies; attested verdict: {self.verdict or 'none'}"
+        return f"{self.folder}: " + "; ".join(self.lines())
+
+
+def verify(folder: Path, public_key: str | Path) -> Verification:
+    """The folder against its model.sig with the public key, as model-signing's CLI verifies it."""
+    from model_signing import verifying
+
+    check_public_key(public_key)
+    result = Verification(folder)
+    signature = folder / SIGNATURE_FILE
+    if not signature.is_file():
+        result.problem = f"no signature: {SIGNATURE_FILE} is missing (was this version signed?)"
+        return result
+    try:
+        verifying.Config().use_elliptic_key_verifier(public_key=public_key).verify(folder, signature)
+    except ValueError as exc:
+        message = str(exc)
+        if not message.startswith("Signature mismatch"):
+            result.problem = f"the signature does not verify with {public_key}: {message.splitlines()[0]}"
+            return result
+        result.changed = _CHANGED.findall(message)
+        for kind, names in _LISTED.findall(message):
+            (result.added if kind == "Extra" else result.missing).extend(n.strip() for n in names.split(","))
+        if not result.lines():
+            result.problem = message
+        return result
+    except Exception as exc:  # noqa: BLE001 - a malformed bundle raises whatever its parser raises
+        result.problem = f"the signature cannot be read: {type(exc).__name__}: {exc}"
+        return result
+    result.verdict = json.loads((folder / ATTESTATION_FILE).read_text())["predicate"]["verdict"]
+    return result
+
+
+def signed_folder(source: str, tracking_uri: str | None, scratch: Path) -> Path:
+    """The folder a verify reads: a registry version's files downloaded into scratch, a TF Serving base path's
+    highest version, or the folder itself."""
+    from modelgate.model_source import resolve_model_source
+
+    if source.startswith("models:/"):
+        from modelgate.registry import download_version, registry_client, resolve_version
+        from modelgate.schemas import ValidationRequest
+
+        uri = ValidationRequest(source=source, tracking_uri=tracking_uri or "").resolved_tracking_uri()
+        client = registry_client(uri)
+        return download_version(client, uri, resolve_version(client, source), scratch)
+    if (Path(source) / SIGNATURE_FILE).is_file():
+        return Path(source)
+    return resolve_model_source(source).model_dir

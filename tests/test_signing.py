@@ -1,0 +1,110 @@
+"""A version that passed is signed (OpenSSF model signing) before its alias moves; `modelgate verify` and
+model-signing's own command line agree on it, until one byte of it changes."""
+
+import json
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from modelgate import cli
+from modelgate.registry import download_version, registry_client, resolve_version
+from modelgate.signing import ATTESTATION_FILE, SIGNATURE_FILE
+from tests.flows import run_flow
+from tests.signing_keys import key_pair
+from tests.test_registry import FAST, _register
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+_validate = partial(run_flow, **FAST)
+VARIABLES = "variables/variables.data-00000-of-00001"
+
+
+def _verify(source: str, public_key: Path, tracking_uri: str) -> int:
+    return cli.main(["verify", source, "--public-key", str(public_key), "--tracking-uri", tracking_uri])
+
+
+def _model_signing_verifies(folder: Path, public_key: Path) -> bool:
+    """model-signing's own command line, as a serving pipeline without modelgate would run it."""
+    command = [sys.executable, "-m", "model_signing", "verify", "key", str(folder),
+               "--signature", str(folder / SIGNATURE_FILE), "--public_key", str(public_key)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300).returncode == 0
+
+
+def _version_files(tracking_uri: str, uri: str) -> Path:
+    """Where the registry keeps the version's files (a local artifact store here): what a serving system reads."""
+    client = registry_client(tracking_uri)
+    version = resolve_version(client, uri)
+    return Path(client.get_model_version_download_uri(version.name, version.version).removeprefix("file://"))
+
+
+def test_a_registered_version_is_signed_aliased_verified_and_caught_once_a_byte_changes(
+    model_dirs, tracking_uri, workdir, signing_keys, capsys
+):
+    private, public = signing_keys
+    report = run_flow(model_dirs["keras_export"], tracking_uri, workdir, register_as="signed-gate",
+                      signing_key=str(private), benchmark_batch_sizes=[1], benchmark_max_windows=3)
+    assert report.status == "passed", report.verdict_line()
+    uri = f"models:/signed-gate/{report.registry.version}"
+    assert f"signed {uri} ({SIGNATURE_FILE}, with {ATTESTATION_FILE})" in report.registry.actions
+    client = MlflowClient(tracking_uri)
+    assert str(client.get_model_version_by_alias("signed-gate", "validated").version) == report.registry.version
+
+    downloaded = download_version(registry_client(tracking_uri), tracking_uri, resolve_version(
+        registry_client(tracking_uri), uri), workdir / "downloaded")
+    assert {"saved_model.pb", "model.onnx", SIGNATURE_FILE, ATTESTATION_FILE} <= {p.name for p in downloaded.iterdir()}
+    statement = json.loads((downloaded / ATTESTATION_FILE).read_text())
+    assert statement["_type"] == "https://in-toto.io/Statement/v1" and statement["predicate"]["verdict"] == "passed"
+    assert statement["predicate"]["report"]["mlflow_run_id"] == report.mlflow.run_id
+    assert {"saved_model.pb", "model.onnx", VARIABLES} <= {subject["name"] for subject in statement["subject"]}
+    assert _model_signing_verifies(downloaded, public)
+    capsys.readouterr()
+    assert _verify(uri, public, tracking_uri) == 0
+    assert "verified: " + uri in capsys.readouterr().out
+
+    stored = _version_files(tracking_uri, uri) / VARIABLES
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 1
+    stored.write_bytes(bytes(data))
+    assert _verify(uri, public, tracking_uri) == 1
+    assert f"changed: {VARIABLES}" in capsys.readouterr().out
+    tampered = download_version(registry_client(tracking_uri), tracking_uri, resolve_version(
+        registry_client(tracking_uri), uri), workdir / "tampered")
+    assert not _model_signing_verifies(tampered, public)
+    assert _verify(str(tampered), public, tracking_uri) == 1  # the folder itself, as a serving host holds it
+
+
+def test_a_registry_version_is_signed_in_place_and_another_key_does_not_verify_it(
+    model_dirs, tracking_uri, workdir, signing_keys, tmp_path, capsys
+):
+    version = _register(tracking_uri, "signed-in-place", model_dirs["custom_signature"])
+    report = _validate(f"models:/signed-in-place/{version}", tracking_uri, workdir, signing_key=str(signing_keys[0]))
+    assert report.status == "passed", report.verdict_line()
+    assert _verify("models:/signed-in-place@validated", signing_keys[1], tracking_uri) == 0
+    _, stranger = key_pair(tmp_path / "stranger")
+    capsys.readouterr()
+    assert _verify(f"models:/signed-in-place/{version}", stranger, tracking_uri) == 1
+    assert "the signature does not verify with" in capsys.readouterr().out
+
+
+def test_without_a_signing_key_a_passing_version_gets_no_alias(model_dirs, tracking_uri, workdir):
+    report = _validate(model_dirs["custom_signature"], tracking_uri, workdir, register_as="unsigned-gate")
+    assert report.status == "passed", report.verdict_line()
+    assert ("alias 'validated' not set: only a signed version gets it, and no signing key was given"
+            in report.registry.actions)
+    assert MlflowClient(tracking_uri).get_registered_model("unsigned-gate").aliases == {}
+
+
+def test_a_key_that_cannot_sign_or_verify_is_a_usage_error_in_one_line(model_dirs, tmp_path, capsys):
+    not_a_key = tmp_path / "key.pem"
+    not_a_key.write_text("not a key")
+    for key in (tmp_path / "missing.pem", not_a_key):
+        assert cli.main(["validate", str(model_dirs["custom_signature"]), "--signing-key", str(key),
+                         "--output-dir", str(tmp_path / "out")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(f"modelgate: error: signing key {key}: ") and "\n" not in error
+    assert not (tmp_path / "out").exists()  # nothing validated, nothing signed
+    assert cli.main(["verify", str(tmp_path), "--public-key", str(not_a_key)]) == 2
+    assert capsys.readouterr().err.startswith(f"modelgate: error: public key {not_a_key}: not a PEM public key")
