@@ -13,6 +13,7 @@ from modelgate.schemas import default_tracking_uri
 from tasks.close_abandoned_runs import close_abandoned_runs
 from tasks.find_new_versions import find_announced_version, find_new_versions
 from tasks.launch_validation import launch_validation
+from tasks.reverify_signed import reverify_signed_versions
 from tasks.summarize_validations import summarize_validations
 
 VALIDATE_DEPLOYMENT = "validate-savedmodel/validate-savedmodel"
@@ -51,6 +52,8 @@ def validate_new_versions(
     if version:
         pending = find_announced_version(version, uri)
     else:
+        if request_fields.get("signing_key"):
+            reverify_signed_versions(model_names, uri, request_fields["signing_key"])
         pending = find_new_versions(model_names, base_paths, uri, experiment)
     launched = [(version, launch_validation(version, deployment, request_fields, uri)) for version in pending]
     return summarize_validations(launched, uri, experiment, timeout_s)

@@ -270,14 +270,46 @@ def describe(report: ValidationReport, flow_run_url: str | None) -> str:
     return "\n".join(lines)
 
 
+SIGNED_TAG, ALIAS_TAG, TAMPERED_TAG = TAG_PREFIX + "signed", TAG_PREFIX + "alias", TAG_PREFIX + "tampered"
+
+
 def write_back(client: MlflowClient, version: RegistryVersion, report: ValidationReport, alias: str | None,
-               flow_run_url: str | None) -> list[str]:
-    """Tags and description always; the alias only when the validation passed. Returns what was done."""
-    for key, value in version_tags(report, flow_run_url).items():
+               flow_run_url: str | None, signed: bool = False) -> list[str]:
+    """Tags and description always; the alias only when the validation passed and the version is signed.
+    Returns what was done."""
+    tags = version_tags(report, flow_run_url)
+    if signed:
+        tags[SIGNED_TAG] = "true"
+    for key, value in tags.items():
         client.set_model_version_tag(version.name, version.version, key, value)
     client.update_model_version(version.name, version.version, description=describe(report, flow_run_url))
     done = [f"tagged {version.uri} modelgate.status={report.status}"]
-    if alias and report.status == "passed":
+    if alias and signed and report.status == "passed":
         client.set_registered_model_alias(version.name, alias, version.version)
+        client.set_model_version_tag(version.name, version.version, ALIAS_TAG, alias)
         done.append(f"alias '{alias}' -> {version.uri}")
     return done
+
+
+def reverify_signed(client: MlflowClient, tracking_uri: str, model_names: list[str], public_key: Path,
+                    scratch: Path) -> list[dict[str, str]]:
+    """Every version modelgate signed, checked against its signature again: one whose files changed since is
+    tagged modelgate.tampered (what changed) and loses the alias modelgate set on it."""
+    from modelgate.signing import verify
+
+    rows = []
+    for name in model_names:
+        aliases = client.get_registered_model(name).aliases
+        for mv in client.search_model_versions(f"name='{name}' and tags.`{SIGNED_TAG}` = 'true'"):
+            version = RegistryVersion(name, str(mv.version))
+            result = verify(download_version(client, tracking_uri, version, scratch / name / version.version),
+                            public_key)
+            row = {"version": version.uri, "signature": "verifies" if result.valid else "; ".join(result.lines())}
+            if not result.valid:
+                client.set_model_version_tag(name, version.version, TAMPERED_TAG, row["signature"][:5000])
+                alias = (mv.tags or {}).get(ALIAS_TAG)
+                if alias and str(aliases.get(alias)) == version.version:
+                    client.delete_registered_model_alias(name, alias)
+                    row["alias"] = f"removed '{alias}'"
+            rows.append(row)
+    return rows

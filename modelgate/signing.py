@@ -11,10 +11,10 @@ digest, the validator's version and the environment travel with the bytes they s
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -53,6 +53,17 @@ def check_private_key(path: str | Path) -> Path:
         raise SigningKeyError(f"signing key {path}: not a PEM private key this password opens ({exc})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise SigningKeyError(f"signing key {path}: an elliptic-curve private key is needed, found {type(key).__name__}")
+    return path
+
+
+def public_key_file(private_key: str | Path, directory: Path) -> Path:
+    """The public half of a signing key, as a PEM file in directory: what the schedule re-verifies with."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(Path(check_private_key(private_key)).read_bytes(), _password())
+    path = directory / "signing-key.pub"
+    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
     return path
 
 
@@ -118,8 +129,7 @@ def sign(folder: Path, private_key: str | Path, report: ValidationReport, report
     return signature
 
 
-_CHANGED = re.compile(r"Hash mismatch for '([^']+)'")
-_LISTED = re.compile(r"(Extra|Missing) files (?:found )?in model '[^']*': ([^\]\"]+?)(?:'|\"|\]|$)")
+MISMATCH = "Signature mismatch: "
 
 
 @dataclass
@@ -163,14 +173,16 @@ def verify(folder: Path, public_key: str | Path) -> Verification:
         verifying.Config().use_elliptic_key_verifier(public_key=public_key).verify(folder, signature)
     except ValueError as exc:
         message = str(exc)
-        if not message.startswith("Signature mismatch"):
+        if not message.startswith(MISMATCH):
             result.problem = f"the signature does not verify with {public_key}: {message.splitlines()[0]}"
             return result
-        result.changed = _CHANGED.findall(message)
-        for kind, names in _LISTED.findall(message):
-            (result.added if kind == "Extra" else result.missing).extend(n.strip() for n in names.split(","))
-        if not result.lines():
-            result.problem = message
+        # The signature is genuine and the files differ: model-signing lists each difference as a string.
+        for difference in ast.literal_eval(message.removeprefix(MISMATCH)):
+            if difference.startswith("Hash mismatch for '"):
+                result.changed.append(difference.removeprefix("Hash mismatch for '").partition("': Expected")[0])
+            else:
+                names = [name.strip() for name in difference.partition("': ")[2].split(",")]
+                (result.added if difference.startswith("Extra") else result.missing).extend(names)
         return result
     except Exception as exc:  # noqa: BLE001 - a malformed bundle raises whatever its parser raises
         result.problem = f"the signature cannot be read: {type(exc).__name__}: {exc}"

@@ -45,5 +45,5 @@ def publish_registry(
         actions.append(f"signed {version.uri} ({signing.SIGNATURE_FILE}, with {signing.ATTESTATION_FILE})")
     elif request.alias and report.status == "passed":
         actions.append(f"alias '{request.alias}' not set: only a signed version gets it, and no signing key was given")
-    actions += write_back(client, version, report, request.alias if sign else None, flow_run_url)
+    actions += write_back(client, version, report, request.alias, flow_run_url, signed=sign)
     return RegistryOutcome(section=RegistrySection(name=version.name, version=version.version, actions=actions))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flows.new_versions import validate_new_versions
 from modelgate import cli
 from modelgate.registry import download_version, registry_client, resolve_version
 from modelgate.signing import ATTESTATION_FILE, SIGNATURE_FILE
@@ -74,6 +75,14 @@ def test_a_registered_version_is_signed_aliased_verified_and_caught_once_a_byte_
         registry_client(tracking_uri), uri), workdir / "tampered")
     assert not _model_signing_verifies(tampered, public)
     assert _verify(str(tampered), public, tracking_uri) == 1  # the folder itself, as a serving host holds it
+
+    # The schedule's next tick (nothing new to validate) verifies what it signed: tagged, alias removed.
+    rows = validate_new_versions(model_names=["signed-gate"], tracking_uri=tracking_uri, timeout_s=0,
+                                 request_fields={"signing_key": str(private)})
+    assert rows == []
+    version = client.get_model_version("signed-gate", report.registry.version)
+    assert version.tags["modelgate.tampered"] == f"changed: {VARIABLES}"
+    assert "validated" not in client.get_registered_model("signed-gate").aliases
 
 
 def test_a_registry_version_is_signed_in_place_and_another_key_does_not_verify_it(
