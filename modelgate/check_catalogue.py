@@ -75,6 +75,12 @@ CATALOGUE = [
     CheckSpec("batch_consistency", "error", "run-checks",
               "each row of the batch equals that row run alone, within `--atol`/`--rtol` of the element or `rtol` of the "
               "output's largest magnitude (a batch and a row may sum long reductions in another order)"),
+    CheckSpec("warmup_requests", "error", "prepare-inputs",
+              "the TF Serving warm-up records a SavedModel ships (assets.extra/tf_serving_warmup_requests) feed its "
+              "signature: the validation runs on them (on synthesized inputs, naming the record, where they cannot)"),
+    CheckSpec("signature_valid", "error", "publish-registry",
+              "the version as the registry stores it verifies against the signature modelgate made (the alias "
+              "depends on it)"),
     CheckSpec("benchmark", "error", "benchmark", "skipped, with the reason, when nothing could be timed"),
     CheckSpec("benchmark_keras", "error", "benchmark", "skipped, with the reason, when the Keras wrapper could not be built"),
     CheckSpec("benchmark_stability_<runtime>", "warning", "benchmark, benchmark-`<target>`",

@@ -125,14 +125,14 @@ def register_files(client: MlflowClient, run_id: str, folder: Path, name: str) -
     return RegistryVersion(name, str(created.version))
 
 
-def add_to_version(client: MlflowClient, version: RegistryVersion, files: list[Path]) -> None:
-    """Files written beside a version's own (its signature and attestation), where its artifacts are stored."""
+def add_to_version(client: MlflowClient, version: RegistryVersion, path: Path, folder: Path) -> None:
+    """A file written among a version's own (its signature, its warm-up requests) where its artifacts are
+    stored, in folder (relative to the version's root)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     repository = get_artifact_repository(client.get_model_version_download_uri(version.name, version.version),
                                          tracking_uri=client.tracking_uri)
-    for path in files:
-        repository.log_artifact(str(path))
+    repository.log_artifact(str(path), None if str(folder) == "." else str(folder))
 
 
 def key_figures(report: ValidationReport) -> dict[str, str]:

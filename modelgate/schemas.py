@@ -762,7 +762,9 @@ class ValueRange(BaseModel):
 
 
 class InputsSection(BaseModel):
-    source: Literal["synthetic", "file", "unavailable"]
+    source: Literal["synthetic", "file", "warmup", "unavailable"] = Field(
+        description="Synthesized, the inputs file asked, or the TF Serving warm-up records the SavedModel ships."
+    )
     path: str | None = None
     shapes: dict[str, list[int]] = {}
     dtypes: dict[str, str] = {}
@@ -1167,6 +1169,10 @@ class DerivedSavedModel(StageResult):
 
 class RegistryOutcome(StageResult):
     section: RegistrySection
+    checks: list[Check] = Field(default=[], description="signature_valid, where the version was signed.")
 
-    def apply_to(self, report: ValidationReport) -> None:
+    def apply_to(self, report: ValidationReport) -> str | None:
         report.registry = self.section
+        report.checks.extend(self.checks)
+        failed = [check.message for check in self.checks if check.status == "failed"]
+        return "; ".join(failed) or None

@@ -8,7 +8,8 @@ from modelgate.errors import ModelgateError
 from modelgate.inputs import InputsUnavailable, no_batch_dimension, read_npz, save_npz, synthesize_recorded
 from modelgate.jobs import inputs_file_job
 from modelgate.sandbox import reading_limits_of, run_isolated
-from modelgate.schemas import InputsSection, PreparedInputs, SignatureChoice, ValidationRequest
+from modelgate.schemas import Check, InputsSection, PreparedInputs, SignatureChoice, ValidationRequest
+from modelgate.warmup import WARMUP_FILE, read_warmup_job, warmup_file
 
 
 @task(name="prepare-inputs", cache_policy=NO_CACHE)
@@ -17,23 +18,42 @@ def prepare_inputs(choice: SignatureChoice, request: ValidationRequest, workdir:
     since only TensorFlow reads TFRecords), or seeded synthetic inputs shaped by what the graph says of them
     (table sizes, vocabulary, tf.Example spec); saved for later stages."""
     signature = choice.signature
-    recorded = {}
+    recorded, checks = {}, []
     path = Path(workdir) / "inputs.npz"
+    log_path = Path(workdir) / "prepare-inputs.log"
+    warmup = None if request.inputs_path else warmup_file(choice.model_dir)
+    if warmup:
+        used, problems = run_isolated(
+            read_warmup_job, str(warmup), signature, str(path), limits=reading_limits_of(request),
+            label="prepare-inputs", log_path=log_path, raises=(ModelgateError,),
+        ).value
+        if problems:
+            checks.append(Check(name="warmup_requests", status="failed", message=(
+                f"the SavedModel's TF Serving warm-up requests ({WARMUP_FILE}) cannot feed signature "
+                f"'{signature.key}': {'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}; validated "
+                "on synthesized inputs instead")))
+            warmup = None
+        else:
+            checks.append(Check(name="warmup_requests", status="passed", message=(
+                f"validated on the {used} warm-up record{'s' if used != 1 else ''} the SavedModel ships "
+                f"({WARMUP_FILE}), as TF Serving replays them")))
     if request.inputs_path:
         run_isolated(
             inputs_file_job, request.inputs_path, signature, request.unknown_dim_size, request.seed, str(path),
-            limits=reading_limits_of(request), label="prepare-inputs", log_path=Path(workdir) / "prepare-inputs.log",
-            raises=(ModelgateError,),
+            limits=reading_limits_of(request), label="prepare-inputs", log_path=log_path, raises=(ModelgateError,),
         )
         feeds = read_npz(path)
         source, seed, message = "file", None, f"from {request.inputs_path}"
+    elif warmup:
+        feeds = read_npz(path)
+        source, seed, message = "warmup", None, f"TF Serving's warm-up requests: {warmup}"
     else:
         try:
             synthesis = synthesize_recorded(
                 signature, request.batch_size, request.unknown_dim_size, request.seed, request.value_range
             )
         except InputsUnavailable as exc:
-            return PreparedInputs(section=InputsSection(source="unavailable", message=str(exc)))
+            return PreparedInputs(section=InputsSection(source="unavailable", message=str(exc)), checks=checks)
         feeds, source, seed = synthesis.feeds, "synthetic", request.seed
         recorded = {
             "value_ranges": synthesis.value_ranges, "samples": synthesis.samples,
@@ -48,5 +68,6 @@ def prepare_inputs(choice: SignatureChoice, request: ValidationRequest, workdir:
             shapes={name: list(value.shape) for name, value in feeds.items()},
             dtypes={name: dtype_name(value) for name, value in feeds.items()},
             **recorded,
-        )
+        ),
+        checks=checks,
     )

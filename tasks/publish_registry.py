@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 from prefect import task
@@ -7,12 +8,36 @@ from modelgate import signing
 from modelgate.registry import (
     RegistryVersion,
     add_to_version,
+    download_version,
     register_files,
     registered_copy,
     registry_client,
     write_back,
 )
-from modelgate.schemas import RegistryOutcome, RegistrySection, ResolvedSource, ValidationReport, ValidationRequest
+from modelgate.sandbox import reading_limits_of, run_isolated
+from modelgate.schemas import (
+    Check,
+    RegistryOutcome,
+    RegistrySection,
+    ResolvedSource,
+    ValidationReport,
+    ValidationRequest,
+)
+from modelgate.warmup import WARMUP_FILE, warmup_file, write_warmup_job
+
+
+def add_warmup(saved_model_dir: Path, report: ValidationReport, request: ValidationRequest, model_name: str) -> Path | None:
+    """TF Serving's warm-up requests of the inputs the model passed with, in the copy that is registered; a
+    SavedModel that ships its own keeps them. Returns the file written, if any."""
+    if warmup_file(saved_model_dir) or not (report.inputs and report.inputs.path):
+        return None
+    written = Path(report.workdir) / "warmup" / WARMUP_FILE.name
+    run_isolated(write_warmup_job, report.inputs.path, report.signatures[report.signature], model_name, str(written),
+                 limits=reading_limits_of(request), label="publish-registry (warm-up requests)",
+                 log_path=Path(report.workdir) / "publish-registry.log")
+    destination = saved_model_dir / WARMUP_FILE
+    destination.parent.mkdir(exist_ok=True)
+    return Path(shutil.copy2(written, destination))
 
 
 @task(name="publish-registry", cache_policy=NO_CACHE)
@@ -20,30 +45,48 @@ def publish_registry(
     report: ValidationReport, source: ResolvedSource, request: ValidationRequest, flow_run_url: str | None
 ) -> RegistryOutcome:
     """Write the verdict to the registry version validated, or register a path source first (register_as).
-    A version that passed is signed when a signing key is given, and only a signed version gets the alias."""
+    A version that passed gets TF Serving's warm-up requests and, with a signing key, is signed; only a version
+    whose stored files verify against that signature gets the alias."""
     client = registry_client(report.mlflow.tracking_uri)
     workdir = Path(report.workdir)
-    sign = report.status == "passed" and bool(request.signing_key)
-    actions = []
+    passed = report.status == "passed"
+    sign = passed and bool(request.signing_key)
+    actions, checks = [], []
     # flows/validate.py runs this stage only for a registry source or with register_as.
     if source.registry_name:
         version = RegistryVersion(source.registry_name, source.registry_version)
+        folder = Path(source.version_files)
+        added = []
+        # A version logged as a Keras flavor holds no SavedModel for TF Serving to warm up.
+        if passed and not source.keras_file and (warmup := add_warmup(Path(source.model_dir), report, request, version.name)):
+            added.append(warmup)
         if sign:
             # The copy that was validated is what gets signed; the signature and attestation join the version.
-            folder = Path(source.version_files)
-            signature = signing.sign(folder, request.signing_key, report, workdir / "report.json")
-            add_to_version(client, version, [folder / signing.ATTESTATION_FILE, signature])
-            for path in (folder / signing.ATTESTATION_FILE, signature):
+            added += [signing.sign(folder, request.signing_key, report, workdir / "report.json"),
+                      folder / signing.ATTESTATION_FILE]
+        for path in added:
+            add_to_version(client, version, path, path.parent.relative_to(folder))
+            if path.parent == folder:
                 client.log_artifact(report.mlflow.run_id, str(path), "signature")
     else:
         folder = registered_copy(Path(source.model_dir), report.onnx.path, workdir / "registered_model")
+        if passed:
+            add_warmup(folder, report, request, request.register_as)
         if sign:
             signing.sign(folder, request.signing_key, report, workdir / "report.json")
         version = register_files(client, report.mlflow.run_id, folder, request.register_as)
         actions.append(f"registered {version.uri}")
     if sign:
+        # What the registry now holds, downloaded and verified: the alias depends on it.
+        stored = download_version(client, report.mlflow.tracking_uri, version, workdir / "published")
+        result = signing.verify(stored, signing.public_key_file(request.signing_key, workdir))
+        checks.append(Check(name="signature_valid", status="passed" if result.valid else "failed", message=(
+            f"{version.uri} as stored verifies against its signature ({signing.SIGNATURE_FILE}, OpenSSF model "
+            "signing)" if result.valid else f"{version.uri} as stored does not verify: {'; '.join(result.lines())}")))
+        sign = result.valid
         actions.append(f"signed {version.uri} ({signing.SIGNATURE_FILE}, with {signing.ATTESTATION_FILE})")
-    elif request.alias and report.status == "passed":
+    elif request.alias and passed:
         actions.append(f"alias '{request.alias}' not set: only a signed version gets it, and no signing key was given")
     actions += write_back(client, version, report, request.alias, flow_run_url, signed=sign)
-    return RegistryOutcome(section=RegistrySection(name=version.name, version=version.version, actions=actions))
+    return RegistryOutcome(section=RegistrySection(name=version.name, version=version.version, actions=actions),
+                           checks=checks)

@@ -59,7 +59,9 @@ def test_a_registered_version_is_signed_aliased_verified_and_caught_once_a_byte_
     statement = json.loads((downloaded / ATTESTATION_FILE).read_text())
     assert statement["_type"] == "https://in-toto.io/Statement/v1" and statement["predicate"]["verdict"] == "passed"
     assert statement["predicate"]["report"]["mlflow_run_id"] == report.mlflow.run_id
-    assert {"saved_model.pb", "model.onnx", VARIABLES} <= {subject["name"] for subject in statement["subject"]}
+    assert {"saved_model.pb", "model.onnx", VARIABLES, "assets.extra/tf_serving_warmup_requests"} <= {
+        subject["name"] for subject in statement["subject"]}  # TF Serving's warm-up requests are signed too
+    assert {c.name: c.status for c in report.checks}["signature_valid"] == "passed"
     assert _model_signing_verifies(downloaded, public)
     capsys.readouterr()
     assert _verify(uri, public, tracking_uri) == 0
@@ -92,6 +94,10 @@ def test_a_registry_version_is_signed_in_place_and_another_key_does_not_verify_i
     report = _validate(f"models:/signed-in-place/{version}", tracking_uri, workdir, signing_key=str(signing_keys[0]))
     assert report.status == "passed", report.verdict_line()
     assert _verify("models:/signed-in-place@validated", signing_keys[1], tracking_uri) == 0
+    files = download_version(registry_client(tracking_uri), tracking_uri, resolve_version(
+        registry_client(tracking_uri), f"models:/signed-in-place/{version}"), workdir / "downloaded")
+    # beside the training pipeline's own files, in its SavedModel folder: the warm-up requests it passed with
+    assert (files / "assets.extra" / "tf_serving_warmup_requests").is_file()
     _, stranger = key_pair(tmp_path / "stranger")
     capsys.readouterr()
     assert _verify(f"models:/signed-in-place/{version}", stranger, tracking_uri) == 1

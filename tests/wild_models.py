@@ -177,3 +177,35 @@ def wrong_checkpoint(directory: Path) -> Path:
     shutil.rmtree(directory / "variables")
     shutil.copytree(other / "variables", directory / "variables")
     return directory
+
+
+def with_warmup_requests(directory: Path, records: list[bytes] | None = None) -> Path:
+    """A SavedModel shipped with TF Serving warm-up requests, written as TF Serving's guide writes them: PredictLog
+    records of real requests in assets.extra/tf_serving_warmup_requests (or the records given, as they are)."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    module = _NoSignatures()
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.predict})
+    if records is None:
+        records = []
+        for rows in (WARMUP_ROWS[:2], WARMUP_ROWS[2:]):
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="scaler",
+                                                                               signature_name="serving_default"))
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array(rows, "float32")))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            records.append(log.SerializeToString())
+    (directory / "assets.extra").mkdir()
+    with tf.io.TFRecordWriter(str(directory / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        for record in records:
+            writer.write(record)
+    return directory
+
+
+WARMUP_ROWS = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+
+
+def with_malformed_warmup_requests(directory: Path) -> Path:
+    """Warm-up records of which the second is no PredictionLog (a file truncated or written by another tool)."""
+    with_warmup_requests(directory / "good")
+    good = next(iter(tf.data.TFRecordDataset(str(directory / "good" / "assets.extra" / "tf_serving_warmup_requests"))))
+    return with_warmup_requests(directory / "model", [good.numpy(), b"\x08\x96\x01 not a prediction log"])
