@@ -5,8 +5,9 @@ OpenSSF model-signing library, so that a serving pipeline can check it with mode
 
     python -m model_signing verify key FOLDER --signature FOLDER/model.sig --public_key KEY.pub
 
-The attestation (attestation.json, an in-toto Statement) lies inside what is signed: the verdict, the report's
-digest, the validator's version and the environment travel with the bytes they speak of.
+The attestation (attestation.json, an in-toto Statement) lies inside what is signed, beside the report it names
+(modelgate-report.json): the verdict, the report's digest, the validator's version and the environment travel
+with the bytes they speak of.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from modelgate.schemas import ValidationReport
 
 SIGNATURE_FILE = "model.sig"
 ATTESTATION_FILE = "attestation.json"
+REPORT_FILE = "modelgate-report.json"  # the report as it stood when signed: what the attestation's digest names
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://modelgate.dev/validation/v1"
 KEY_PASSWORD_VARIABLE = "MODELGATE_SIGNING_KEY_PASSWORD"
@@ -92,7 +94,7 @@ def _sha256(path: Path) -> str:
 
 
 def _signed_files(folder: Path) -> list[Path]:
-    skipped = {SIGNATURE_FILE, ATTESTATION_FILE}
+    skipped = {SIGNATURE_FILE, ATTESTATION_FILE, REPORT_FILE}
     return sorted(p for p in folder.rglob("*") if p.is_file() and str(p.relative_to(folder)) not in skipped)
 
 
@@ -106,7 +108,8 @@ def attestation(folder: Path, report: ValidationReport, report_file: Path) -> di
         "predicate": {
             "verdict": report.status,
             "signature": report.signature,
-            "report": {"digest": {"sha256": _sha256(report_file)}, "mlflow_run_id": report.mlflow.run_id},
+            "report": {"name": REPORT_FILE, "digest": {"sha256": _sha256(report_file)},
+                       "mlflow_run_id": report.mlflow.run_id},
             "validator": {"name": "modelgate", "version": metadata.version("modelgate")},
             "validated_at": report.finished_at,
             "environment": report.environment,
@@ -114,19 +117,22 @@ def attestation(folder: Path, report: ValidationReport, report_file: Path) -> di
     }
 
 
-def sign(folder: Path, private_key: str | Path, report: ValidationReport, report_file: Path) -> Path:
-    """Write the attestation into folder, then sign folder (the signature itself excluded) as model.sig."""
+def sign(folder: Path, private_key: str | Path, report: ValidationReport) -> list[Path]:
+    """Write the report as it stands and the attestation into folder, then sign folder (the signature itself
+    excluded) as model.sig. Returns the files written."""
     from model_signing import hashing, signing
 
     check_private_key(private_key)
-    statement = attestation(folder, report, report_file)
-    (folder / ATTESTATION_FILE).write_text(json.dumps(statement, indent=2, sort_keys=True))
+    report_file = folder / REPORT_FILE
+    report_file.write_text(report.model_dump_json(indent=2))
+    (folder / ATTESTATION_FILE).write_text(json.dumps(attestation(folder, report, report_file), indent=2,
+                                                      sort_keys=True))
     signature = folder / SIGNATURE_FILE
     hashing_config = hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE])
     password = os.environ.get(KEY_PASSWORD_VARIABLE)
     signing.Config().use_elliptic_key_signer(private_key=private_key, password=password).set_hashing_config(
         hashing_config).sign(folder, signature)
-    return signature
+    return [report_file, folder / ATTESTATION_FILE, signature]
 
 
 MISMATCH = "Signature mismatch: "

@@ -62,8 +62,7 @@ def publish_registry(
             added.append(warmup)
         if sign:
             # The copy that was validated is what gets signed; the signature and attestation join the version.
-            added += [signing.sign(folder, request.signing_key, report, workdir / "report.json"),
-                      folder / signing.ATTESTATION_FILE]
+            added += signing.sign(folder, request.signing_key, report)
         for path in added:
             add_to_version(client, version, path, path.parent.relative_to(folder))
             if path.parent == folder:
@@ -73,7 +72,7 @@ def publish_registry(
         if passed:
             add_warmup(folder, report, request, request.register_as)
         if sign:
-            signing.sign(folder, request.signing_key, report, workdir / "report.json")
+            signing.sign(folder, request.signing_key, report)
         version = register_files(client, report.mlflow.run_id, folder, request.register_as)
         actions.append(f"registered {version.uri}")
     if sign:

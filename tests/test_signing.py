@@ -1,6 +1,7 @@
 """A version that passed is signed (OpenSSF model signing) before its alias moves; `modelgate verify` and
 model-signing's own command line agree on it, until one byte of it changes."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -59,6 +60,9 @@ def test_a_registered_version_is_signed_aliased_verified_and_caught_once_a_byte_
     statement = json.loads((downloaded / ATTESTATION_FILE).read_text())
     assert statement["_type"] == "https://in-toto.io/Statement/v1" and statement["predicate"]["verdict"] == "passed"
     assert statement["predicate"]["report"]["mlflow_run_id"] == report.mlflow.run_id
+    signed_report = downloaded / statement["predicate"]["report"]["name"]
+    assert hashlib.sha256(signed_report.read_bytes()).hexdigest() == statement["predicate"]["report"]["digest"]["sha256"]
+    assert json.loads(signed_report.read_text())["status"] == "passed"
     assert {"saved_model.pb", "model.onnx", VARIABLES, "assets.extra/tf_serving_warmup_requests"} <= {
         subject["name"] for subject in statement["subject"]}  # TF Serving's warm-up requests are signed too
     assert {c.name: c.status for c in report.checks}["signature_valid"] == "passed"
