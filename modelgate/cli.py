@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
                                  "or 1 naming each file changed, added or missing")
     verify.add_argument("source", metavar="SOURCE",
                         help="a signed folder, a TF Serving base path, or models:/NAME/VERSION or @ALIAS")
-    verify.add_argument("--public-key", required=True, metavar="PEM", help="the signing key's public half")
+    anchor = verify.add_mutually_exclusive_group(required=True)
+    anchor.add_argument("--public-key", metavar="PEM", help="the signing key's public half")
+    anchor.add_argument("--certificate-chain", metavar="PEM",
+                        help="the certificates that issued the signing certificate (certificate mode)")
     verify.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
 
     serve = commands.add_parser("serve", help="serve both deployments from this process (no worker needed)")
@@ -141,6 +144,8 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
                         "(default: validated)")
     parser.add_argument("--signing-key", metavar="PEM",
                         help="elliptic-curve private key: a version that passes is signed before its alias moves")
+    parser.add_argument("--signing-certificate", metavar="PEM",
+                        help="the key's certificate, its chain after it: sign in model-signing's certificate mode")
 
 
 def _csv(value: str) -> list[str]:
@@ -155,7 +160,8 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
         "export_onnx": not args.no_onnx, "atol": args.atol, "rtol": args.rtol, "onnx_opset": args.opset,
         "batch_size": args.batch_size, "allow_ops": args.allow_op, "report_path": args.report,
         "output_dir": args.output_dir, "tracking_uri": args.tracking_uri, "register_as": args.register_as,
-        "alias": args.alias, "signing_key": args.signing_key, "model_version": args.version, "contract_path": args.contract,
+        "alias": args.alias, "signing_key": args.signing_key,
+        "signing_certificate": args.signing_certificate, "model_version": args.version, "contract_path": args.contract,
         "baseline": args.baseline, "op_libraries": args.op_library,
     }
     benchmark = {
@@ -278,17 +284,18 @@ def _relay_certificate(args: argparse.Namespace, console) -> int:
 
 
 def _verify(args: argparse.Namespace, console) -> int:
-    from modelgate.signing import check_public_key, signed_folder, verify
+    from modelgate.signing import TrustAnchor, signed_folder, verify
 
+    anchor = TrustAnchor(public_key=args.public_key and Path(args.public_key),
+                         certificate_chain=args.certificate_chain and Path(args.certificate_chain))
     with tempfile.TemporaryDirectory(prefix="modelgate-verify-") as scratch:
         try:
-            check_public_key(args.public_key)
-            folder = signed_folder(args.source, args.tracking_uri, Path(scratch))
+            anchor.checked()  # a key that cannot verify is a usage error, before any download
+            result = verify(signed_folder(args.source, args.tracking_uri, Path(scratch)), anchor)
         except ModelgateError as exc:
             console.error(str(exc))
             return EXIT_ERROR
-        result = verify(folder, args.public_key)
-    shown = args.source if args.source.startswith("models:/") else str(folder)
+    shown = args.source if args.source.startswith("models:/") else str(result.folder)
     if result.valid:
         console.note(f"verified: {shown}: every file matches its signature; attested verdict: {result.verdict}")
         return EXIT_PASSED
@@ -389,9 +396,10 @@ def main(argv: list[str] | None = None) -> int:
 
         request = ValidationRequest(**_request_fields(args, model_dir))
         if request.signing_key:
-            from modelgate.signing import check_private_key
+            from modelgate.signing import signer_anchor
 
-            check_private_key(request.signing_key)  # a key that cannot sign is a usage error, before any work
+            with tempfile.TemporaryDirectory() as scratch:  # a key that cannot sign is a usage error, before any work
+                signer_anchor(request.signing_key, request.signing_certificate, Path(scratch))
     except ValidationError as exc:
         first = exc.errors()[0]
         console.error(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")

@@ -24,7 +24,9 @@ class Console:
         self._status = None
 
     def note(self, text: str) -> None:
-        self.out.print(text, style="dim" if self.out.is_terminal else None)
+        # Without a terminal a line is not hard-wrapped at 80 columns: a log keeps it whole, paths unbroken.
+        terminal = self.out.is_terminal
+        self.out.print(text, style="dim" if terminal else None, soft_wrap=not terminal)
 
     def error(self, text: str) -> None:
         self._stop_spinner()

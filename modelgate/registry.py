@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -32,6 +33,9 @@ from modelgate import matrix
 from modelgate.errors import ModelgateError
 from modelgate.model_source import SAVED_MODEL_FILES
 from modelgate.schemas import DerivedFrom, ValidationReport
+
+if TYPE_CHECKING:
+    from modelgate.signing import TrustAnchor
 
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))/?$")
 TAG_PREFIX = "modelgate."
@@ -291,7 +295,7 @@ def write_back(client: MlflowClient, version: RegistryVersion, report: Validatio
     return done
 
 
-def reverify_signed(client: MlflowClient, tracking_uri: str, model_names: list[str], public_key: Path,
+def reverify_signed(client: MlflowClient, tracking_uri: str, model_names: list[str], anchor: TrustAnchor,
                     scratch: Path) -> list[dict[str, str]]:
     """Every version modelgate signed, checked against its signature again: one whose files changed since is
     tagged modelgate.tampered (what changed) and loses the alias modelgate set on it."""
@@ -303,7 +307,7 @@ def reverify_signed(client: MlflowClient, tracking_uri: str, model_names: list[s
         for mv in client.search_model_versions(f"name='{name}' and tags.`{SIGNED_TAG}` = 'true'"):
             version = RegistryVersion(name, str(mv.version))
             result = verify(download_version(client, tracking_uri, version, scratch / name / version.version),
-                            public_key)
+                            anchor)
             row = {"version": version.uri, "signature": "verifies" if result.valid else "; ".join(result.lines())}
             if not result.valid:
                 client.set_model_version_tag(name, version.version, TAMPERED_TAG, row["signature"][:5000])

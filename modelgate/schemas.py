@@ -152,7 +152,7 @@ FLAT_REQUEST_KEYS: dict[str, tuple[str, str]] = {
 }
 # Earlier releases wrote null where an empty value now says the same; a request saved or deployed then still loads.
 EMPTY_WHEN_NULL = {"signature": "", "tags": [], "inputs_path": "", "contract_path": "", "baseline": "",
-                   "tracking_uri": "", "register_as": "", "alias": "", "signing_key": ""}
+                   "tracking_uri": "", "register_as": "", "alias": "", "signing_key": "", "signing_certificate": ""}
 
 
 def _grouped(data: dict) -> dict:
@@ -237,6 +237,12 @@ class ValidationRequest(BaseModel):
         description="A PEM elliptic-curve private key (its password, if any, in MODELGATE_SIGNING_KEY_PASSWORD): "
         "a version that passed is signed with it (OpenSSF model signing) before the alias moves. Empty: the "
         "version is not signed and gets no alias.",
+    )
+    signing_certificate: str = Field(
+        default="",
+        title="Signing certificate",
+        description="The signing key's PEM certificate, the chain that issued it after it in the same file: the "
+        "version is signed in model-signing's certificate mode, verified with that chain. Empty: the key alone.",
     )
 
     tags: list[str] = Field(

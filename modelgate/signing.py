@@ -16,6 +16,7 @@ import ast
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -58,15 +59,59 @@ def check_private_key(path: str | Path) -> Path:
     return path
 
 
-def public_key_file(private_key: str | Path, directory: Path) -> Path:
-    """The public half of a signing key, as a PEM file in directory: what the schedule re-verifies with."""
+@dataclass(frozen=True)
+class TrustAnchor:
+    """What a signature is verified with: the signing key's public half, or the certificate chain that issued
+    the signing certificate (model-signing's key and certificate modes)."""
+
+    public_key: Path | None = None
+    certificate_chain: Path | None = None
+
+    def __str__(self) -> str:
+        return str(self.certificate_chain or self.public_key)
+
+    def checked(self) -> TrustAnchor:
+        if self.certificate_chain:
+            _certificates(self.certificate_chain, "certificate chain")
+        else:
+            check_public_key(self.public_key)
+        return self
+
+    def verifier(self):
+        from model_signing import verifying
+
+        if self.certificate_chain:
+            return verifying.Config().use_certificate_verifier(certificate_chain=[self.certificate_chain])
+        return verifying.Config().use_elliptic_key_verifier(public_key=self.public_key)
+
+
+def _certificates(path: str | Path, what: str) -> list:
+    from cryptography import x509
+
+    path = Path(path)
+    if not path.is_file():
+        raise SigningKeyError(f"{what} {path}: no such file")
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except ValueError as exc:
+        raise SigningKeyError(f"{what} {path}: not PEM certificates ({exc})") from None
+
+
+def signer_anchor(private_key: str | Path, certificate: str | Path | None, directory: Path) -> TrustAnchor:
+    """What verifies the signatures this signer makes, written in directory: the key's public half, or the
+    chain that follows the signing certificate in its file (a self-signed certificate is its own chain)."""
     from cryptography.hazmat.primitives import serialization
 
+    if certificate:
+        certificates = _certificates(certificate, "signing certificate")
+        path = directory / "certificate-chain.pem"
+        path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates[1:] or certificates))
+        return TrustAnchor(certificate_chain=path)
     key = serialization.load_pem_private_key(Path(check_private_key(private_key)).read_bytes(), _password())
     path = directory / "signing-key.pub"
     path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                    serialization.PublicFormat.SubjectPublicKeyInfo))
-    return path
+    return TrustAnchor(public_key=path)
 
 
 def check_public_key(path: str | Path) -> Path:
@@ -117,21 +162,34 @@ def attestation(folder: Path, report: ValidationReport, report_file: Path) -> di
     }
 
 
-def sign(folder: Path, private_key: str | Path, report: ValidationReport) -> list[Path]:
+def sign(folder: Path, private_key: str | Path, report: ValidationReport, certificate: str | Path | None = None,
+         ) -> list[Path]:
     """Write the report as it stands and the attestation into folder, then sign folder (the signature itself
-    excluded) as model.sig. Returns the files written."""
+    excluded) as model.sig, with the key alone or, given its certificate (the chain after it in the same file),
+    in model-signing's certificate mode. Returns the files written."""
+    from cryptography.hazmat.primitives import serialization
     from model_signing import hashing, signing
 
     check_private_key(private_key)
+    config = signing.Config().use_elliptic_key_signer(private_key=private_key,
+                                                      password=os.environ.get(KEY_PASSWORD_VARIABLE))
+    if certificate:
+        leaf, *chain = _certificates(certificate, "signing certificate")
+        pem = serialization.Encoding.PEM
+        with tempfile.TemporaryDirectory(prefix="modelgate-certificate-") as scratch:
+            (leaf_file := Path(scratch) / "signing-certificate.pem").write_bytes(leaf.public_bytes(pem))
+            (chain_file := Path(scratch) / "chain.pem").write_bytes(b"".join(c.public_bytes(pem) for c in chain))
+            try:
+                config = signing.Config().use_certificate_signer(
+                    private_key=private_key, signing_certificate=leaf_file, certificate_chain=[chain_file] if chain else [])
+            except ValueError as exc:
+                raise SigningKeyError(f"signing certificate {certificate}: {exc}") from None
     report_file = folder / REPORT_FILE
     report_file.write_text(report.model_dump_json(indent=2))
     (folder / ATTESTATION_FILE).write_text(json.dumps(attestation(folder, report, report_file), indent=2,
                                                       sort_keys=True))
     signature = folder / SIGNATURE_FILE
-    hashing_config = hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE])
-    password = os.environ.get(KEY_PASSWORD_VARIABLE)
-    signing.Config().use_elliptic_key_signer(private_key=private_key, password=password).set_hashing_config(
-        hashing_config).sign(folder, signature)
+    config.set_hashing_config(hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE])).sign(folder, signature)
     return [report_file, folder / ATTESTATION_FILE, signature]
 
 
@@ -165,22 +223,20 @@ class Verification:
         return f"{self.folder}: " + "; ".join(self.lines())
 
 
-def verify(folder: Path, public_key: str | Path) -> Verification:
-    """The folder against its model.sig with the public key, as model-signing's CLI verifies it."""
-    from model_signing import verifying
-
-    check_public_key(public_key)
+def verify(folder: Path, anchor: TrustAnchor) -> Verification:
+    """The folder against its model.sig, as model-signing's CLI verifies it."""
+    anchor.checked()
     result = Verification(folder)
     signature = folder / SIGNATURE_FILE
     if not signature.is_file():
         result.problem = f"no signature: {SIGNATURE_FILE} is missing (was this version signed?)"
         return result
     try:
-        verifying.Config().use_elliptic_key_verifier(public_key=public_key).verify(folder, signature)
+        anchor.verifier().verify(folder, signature)
     except ValueError as exc:
         message = str(exc)
         if not message.startswith(MISMATCH):
-            result.problem = f"the signature does not verify with {public_key}: {message.splitlines()[0]}"
+            result.problem = f"the signature does not verify with {anchor}: {message.splitlines()[0]}"
             return result
         # The signature is genuine and the files differ: model-signing lists each difference as a string.
         for difference in ast.literal_eval(message.removeprefix(MISMATCH)):
@@ -190,8 +246,8 @@ def verify(folder: Path, public_key: str | Path) -> Verification:
                 names = [name.strip() for name in difference.partition("': ")[2].split(",")]
                 (result.added if difference.startswith("Extra") else result.missing).extend(names)
         return result
-    except Exception as exc:  # noqa: BLE001 - a malformed bundle raises whatever its parser raises
-        result.problem = f"the signature cannot be read: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a malformed bundle or a chain that fails raises what its parser raises
+        result.problem = f"the signature does not verify with {anchor}: {type(exc).__name__}: {exc}"
         return result
     result.verdict = json.loads((folder / ATTESTATION_FILE).read_text())["predicate"]["verdict"]
     return result

@@ -62,7 +62,7 @@ def publish_registry(
             added.append(warmup)
         if sign:
             # The copy that was validated is what gets signed; the signature and attestation join the version.
-            added += signing.sign(folder, request.signing_key, report)
+            added += signing.sign(folder, request.signing_key, report, request.signing_certificate)
         for path in added:
             add_to_version(client, version, path, path.parent.relative_to(folder))
             if path.parent == folder:
@@ -72,13 +72,14 @@ def publish_registry(
         if passed:
             add_warmup(folder, report, request, request.register_as)
         if sign:
-            signing.sign(folder, request.signing_key, report)
+            signing.sign(folder, request.signing_key, report, request.signing_certificate)
         version = register_files(client, report.mlflow.run_id, folder, request.register_as)
         actions.append(f"registered {version.uri}")
     if sign:
         # What the registry now holds, downloaded and verified: the alias depends on it.
         stored = download_version(client, report.mlflow.tracking_uri, version, workdir / "published")
-        result = signing.verify(stored, signing.public_key_file(request.signing_key, workdir))
+        anchor = signing.signer_anchor(request.signing_key, request.signing_certificate, workdir)
+        result = signing.verify(stored, anchor)
         checks.append(Check(name="signature_valid", status="passed" if result.valid else "failed", message=(
             f"{version.uri} as stored verifies against its signature ({signing.SIGNATURE_FILE}, OpenSSF model "
             "signing)" if result.valid else f"{version.uri} as stored does not verify: {'; '.join(result.lines())}")))

@@ -16,7 +16,7 @@ from modelgate import cli
 from modelgate.registry import download_version, registry_client, resolve_version
 from modelgate.signing import ATTESTATION_FILE, SIGNATURE_FILE
 from tests.flows import run_flow
-from tests.signing_keys import key_pair
+from tests.signing_keys import certificate_chain, key_pair
 from tests.test_registry import FAST, _register
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -91,20 +91,28 @@ def test_a_registered_version_is_signed_aliased_verified_and_caught_once_a_byte_
     assert "validated" not in client.get_registered_model("signed-gate").aliases
 
 
-def test_a_registry_version_is_signed_in_place_and_another_key_does_not_verify_it(
+def test_a_registry_version_is_signed_in_place_in_certificate_mode_and_only_its_chain_verifies_it(
     model_dirs, tracking_uri, workdir, signing_keys, tmp_path, capsys
 ):
+    certificate, root = certificate_chain(tmp_path / "pki", signing_keys[0])
     version = _register(tracking_uri, "signed-in-place", model_dirs["custom_signature"])
-    report = _validate(f"models:/signed-in-place/{version}", tracking_uri, workdir, signing_key=str(signing_keys[0]))
+    report = _validate(f"models:/signed-in-place/{version}", tracking_uri, workdir, signing_key=str(signing_keys[0]),
+                       signing_certificate=str(certificate))
     assert report.status == "passed", report.verdict_line()
-    assert _verify("models:/signed-in-place@validated", signing_keys[1], tracking_uri) == 0
+    assert {c.name: c.status for c in report.checks}["signature_valid"] == "passed"
+    capsys.readouterr()
+    assert cli.main(["verify", "models:/signed-in-place@validated", "--certificate-chain", str(root),
+                     "--tracking-uri", tracking_uri]) == 0
     files = download_version(registry_client(tracking_uri), tracking_uri, resolve_version(
         registry_client(tracking_uri), f"models:/signed-in-place/{version}"), workdir / "downloaded")
     # beside the training pipeline's own files, in its SavedModel folder: the warm-up requests it passed with
     assert (files / "assets.extra" / "tf_serving_warmup_requests").is_file()
-    _, stranger = key_pair(tmp_path / "stranger")
+    command = [sys.executable, "-m", "model_signing", "verify", "certificate", str(files), "--signature",
+               str(files / SIGNATURE_FILE), "--certificate_chain", str(root)]
+    assert subprocess.run(command, capture_output=True, timeout=300).returncode == 0
+    _, other_root = certificate_chain(tmp_path / "other-pki", key_pair(tmp_path / "stranger")[0])
     capsys.readouterr()
-    assert _verify(f"models:/signed-in-place/{version}", stranger, tracking_uri) == 1
+    assert cli.main(["verify", str(files), "--certificate-chain", str(other_root)]) == 1
     assert "the signature does not verify with" in capsys.readouterr().out
 
 
