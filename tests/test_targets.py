@@ -7,9 +7,10 @@ from pydantic import ValidationError
 from modelgate import targets
 from modelgate.compare import compare_arrays, judged
 from modelgate.runtimes import registry as runtime_registry
-from modelgate.schemas import Criteria, ValidationReport, ValidationRequest
+from modelgate.schemas import Criteria, TargetComparison, ValidationReport, ValidationRequest
 from modelgate.targets import Target, in_conversion_order
 from tasks.plan_targets import plan_targets
+from tests.target_reports import comparison
 
 
 def test_every_target_file_is_found_and_each_format_has_a_runtime():
@@ -72,13 +73,16 @@ def test_approximate_criteria_judge_their_own_figures_by_output():
     assert verdict.message.endswith("at least 0.9999999 required")
 
 
-def test_an_optional_target_that_failed_does_not_decide_the_verdict():
-    request = ValidationRequest(source="m", targets=["onnx"], optional_targets=["onnx"])
+@pytest.mark.parametrize("optional, verdict, check", [(["onnx"], "passed", "warning"), ([], "failed", "failed")])
+def test_an_optional_target_that_failed_does_not_decide_the_verdict(optional, verdict, check):
+    request = ValidationRequest(source="m", targets=["onnx"], optional_targets=optional)
     report = ValidationReport(source="m", request=request, workdir="w")
     report.targets = plan_targets.fn(request).sections
-    report.targets["onnx"].status, report.targets["onnx"].message = "failed", "outputs logits miss atol"
+    missed = comparison("onnxruntime", "cpu", 0.3, 1e-4, 1e-3)
+    TargetComparison(target="onnx", criteria=Criteria(atol=1e-4, rtol=1e-3), batches=4, comparisons={"onnxruntime/cpu": missed}).apply_to(
+        report)
     report.conclude()
-    assert report.status == "passed" and report.onnx.status == "failed"
-    report.targets["onnx"].requirement = "required"
-    report.conclude()
-    assert report.status == "failed" and report.verdict_line() == "failed: onnx: outputs logits miss atol"
+    assert report.status == verdict and report.onnx.status == "failed"
+    assert {c.name: c.status for c in report.checks}["onnx_parity"] == check
+    if verdict == "failed":
+        assert report.verdict_line().startswith("failed: onnx_parity: onnx: outputs logits (max abs diff ")
