@@ -47,7 +47,7 @@ TARGET_TASKS = {"export": export_target, "compare": compare_target, "benchmark":
 def run_target_stage(run: ValidationRun, kind: str, name: str, *args, after: tuple):
     """One stage of one target, as a Prefect task run named after it (export-onnx, compare-litert, ...)."""
     stage = target_stage(kind, name)
-    on_error = record_target_error(name) if kind != "benchmark" else None
+    on_error = record_target_error(name, rejections_only=kind == "benchmark")
     return run.stage(TARGET_TASKS[kind].with_options(name=stage), name, *args, on_error=on_error, after=after)
 
 

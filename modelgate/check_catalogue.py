@@ -92,7 +92,9 @@ CATALOGUE = [
               "shape): measured once at the declared shapes, as batch size 1"),
     CheckSpec("benchmark_gpu_<runtime>", "error", "benchmark, benchmark-`<target>`",
               "measured on the GPU where one is present (skipped or a warning, with the reason, where not)"),
-    CheckSpec("benchmark_<runtime>", "error", "benchmark-`<target>`", "skipped, with the reason, when nothing could be timed"),
+    CheckSpec("benchmark_<runtime>", "error or warning", "benchmark-`<target>`",
+              "skipped, with the reason, when nothing could be timed; failed when the runtime refuses a batch the "
+              "signature accepts (a warning for an optional target)"),
     CheckSpec("<target>_conversion", "error or warning", "export-`<target>`",
               "the target's converter made a file that passes its checks (a warning for an optional target)"),
     CheckSpec("<target>_parity", "error or warning", "compare-`<target>`",

@@ -73,3 +73,8 @@ class ConversionFailed(ModelRejected):
 
     def __reduce__(self):
         return type(self), (self.check, str(self), self.conversion, self.severity)
+
+
+class RuntimeRefused(ModelgateError):
+    """A target's runtime raised on inputs the signature accepts (a batch size the converted file cannot take):
+    the artifact does not serve what the model serves, a verdict on the target."""

@@ -8,10 +8,14 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
+
 from modelgate.benchmark import Measured, SweepPlan, sweep
 from modelgate.compare import compare_stacked, errors, judged, stack_batches, tolerance_for
-from modelgate.inputs import read_npz
+from modelgate.errors import RuntimeRefused
+from modelgate.inputs import Feeds, read_npz
 from modelgate.runtimes import runtime
+from modelgate.savedmodel import first_meaningful_line
 from modelgate.schemas import ConversionRecord, Criteria, RuntimeComparison
 from modelgate.targets import ConversionSource, target
 
@@ -75,5 +79,15 @@ def benchmark_job(
     inter_op_threads: int,
 ) -> list[Measured]:
     runner = runtime(runtime_name).load(artifact, device, intra_op_threads, inter_op_threads)
-    return sweep(runner, read_npz(inputs_path), plan, runtime_name=runtime_name, device=device,
+
+    def infer(feeds: Feeds) -> dict:
+        try:
+            return runner(feeds)
+        except Exception as exc:  # noqa: BLE001 - each runtime raises its own kind; a limit kills the child instead
+            sizes = sorted({int(np.shape(value)[0]) for value in feeds.values() if np.ndim(value)})
+            batch = f"a batch of {', '.join(map(str, sizes))}" if sizes else "its inputs"
+            raise RuntimeRefused(f"{runtime_name} ({device}) fails on {batch}, which the signature accepts: "
+                                 f"{first_meaningful_line(str(exc))}") from None
+
+    return sweep(infer, read_npz(inputs_path), plan, runtime_name=runtime_name, device=device,
                  intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, providers=list(runner.placement))

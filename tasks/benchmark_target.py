@@ -4,6 +4,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelgate.benchmark_plan import benchmark_framework, not_measured
+from modelgate.errors import ModelRejected, RuntimeRefused
 from modelgate.sandbox import limits_of, run_isolated
 from modelgate.schemas import BenchmarkRun, PreparedInputs, SignatureChoice, TargetArtifact, ValidationRequest
 from modelgate.target_jobs import benchmark_job
@@ -24,15 +25,20 @@ def benchmark_target(
         if skipped := not_measured(inputs, request.benchmarks_runtime(runtime.name), f"benchmark_{label}"):
             runs.append(skipped)
             continue
-        measured = benchmark_framework(
-            request, choice.signature, inputs, label, workdir,
-            lambda device, plan, intra, inter, runtime=runtime: run_isolated(
-                benchmark_job, runtime.name, artifact.path, inputs.path, plan, device, intra, inter,
-                limits=limits_of(request), label=f"benchmark-{name} ({runtime.name}/{device})",
-                log_path=Path(workdir) / name / "benchmark.log", pool=runtime.pool,
-            ).value,
-            devices=runtime.devices, gpu_missing=runtime.gpu_missing,
-        )
+        try:
+            measured = benchmark_framework(
+                request, choice.signature, inputs, label, workdir,
+                lambda device, plan, intra, inter, runtime=runtime: run_isolated(
+                    benchmark_job, runtime.name, artifact.path, inputs.path, plan, device, intra, inter,
+                    limits=limits_of(request), label=f"benchmark-{name} ({runtime.name}/{device})",
+                    log_path=Path(workdir) / name / "benchmark.log", pool=runtime.pool, raises=(RuntimeRefused,),
+                ).value,
+                devices=runtime.devices, gpu_missing=runtime.gpu_missing,
+            )
+        except RuntimeRefused as exc:
+            # The file fails where the model serves: judged, by the target's requirement.
+            severity = "error" if request.requirement_of(name) == "required" else "warning"
+            raise ModelRejected(f"benchmark_{label}", f"{name}: {exc}", severity) from None
         for result in measured.results:
             result.target = name
         for item in measured.unmeasured:

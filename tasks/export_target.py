@@ -64,11 +64,14 @@ def export_target(
     return TargetArtifact(target=name, conversion=conversion)
 
 
-def record_target_error(name: str) -> Callable[[ValidationReport, Exception], None]:
+def record_target_error(name: str, rejections_only: bool = False) -> Callable[[ValidationReport, Exception], None]:
     """What the target's section says when one of its stages did not complete: why, and what a failed
-    conversion found (unsupported ops, the converter's message, checks)."""
+    conversion found (unsupported ops, the converter's message, checks). With rejections_only (its benchmark),
+    only a verdict on the target is recorded: a benchmark that could not run leaves the comparison's status."""
 
     def record(report: ValidationReport, error: Exception) -> None:
+        if rejections_only and not isinstance(error, ModelRejected):
+            return
         section = report.targets[name]
         conversion = getattr(error, "conversion", None)
         if conversion is not None:

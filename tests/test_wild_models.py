@@ -106,6 +106,18 @@ def test_string_ids_pass_onnx_with_runtime_outputs_equal_to_tensorflow_s(wild, t
     assert samples["user_id"] & set(wild_models.USER_IDS) and samples["item_id"] & set(wild_models.ITEM_IDS)
 
 
+def test_litert_matches_tensorflow_on_string_ids_and_fails_by_name_at_a_batch_its_file_baked_in(
+    wild, tracking_uri, workdir
+):
+    report = _run(wild["string_id_ranking"], tracking_uri, workdir, targets=["litert"])
+    litert = report.targets["litert"]
+    assert litert.comparisons["litert/cpu"].outputs["rating"].max_abs_diff < 1e-5  # LiteRT holds strings as bytes
+    # its converter fixed a reshape at the comparison's batch: the file refuses a batch of 1, which TF serves
+    assert EXIT_CODES[report.status] == 1 and [c.name for c in report.failed_checks()] == ["benchmark_litert_litert"]
+    assert "litert (cpu) fails on a batch of 1, which the signature accepts" in report.failed_checks()[0].message
+    assert litert.status == "failed" and not any(stage.status == "error" for stage in report.stages)
+
+
 def test_onnx_runtime_takes_tensorflow_s_bytes_as_text_and_gives_bytes_back(tmp_path):
     import onnx
     from onnx import TensorProto, helper
