@@ -52,9 +52,10 @@ def validate_new_versions(
     if version:
         pending = find_announced_version(version, uri)
     else:
-        if request_fields.get("signing_key"):
-            reverify_signed_versions(model_names, uri, request_fields["signing_key"],
-                                     request_fields.get("signing_certificate", ""))
         pending = find_new_versions(model_names, base_paths, uri, experiment)
     launched = [(version, launch_validation(version, deployment, request_fields, uri)) for version in pending]
+    if not version and request_fields.get("signing_key"):
+        # After the launches, which it must never hold up: what this validator signed, verified again.
+        reverify_signed_versions(model_names, uri, request_fields["signing_key"],
+                                 request_fields.get("signing_certificate", ""))
     return summarize_validations(launched, uri, experiment, timeout_s)

@@ -395,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         from modelgate.schemas import ValidationRequest
 
         request = ValidationRequest(**_request_fields(args, model_dir))
+        if request.signing_key and not (request.register_as or request.source.startswith("models:/")):
+            raise ValueError("--signing-key signs a registry version: add --register-as NAME, or validate models:/...")
         if request.signing_key:
             from modelgate.signing import signer_anchor
 

@@ -277,10 +277,23 @@ def describe(report: ValidationReport, flow_run_url: str | None) -> str:
 SIGNED_TAG, ALIAS_TAG, TAMPERED_TAG = TAG_PREFIX + "signed", TAG_PREFIX + "alias", TAG_PREFIX + "tampered"
 
 
+def unsign(client: MlflowClient, version: RegistryVersion, keep_alias: bool = False) -> str | None:
+    """The version is no longer vouched for: its signed tag goes, and (unless keep_alias, while it is signed
+    again) so does the alias modelgate set on it, where it still points there. Returns the alias removed."""
+    tags = client.get_model_version(version.name, version.version).tags or {}
+    if SIGNED_TAG in tags:
+        client.delete_model_version_tag(version.name, version.version, SIGNED_TAG)
+    alias = tags.get(ALIAS_TAG)
+    if alias and not keep_alias and str(client.get_registered_model(version.name).aliases.get(alias)) == version.version:
+        client.delete_registered_model_alias(version.name, alias)
+        return alias
+    return None
+
+
 def write_back(client: MlflowClient, version: RegistryVersion, report: ValidationReport, alias: str | None,
                flow_run_url: str | None, signed: bool = False) -> list[str]:
-    """Tags and description always; the alias only when the validation passed and the version is signed.
-    Returns what was done."""
+    """Tags and description always; the alias only when the validation passed and the version is signed, and
+    a version that no longer passes loses what an earlier pass gave it. Returns what was done."""
     tags = version_tags(report, flow_run_url)
     if signed:
         tags[SIGNED_TAG] = "true"
@@ -292,28 +305,39 @@ def write_back(client: MlflowClient, version: RegistryVersion, report: Validatio
         client.set_registered_model_alias(version.name, alias, version.version)
         client.set_model_version_tag(version.name, version.version, ALIAS_TAG, alias)
         done.append(f"alias '{alias}' -> {version.uri}")
+    elif report.status != "passed" and (removed := unsign(client, version)):
+        done.append(f"alias '{removed}' removed from {version.uri}: it no longer passes")
     return done
 
 
 def reverify_signed(client: MlflowClient, tracking_uri: str, model_names: list[str], anchor: TrustAnchor,
                     scratch: Path) -> list[dict[str, str]]:
     """Every version modelgate signed, checked against its signature again: one whose files changed since is
-    tagged modelgate.tampered (what changed) and loses the alias modelgate set on it."""
+    tagged modelgate.tampered (what changed) and loses the alias modelgate set on it. A version being published
+    has no signed tag until its files are all written, so a check never lands between its uploads."""
     from modelgate.signing import verify
 
     rows = []
     for name in model_names:
-        aliases = client.get_registered_model(name).aliases
-        for mv in client.search_model_versions(f"name='{name}' and tags.`{SIGNED_TAG}` = 'true'"):
+        try:
+            signed = client.search_model_versions(f"name='{name}' and tags.`{SIGNED_TAG}` = 'true'")
+        except MlflowException as exc:
+            rows.append({"version": name, "signature": f"not checked: {exc.message.splitlines()[0]}"})
+            continue
+        for mv in signed:
             version = RegistryVersion(name, str(mv.version))
-            result = verify(download_version(client, tracking_uri, version, scratch / name / version.version),
-                            anchor)
+            folder = scratch / name / version.version
+            try:
+                result = verify(download_version(client, tracking_uri, version, folder), anchor)
+            except (MlflowException, ModelgateError) as exc:
+                rows.append({"version": version.uri, "signature": f"not checked: {exc}"})
+                continue
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
             row = {"version": version.uri, "signature": "verifies" if result.valid else "; ".join(result.lines())}
             if not result.valid:
                 client.set_model_version_tag(name, version.version, TAMPERED_TAG, row["signature"][:5000])
-                alias = (mv.tags or {}).get(ALIAS_TAG)
-                if alias and str(aliases.get(alias)) == version.version:
-                    client.delete_registered_model_alias(name, alias)
-                    row["alias"] = f"removed '{alias}'"
+                if removed := unsign(client, version):
+                    row["alias"] = f"removed '{removed}'"
             rows.append(row)
     return rows

@@ -392,6 +392,10 @@ class ValidationRequest(BaseModel):
         optional = target in self.optional_targets or (target == "onnx" and self.onnx_requirement == "optional")
         return "optional" if optional else "required"
 
+    def severity_of(self, target: str) -> Literal["error", "warning"]:
+        """What a target's failed check costs: the verdict for a required target, a warning for an optional one."""
+        return "error" if self.requirement_of(target) == "required" else "warning"
+
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or default_tracking_uri()
 
@@ -1008,10 +1012,6 @@ class TargetPlan(StageResult):
         report.targets = self.sections
 
 
-def _target_severity(section: TargetSection) -> Severity:
-    return "error" if section.requirement == "required" else "warning"
-
-
 class TargetArtifact(StageResult):
     """A target's converted artifact, usable: its file may still fail a check that does not stop it from running
     (an output's dimension fixed where the signature's is dynamic), which then fails the target by name."""
@@ -1028,7 +1028,7 @@ class TargetArtifact(StageResult):
         section.conversion = self.conversion
         report.artifacts.update(self.conversion.artifacts)
         failed = [check for check in self.conversion.checks if check.status == "failed"]
-        severity = _target_severity(section)
+        severity = report.request.severity_of(self.target)
         report.checks += [
             Check(name=check.name, status=STATUS_WHEN_BROKEN[severity], severity=severity,
                   message=f"{self.target}: {check.message}")
@@ -1090,7 +1090,7 @@ class TargetComparison(StageResult):
         problems = mismatches + [f"check {check.name} failed" for check in section.checks if check.status == "failed"]
         section.status = "failed" if problems else "passed"
         section.message = "; ".join(problems) if problems else parity
-        severity = _target_severity(section)
+        severity = report.request.severity_of(self.target)
         report.checks.append(Check(
             name=target_check(self.target, "parity"), status=STATUS_WHEN_BROKEN[severity] if mismatches else "passed",
             severity=severity, message=f"{self.target}: {parity}",

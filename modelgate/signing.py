@@ -41,9 +41,9 @@ def _password() -> bytes | None:
     return password.encode() if password else None
 
 
-def check_private_key(path: str | Path) -> Path:
+def _private_key(path: str | Path):
     """The key model-signing signs with: a PEM elliptic-curve private key (its password, if any, in
-    MODELGATE_SIGNING_KEY_PASSWORD)."""
+    MODELGATE_SIGNING_KEY_PASSWORD), loaded, or SigningKeyError saying why not."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -56,7 +56,7 @@ def check_private_key(path: str | Path) -> Path:
         raise SigningKeyError(f"signing key {path}: not a PEM private key this password opens ({exc})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise SigningKeyError(f"signing key {path}: an elliptic-curve private key is needed, found {type(key).__name__}")
-    return path
+    return key
 
 
 @dataclass(frozen=True)
@@ -98,20 +98,29 @@ def _certificates(path: str | Path, what: str) -> list:
 
 
 def signer_anchor(private_key: str | Path, certificate: str | Path | None, directory: Path) -> TrustAnchor:
-    """What verifies the signatures this signer makes, written in directory: the key's public half, or the
-    chain that follows the signing certificate in its file (a self-signed certificate is its own chain)."""
+    """What verifies the signatures this signer makes, written in directory: the key's public half, or the chain
+    that follows the signing certificate in its file (a self-signed certificate is its own). Checks the key, and
+    that the certificate is the key's, so that a signer that cannot sign is a usage error before any work."""
     from cryptography.hazmat.primitives import serialization
 
-    if certificate:
-        certificates = _certificates(certificate, "signing certificate")
-        path = directory / "certificate-chain.pem"
-        path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates[1:] or certificates))
-        return TrustAnchor(certificate_chain=path)
-    key = serialization.load_pem_private_key(Path(check_private_key(private_key)).read_bytes(), _password())
-    path = directory / "signing-key.pub"
-    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
-    return TrustAnchor(public_key=path)
+    key = _private_key(private_key)
+    pem = serialization.Encoding.PEM
+    if not certificate:
+        path = directory / "signing-key.pub"
+        path.write_bytes(key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo))
+        return TrustAnchor(public_key=path)
+    if _password():
+        # model-signing's certificate signer loads the key without a password.
+        raise SigningKeyError(f"signing key {private_key}: certificate mode takes an unencrypted key")
+    leaf, *chain = _certificates(certificate, "signing certificate")
+    if leaf.public_key() != key.public_key():
+        raise SigningKeyError(f"signing certificate {certificate}: it certifies another key than {private_key}")
+    if not chain and leaf.issuer != leaf.subject:
+        raise SigningKeyError(f"signing certificate {certificate}: issued by {leaf.issuer.rfc4514_string()}, whose "
+                              "certificates must follow it in the file")
+    path = directory / "certificate-chain.pem"
+    path.write_bytes(b"".join(c.public_bytes(pem) for c in chain or [leaf]))
+    return TrustAnchor(certificate_chain=path)
 
 
 def check_public_key(path: str | Path) -> Path:
@@ -170,20 +179,18 @@ def sign(folder: Path, private_key: str | Path, report: ValidationReport, certif
     from cryptography.hazmat.primitives import serialization
     from model_signing import hashing, signing
 
-    check_private_key(private_key)
-    config = signing.Config().use_elliptic_key_signer(private_key=private_key,
-                                                      password=os.environ.get(KEY_PASSWORD_VARIABLE))
-    if certificate:
-        leaf, *chain = _certificates(certificate, "signing certificate")
-        pem = serialization.Encoding.PEM
-        with tempfile.TemporaryDirectory(prefix="modelgate-certificate-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="modelgate-signing-") as scratch:
+        signer_anchor(private_key, certificate, Path(scratch))
+        if certificate:
+            leaf, *chain = _certificates(certificate, "signing certificate")
+            pem = serialization.Encoding.PEM
             (leaf_file := Path(scratch) / "signing-certificate.pem").write_bytes(leaf.public_bytes(pem))
             (chain_file := Path(scratch) / "chain.pem").write_bytes(b"".join(c.public_bytes(pem) for c in chain))
-            try:
-                config = signing.Config().use_certificate_signer(
-                    private_key=private_key, signing_certificate=leaf_file, certificate_chain=[chain_file] if chain else [])
-            except ValueError as exc:
-                raise SigningKeyError(f"signing certificate {certificate}: {exc}") from None
+            config = signing.Config().use_certificate_signer(
+                private_key=private_key, signing_certificate=leaf_file, certificate_chain=[chain_file] if chain else [])
+        else:
+            # cryptography takes the password as bytes, whatever model-signing's annotation says
+            config = signing.Config().use_elliptic_key_signer(private_key=private_key, password=_password())
     report_file = folder / REPORT_FILE
     report_file.write_text(report.model_dump_json(indent=2))
     (folder / ATTESTATION_FILE).write_text(json.dumps(attestation(folder, report, report_file), indent=2,
@@ -204,7 +211,7 @@ class Verification:
     changed: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
-    problem: str = ""  # the signature itself is missing, unreadable or not made with this key
+    problem: str = ""  # no signature, one not made with this key, or no attested pass
     verdict: str = ""  # the attestation's, once the files verify
 
     @property
@@ -217,10 +224,6 @@ class Verification:
         return ([f"changed: {name}" for name in self.changed] + [f"added: {name}" for name in self.added]
                 + [f"missing: {name}" for name in self.missing])
 
-    def summary(self) -> str:
-        if self.valid:
-            return f"{self.folder}: the signature verifies; attested verdict: {self.verdict or 'none'}"
-        return f"{self.folder}: " + "; ".join(self.lines())
 
 
 def verify(folder: Path, anchor: TrustAnchor) -> Verification:
@@ -239,7 +242,11 @@ def verify(folder: Path, anchor: TrustAnchor) -> Verification:
             result.problem = f"the signature does not verify with {anchor}: {message.splitlines()[0]}"
             return result
         # The signature is genuine and the files differ: model-signing lists each difference as a string.
-        for difference in ast.literal_eval(message.removeprefix(MISMATCH)):
+        try:
+            differences = ast.literal_eval(message.removeprefix(MISMATCH))
+        except (ValueError, SyntaxError):
+            differences, result.problem = [], message.splitlines()[0]
+        for difference in differences:
             if difference.startswith("Hash mismatch for '"):
                 result.changed.append(difference.removeprefix("Hash mismatch for '").partition("': Expected")[0])
             else:
@@ -249,7 +256,13 @@ def verify(folder: Path, anchor: TrustAnchor) -> Verification:
     except Exception as exc:  # noqa: BLE001 - a malformed bundle or a chain that fails raises what its parser raises
         result.problem = f"the signature does not verify with {anchor}: {type(exc).__name__}: {exc}"
         return result
-    result.verdict = json.loads((folder / ATTESTATION_FILE).read_text())["predicate"]["verdict"]
+    try:
+        result.verdict = json.loads((folder / ATTESTATION_FILE).read_text())["predicate"]["verdict"]
+    except (OSError, ValueError, KeyError, TypeError):
+        result.problem = f"the files match their signature, but no readable {ATTESTATION_FILE} is among them"
+    else:
+        if result.verdict != "passed":
+            result.problem = f"the files match their signature, and the validation it attests was {result.verdict}"
     return result
 
 
@@ -259,12 +272,17 @@ def signed_folder(source: str, tracking_uri: str | None, scratch: Path) -> Path:
     from modelgate.model_source import resolve_model_source
 
     if source.startswith("models:/"):
-        from modelgate.registry import download_version, registry_client, resolve_version
+        from mlflow.exceptions import MlflowException
+
+        from modelgate.registry import RegistryError, download_version, registry_client, resolve_version
         from modelgate.schemas import ValidationRequest
 
         uri = ValidationRequest(source=source, tracking_uri=tracking_uri or "").resolved_tracking_uri()
         client = registry_client(uri)
-        return download_version(client, uri, resolve_version(client, source), scratch)
+        try:
+            return download_version(client, uri, resolve_version(client, source), scratch)
+        except MlflowException as exc:
+            raise RegistryError(f"{source}: cannot download its files: {exc.message.splitlines()[0]}") from None
     if (Path(source) / SIGNATURE_FILE).is_file():
         return Path(source)
     return resolve_model_source(source).model_dir

@@ -14,7 +14,7 @@ from modelgate.benchmark import Measured, SweepPlan, sweep
 from modelgate.compare import compare_stacked, errors, judged, stack_batches, tolerance_for
 from modelgate.errors import RuntimeRefused
 from modelgate.inputs import Feeds, read_npz
-from modelgate.runtimes import runtime
+from modelgate.runtimes import CPU, runtime
 from modelgate.savedmodel import first_meaningful_line
 from modelgate.schemas import ConversionRecord, Criteria, RuntimeComparison
 from modelgate.targets import ConversionSource, target
@@ -84,6 +84,8 @@ def benchmark_job(
         try:
             return runner(feeds)
         except Exception as exc:  # noqa: BLE001 - each runtime raises its own kind; a limit kills the child instead
+            if device != CPU or isinstance(exc, MemoryError):
+                raise  # a device's memory or driver is no verdict on the file: the benchmark could not run
             sizes = sorted({int(np.shape(value)[0]) for value in feeds.values() if np.ndim(value)})
             batch = f"a batch of {', '.join(map(str, sizes))}" if sizes else "its inputs"
             raise RuntimeRefused(f"{runtime_name} ({device}) fails on {batch}, which the signature accepts: "

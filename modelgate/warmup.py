@@ -44,8 +44,12 @@ def write_warmup_job(inputs_npz: str, signature: SignatureSpec, model_name: str,
     return 1
 
 
+class _NotForThisSignature(Exception):
+    """A record TF Serving replays against another signature or API (classify, regress): not this one's inputs."""
+
+
 def _feeds_of(index: int, record: bytes, signature: SignatureSpec) -> Feeds:
-    """One record's inputs, or ValueError naming the record and what is wrong with it."""
+    """One record's inputs; ValueError naming the record where TF Serving would refuse it for this signature."""
     tf = import_tensorflow()
     from google.protobuf.message import DecodeError
     from tensorflow_serving.apis import prediction_log_pb2
@@ -55,11 +59,10 @@ def _feeds_of(index: int, record: bytes, signature: SignatureSpec) -> Feeds:
     except DecodeError:
         raise ValueError(f"record {index}: {len(record)} bytes that do not parse as a PredictionLog") from None
     if log.WhichOneof("log_type") != "predict_log":
-        raise ValueError(f"record {index}: a {log.WhichOneof('log_type') or 'empty'} record, not a predict_log")
+        raise _NotForThisSignature
     request = log.predict_log.request
-    asked = request.model_spec.signature_name or "serving_default"
-    if asked != signature.key:
-        raise ValueError(f"record {index}: for signature '{asked}', not '{signature.key}'")
+    if (request.model_spec.signature_name or "serving_default") != signature.key:
+        raise _NotForThisSignature
     if set(request.inputs) != set(signature.inputs):
         raise ValueError(f"record {index}: inputs {', '.join(sorted(request.inputs)) or 'none'}, the signature "
                          f"takes {', '.join(sorted(signature.inputs)) or 'none'}")
@@ -74,35 +77,42 @@ def _feeds_of(index: int, record: bytes, signature: SignatureSpec) -> Feeds:
     return feeds
 
 
+def _joined(batches: list[Feeds], signature: SignatureSpec) -> Feeds:
+    """The records' batches as one, where their shapes allow; else the first record's alone (a signature
+    without a batch dimension, or sequences of other lengths)."""
+    if no_batch_dimension(signature) or len(batches) == 1:
+        return batches[0]
+    try:
+        return {name: np.concatenate([batch[name] for batch in batches]) for name in signature.inputs}
+    except ValueError:
+        return batches[0]
+
+
 @shares_process(TENSORFLOW)
 def read_warmup_job(path: str, signature: SignatureSpec, destination: str) -> tuple[int, list[str]]:
-    """The records TF Serving would replay, as the validation's inputs (their batches joined, or the first
-    record's alone where the signature has no batch dimension), saved at destination. Returns how many records
-    fed them, and what was wrong with each record that could not (then nothing is saved)."""
+    """The predict records for this signature that TF Serving would replay, as the validation's inputs, saved
+    at destination. Returns how many records fed them (0: none was for this signature, nothing saved), and what
+    TF Serving would refuse in each record that could not (then nothing is saved either)."""
     tf = import_tensorflow()
-    records = [record.numpy() for record in tf.data.TFRecordDataset(path).take(MAX_RECORDS)]
+    try:
+        records = [record.numpy() for record in tf.data.TFRecordDataset(path).take(MAX_RECORDS)]
+    except tf.errors.OpError as exc:
+        return 0, [f"not a readable TFRecord file ({exc.message.splitlines()[0]})"]
     problems, batches = [], []
     for index, record in enumerate(records):
         try:
             batches.append(_feeds_of(index, record, signature))
+        except _NotForThisSignature:
+            continue
         except ValueError as exc:
             problems.append(str(exc))
-    if not records:
-        problems.append("the file holds no records")
-    if problems:
+    if problems or not batches:
         return 0, problems
-    if no_batch_dimension(signature):
-        feeds, used = batches[0], 1
-    else:
-        try:
-            feeds = {name: np.concatenate([batch[name] for batch in batches]) for name in signature.inputs}
-        except ValueError as exc:
-            return 0, [f"the records' batches do not join along their first dimension: {exc}"]
-        used = len(batches)
+    feeds = _joined(batches, signature)
     save_npz(feeds, destination)
     try:
         load_npz(destination, signature)  # the shapes the signature declares
     except InputsError as exc:
         Path(destination).unlink()
         return 0, [str(exc)]
-    return used, []
+    return len(batches) if feeds is not batches[0] else 1, []

@@ -37,7 +37,7 @@ def benchmark_target(
             )
         except RuntimeRefused as exc:
             # The file fails where the model serves: judged, by the target's requirement.
-            severity = "error" if request.requirement_of(name) == "required" else "warning"
+            severity = request.severity_of(name)
             raise ModelRejected(f"benchmark_{label}", f"{name}: {exc}", severity) from None
         for result in measured.results:
             result.target = name

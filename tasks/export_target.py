@@ -59,7 +59,7 @@ def export_target(
         conversion.artifacts[f"{name}/{Path(conversion.path).name}"] = conversion.path
     record.write_text(conversion.model_dump_json(indent=2))
     if conversion.failure:
-        severity = "error" if request.requirement_of(name) == "required" else "warning"
+        severity = request.severity_of(name)
         raise ConversionFailed(chosen.check_name, f"{name} conversion failed: {conversion.failure}", conversion, severity)
     return TargetArtifact(target=name, conversion=conversion)
 

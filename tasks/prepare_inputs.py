@@ -33,6 +33,11 @@ def prepare_inputs(choice: SignatureChoice, request: ValidationRequest, workdir:
                 f"'{signature.key}': {'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}; validated "
                 "on synthesized inputs instead")))
             warmup = None
+        elif not used:
+            checks.append(Check(name="warmup_requests", status="skipped", message=(
+                f"the SavedModel's TF Serving warm-up requests ({WARMUP_FILE}) hold no predict request for "
+                f"signature '{signature.key}'; validated on synthesized inputs")))
+            warmup = None
         else:
             checks.append(Check(name="warmup_requests", status="passed", message=(
                 f"validated on the {used} warm-up record{'s' if used != 1 else ''} the SavedModel ships "

@@ -12,6 +12,7 @@ from modelgate.registry import (
     register_files,
     registered_copy,
     registry_client,
+    unsign,
     write_back,
 )
 from modelgate.sandbox import reading_limits_of, run_isolated
@@ -63,6 +64,8 @@ def publish_registry(
         if sign:
             # The copy that was validated is what gets signed; the signature and attestation join the version.
             added += signing.sign(folder, request.signing_key, report, request.signing_certificate)
+        if added:
+            unsign(client, version, keep_alias=True)  # no re-verification between these uploads
         for path in added:
             add_to_version(client, version, path, path.parent.relative_to(folder))
             if path.parent == folder:
@@ -87,6 +90,9 @@ def publish_registry(
         actions.append(f"signed {version.uri} ({signing.SIGNATURE_FILE}, with {signing.ATTESTATION_FILE})")
     elif request.alias and passed:
         actions.append(f"alias '{request.alias}' not set: only a signed version gets it, and no signing key was given")
-    actions += write_back(client, version, report, request.alias, flow_run_url, signed=sign)
+    # The registry gets the verdict as it will stand, signature_valid included.
+    judged = report.model_copy(update={"checks": [*report.checks, *checks]})
+    judged.conclude()
+    actions += write_back(client, version, judged, request.alias, flow_run_url, signed=sign)
     return RegistryOutcome(section=RegistrySection(name=version.name, version=version.version, actions=actions),
                            checks=checks)

@@ -129,9 +129,55 @@ def test_a_key_that_cannot_sign_or_verify_is_a_usage_error_in_one_line(model_dir
     not_a_key.write_text("not a key")
     for key in (tmp_path / "missing.pem", not_a_key):
         assert cli.main(["validate", str(model_dirs["custom_signature"]), "--signing-key", str(key),
-                         "--output-dir", str(tmp_path / "out")]) == 2
+                         "--register-as", "never-registered", "--output-dir", str(tmp_path / "out")]) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith(f"modelgate: error: signing key {key}: ") and "\n" not in error
     assert not (tmp_path / "out").exists()  # nothing validated, nothing signed
+    assert cli.main(["validate", str(model_dirs["custom_signature"]), "--signing-key", str(key_pair(tmp_path)[0]),
+                     "--output-dir", str(tmp_path / "out")]) == 2
+    assert "--signing-key signs a registry version" in capsys.readouterr().err
     assert cli.main(["verify", str(tmp_path), "--public-key", str(not_a_key)]) == 2
     assert capsys.readouterr().err.startswith(f"modelgate: error: public key {not_a_key}: not a PEM public key")
+
+
+def test_a_password_protected_key_signs_with_its_password_from_the_environment(tmp_path, monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+
+    from modelgate import signing
+    from tests.target_reports import targets_report
+
+    private, public = key_pair(tmp_path / "plain")
+    key = serialization.load_pem_private_key(private.read_bytes(), None)
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.BestAvailableEncryption(b"s3cret")))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"graph")
+    monkeypatch.setenv(signing.KEY_PASSWORD_VARIABLE, "s3cret")
+    signing.sign(folder, locked, targets_report(tmp_path / "report"))
+    assert signing.verify(folder, signing.TrustAnchor(public_key=public)).valid
+    monkeypatch.setenv(signing.KEY_PASSWORD_VARIABLE, "wrong")
+    with pytest.raises(signing.SigningKeyError, match="not a PEM private key this password opens"):
+        signing.sign(folder, locked, targets_report(tmp_path / "report"))
+
+
+def test_a_version_that_no_longer_passes_loses_the_alias_and_the_signed_tag_modelgate_gave_it(tmp_path):
+    from modelgate.registry import ALIAS_TAG, SIGNED_TAG, RegistryVersion, write_back
+    from modelgate.schemas import Check
+    from tests.target_reports import targets_report
+
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = registry_client(tracking_uri)
+    client.create_registered_model("regressed")
+    version = RegistryVersion("regressed", str(client.create_model_version("regressed", str(tmp_path)).version))
+    report = targets_report(tmp_path / "report", tracking_uri)
+    write_back(client, version, report, "validated", None, signed=True)
+    assert client.get_model_version(version.name, version.version).tags[SIGNED_TAG] == "true"
+    report.checks.append(Check(name="finite_outputs", status="failed", message="NaN in logits"))
+    report.status = "failed"
+    done = write_back(client, version, report, "validated", None, signed=False)
+    assert f"alias 'validated' removed from {version.uri}: it no longer passes" in done
+    tags = client.get_model_version(version.name, version.version).tags
+    assert SIGNED_TAG not in tags and tags[ALIAS_TAG] == "validated"
+    assert client.get_registered_model("regressed").aliases == {}

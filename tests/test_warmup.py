@@ -60,3 +60,27 @@ def test_a_registered_version_carries_warmup_requests_of_the_inputs_it_passed_wi
     outputs = tf.saved_model.load(str(folder)).signatures["serving_default"](**{k: tf.constant(v) for k, v in feeds.items()})
     assert all(np.isfinite(value.numpy()).all() for value in outputs.values())
     assert not (model_dirs["keras_export"] / WARMUP_FILE).exists()  # the user's own folder is left as it was
+
+
+def test_records_for_another_signature_are_left_to_it_and_synthesized_inputs_stand_in(tmp_path):
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    from modelgate.schemas import SignatureSpec, TensorSpec
+    from modelgate.warmup import read_warmup_job
+
+    tf = import_tensorflow()
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="m", signature_name="embed"))
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones((2, 2), "float32")))
+    path = tmp_path / "tf_serving_warmup_requests"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+        writer.write(prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog()).SerializeToString())
+    spec = TensorSpec(dtype="float32", shape=[None, 2])
+    signature = SignatureSpec(key="serving_default", method_name="tensorflow/serving/predict", inputs={"x": spec},
+                              outputs={"y": spec})
+    assert read_warmup_job(str(path), signature, str(tmp_path / "inputs.npz")) == (0, [])
+    assert not (tmp_path / "inputs.npz").exists()
+    path.write_bytes(b"not a TFRecord file at all")
+    used, problems = read_warmup_job(str(path), signature, str(tmp_path / "inputs.npz"))
+    assert used == 0 and problems[0].startswith("not a readable TFRecord file")
