@@ -42,5 +42,7 @@ def quiet_frameworks(verbose: bool = False) -> None:
         for variable in ("PREFECT_LOGGING_LEVEL", "PREFECT_SERVER_LOGGING_LEVEL"):
             os.environ.setdefault(variable, "CRITICAL")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        # A download's progress bar redraws one line with carriage returns: a log keeps every frame of it.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # The ephemeral server's telemetry heartbeat reaches for the network and races its own SQLite writes.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
