@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 
 from modelgate import matrix
 from modelgate.errors import ModelgateError
-from modelgate.model_source import SAVED_MODEL_FILES
+from modelgate.model_source import holds_saved_model
 from modelgate.schemas import DerivedFrom, ValidationReport
 
 if TYPE_CHECKING:
@@ -86,8 +86,9 @@ def resolve_version(client: MlflowClient, uri: str) -> RegistryVersion:
 def find_saved_model_dir(root: Path) -> Path:
     """The shallowest folder under root that holds saved_model.pb or saved_model.pbtxt."""
     for depth in range(SEARCH_DEPTH + 1):
-        pattern = "/".join(["*"] * depth + ["saved_model.pb*"])
-        found = sorted(p.parent for p in root.glob(pattern) if p.name in SAVED_MODEL_FILES)
+        pattern = "/".join(["*"] * depth + ["saved_model.*pb*"])
+        # holds_saved_model refuses a chunked SavedModel (saved_model.cpb) by name, saying what to do.
+        found = sorted(p.parent for p in root.glob(pattern) if holds_saved_model(p.parent))
         if found:
             return found[0]
     raise RegistryError(

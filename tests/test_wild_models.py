@@ -2,6 +2,7 @@
 verdict with the default settings: its class, its exit code and the check that names it. And the rule under all
 of them: a failed verdict always names a failed check."""
 
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -160,6 +161,16 @@ def test_a_chunked_savedmodel_is_refused_in_one_line_saying_what_to_do(wild, tra
     reason = report.first_error()
     assert "a chunked SavedModel (saved_model.cpb" in reason and "this TensorFlow cannot load" in reason
     assert "re-export the model without chunking" in reason and "\n" not in reason
+
+
+def test_a_chunked_savedmodel_inside_a_registry_version_gets_the_same_refusal(wild, tmp_path):
+    from modelgate.errors import NotASavedModel
+    from modelgate.registry import find_saved_model_dir
+
+    version_files = tmp_path / "version"
+    shutil.copytree(wild["chunked"], version_files / "saved_model")
+    with pytest.raises(NotASavedModel, match="a chunked SavedModel .saved_model.cpb"):
+        find_saved_model_dir(version_files)
 
 
 # --- 5. a signature without inputs; 6. undeclared dtypes; 7. a graph pinned to a GPU; 9. a failed load ---
