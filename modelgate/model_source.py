@@ -23,13 +23,14 @@ def _listing(path: Path) -> str:
 
 
 def holds_saved_model(path: Path) -> bool:
-    if not any((path / name).is_file() for name in SAVED_MODEL_FILES) and (path / CHUNKED_FILE).is_file():
+    holds = any((path / name).is_file() for name in SAVED_MODEL_FILES)
+    if not holds and (path / CHUNKED_FILE).is_file():
         raise NotASavedModel(
             f"{path}: a chunked SavedModel ({CHUNKED_FILE}, the proto splitter's format for graphs over 2 GB), which "
             "this TensorFlow cannot load (open-source TensorFlow has no reader for it); re-export the model without "
             "chunking (tf.saved_model.save without SaveOptions(experimental_image_format=True))"
         )
-    return any((path / name).is_file() for name in SAVED_MODEL_FILES)
+    return holds
 
 
 def version_folders(path: Path) -> list[tuple[int, Path]]:

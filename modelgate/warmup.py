@@ -77,15 +77,15 @@ def _feeds_of(index: int, record: bytes, signature: SignatureSpec) -> Feeds:
     return feeds
 
 
-def _joined(batches: list[Feeds], signature: SignatureSpec) -> Feeds:
+def _joined(batches: list[Feeds], signature: SignatureSpec) -> tuple[Feeds, int]:
     """The records' batches as one, where their shapes allow; else the first record's alone (a signature
-    without a batch dimension, or sequences of other lengths)."""
+    without a batch dimension, or sequences of other lengths). With how many records that is."""
     if no_batch_dimension(signature) or len(batches) == 1:
-        return batches[0]
+        return batches[0], 1
     try:
-        return {name: np.concatenate([batch[name] for batch in batches]) for name in signature.inputs}
+        return {name: np.concatenate([batch[name] for batch in batches]) for name in signature.inputs}, len(batches)
     except ValueError:
-        return batches[0]
+        return batches[0], 1
 
 
 @shares_process(TENSORFLOW)
@@ -108,11 +108,11 @@ def read_warmup_job(path: str, signature: SignatureSpec, destination: str) -> tu
             problems.append(str(exc))
     if problems or not batches:
         return 0, problems
-    feeds = _joined(batches, signature)
+    feeds, used = _joined(batches, signature)
     save_npz(feeds, destination)
     try:
         load_npz(destination, signature)  # the shapes the signature declares
     except InputsError as exc:
         Path(destination).unlink()
         return 0, [str(exc)]
-    return len(batches) if feeds is not batches[0] else 1, []
+    return used, []
