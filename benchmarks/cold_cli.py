@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE_LINE = re.compile(r"^\[(\w+)\] (\S+) ([\d.]+)s$")
-CLI_IMPORTS = "import modelgate.cli, modelgate.console, flows.validate"
+CLI_IMPORTS = "import modelgate.service.cli, modelgate.reporting.console, flows.validate"
 
 
 def _cold_seconds(code: str) -> float:
@@ -72,7 +72,7 @@ def measure(repeats: int, scratch: Path) -> dict:
     for repeat in range(repeats):
         folder = scratch / f"cold-{repeat}"
         folder.mkdir()
-        command = [sys.executable, "-m", "modelgate.cli", "validate", str(model_dir), "--report", "report.json"]
+        command = [sys.executable, "-m", "modelgate.service.cli", "validate", str(model_dir), "--report", "report.json"]
 
         def run_cli(folder: Path = folder, command: list[str] = command) -> None:
             lines, wall_s, code = _timed_lines(command, folder)

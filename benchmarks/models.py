@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgate.quiet import import_tensorflow
+from modelgate.execution.quiet import import_tensorflow
 
 
 def mobilenet_v2(directory: Path) -> Path:

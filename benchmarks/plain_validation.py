@@ -3,7 +3,7 @@
 Load, wrap and prove the wrapper, check the outputs, time TensorFlow and the wrapper, convert with tf2onnx,
 compare ONNX Runtime on 8 batches, time it, and record the figures and the ONNX model in an MLflow run,
 as the flow does with its default settings: the same batch sweep, budget and thread counts, measured by the
-same engine (modelgate.benchmark.sweep), so that the two do the same work. The suite times this against the
+same engine (modelgate.numerics.benchmark.sweep), so that the two do the same work. The suite times this against the
 real flow on the same model; run as `python -m benchmarks.plain_validation MODEL_DIR WORKDIR`.
 """
 
@@ -23,9 +23,9 @@ def main(model_dir: str, workdir: str) -> None:
     import onnxruntime as ort
     import tensorflow as tf
 
-    from modelgate.benchmark import Measured, sweep
-    from modelgate.benchmark_plan import sweep_plan, thread_counts
-    from modelgate.schemas import ValidationRequest
+    from modelgate.numerics.benchmark import Measured, sweep
+    from modelgate.numerics.benchmark_plan import sweep_plan, thread_counts
+    from modelgate.request import ValidationRequest
 
     defaults = ValidationRequest(source=model_dir)
     plan = sweep_plan(defaults, fixed=None)

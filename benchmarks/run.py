@@ -21,20 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgate import prefect_server
-from modelgate.quiet import quiet_frameworks
+from modelgate.execution.quiet import quiet_frameworks
+from modelgate.service import prefect_server
 
 quiet_frameworks()
 prefect_server.allow_a_slow_start()  # as the CLI does
 
 from benchmarks import cold_cli, models  # noqa: E402 - Prefect and MLflow read their settings at import
-from modelgate.environment import gather_environment, gpu_present
-from modelgate.onnx_export import ConversionPlan, convert_with_tf2onnx, default_opset
-from modelgate.runners import TFSignatureRunner
+from modelgate.execution.sandbox import Limits, run_isolated
+from modelgate.numerics.timing import MeasurementPlan, measure
+from modelgate.reporting.environment import gather_environment, gpu_present
+from modelgate.request import ValidationRequest
 from modelgate.runtimes.onnxruntime import OnnxRuntimeRunner
-from modelgate.sandbox import Limits, run_isolated
-from modelgate.schemas import ValidationRequest
-from modelgate.timing import MeasurementPlan, measure
+from modelgate.runtimes.tensorflow import TFSignatureRunner
+from modelgate.targets.onnx.conversion import ConversionPlan, convert_with_tf2onnx, default_opset
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MISSED = 3  # distinct from 1, which an uncaught exception gives
@@ -91,7 +91,7 @@ def engine_against_bare(call: Callable[[], object]) -> dict:
 
 def signature_choice(model_dir: Path, workdir: Path):
     """The signature the flow would validate, chosen by its own stages (a loadable copy, if any, under workdir)."""
-    from modelgate.jobs import inspection_job
+    from modelgate.execution.jobs import inspection_job
     from tasks.select_signature import select_signature
 
     return select_signature.fn(inspection_job(str(model_dir), str(workdir)), None, None)

@@ -21,12 +21,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from modelgate.quiet import quiet_frameworks
+from modelgate.execution.quiet import quiet_frameworks
 
 quiet_frameworks()
 
-from modelgate.environment import gather_environment  # noqa: E402 - Prefect and MLflow read their settings at import
-from modelgate.samples import build_sample_model  # noqa: E402
+from modelgate.model.samples import build_sample_model  # noqa: E402
+from modelgate.reporting.environment import gather_environment  # noqa: E402 - Prefect and MLflow read their settings at import
 from tests.test_registry import _register  # noqa: E402
 from tests.topology.processes import postgres_bindir  # noqa: E402
 from tests.topology.stack import Topology, run_parameters  # noqa: E402
@@ -35,7 +35,7 @@ ONE_RUN_PER_WORKER = {"WORKER_LIMIT": "1"}
 
 
 def _handed_over(topology: Topology, worker: str) -> int:
-    """Spares the worker's keeper handed to its flow runs so far (modelgate/spare_keeper.py logs each)."""
+    """Spares the worker's keeper handed to its flow runs so far (modelgate/execution/spare_keeper.py logs each)."""
     return topology.services[worker].log.read_text(errors="replace").count("modelgate.spare_keeper: handed spare")
 
 

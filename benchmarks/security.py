@@ -23,14 +23,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from modelgate.environment import gather_environment
 from modelgate.errors import MissingOps, UnsafeModel
-from modelgate.op_scan import refuse_unsafe_ops, scan_meta_graph
-from modelgate.savedmodel import (
+from modelgate.model.op_scan import refuse_unsafe_ops, scan_meta_graph
+from modelgate.model.savedmodel import (
     choose_meta_graph,
     inspect_saved_model,
     read_saved_model_proto,
 )
+from modelgate.reporting.environment import gather_environment
 
 MODELSCAN = "modelscan[tensorflow]==0.8.8"
 SCAN_REPEATS = 30

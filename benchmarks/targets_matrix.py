@@ -16,8 +16,8 @@ from pathlib import Path
 
 from benchmarks.models import mobilenet_v2
 from flows.validate import validate
-from modelgate import matrix
-from modelgate.schemas import ValidationRequest
+from modelgate.reporting import matrix
+from modelgate.request import ValidationRequest
 
 
 def cnn(directory: Path) -> Path:

@@ -65,14 +65,14 @@ class TreeMemory:
         self.stage = f"after {record.name}"
 
     def __enter__(self) -> TreeMemory:
-        from modelgate import recorder
+        from modelgate.reporting import recorder
 
         recorder.add_listener(self)
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        from modelgate import recorder
+        from modelgate.reporting import recorder
 
         self._stop.set()
         self._thread.join()
@@ -93,10 +93,10 @@ def validation_peak(request) -> tuple[TreeMemory, str]:
 
 
 def main() -> None:
-    from modelgate.quiet import quiet_frameworks
+    from modelgate.execution.quiet import quiet_frameworks
 
     quiet_frameworks()
-    from modelgate.schemas import ValidationRequest
+    from modelgate.request import ValidationRequest
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir")

@@ -9,7 +9,7 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
-from modelgate.schemas import default_tracking_uri
+from modelgate.request import default_tracking_uri
 from tasks.close_abandoned_runs import close_abandoned_runs
 from tasks.find_new_versions import find_announced_version, find_new_versions
 from tasks.launch_validation import launch_validation

@@ -15,13 +15,13 @@ from prefect.runner import Runner
 
 from flows.new_versions import validate_new_versions
 from flows.validate import validate_savedmodel
-from modelgate.relay import EVENT_NAME
-from modelgate.spare_keeper import keep_spares
+from modelgate.execution.spare_keeper import keep_spares
+from modelgate.service.relay import EVENT_NAME
 
 DEFAULT_CRON = "*/15 * * * *"
 SHUTDOWN_GRACE_S = 5.0
 # A version announced by `modelgate relay` (an MLflow webhook) is launched at once, under the schedule's
-# idempotency key (see modelgate/scheduling.py); the schedule catches the rest.
+# idempotency key (see modelgate/service/scheduling.py); the schedule catches the rest.
 RELAYED_VERSION = DeploymentEventTrigger(
     expect={EVENT_NAME},
     parameters={"version": "{{ event.payload.source }}", "timeout_s": 0},

@@ -5,12 +5,13 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.states import Failed, State
 
-from modelgate.pools import begin_target_stages, validation_pools
-from modelgate.recorder import Missing, ValidationRun
-from modelgate.registry import is_registry_uri
-from modelgate.sandbox import shared_processes
-from modelgate.schemas import ValidationReport, ValidationRequest, target_stage
+from modelgate.execution.pools import begin_target_stages, validation_pools
+from modelgate.execution.sandbox import shared_processes
+from modelgate.report import ValidationReport, target_stage
+from modelgate.reporting.recorder import Missing, ValidationRun
+from modelgate.request import ValidationRequest
 from modelgate.targets import target
+from modelgate.tracking.registry import is_registry_uri
 from tasks.benchmark import benchmark
 from tasks.benchmark_report import benchmark_report
 from tasks.benchmark_target import benchmark_target

@@ -11,9 +11,12 @@ from typing import Any
 
 
 def declared_in(package_path: Iterable[str], package_name: str, attribute: str) -> dict[str, Any]:
-    """Each module of the package that defines `attribute` (RUNTIME, TARGET): that declaration, by its name."""
+    """Each module of the package that defines `attribute` (RUNTIME, TARGET): that declaration, by its name.
+    Private modules (`_name`) are a declaration's helpers, which may import frameworks, and are never read."""
     found = {}
     for info in pkgutil.iter_modules(package_path, f"{package_name}."):
+        if info.name.rpartition(".")[2].startswith("_"):
+            continue
         declaration = getattr(importlib.import_module(info.name), attribute, None)
         if declaration is not None:
             found[declaration.name] = declaration

@@ -3,11 +3,13 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.benchmark_plan import benchmark_framework, not_measured
-from modelgate.environment import gpu_present
-from modelgate.jobs import tensorflow_benchmark_job
-from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import BenchmarkRun, Check, PreparedInputs, SignatureChoice, ValidationRequest
+from modelgate.execution.jobs import tensorflow_benchmark_job
+from modelgate.execution.sandbox import limits_of, run_isolated
+from modelgate.numerics.benchmark_plan import benchmark_framework, not_measured
+from modelgate.report import Check
+from modelgate.reporting.environment import gpu_present
+from modelgate.request import ValidationRequest
+from modelgate.stages import BenchmarkRun, PreparedInputs, SignatureChoice
 
 TENSORFLOW_RUNTIMES = ("tensorflow", "keras")
 

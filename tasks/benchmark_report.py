@@ -5,9 +5,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.benchmark_plan import load_samples
-from modelgate.plots import latency_distribution, throughput_by_batch
-from modelgate.schemas import Artifacts, ValidationReport
+from modelgate.numerics.benchmark_plan import load_samples
+from modelgate.report import ValidationReport
+from modelgate.reporting.plots import latency_distribution, throughput_by_batch
+from modelgate.stages import Artifacts
 
 TABLE_COLUMNS = ["runtime", "device", "batch_size", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms",
                  "min_ms", "max_ms", "throughput", "iterations", "stable", "intra_op_threads", "inter_op_threads"]

@@ -3,11 +3,12 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.benchmark_plan import benchmark_framework, not_measured
 from modelgate.errors import ModelRejected, RuntimeRefused
-from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import BenchmarkRun, PreparedInputs, SignatureChoice, TargetArtifact, ValidationRequest
-from modelgate.target_jobs import benchmark_job
+from modelgate.execution.sandbox import limits_of, run_isolated
+from modelgate.execution.target_jobs import benchmark_job
+from modelgate.numerics.benchmark_plan import benchmark_framework, not_measured
+from modelgate.request import ValidationRequest
+from modelgate.stages import BenchmarkRun, PreparedInputs, SignatureChoice, TargetArtifact
 from modelgate.targets import target
 
 

@@ -3,13 +3,15 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.contract import check_compatibility, check_contract, load_contract, signature_rules
 from modelgate.errors import ModelgateError, SignatureNotFound
-from modelgate.jobs import meta_graphs_job
-from modelgate.model_source import resolve_model_source
-from modelgate.sandbox import reading_limits_of, run_isolated
-from modelgate.savedmodel import choose_meta_graph
-from modelgate.schemas import BaselineChoice, Check, CheckList, SignatureChoice, ValidationRequest
+from modelgate.execution.jobs import meta_graphs_job
+from modelgate.execution.sandbox import reading_limits_of, run_isolated
+from modelgate.model.contract import check_compatibility, check_contract, load_contract, signature_rules
+from modelgate.model.model_source import resolve_model_source
+from modelgate.model.savedmodel import choose_meta_graph
+from modelgate.report import Check
+from modelgate.request import ValidationRequest
+from modelgate.stages import BaselineChoice, CheckList, SignatureChoice
 
 
 def compatibility_with(

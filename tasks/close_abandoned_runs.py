@@ -1,7 +1,7 @@
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.abandoned_runs import close_abandoned_runs as close_runs
+from modelgate.tracking.abandoned_runs import close_abandoned_runs as close_runs
 
 
 @task(name="close-abandoned-runs", cache_policy=NO_CACHE)

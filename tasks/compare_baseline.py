@@ -3,20 +3,15 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.baseline import baseline_job
 from modelgate.errors import ModelgateError
-from modelgate.jobs import loadable_baseline_job, meta_graphs_job
-from modelgate.model_source import resolve_model_source
-from modelgate.op_scan import refuse_unsafe_ops
-from modelgate.sandbox import limits_of, reading_limits_of, run_isolated
-from modelgate.savedmodel import choose_meta_graph
-from modelgate.schemas import (
-    BaselineChoice,
-    BaselineComparison,
-    PreparedInputs,
-    SignatureChoice,
-    ValidationRequest,
-)
+from modelgate.execution.jobs import loadable_baseline_job, meta_graphs_job
+from modelgate.execution.sandbox import limits_of, reading_limits_of, run_isolated
+from modelgate.model.model_source import resolve_model_source
+from modelgate.model.op_scan import refuse_unsafe_ops
+from modelgate.model.savedmodel import choose_meta_graph
+from modelgate.numerics.baseline import baseline_job
+from modelgate.request import ValidationRequest
+from modelgate.stages import BaselineChoice, BaselineComparison, PreparedInputs, SignatureChoice
 
 
 @task(name="compare-baseline", cache_policy=NO_CACHE)

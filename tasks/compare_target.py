@@ -4,22 +4,16 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.compare import check_tolerance_names
-from modelgate.environment import gpu_present
 from modelgate.errors import ModelRunError
-from modelgate.precision import DEFAULT_TOLERANCES, with_default
+from modelgate.execution.sandbox import limits_of, run_isolated
+from modelgate.execution.target_jobs import comparison_job
+from modelgate.numerics.compare import check_tolerance_names
+from modelgate.numerics.precision import DEFAULT_TOLERANCES, with_default
+from modelgate.report import RuntimeComparison
+from modelgate.reporting.environment import gpu_present
+from modelgate.request import Criteria, ValidationRequest
 from modelgate.runtimes import CPU, GPU
-from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import (
-    ComparisonBatches,
-    Criteria,
-    RuntimeComparison,
-    SignatureChoice,
-    TargetArtifact,
-    TargetComparison,
-    ValidationRequest,
-)
-from modelgate.target_jobs import comparison_job
+from modelgate.stages import ComparisonBatches, SignatureChoice, TargetArtifact, TargetComparison
 from modelgate.targets import Target, target
 
 TABLE_FIGURES = [

@@ -3,9 +3,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.flavors import KerasFile, derive_from_keras_file
-from modelgate.sandbox import limits_of
-from modelgate.schemas import DerivedSavedModel, ResolvedSource, ValidationRequest
+from modelgate.execution.sandbox import limits_of
+from modelgate.model.flavors import KerasFile, derive_from_keras_file
+from modelgate.request import ValidationRequest
+from modelgate.stages import DerivedSavedModel, ResolvedSource
 
 
 @task(name="derive-saved-model", cache_policy=NO_CACHE)

@@ -5,27 +5,23 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelgate.errors import ConversionFailed, ModelRejected
-from modelgate.pools import conversion_pool
-from modelgate.recorder import describe_error
-from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import (
-    PreparedInputs,
-    SignatureChoice,
-    TargetArtifact,
-    ValidationReport,
-    ValidationRequest,
-)
-from modelgate.target_jobs import conversion_job
+from modelgate.execution.pools import conversion_pool
+from modelgate.execution.sandbox import limits_of, run_isolated
+from modelgate.execution.target_jobs import conversion_job
+from modelgate.report import ValidationReport
+from modelgate.reporting.recorder import describe_error
+from modelgate.request import ValidationRequest
+from modelgate.stages import PreparedInputs, SignatureChoice, TargetArtifact
 from modelgate.targets import ConversionSource, target
 
 RECORD = "conversion.json"
 
 
-def target_options(name: str, request: ValidationRequest) -> dict:
+def target_options(name: str, request: ValidationRequest):
     """The request's settings a converter reads, by target."""
     if name == "onnx":
-        return {"opset": request.onnx_opset, "external_data": request.onnx_external_data}
-    return {}
+        return target(name).options(opset=request.onnx_opset or 0, external_data=request.onnx_external_data)
+    return target(name).options()
 
 
 @task(name="export-target", cache_policy=NO_CACHE)

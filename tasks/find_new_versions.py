@@ -1,13 +1,13 @@
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.registry import registry_client
-from modelgate.scheduling import (
+from modelgate.service.scheduling import (
     PendingVersion,
     announced_pending,
     pending_base_path_versions,
     pending_versions,
 )
+from modelgate.tracking.registry import registry_client
 
 
 @task(name="find-new-versions", cache_policy=NO_CACHE)

@@ -4,9 +4,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelgate.errors import ModelgateError
-from modelgate.jobs import inspection_job
-from modelgate.sandbox import reading_limits_of, run_isolated
-from modelgate.schemas import Inspection, ValidationRequest
+from modelgate.execution.jobs import inspection_job
+from modelgate.execution.sandbox import reading_limits_of, run_isolated
+from modelgate.request import ValidationRequest
+from modelgate.stages import Inspection
 
 
 @task(name="inspect", cache_policy=NO_CACHE)

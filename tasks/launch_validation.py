@@ -2,9 +2,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 
-from modelgate.registry import registry_client
-from modelgate.scheduling import PendingVersion, claim
-from modelgate.schemas import ValidationRequest
+from modelgate.request import ValidationRequest
+from modelgate.service.scheduling import PendingVersion, claim
+from modelgate.tracking.registry import registry_client
 
 
 @task(name="launch-validation", cache_policy=NO_CACHE)

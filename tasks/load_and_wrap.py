@@ -3,9 +3,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.jobs import wrapper_parity_job
-from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import CheckList, PreparedInputs, SignatureChoice, ValidationRequest
+from modelgate.execution.jobs import wrapper_parity_job
+from modelgate.execution.sandbox import limits_of, run_isolated
+from modelgate.request import ValidationRequest
+from modelgate.stages import CheckList, PreparedInputs, SignatureChoice
 
 
 @task(name="load-and-wrap", cache_policy=NO_CACHE)

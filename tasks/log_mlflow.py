@@ -1,8 +1,10 @@
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate import mlflow_store
-from modelgate.schemas import LoggedModels, MlflowRunOpened, ValidationReport, ValidationRequest
+from modelgate.report import ValidationReport
+from modelgate.request import ValidationRequest
+from modelgate.stages import LoggedModels, MlflowRunOpened
+from modelgate.tracking import mlflow_store
 
 
 @task(name="open-mlflow-run", cache_policy=NO_CACHE)

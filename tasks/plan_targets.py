@@ -1,8 +1,10 @@
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.pools import asked_targets
-from modelgate.schemas import TargetPlan, TargetSection, ValidationRequest
+from modelgate.execution.pools import asked_targets
+from modelgate.report import TargetSection
+from modelgate.request import ValidationRequest
+from modelgate.stages import TargetPlan
 
 
 @task(name="plan-targets", cache_policy=NO_CACHE)

@@ -3,13 +3,15 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.checks import dtype_name
 from modelgate.errors import ModelgateError
-from modelgate.inputs import InputsUnavailable, no_batch_dimension, read_npz, save_npz, synthesize_recorded
-from modelgate.jobs import inputs_file_job
-from modelgate.sandbox import reading_limits_of, run_isolated
-from modelgate.schemas import Check, InputsSection, PreparedInputs, SignatureChoice, ValidationRequest
-from modelgate.warmup import WARMUP_FILE, read_warmup_job, warmup_file
+from modelgate.execution.jobs import inputs_file_job
+from modelgate.execution.sandbox import reading_limits_of, run_isolated
+from modelgate.model.warmup import WARMUP_FILE, read_warmup_job, warmup_file
+from modelgate.numerics.checks import dtype_name
+from modelgate.numerics.inputs import InputsUnavailable, no_batch_dimension, read_npz, save_npz, synthesize_recorded
+from modelgate.report import Check, InputsSection
+from modelgate.request import ValidationRequest
+from modelgate.stages import PreparedInputs, SignatureChoice
 
 
 @task(name="prepare-inputs", cache_policy=NO_CACHE)

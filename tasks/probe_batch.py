@@ -3,17 +3,14 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.checks import no_dynamic_batch
 from modelgate.errors import ModelRunError
-from modelgate.inputs import batch_of, read_npz, save_npz
-from modelgate.jobs import batch_sizes_job
-from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import (
-    Check,
-    PreparedInputs,
-    SignatureChoice,
-    ValidationRequest,
-)
+from modelgate.execution.jobs import batch_sizes_job
+from modelgate.execution.sandbox import limits_of, run_isolated
+from modelgate.numerics.checks import no_dynamic_batch
+from modelgate.numerics.inputs import batch_of, read_npz, save_npz
+from modelgate.report import Check
+from modelgate.request import ValidationRequest
+from modelgate.stages import PreparedInputs, SignatureChoice
 
 CHECK = "dynamic_batch_runs"
 FALLBACK_BATCH_SIZE = 1

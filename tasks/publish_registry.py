@@ -4,8 +4,13 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate import signing
-from modelgate.registry import (
+from modelgate.execution.sandbox import reading_limits_of, run_isolated
+from modelgate.model.warmup import WARMUP_FILE, warmup_file, write_warmup_job
+from modelgate.report import Check, RegistrySection, ValidationReport
+from modelgate.request import ValidationRequest
+from modelgate.stages import RegistryOutcome, ResolvedSource
+from modelgate.tracking import signing
+from modelgate.tracking.registry import (
     RegistryVersion,
     add_to_version,
     download_version,
@@ -15,16 +20,6 @@ from modelgate.registry import (
     unsign,
     write_back,
 )
-from modelgate.sandbox import reading_limits_of, run_isolated
-from modelgate.schemas import (
-    Check,
-    RegistryOutcome,
-    RegistrySection,
-    ResolvedSource,
-    ValidationReport,
-    ValidationRequest,
-)
-from modelgate.warmup import WARMUP_FILE, warmup_file, write_warmup_job
 
 
 def add_warmup(saved_model_dir: Path, report: ValidationReport, request: ValidationRequest, model_name: str) -> Path | None:

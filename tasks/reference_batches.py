@@ -3,10 +3,11 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.inputs import InputsUnavailable, save_npz, synthesize
-from modelgate.jobs import tensorflow_references_job
-from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import ComparisonBatches, PreparedInputs, ReferenceOutputs, SignatureChoice, ValidationRequest
+from modelgate.execution.jobs import tensorflow_references_job
+from modelgate.execution.sandbox import limits_of, run_isolated
+from modelgate.numerics.inputs import InputsUnavailable, save_npz, synthesize
+from modelgate.request import ValidationRequest
+from modelgate.stages import ComparisonBatches, PreparedInputs, ReferenceOutputs, SignatureChoice
 
 FOLDER = "comparison_batches"
 

@@ -4,9 +4,10 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from modelgate import html_report
-from modelgate.registry import describe, run_link, run_url
-from modelgate.schemas import Artifacts, ValidationReport
+from modelgate.report import ValidationReport
+from modelgate.reporting import html_report
+from modelgate.stages import Artifacts
+from modelgate.tracking.registry import describe, run_link, run_url
 
 
 @task(name="render-report", cache_policy=NO_CACHE)

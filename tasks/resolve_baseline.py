@@ -5,10 +5,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelgate.errors import ModelRejected
-from modelgate.flavors import derive_from_keras_file, version_model
-from modelgate.registry import RegistryVersion, download_version, is_registry_uri, registry_client, resolve_version
-from modelgate.sandbox import limits_of
-from modelgate.schemas import BaselineChoice, ResolvedSource, ValidationRequest
+from modelgate.execution.sandbox import limits_of
+from modelgate.model.flavors import derive_from_keras_file, version_model
+from modelgate.request import ValidationRequest
+from modelgate.stages import BaselineChoice, ResolvedSource
+from modelgate.tracking.registry import RegistryVersion, download_version, is_registry_uri, registry_client, resolve_version
 
 
 @task(name="resolve-baseline", cache_policy=NO_CACHE)

@@ -3,9 +3,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.flavors import version_model
-from modelgate.registry import download_version, is_registry_uri, registry_client, resolve_version
-from modelgate.schemas import ResolvedSource, ValidationRequest
+from modelgate.model.flavors import version_model
+from modelgate.request import ValidationRequest
+from modelgate.stages import ResolvedSource
+from modelgate.tracking.registry import download_version, is_registry_uri, registry_client, resolve_version
 
 
 @task(name="resolve-source", cache_policy=NO_CACHE)

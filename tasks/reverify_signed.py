@@ -6,8 +6,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from modelgate.errors import ModelgateError
-from modelgate.registry import registry_client, reverify_signed
-from modelgate.signing import signer_anchor
+from modelgate.tracking.registry import registry_client, reverify_signed
+from modelgate.tracking.signing import signer_anchor
 
 
 @task(name="reverify-signed", cache_policy=NO_CACHE)

@@ -3,10 +3,11 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.checks import OUTPUT_CHECK_NAMES, skipped
-from modelgate.jobs import output_checks_job
-from modelgate.sandbox import limits_of, run_isolated
-from modelgate.schemas import PreparedInputs, ReferenceOutputs, SignatureChoice, ValidationRequest
+from modelgate.execution.jobs import output_checks_job
+from modelgate.execution.sandbox import limits_of, run_isolated
+from modelgate.numerics.checks import OUTPUT_CHECK_NAMES, skipped
+from modelgate.request import ValidationRequest
+from modelgate.stages import PreparedInputs, ReferenceOutputs, SignatureChoice
 
 
 @task(name="run-checks", cache_policy=NO_CACHE)

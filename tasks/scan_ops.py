@@ -1,8 +1,9 @@
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.op_scan import refuse_unsafe_ops
-from modelgate.schemas import Check, CheckList, SignatureChoice
+from modelgate.model.op_scan import refuse_unsafe_ops
+from modelgate.report import Check
+from modelgate.stages import CheckList, SignatureChoice
 
 
 @task(name="scan-ops", cache_policy=NO_CACHE)

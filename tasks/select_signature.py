@@ -1,9 +1,11 @@
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.precision import effective_tolerances
-from modelgate.savedmodel import choose_meta_graph, choose_signature
-from modelgate.schemas import Check, Inspection, SignatureChoice, Tolerance
+from modelgate.model.savedmodel import choose_meta_graph, choose_signature
+from modelgate.numerics.precision import effective_tolerances
+from modelgate.report import Check
+from modelgate.request import Tolerance
+from modelgate.stages import Inspection, SignatureChoice
 
 
 @task(name="select-signature", cache_policy=NO_CACHE)

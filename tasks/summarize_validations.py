@@ -2,8 +2,8 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.registry import registry_client
-from modelgate.scheduling import PendingVersion, judged_sources, verdict, wait_for_flow_runs
+from modelgate.service.scheduling import PendingVersion, judged_sources, verdict, wait_for_flow_runs
+from modelgate.tracking.registry import registry_client
 
 
 @task(name="summarize-validations", cache_policy=NO_CACHE)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgate.quiet import import_tensorflow
+from modelgate.execution.quiet import import_tensorflow
 
 tf = import_tensorflow()
 
@@ -169,7 +169,7 @@ def tensorflow_text(directory: Path) -> Path:
     inputs), tokenize splits text (TFText>WhitespaceTokenizeWithOffsetsV2). Loading it needs tensorflow_text
     imported first (--op-library tensorflow_text). Imported through modelgate, so that its ops count as the
     library's, not TensorFlow's own."""
-    from modelgate.op_allowlist import import_op_libraries
+    from modelgate.model.op_allowlist import import_op_libraries
 
     import_op_libraries(["tensorflow_text"])
     import tensorflow_text as text

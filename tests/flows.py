@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.validate import validate
-from modelgate.schemas import ValidationReport, ValidationRequest
+from modelgate.report import ValidationReport
+from modelgate.request import ValidationRequest
 
 
 def run_flow(source: str | Path, tracking_uri: str, workdir: Path, **fields) -> ValidationReport:

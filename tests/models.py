@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgate.quiet import import_tensorflow
+from modelgate.execution.quiet import import_tensorflow
 
 tf = import_tensorflow()
 
@@ -18,7 +18,7 @@ def _save_serving(module, directory: Path) -> Path:
 
 def keras_export(directory: Path) -> Path:
     """(a) A Keras 3 model exported with model.export(), called through serving_default."""
-    from modelgate.samples import build_sample_model
+    from modelgate.model.samples import build_sample_model
 
     return build_sample_model(directory)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgate.quiet import import_tensorflow
+from modelgate.execution.quiet import import_tensorflow
 from tests.models import _save_serving
 
 tf = import_tensorflow()

@@ -8,18 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgate.compare import compare_arrays
-from modelgate.schemas import (
-    BenchmarkResult,
-    Check,
-    ConversionRecord,
-    RuntimeComparison,
-    SignatureSpec,
-    TargetSection,
-    TensorSpec,
-    ValidationReport,
-    ValidationRequest,
-)
+from modelgate.description import SignatureSpec, TensorSpec
+from modelgate.numerics.compare import compare_arrays
+from modelgate.report import BenchmarkResult, Check, ConversionRecord, RuntimeComparison, TargetSection, ValidationReport
+from modelgate.request import ValidationRequest
 
 REFERENCE = {
     "logits": np.random.default_rng(0).standard_normal((32, 10)).astype(np.float32),

@@ -8,15 +8,15 @@ from mlflow.tracking import MlflowClient
 from prefect import flow
 
 from flows.new_versions import validate_new_versions
-from modelgate.mlflow_store import open_run
-from modelgate.schemas import ValidationRequest
+from modelgate.request import ValidationRequest
+from modelgate.tracking.mlflow_store import open_run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 OPEN_THEN_WAIT = """
 import sys, time
-from modelgate.mlflow_store import open_run
-from modelgate.schemas import ValidationRequest
+from modelgate.tracking.mlflow_store import open_run
+from modelgate.request import ValidationRequest
 print(open_run(ValidationRequest.model_validate_json(sys.argv[1]), '.', None).run_id, flush=True)
 time.sleep(600)
 """

@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from modelgate import atomic_write
+from modelgate.reporting import atomic_write
 
 
 def _write_forever(path):

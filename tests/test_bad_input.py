@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from modelgate import cli
-from modelgate.quiet import import_tensorflow
+from modelgate.execution.quiet import import_tensorflow
+from modelgate.service import cli
 from tests.test_cli import _assert_exit_2_with_the_reason_first, _modelgate
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -117,7 +117,7 @@ CASES = [
 
 def _request(args, tracking_uri, workdir):
     """The request the CLI makes of these arguments."""
-    from modelgate.schemas import ValidationRequest
+    from modelgate.request import ValidationRequest
 
     parsed = cli._parser().parse_args(["validate", *args, *FAST, "--tracking-uri", tracking_uri])
     fields = cli._request_fields(parsed, parsed.source)

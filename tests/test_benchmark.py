@@ -5,11 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelgate.benchmark import Measured, SweepPlan, sweep, throughput_has_levelled_off
-from modelgate.benchmark_plan import fixed_batch_size
-from modelgate.jobs import inspection_job
-from modelgate.schemas import SignatureSpec, TensorSpec, UnmeasuredBenchmark, ValidationRequest
-from modelgate.timing import BudgetSpent, MeasurementPlan, measure
+from modelgate.description import SignatureSpec, TensorSpec
+from modelgate.execution.jobs import inspection_job
+from modelgate.numerics.benchmark import Measured, SweepPlan, sweep, throughput_has_levelled_off
+from modelgate.numerics.benchmark_plan import fixed_batch_size
+from modelgate.numerics.timing import BudgetSpent, MeasurementPlan, measure
+from modelgate.report import UnmeasuredBenchmark
+from modelgate.request import ValidationRequest
 from tasks.benchmark import benchmark
 from tasks.prepare_inputs import prepare_inputs
 from tasks.select_signature import select_signature

@@ -3,7 +3,7 @@
 import ast
 from pathlib import Path
 
-from modelgate.check_catalogue import CATALOGUE, markdown_table, spec_of
+from modelgate.reporting.check_catalogue import CATALOGUE, markdown_table, spec_of
 
 ROOT = Path(__file__).resolve().parent.parent
 MAKERS = {"Check", "rule", "ModelRejected", "ConversionFailed"}
@@ -47,7 +47,7 @@ def test_every_check_the_code_writes_is_in_the_catalogue():
     names = check_names_in_code()
     assert {"finite_outputs", "op_safety", "litert_inputs", "benchmark_gpu_tensorflow"} <= set(names)  # the reading works
     missing = {name: path for name, path in names.items() if spec_of(name) is None}
-    assert not missing, f"checks missing from modelgate/check_catalogue.py: {missing}"
+    assert not missing, f"checks missing from modelgate/reporting/check_catalogue.py: {missing}"
 
 
 def test_a_name_outside_every_family_is_not_in_the_catalogue():

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from modelgate.errors import NotASavedModel
-from modelgate.jobs import inspection_job
-from modelgate.quiet import import_tensorflow
-from modelgate.samples import build_sample_model
-from modelgate.variables_check import read_index
+from modelgate.execution.jobs import inspection_job
+from modelgate.execution.quiet import import_tensorflow
+from modelgate.model.samples import build_sample_model
+from modelgate.model.variables_check import read_index
 from tests.flows import run_flow
 from tests.tables import snappy_table
 

@@ -17,7 +17,7 @@ def _modelgate(*args, cwd, **environment):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db", **environment}
     env.pop("PREFECT_API_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "modelgate.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "modelgate.service.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
 
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from modelgate.compare import UnknownOutputTolerance, check_tolerance_names, compare_arrays, compare_batches
+from modelgate.numerics.compare import UnknownOutputTolerance, check_tolerance_names, compare_arrays, compare_batches
 
 
 def test_an_element_fails_only_where_it_exceeds_both_tolerances():

@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.client.schemas.schedules import CronSchedule
 
-from modelgate.relay import expected_signature
-from modelgate.webhooks import WEBHOOK_NAME
+from modelgate.service.relay import expected_signature
+from modelgate.service.webhooks import WEBHOOK_NAME
 from tests.test_registry import _register
 from tests.test_topology import needs_postgres
 from tests.topology import compose
@@ -112,7 +112,7 @@ def _post(topology, delivery):
 
 def _webhook_test(topology):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "MLFLOW_"))}
-    return subprocess.run([sys.executable, "-m", "modelgate.cli", "webhook", "test", "--tracking-uri",
+    return subprocess.run([sys.executable, "-m", "modelgate.service.cli", "webhook", "test", "--tracking-uri",
                            topology.tracking_uri], env=env, capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -11,10 +11,10 @@ import pytest
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
-from modelgate.flavors import keras_file_of
-from modelgate.quiet import import_tensorflow
-from modelgate.registry import RegistryError
-from modelgate.schemas import ValidationRequest
+from modelgate.execution.quiet import import_tensorflow
+from modelgate.model.flavors import keras_file_of
+from modelgate.request import ValidationRequest
+from modelgate.tracking.registry import RegistryError
 from tasks.derive_saved_model import derive_saved_model
 from tasks.resolve_source import resolve_source
 from tests.flows import run_flow

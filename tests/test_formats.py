@@ -11,10 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from modelgate.errors import InputsError, ModelRunError, NotASavedModel, SignatureNotFound
-from modelgate.inputs import load_examples, load_inputs_file, read_npz, save_npz
-from modelgate.jobs import inspection_job, output_checks_job, wrapper_parity_job
-from modelgate.model_source import resolve_model_source
-from modelgate.quiet import import_tensorflow
+from modelgate.execution.jobs import inspection_job, output_checks_job, wrapper_parity_job
+from modelgate.execution.quiet import import_tensorflow
+from modelgate.model.model_source import resolve_model_source
+from modelgate.numerics.inputs import load_examples, load_inputs_file, read_npz, save_npz
 from tasks.select_signature import select_signature
 from tests.flows import run_flow
 from tests.models import example_record

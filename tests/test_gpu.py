@@ -2,9 +2,9 @@
 
 import pytest
 
-from modelgate.environment import gpu_present
-from modelgate.jobs import inspection_job
-from modelgate.schemas import ValidationRequest
+from modelgate.execution.jobs import inspection_job
+from modelgate.reporting.environment import gpu_present
+from modelgate.request import ValidationRequest
 from tasks.benchmark import benchmark
 from tasks.prepare_inputs import prepare_inputs
 from tasks.select_signature import select_signature

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from modelgate.description import SignatureSpec, TensorSpec
 from modelgate.errors import InputsError
-from modelgate.inputs import InputsUnavailable, batch_of, load_npz, synthesize
-from modelgate.schemas import SignatureSpec, TensorSpec
+from modelgate.numerics.inputs import InputsUnavailable, batch_of, load_npz, synthesize
 
 SIGNATURE = SignatureSpec(
     key="serving_default", method_name="tensorflow/serving/predict",

@@ -1,8 +1,8 @@
 import pytest
 
 from modelgate.errors import ModelgateError, NotASavedModel, SignatureNotFound, UnsafeModel
-from modelgate.jobs import inspection_job
-from modelgate.schemas import ValidationRequest
+from modelgate.execution.jobs import inspection_job
+from modelgate.request import ValidationRequest
 from tasks.inspect_model import inspect_model
 from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature

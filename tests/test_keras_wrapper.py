@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from modelgate.jobs import inspection_job
-from modelgate.quiet import import_tensorflow
-from modelgate.runners import KerasModelRunner, TFSignatureRunner
-from modelgate.schemas import ValidationRequest
+from modelgate.execution.jobs import inspection_job
+from modelgate.execution.quiet import import_tensorflow
+from modelgate.request import ValidationRequest
+from modelgate.runtimes.tensorflow import KerasModelRunner, TFSignatureRunner
 from tasks.load_and_wrap import load_and_wrap
 from tasks.prepare_inputs import prepare_inputs
 from tasks.select_signature import select_signature

@@ -9,8 +9,8 @@ import psutil
 import pytest
 
 from benchmarks.models import dense_of_size, variables_bytes
-from modelgate.onnx_export import EXTERNAL_DATA_FILE
-from modelgate.sandbox import Limits, run_isolated
+from modelgate.execution.sandbox import Limits, run_isolated
+from modelgate.targets.onnx.conversion import EXTERNAL_DATA_FILE
 from tests.flows import run_flow
 
 WEIGHT_BYTES = int(2.1 * 2**30)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from modelgate import matrix
-from modelgate.schemas import TargetSection
+from modelgate.report import TargetSection
+from modelgate.reporting import matrix
 from tests.target_reports import bench, comparison, targets_report
 
 

@@ -12,12 +12,12 @@ import pytest
 from google.protobuf import text_format
 from pydantic import ValidationError
 
-from modelgate.cli import _parser, _request_fields
 from modelgate.errors import InputsError
-from modelgate.inputs import example_message_class, read_npz
-from modelgate.jobs import inspection_job, output_checks_job, wrapper_parity_job
-from modelgate.quiet import import_tensorflow
-from modelgate.schemas import ValidationRequest
+from modelgate.execution.jobs import inspection_job, output_checks_job, wrapper_parity_job
+from modelgate.execution.quiet import import_tensorflow
+from modelgate.numerics.inputs import example_message_class, read_npz
+from modelgate.request import ValidationRequest
+from modelgate.service.cli import _parser, _request_fields
 from tasks.prepare_inputs import prepare_inputs
 from tasks.select_signature import select_signature
 from tests.flows import run_flow

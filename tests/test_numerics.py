@@ -6,9 +6,9 @@ from functools import partial
 
 import pytest
 
-from modelgate.jobs import inspection_job, output_checks_job
-from modelgate.precision import DEFAULT_TOLERANCES
-from modelgate.schemas import ValidationRequest
+from modelgate.execution.jobs import inspection_job, output_checks_job
+from modelgate.numerics.precision import DEFAULT_TOLERANCES
+from modelgate.request import ValidationRequest
 from tasks.prepare_inputs import prepare_inputs
 from tasks.select_signature import select_signature
 from tests import numerics_models

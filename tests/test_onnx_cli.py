@@ -3,8 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from modelgate.cli import _parser, _request_fields
-from modelgate.schemas import ValidationRequest
+from modelgate.request import ValidationRequest
+from modelgate.service.cli import _parser, _request_fields
 
 
 def _request(*options) -> ValidationRequest:

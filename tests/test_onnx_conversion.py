@@ -9,10 +9,13 @@ import pytest
 from onnx import numpy_helper
 
 from benchmarks.models import dense_of_size
-from modelgate.compare import UnknownOutputTolerance, tolerance_for
 from modelgate.errors import ConversionFailed
-from modelgate.jobs import inspection_job
-from modelgate.onnx_export import (
+from modelgate.execution.jobs import inspection_job
+from modelgate.numerics.compare import UnknownOutputTolerance, tolerance_for
+from modelgate.report import TargetSection, ValidationReport
+from modelgate.request import ValidationRequest
+from modelgate.stages import TargetArtifact
+from modelgate.targets.onnx.conversion import (
     EXTERNAL_DATA_FILE,
     EXTERNAL_DATA_MIN_BYTES,
     LARGE_MODEL_ABOVE_BYTES,
@@ -20,7 +23,6 @@ from modelgate.onnx_export import (
     default_opset,
     splice_constant_identities,
 )
-from modelgate.schemas import TargetArtifact, TargetSection, ValidationReport, ValidationRequest
 from tasks.compare_target import compare_target
 from tasks.export_target import export_target, record_target_error
 from tasks.prepare_inputs import prepare_inputs

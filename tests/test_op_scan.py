@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from modelgate import cli
 from modelgate.errors import MissingOps, UnsafeModel
-from modelgate.jobs import inspection_job
-from modelgate.op_allowlist import (
+from modelgate.execution.jobs import inspection_job
+from modelgate.execution.quiet import import_tensorflow
+from modelgate.model.op_allowlist import (
     REVIEWED_STATEFUL_OPS,
     TENSORFLOW_TEXT_UNPREFIXED_OPS,
     package_registering,
 )
-from modelgate.quiet import import_tensorflow
-from modelgate.schemas import ValidationRequest
+from modelgate.request import ValidationRequest
+from modelgate.service import cli
 from tasks.scan_ops import scan_ops
 from tasks.select_signature import select_signature
 from tests.benign_models import BENIGN_ARCHITECTURES
@@ -88,7 +88,7 @@ def _edited_copy(model_dir: Path, target: Path, edit) -> Path:
 
 def test_the_derived_computation_set_is_the_reviewed_one():
     """Fails when a TensorFlow's registry would let new ops in (or drop some) without anyone looking: review
-    the difference, then rewrite the list with `python -m modelgate.op_allowlist > tests/computation_ops.txt`.
+    the difference, then rewrite the list with `python -m modelgate.model.op_allowlist > tests/computation_ops.txt`.
     A process of its own, so that no op library a test imported counts."""
     derived = subprocess.run(
         [sys.executable, "-m", "modelgate.op_allowlist"], capture_output=True, text=True, check=True, timeout=300,

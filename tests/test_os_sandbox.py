@@ -14,10 +14,10 @@ import time
 import psutil
 import pytest
 
-from modelgate import os_sandbox
 from modelgate.errors import ModelRejected, ModelRunError
-from modelgate.sandbox import Limits, SharedProcess, run_isolated, shared_processes
-from modelgate.spare_keeper import keep_spares
+from modelgate.execution import os_sandbox
+from modelgate.execution.sandbox import Limits, SharedProcess, run_isolated, shared_processes
+from modelgate.execution.spare_keeper import keep_spares
 
 needs_landlock = pytest.mark.skipif(os_sandbox.landlock_abi()[0] < 4, reason="needs Landlock ABI 4 (TCP rules)")
 
@@ -139,7 +139,7 @@ def test_a_model_let_past_the_scan_cannot_write_outside_its_workdir(tmp_path_fac
         spare = _new_spare(keeper, set())
         later = tmp_path_factory.mktemp("later")
         report = run_flow(model, tracking_uri, later, allow_ops=["WriteFile"], export_onnx=False, benchmark=False)
-    assert f"adopted spare process {spare} (warmed up with modelgate.pools:import_tensorflow_stack)" in caplog.text
+    assert f"adopted spare process {spare} (warmed up with modelgate.execution.pools:import_tensorflow_stack)" in caplog.text
     _assert_refused(report, model, target)
 
 
@@ -158,8 +158,8 @@ def _assert_refused(report, model, target) -> None:
 
 def test_without_landlock_a_warning_or_with_require_sandbox_no_model_code(tmp_path, monkeypatch):
     """A kernel without Landlock cannot be had here: its probe answers as one would."""
-    from modelgate.recorder import ValidationRun
-    from modelgate.schemas import ValidationRequest
+    from modelgate.reporting.recorder import ValidationRun
+    from modelgate.request import ValidationRequest
 
     monkeypatch.setattr(os_sandbox, "landlock_abi", lambda: (0, "no Landlock: the kernel was built without it"))
     request = ValidationRequest(source=str(tmp_path), output_dir=str(tmp_path / "out"),

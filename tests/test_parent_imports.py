@@ -7,14 +7,14 @@ import os
 import subprocess
 import sys
 
-from modelgate.prefect_server import STARTUP_TIMEOUT_SETTING
+from modelgate.service.prefect_server import STARTUP_TIMEOUT_SETTING
 
 FRAMEWORKS = ("tensorflow", "keras", "tf2onnx")
 
 VALIDATE = f"""
 import json, sys
 from flows.validate import validate
-from modelgate.schemas import ValidationRequest
+from modelgate.request import ValidationRequest
 reports = [validate(ValidationRequest(**fields)) for fields in json.loads(sys.argv[1])]
 print(json.dumps({{
     "verdicts": [report.verdict_line() for report in reports],

@@ -6,9 +6,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from modelgate.registry import validator_version
-from modelgate.samples import build_sample_model
-from modelgate.schemas import ValidationRequest
+from modelgate.model.samples import build_sample_model
+from modelgate.request import ValidationRequest
+from modelgate.tracking.registry import validator_version
 from tests.flows import run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

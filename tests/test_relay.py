@@ -13,15 +13,15 @@ from mlflow.tracking import MlflowClient
 from mlflow.webhooks.types import ModelVersionCreatedPayload
 from prefect.client.orchestration import get_client
 
-from modelgate.cli import main
-from modelgate.relay import (
+from modelgate.service.cli import main
+from modelgate.service.relay import (
     EVENT_NAME,
     MAX_SKEW_S,
     DeliveryLog,
     expected_signature,
     make_server,
 )
-from modelgate.relay_tls import make_relay_tls
+from modelgate.service.relay_tls import make_relay_tls
 from tests.topology.processes import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -3,9 +3,9 @@
 import pytest
 from pydantic import ValidationError
 
-from modelgate.cli import _parser, _request_fields
-from modelgate.sandbox import limits_of
-from modelgate.schemas import BenchmarkSettings, SandboxLimits, ValidationRequest
+from modelgate.execution.sandbox import limits_of
+from modelgate.request import BenchmarkSettings, SandboxLimits, ValidationRequest
+from modelgate.service.cli import _parser, _request_fields
 
 COMMON = ["source", "signature", "targets", "inputs_path", "contract_path", "baseline"]
 # A version folder and an opset have no empty value that reads better than "none given": 0 is a real version,

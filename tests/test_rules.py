@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from modelgate.checks import check_batch_consistency, check_wrapper_parity
-from modelgate.contract import (
+from modelgate.description import MetaGraphInfo, SignatureSpec, TensorSpec
+from modelgate.execution.jobs import inspection_job
+from modelgate.model.contract import (
     ContractError,
     _normalized_dtype,
     check_compatibility,
@@ -14,16 +15,10 @@ from modelgate.contract import (
     load_contract,
     signature_rules,
 )
-from modelgate.jobs import inspection_job
-from modelgate.schemas import (
-    BaselineChoice,
-    Check,
-    MetaGraphInfo,
-    SignatureSpec,
-    TensorSpec,
-    ValidationReport,
-    ValidationRequest,
-)
+from modelgate.numerics.checks import check_batch_consistency, check_wrapper_parity
+from modelgate.report import Check, ValidationReport
+from modelgate.request import ValidationRequest
+from modelgate.stages import BaselineChoice
 from tasks.check_contract import check_signature
 from tasks.select_signature import select_signature
 

@@ -6,7 +6,7 @@ import psutil
 import pytest
 
 from modelgate.errors import ModelgateError, ModelRunError, NotASavedModel
-from modelgate.sandbox import (
+from modelgate.execution.sandbox import (
     Limits,
     SharedProcess,
     release_shared_process,
@@ -15,7 +15,7 @@ from modelgate.sandbox import (
     shares_process,
     start_deferred_processes,
 )
-from modelgate.spare_keeper import keep_spares
+from modelgate.execution.spare_keeper import keep_spares
 
 
 def _double(x):

@@ -27,7 +27,7 @@ def served(prefect_server, tracking_uri, tmp_path_factory):
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
            "MLFLOW_TRACKING_URI": tracking_uri}
     with open(logs, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "modelgate.cli", "serve", "--limit", "2"],
+        process = subprocess.Popen([sys.executable, "-m", "modelgate.service.cli", "serve", "--limit", "2"],
                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def serve_log():

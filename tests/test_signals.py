@@ -12,7 +12,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from modelgate.prefect_server import STARTUP_TIMEOUT_SETTING
+from modelgate.service.prefect_server import STARTUP_TIMEOUT_SETTING
 from tests import models
 
 STOP_WITHIN_S = 30  # seconds, on a loaded 2-core machine; both took minutes before
@@ -62,7 +62,7 @@ def _group_members(group: int) -> str:
 def test_ctrl_c_during_a_model_stage_ends_validate_in_seconds_with_the_report_kept(tmp_path):
     model = models.hangs(tmp_path / "hangs")  # its first model stage runs until the stage's time limit
     report_path, tracking_uri = tmp_path / "report.json", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [sys.executable, "-m", "modelgate.cli", "validate", str(model), "--no-onnx", "--report", str(report_path),
+    command = [sys.executable, "-m", "modelgate.service.cli", "validate", str(model), "--no-onnx", "--report", str(report_path),
                "--output-dir", str(tmp_path / "out"), "--tracking-uri", tracking_uri]
     # As a terminal starts it: SIGINT at its default. A process inherits an ignored SIGINT (something earlier in
     # this test session may ignore it here), and Python then raises no KeyboardInterrupt for it.
@@ -96,7 +96,7 @@ def test_serve_stops_in_seconds_on_sigterm_when_its_prefect_server_is_gone(tmp_p
         monkeypatch.setenv(key, value)  # for the server's process: this one read its settings long ago
     server = SubprocessASGIServer(port=SubprocessASGIServer().find_available_port())
     server.start(timeout=180)
-    serve = subprocess.Popen([sys.executable, "-m", "modelgate.cli", "serve", "--models", "some-model"], cwd=tmp_path,
+    serve = subprocess.Popen([sys.executable, "-m", "modelgate.service.cli", "serve", "--models", "some-model"], cwd=tmp_path,
                              env=_environment(tmp_path, PREFECT_API_URL=server.api_url), start_new_session=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -12,9 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.new_versions import validate_new_versions
-from modelgate import cli
-from modelgate.registry import download_version, registry_client, resolve_version
-from modelgate.signing import ATTESTATION_FILE, SIGNATURE_FILE
+from modelgate.service import cli
+from modelgate.tracking.registry import download_version, registry_client, resolve_version
+from modelgate.tracking.signing import ATTESTATION_FILE, SIGNATURE_FILE
 from tests.flows import run_flow
 from tests.signing_keys import certificate_chain, key_pair
 from tests.test_registry import FAST, _register
@@ -143,7 +143,7 @@ def test_a_key_that_cannot_sign_or_verify_is_a_usage_error_in_one_line(model_dir
 def test_a_password_protected_key_signs_with_its_password_from_the_environment(tmp_path, monkeypatch):
     from cryptography.hazmat.primitives import serialization
 
-    from modelgate import signing
+    from modelgate.tracking import signing
     from tests.target_reports import targets_report
 
     private, public = key_pair(tmp_path / "plain")
@@ -163,8 +163,8 @@ def test_a_password_protected_key_signs_with_its_password_from_the_environment(t
 
 
 def test_a_version_that_no_longer_passes_loses_the_alias_and_the_signed_tag_modelgate_gave_it(tmp_path):
-    from modelgate.registry import ALIAS_TAG, SIGNED_TAG, RegistryVersion, write_back
-    from modelgate.schemas import Check
+    from modelgate.report import Check
+    from modelgate.tracking.registry import ALIAS_TAG, SIGNED_TAG, RegistryVersion, write_back
     from tests.target_reports import targets_report
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

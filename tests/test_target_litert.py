@@ -6,18 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelgate import os_sandbox
-from modelgate.benchmark import SweepPlan
-from modelgate.compare import compare_arrays, judged, tolerance_for
-from modelgate.precision import effective_tolerances
+from modelgate.description import TensorSpec
+from modelgate.execution import os_sandbox
+from modelgate.execution.sandbox import Limits, run_isolated, shared_processes
+from modelgate.execution.target_jobs import benchmark_job
+from modelgate.model.savedmodel import choose_meta_graph, choose_signature, inspect_saved_model
+from modelgate.numerics.benchmark import SweepPlan
+from modelgate.numerics.compare import compare_arrays, judged, tolerance_for
+from modelgate.numerics.precision import effective_tolerances
+from modelgate.numerics.timing import MeasurementPlan
 from modelgate.runtimes import runtime
-from modelgate.sandbox import Limits, run_isolated, shared_processes
-from modelgate.savedmodel import choose_meta_graph, choose_signature, inspect_saved_model
-from modelgate.schemas import TensorSpec
-from modelgate.target_jobs import benchmark_job
 from modelgate.targets import ConversionSource, target
 from modelgate.targets.litert import _io_check, convert
-from modelgate.timing import MeasurementPlan
 from tests.models import tf
 
 LIMITS = Limits(timeout_s=600, memory_limit_mb=8000)

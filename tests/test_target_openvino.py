@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modelgate import os_sandbox
-from modelgate.benchmark import Measured, SweepPlan
-from modelgate.compare import compare_arrays, judged, tolerance_for
-from modelgate.inputs import save_npz
-from modelgate.jobs import inspection_job
-from modelgate.precision import effective_tolerances
+from modelgate.execution import os_sandbox
+from modelgate.execution.jobs import inspection_job
+from modelgate.execution.sandbox import Limits, run_isolated, shared_processes
+from modelgate.execution.target_jobs import benchmark_job
+from modelgate.numerics.benchmark import Measured, SweepPlan
+from modelgate.numerics.compare import compare_arrays, judged, tolerance_for
+from modelgate.numerics.inputs import save_npz
+from modelgate.numerics.precision import effective_tolerances
+from modelgate.numerics.timing import MeasurementPlan
 from modelgate.runtimes import DeviceUnavailable, runtime
-from modelgate.sandbox import Limits, run_isolated, shared_processes
-from modelgate.target_jobs import benchmark_job
 from modelgate.targets import ConversionSource, target
 from modelgate.targets.openvino import TARGET, conversion_failure, convert, frontend_cannot_read
-from modelgate.timing import MeasurementPlan
 from tasks.select_signature import select_signature
 
 pytestmark = pytest.mark.slow

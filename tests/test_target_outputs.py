@@ -11,8 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console as RichConsole
 
-from modelgate import html_report, matrix, mlflow_store, registry
-from modelgate.console import Console
+from modelgate.reporting import html_report, matrix
+from modelgate.reporting.console import Console
+from modelgate.tracking import mlflow_store, registry
 from tests.target_reports import REFERENCE, targets_report
 
 

@@ -10,15 +10,15 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from modelgate import os_sandbox
-from modelgate.benchmark import Measured, SweepPlan
+from modelgate.description import SignatureSpec, TensorSpec
 from modelgate.errors import ModelRejected
-from modelgate.inputs import save_npz
-from modelgate.sandbox import Limits, run_isolated, shared_processes
-from modelgate.schemas import SignatureSpec, TensorSpec
-from modelgate.target_jobs import benchmark_job, comparison_job
+from modelgate.execution import os_sandbox
+from modelgate.execution.sandbox import Limits, run_isolated, shared_processes
+from modelgate.execution.target_jobs import benchmark_job, comparison_job
+from modelgate.numerics.benchmark import Measured, SweepPlan
+from modelgate.numerics.inputs import save_npz
+from modelgate.numerics.timing import MeasurementPlan
 from modelgate.targets import ConversionSource, onnx_fp16, onnx_int8, target
-from modelgate.timing import MeasurementPlan
 from tests import models
 
 pytestmark = pytest.mark.slow

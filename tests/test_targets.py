@@ -5,9 +5,11 @@ import pytest
 from pydantic import ValidationError
 
 from modelgate import targets
-from modelgate.compare import compare_arrays, judged
+from modelgate.numerics.compare import compare_arrays, judged
+from modelgate.report import ValidationReport
+from modelgate.request import Criteria, ValidationRequest
 from modelgate.runtimes import registry as runtime_registry
-from modelgate.schemas import Criteria, TargetComparison, ValidationReport, ValidationRequest
+from modelgate.stages import TargetComparison
 from modelgate.targets import Target, in_conversion_order
 from tasks.plan_targets import plan_targets
 from tests.target_reports import comparison

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from modelgate import targets
-from modelgate.quiet import import_tensorflow
+from modelgate.execution.quiet import import_tensorflow
 from tests.flows import run_flow
 
 tf = import_tensorflow()

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelgate.checks import unwrappable
 from modelgate.errors import ModelRejected
-from modelgate.jobs import inspection_job
-from modelgate.runners import (
+from modelgate.execution.jobs import inspection_job
+from modelgate.execution.sandbox import Limits, run_isolated
+from modelgate.model.savedmodel import load_saved_model
+from modelgate.numerics.checks import unwrappable
+from modelgate.runtimes.tensorflow import (
     TFSessionRunner,
     TFSignatureRunner,
     configure_tensorflow_threads,
 )
-from modelgate.sandbox import Limits, run_isolated
-from modelgate.savedmodel import load_saved_model
 from tasks.select_signature import select_signature
 from tests import models
 from tests.flows import run_flow

@@ -6,10 +6,10 @@ from functools import partial
 import numpy as np
 import pytest
 
-from modelgate.inputs import read_npz
-from modelgate.quiet import import_tensorflow
-from modelgate.registry import download_version, registry_client, resolve_version
-from modelgate.warmup import WARMUP_FILE
+from modelgate.execution.quiet import import_tensorflow
+from modelgate.model.warmup import WARMUP_FILE
+from modelgate.numerics.inputs import read_npz
+from modelgate.tracking.registry import download_version, registry_client, resolve_version
 from tests import wild_models
 from tests.flows import run_flow
 
@@ -65,8 +65,8 @@ def test_a_registered_version_carries_warmup_requests_of_the_inputs_it_passed_wi
 def test_records_for_another_signature_are_left_to_it_and_synthesized_inputs_stand_in(tmp_path):
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    from modelgate.schemas import SignatureSpec, TensorSpec
-    from modelgate.warmup import read_warmup_job
+    from modelgate.description import SignatureSpec, TensorSpec
+    from modelgate.model.warmup import read_warmup_job
 
     tf = import_tensorflow()
     request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="m", signature_name="embed"))

@@ -10,18 +10,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from modelgate.cli import EXIT_CODES
-from modelgate.compare import compare_arrays
+from modelgate.numerics.compare import compare_arrays
+from modelgate.report import Check, RuntimeComparison, TargetSection, ValidationReport
+from modelgate.request import Criteria, ValidationRequest
 from modelgate.runtimes.onnxruntime import OnnxRuntimeRunner
-from modelgate.schemas import (
-    Check,
-    Criteria,
-    RuntimeComparison,
-    TargetComparison,
-    TargetSection,
-    ValidationReport,
-    ValidationRequest,
-)
+from modelgate.service.cli import EXIT_CODES
+from modelgate.stages import TargetComparison
 from tests import wild_models
 from tests.flows import run_flow
 
@@ -165,7 +159,7 @@ def test_a_chunked_savedmodel_is_refused_in_one_line_saying_what_to_do(wild, tra
 
 def test_a_chunked_savedmodel_inside_a_registry_version_gets_the_same_refusal(wild, tmp_path):
     from modelgate.errors import NotASavedModel
-    from modelgate.registry import find_saved_model_dir
+    from modelgate.tracking.registry import find_saved_model_dir
 
     version_files = tmp_path / "version"
     shutil.copytree(wild["chunked"], version_files / "saved_model")

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelgate.benchmark import SweepPlan, sweep
-from modelgate.cli import EXIT_CODES
+from modelgate.description import TensorSpec
 from modelgate.errors import ModelRunError
-from modelgate.inputs import no_batch_dimension
-from modelgate.jobs import inspection_job
-from modelgate.runners import KerasModelRunner, TFSignatureRunner
-from modelgate.savedmodel import first_meaningful_line
-from modelgate.schemas import TensorSpec
-from modelgate.timing import MeasurementPlan
+from modelgate.execution.jobs import inspection_job
+from modelgate.model.savedmodel import first_meaningful_line
+from modelgate.numerics.benchmark import SweepPlan, sweep
+from modelgate.numerics.inputs import no_batch_dimension
+from modelgate.numerics.timing import MeasurementPlan
+from modelgate.runtimes.tensorflow import KerasModelRunner, TFSignatureRunner
+from modelgate.service.cli import EXIT_CODES
 from tasks.select_signature import select_signature
 from tests import wild_models
 from tests.flows import run_flow

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from modelgate.quiet import import_tensorflow
+from modelgate.execution.quiet import import_tensorflow
 from tests.benign_models import save_tf1, text_file_table
 
 tf = import_tensorflow()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgate.quiet import import_tensorflow
+from modelgate.execution.quiet import import_tensorflow
 
 tf = import_tensorflow()
 v1 = tf.compat.v1

@@ -22,7 +22,7 @@ def warm_up() -> None:
 
 
 def gpu_missing() -> str | None:
-    from modelgate.environment import cuda_provider_available
+    from modelgate.reporting.environment import cuda_provider_available
 
     return None if cuda_provider_available() else "ONNX Runtime has no CUDA provider: install the gpu extra"
 

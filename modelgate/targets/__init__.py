@@ -6,7 +6,7 @@ criteria) and `convert(source: ConversionSource) -> ConversionRecord`, which run
 process of its own, writes its artifact under `source.output_dir`, checks the file, and says how to redo the
 conversion (`reproduce`). A conversion the model cannot have (an op the format lacks) is a `failure`; a
 converter crash or a limit is an exception. A target may also define `warm_up()` (its child then starts as the
-validation does, see modelgate.pools) and `process_environment(source) -> dict` (variables a conversion needs
+validation does, see modelgate.execution.pools) and `process_environment(source) -> dict` (variables a conversion needs
 set before its frameworks import: such a conversion gets a child of its own). The registry finds the modules
 itself: adding a target is adding its file (and, for a new format, one runtime file in modelgate/runtimes/).
 """
@@ -17,12 +17,24 @@ import importlib
 from dataclasses import dataclass, field
 from functools import cache
 
+from pydantic import BaseModel, ConfigDict
+
 from modelgate.declarations import declared_in, missing_packages
+from modelgate.description import SignatureSpec
+from modelgate.report import target_check
+from modelgate.request import Criteria
 from modelgate.runtimes import Runtime, runtimes_for
-from modelgate.schemas import Criteria, SignatureSpec, target_check
 
 ALL = "all"
 DEFAULT_TARGETS = ["onnx"]
+
+
+class TargetOptions(BaseModel):
+    """A target's own settings, typed: each target subclasses this beside its converter (ONNX's opset,
+    int8's calibration), and the request's section for the target holds one. Every field has a default, a
+    title and a description (it renders in Prefect's form and as a CLI flag `--<target>-<field>`)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)
@@ -37,7 +49,7 @@ class ConversionSource:
     log_path: str  # the child's stdout and stderr go here; converters may read it back
     parent_artifact: str | None = None  # the parent target's artifact, for targets with a parent
     calibration_inputs: list[str] = field(default_factory=list)  # .npz files of the validation's inputs
-    options: dict = field(default_factory=dict)  # the request's settings for this target (opset, ...)
+    options: TargetOptions = field(default_factory=TargetOptions)  # the request's settings for this target
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,7 @@ class Target:
     description: str
     parent: str | None = None
     criteria: Criteria = field(default_factory=Criteria)
+    options: type[TargetOptions] = TargetOptions
 
     @property
     def check_name(self) -> str:

@@ -14,10 +14,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from modelgate.onnx_export import tensorflow_complaints
+from modelgate.description import SignatureSpec
+from modelgate.report import Check, ConversionRecord
+from modelgate.request import Criteria
 from modelgate.runtimes.litert import DELEGATE_NODE
-from modelgate.schemas import Check, ConversionRecord, Criteria, SignatureSpec
 from modelgate.targets import ConversionSource, Target
+from modelgate.targets.onnx.conversion import tensorflow_complaints
 
 TARGET = Target(
     name="litert", artifact_format="tflite", packages=("ai_edge_litert", "tensorflow"), module=__name__,
@@ -90,7 +92,7 @@ def converter_message(exc: BaseException | None, log_text: str) -> str:
 
 
 def convert(source: ConversionSource) -> ConversionRecord:
-    from modelgate.quiet import import_tensorflow
+    from modelgate.execution.quiet import import_tensorflow
 
     tf = import_tensorflow()
     from tensorflow.lite.python.convert_phase import ConverterError

@@ -6,13 +6,25 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from modelgate.schemas import ConversionRecord, Criteria
-from modelgate.targets import ConversionSource, Target
-from modelgate.targets._onnx_file import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce
+from pydantic import Field
+
+from modelgate.report import ConversionRecord
+from modelgate.request import Criteria
+from modelgate.targets import ConversionSource, Target, TargetOptions
+from modelgate.targets.onnx.reduced_precision import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce
+
+
+class Float16Options(TargetOptions):
+    op_block_list: list[str] = Field(
+        default=[], title="Ops kept in float32",
+        description="ONNX op types kept in float32 beside onnxconverter-common's own list (ops without float16 "
+        "kernels), for a model whose float16 run misbehaves in them.",
+    )
+
 
 TARGET = Target(
     name="onnx-fp16", artifact_format="onnx", parent="onnx", packages=("onnxconverter_common", "onnx"),
-    module=__name__,
+    module=__name__, options=Float16Options,
     description="The ONNX file converted to float16 (onnxconverter-common, float32 inputs and outputs kept); "
     "ops without float16 kernels stay float32 between casts.",
     criteria=Criteria(
@@ -65,7 +77,7 @@ def convert(source: ConversionSource) -> ConversionRecord:
     output = Path(source.output_dir) / MODEL_FILE
     # onnxconverter-common's list of ops that have no float16 kernel in ONNX Runtime (ML ops, TopK, Resize,
     # Range, CumSum, Min, Max, ...), and any the request adds for a model whose float16 run misbehaves.
-    op_block_list = sorted({*DEFAULT_OP_BLOCK_LIST, *source.options.get("op_block_list", [])})
+    op_block_list = sorted({*DEFAULT_OP_BLOCK_LIST, *source.options.op_block_list})
     command = reproduce(f"from modelgate.targets.onnx_fp16 import to_float16; "
                         f"to_float16({source.parent_artifact!r}, {str(output)!r}, {op_block_list!r})")
     details = {"precision": "float16", "keep_io_types": True, "nodes_kept_float32": None}

@@ -13,9 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from modelgate.schemas import ConversionRecord, Criteria
+from modelgate.report import ConversionRecord
+from modelgate.request import Criteria
 from modelgate.targets import ConversionSource, Target
-from modelgate.targets._onnx_file import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce
+from modelgate.targets.onnx.reduced_precision import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce
 
 TARGET = Target(
     name="onnx-int8", artifact_format="onnx", parent="onnx", packages=("onnxruntime",), module=__name__,
@@ -45,7 +46,7 @@ class NpzBatches:
         self.batches = iter(paths)
 
     def get_next(self) -> dict | None:
-        from modelgate.inputs import read_npz
+        from modelgate.numerics.inputs import read_npz
 
         path = next(self.batches, None)
         if path is None:

@@ -17,7 +17,7 @@ from typing import Any
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from modelgate.schemas import ValidationRequest
+from modelgate.request import ValidationRequest
 from tests.signing_keys import key_pair
 from tests.topology import compose
 from tests.topology.processes import PostgresCluster, Service, free_port, postgres_bindir, wait_until

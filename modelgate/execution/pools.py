@@ -1,0 +1,66 @@
+"""The child processes of one validation, each warmed up (frameworks imported) before its first job.
+
+TensorFlow and each runtime a target needs get separate shared children: each keeps its own thread pools,
+and a model loaded by one does not count against another's memory limit. A converter that declares a warm-up
+(tf2onnx) gets a single-use child: a conversion may change its framework's global state, so nothing runs after
+it in that interpreter. Converters without one get a fresh child per conversion.
+
+TensorFlow's child and the converters' start with the flow, so that their imports overlap the inspection. At
+begin_target_stages() TensorFlow's, which holds the loaded model, closes (a conversion loads the model again
+and makes copies of its weights: both at once would add up), and the runtimes' start, warming up while the
+first conversion runs.
+"""
+
+from __future__ import annotations
+
+from modelgate.execution.quiet import import_tensorflow
+from modelgate.execution.sandbox import SharedProcess, release_shared_process, start_deferred_processes
+from modelgate.model.op_allowlist import import_op_libraries_from_environment, op_library_environment
+from modelgate.numerics.benchmark_plan import thread_environment
+from modelgate.request import ValidationRequest
+from modelgate.targets import Target, in_conversion_order
+
+TENSORFLOW = "tensorflow"
+
+
+def import_tensorflow_stack() -> None:
+    import_tensorflow()
+    import_op_libraries_from_environment()
+    import keras  # noqa: F401
+
+
+def conversion_pool(target: Target) -> str:
+    return f"convert-{target.name}"
+
+
+def asked_targets(request: ValidationRequest) -> list[Target]:
+    """The targets to convert, parents first; those missing a package are reported, not converted."""
+    return in_conversion_order(request.conversion_targets())
+
+
+def validation_pools(request: ValidationRequest) -> dict[str, SharedProcess]:
+    """TensorFlow starts with the request's thread counts (it reads them once); the other runtimes take theirs
+    per session. Only the pools the asked targets use open. Whatever loads the TensorFlow model imports the
+    request's op libraries first."""
+    op_libraries = op_library_environment(request.op_libraries)
+    pools = {TENSORFLOW: SharedProcess(
+        environment={**thread_environment(request), **op_libraries}, warm_up=import_tensorflow_stack,
+    )}
+    for target in asked_targets(request):
+        if target.missing_packages():
+            continue
+        warm_up = getattr(target.implementation(), "warm_up", None)
+        if warm_up is not None:
+            pools[conversion_pool(target)] = SharedProcess(environment=op_libraries, warm_up=warm_up, single_use=True)
+        for runtime in target.runtimes():
+            if runtime.pool not in pools and not runtime.missing_packages():
+                pools[runtime.pool] = SharedProcess(
+                    warm_up=runtime.implementation().warm_up, sandboxed=runtime.sandboxed, deferred=True,
+                )
+    return pools
+
+
+def begin_target_stages() -> None:
+    """The model's own stages are done (reference-batches was TensorFlow's last job); the targets' begin."""
+    release_shared_process(TENSORFLOW)
+    start_deferred_processes()

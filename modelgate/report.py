@@ -1,0 +1,384 @@
+"""The report people read: every check, figure, target and stage of one validation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+
+from modelgate.description import ExampleFeature, ReachableCode, SignatureSpec
+from modelgate.request import Criteria, Tolerance, ValidationRequest
+
+# Each conversion target runs these stages, named "<kind>-<target>" (export-onnx, compare-litert, ...).
+TARGET_STAGE_KINDS = ("export", "compare", "benchmark")
+
+
+CheckStatus = Literal["passed", "failed", "warning", "skipped"]
+
+
+Severity = Literal["error", "warning", "info"]
+
+
+STATUS_WHEN_BROKEN: dict[str, CheckStatus] = {"error": "failed", "warning": "warning", "info": "passed"}
+
+
+class Check(BaseModel):
+    """One named rule. Its severity says what breaking it costs: `error` fails the validation (status
+    `failed`), `warning` does not (status `warning`), `info` is a note (status `passed`)."""
+
+    name: str
+    status: CheckStatus
+    message: str
+    severity: Severity = Field(default=None, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _severity_from_status(cls, values):
+        if isinstance(values, dict) and values.get("severity") is None:
+            values = {**values, "severity": "warning" if values.get("status") == "warning" else "error"}
+        return values
+
+
+class BenchmarkResult(BaseModel):
+    target: str = Field(default="savedmodel", description="What ran: the SavedModel itself, or a conversion target.")
+    runtime: str
+    device: str
+    batch_size: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    throughput: float = Field(description="Samples per second at this batch size, from the mean latency.")
+    iterations: int
+    windows: int
+    stable: bool = Field(description="False: the window means never settled within 10 %; the figures are kept.")
+    cut_by_budget: bool = Field(
+        default=False, description="The benchmark budget ended this measurement after its fewest whole windows."
+    )
+    intra_op_threads: int
+    inter_op_threads: int
+    providers: list[str] = Field(default=[], description="ONNX Runtime's providers, in the order used.")
+
+
+class UnmeasuredBenchmark(BaseModel):
+    """A batch size the sweep planned and did not measure, and why."""
+
+    target: str = "savedmodel"
+    runtime: str
+    device: str
+    batch_size: int
+    reason: str
+
+
+class OutputComparison(BaseModel):
+    """One output of one runtime against the reference, over every compared batch."""
+
+    # An infinite error written as JSON null would read as 'not computed'.
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
+    max_abs_diff: float | None
+    max_rel_diff: float | None
+    mean_abs_diff: float | None = None
+    median_abs_diff: float | None = None
+    p99_abs_diff: float | None = None
+    mean_rel_diff: float | None = None
+    median_rel_diff: float | None = None
+    p99_rel_diff: float | None = None
+    failing_elements: int = 0
+    total_elements: int = 0
+    failing_share: float | None = None
+    min_passing_atol: float | None = Field(
+        default=None, description="Smallest atol that would have passed every element, rtol as set."
+    )
+    min_passing_rtol: float | None = Field(
+        default=None, description="Smallest rtol that would have passed every element, atol as set."
+    )
+    cosine_similarity: float | None = None
+    top1_agreement: float | None = Field(
+        default=None, description="Rank-2 outputs with several classes: share of rows with the same arg-max."
+    )
+    top5_agreement: float | None = Field(
+        default=None, description="More than 5 classes: share of rows whose reference top-1 is in the top 5."
+    )
+    atol: float | None = None
+    rtol: float | None = None
+    passed: bool
+    message: str = ""
+
+
+class RuntimeComparison(BaseModel):
+    """One runtime on one device, running a target's artifact, against TensorFlow."""
+
+    runtime: str = "onnxruntime"
+    device: str = "cpu"
+    providers: list[str] = Field(description="Where the runtime actually ran (ONNX Runtime's providers, OpenVINO's "
+                                 "device), in priority order.")
+    graph_optimization_level: str = ""
+    outputs: dict[str, OutputComparison]
+    batches: int
+    histograms: dict[str, str] = Field(default={}, description="PNG of absolute errors, by output name.")
+
+    def failing(self) -> list[str]:
+        return [name for name, result in self.outputs.items() if not result.passed]
+
+
+class ConversionRecord(BaseModel):
+    """What one target's converter made of the model, and what the checks of its file found; kept as
+    <target>/conversion.json."""
+
+    path: str | None = Field(description="The artifact (file or folder); None when the conversion failed.")
+    size_bytes: int | None = Field(default=None, description="The artifact on disk, external data included.")
+    duration_s: float | None = None
+    checks: list[Check] = []
+    converter_message: str = Field(default="", description="What the converter itself said.")
+    failure: str | None = Field(default=None, description="Why the file cannot be used, in one line; None if it can.")
+    details: dict[str, str | int | float | bool | dict[str, int] | None] = Field(
+        default={}, description="The target's own facts: opset, external data, unsupported ops, precision.")
+    reproduce: str = Field(default="", description="Shell commands that redo the conversion.")
+    artifacts: dict[str, str] = {}
+
+
+class TargetSection(BaseModel):
+    """One conversion target: its conversion, its file's checks, and each runtime and device against TensorFlow."""
+
+    name: str
+    artifact_format: str
+    parent: str | None = Field(default=None, description="The target whose artifact this one converts from.")
+    requirement: Literal["required", "optional"] = "required"
+    status: Literal["passed", "failed", "error", "skipped"] = "skipped"
+    message: str = ""
+    conversion: ConversionRecord | None = None
+    criteria: Criteria = Criteria()
+    batches: int = 0
+    comparisons: dict[str, RuntimeComparison] = Field(default={}, description="By 'runtime/device'.")
+    not_compared: dict[str, str] = Field(default={}, description="'runtime/device' left out, and why.")
+    mlflow_model_uri: str | None = None
+
+    @property
+    def checks(self) -> list[Check]:
+        return self.conversion.checks if self.conversion else []
+
+
+class OnnxSection(BaseModel):
+    status: Literal["passed", "failed", "error", "skipped"] = "skipped"
+    opset: int | None = None
+    path: str | None = None
+    external_data: bool = False
+    message: str = ""
+    unsupported_ops: dict[str, int] = Field(default={}, description="Op types tf2onnx could not convert, with counts.")
+    converter_message: str = Field(default="", description="What tf2onnx itself said about the conversion.")
+    checks: list[Check] = Field(default=[], description="Checks of the ONNX file: checker, shape inference, I/O.")
+    atol: Tolerance | None = None
+    rtol: Tolerance | None = None
+    batches: int = 0
+    providers: list[str] = []
+    graph_optimization_level: str | None = None
+    outputs: dict[str, OutputComparison] = {}
+    cuda: RuntimeComparison | None = Field(default=None, description="The same comparison on the CUDA provider.")
+    cuda_message: str = ""
+    mlflow_model_uri: str | None = None
+
+
+def target_stage(kind: str, target: str) -> str:
+    return f"{kind}-{target}"
+
+
+def target_check(target: str, kind: str) -> str:
+    """A target's own check: `conversion` (its converter made a usable file) or `parity` (its runtimes met its
+    criteria against TensorFlow)."""
+    return f"{target.replace('-', '_')}_{kind}"
+
+
+def onnx_alias(section: TargetSection) -> OnnxSection:
+    conversion = section.conversion or ConversionRecord(path=None)
+    cpu, gpu = section.comparisons.get("onnxruntime/cpu"), section.comparisons.get("onnxruntime/gpu")
+    return OnnxSection(
+        status=section.status, message=section.message, path=conversion.path,
+        opset=conversion.details.get("opset"), external_data=bool(conversion.details.get("external_data")),
+        unsupported_ops=conversion.details.get("unsupported_ops") or {}, converter_message=conversion.converter_message,
+        checks=conversion.checks, atol=section.criteria.atol, rtol=section.criteria.rtol, batches=section.batches,
+        providers=cpu.providers if cpu else [], graph_optimization_level=cpu.graph_optimization_level if cpu else None,
+        outputs=cpu.outputs if cpu else {}, cuda=gpu, cuda_message=section.not_compared.get("onnxruntime/gpu", ""),
+        mlflow_model_uri=section.mlflow_model_uri,
+    )
+
+
+class MlflowSection(BaseModel):
+    tracking_uri: str | None = None
+    experiment_id: str | None = None
+    run_id: str | None = None
+
+
+class DerivedFrom(BaseModel):
+    """A SavedModel modelgate exported itself from the Keras file of a registry version's MLflow flavor."""
+
+    flavor: str = Field(description="The MLflow flavor holding the Keras file: tensorflow or keras.")
+    keras_file: str = Field(description="The Keras file, relative to the version's files (data/model.keras).")
+    keras_version: str = Field(description="The Keras that loaded it (safe_mode=True) and exported the SavedModel.")
+    saved_with_keras: str | None = Field(default=None, description="The Keras version the file says saved it.")
+    saved_model_dir: str = Field(description="Where the derived SavedModel was written, in the working folder.")
+
+
+class BaselineSection(BaseModel):
+    source: str | None = None
+    derived_from: DerivedFrom | None = None
+    skipped_reason: str | None = None
+    drift: dict[str, dict[str, float | str | None]] = Field(
+        default={}, description="Per output: max abs and rel difference from the baseline's outputs, same inputs."
+    )
+    current_p50_ms: float | None = None
+    baseline_p50_ms: float | None = None
+    latency_change_pct: float | None = Field(default=None, description="p50 of this version against the baseline's.")
+
+
+class RegistrySection(BaseModel):
+    name: str | None = None
+    version: str | None = None
+    actions: list[str] = []
+
+
+class StageRecord(BaseModel):
+    """failed: the stage judged the model and it missed a requirement (its check says which); error: the
+    stage could not judge; interrupted: stopped by a signal (Ctrl-C, a cancelled flow run)."""
+
+    name: str
+    status: Literal["running", "ok", "failed", "error", "skipped", "interrupted"]
+    duration_s: float = 0.0
+    message: str = ""
+
+
+class ValueRange(BaseModel):
+    """The range synthetic values of an input (or a tf.Example feature) were drawn from, and why."""
+
+    low: float
+    high: float
+    origin: Literal["graph", "user", "default"] = Field(
+        description="graph: the tables the input indexes; user: --value-range; default: [0, 1] for integers."
+    )
+    detail: str = ""
+
+
+class InputsSection(BaseModel):
+    source: Literal["synthetic", "file", "warmup", "unavailable"] = Field(
+        description="Synthesized, the inputs file asked, or the TF Serving warm-up records the SavedModel ships."
+    )
+    path: str | None = None
+    shapes: dict[str, list[int]] = {}
+    dtypes: dict[str, str] = {}
+    seed: int | None = None
+    message: str = ""
+    value_ranges: dict[str, ValueRange] = Field(
+        default={}, description="Synthetic numeric inputs and tf.Example features given a range, by name "
+        "(floats without one are standard normal)."
+    )
+    samples: dict[str, list[str]] = Field(
+        default={}, description="Synthetic string inputs: the first strings; tf.Example inputs: the first Example."
+    )
+    example_features: dict[str, list[ExampleFeature]] = Field(
+        default={}, description="Synthetic tf.Example inputs: the parse spec read from the graph."
+    )
+    working_batch_size: int | None = Field(
+        default=None,
+        description="Set when the declared dynamic batch fails at these inputs' batch size (see dynamic_batch_runs): "
+        "the batch size the checks, comparisons and benchmarks run at instead.",
+    )
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ValidationReport(BaseModel):
+    status: Literal["running", "passed", "failed", "error"] = "running"
+    source: str
+    model_dir: str | None = Field(default=None, description="The local SavedModel directory validated.")
+    resolved_model_dir: str | None = Field(
+        default=None, description="The SavedModel directory validated: model_dir, or its TF Serving version folder."
+    )
+    model_version: int | None = Field(default=None, description="The TF Serving version folder chosen, if any.")
+    model_format: str | None = Field(default=None, description="tf1-graph, tf2, or keras2 (tf_keras model.save).")
+    derived_from: DerivedFrom | None = Field(
+        default=None, description="Set when the SavedModel validated was exported from a Keras flavor's file."
+    )
+    started_at: str = Field(default_factory=utc_now)
+    finished_at: str | None = None
+    tags: list[str] | None = None
+    signature: str | None = None
+    signatures: dict[str, SignatureSpec] = {}
+    ops: list[str] = []
+    reachable_code: dict[str, ReachableCode] = Field(
+        default={}, description="What each entry point of the chosen MetaGraph can execute, as the op scan walked it."
+    )
+    inputs: InputsSection | None = None
+    checks: list[Check] = []
+    benchmarks: list[BenchmarkResult] = []
+    benchmarks_unmeasured: list[UnmeasuredBenchmark] = Field(
+        default=[], description="Batch sizes a sweep planned and left unmeasured (its time budget spent)."
+    )
+    targets: dict[str, TargetSection] = Field(
+        default={}, description="Each conversion target asked: its conversion, checks and comparisons, by name."
+    )
+    mlflow: MlflowSection = MlflowSection()
+    registry: RegistrySection = RegistrySection()
+    baseline: BaselineSection = BaselineSection()
+    stages: list[StageRecord] = []
+    artifacts: dict[str, str] = Field(default={}, description="Files this validation produced, by artifact name.")
+    environment: dict[str, str] = {}
+    request: ValidationRequest
+    workdir: str
+
+    @computed_field(description="Deprecated alias of targets.onnx in the shape of earlier releases; read targets.")
+    @property
+    def onnx(self) -> OnnxSection:
+        section = self.targets.get("onnx")
+        if section is None:
+            return OnnxSection(message="not asked")
+        return onnx_alias(section)
+
+    def deciding_stages(self) -> list[StageRecord]:
+        """Every stage but those of optional targets, whose outcome is reported only."""
+        optional = {target_stage(kind, name) for name, section in self.targets.items()
+                    if section.requirement == "optional" for kind in TARGET_STAGE_KINDS}
+        return [stage for stage in self.stages if stage.name not in optional]
+
+    def failed_targets(self) -> list[TargetSection]:
+        return [t for t in self.targets.values() if t.status == "failed" and t.requirement == "required"]
+
+    @model_validator(mode="after")
+    def _failed_names_its_check(self) -> ValidationReport:
+        if self.status == "failed" and not self.failed_checks():
+            raise ValueError("a failed verdict names the check that failed; this report has none")
+        return self
+
+    def first_error(self) -> str | None:
+        return next((stage.message for stage in self.deciding_stages() if stage.status == "error"), None)
+
+    def failed_checks(self) -> list[Check]:
+        return [check for check in self.checks if check.status == "failed"]
+
+    def verdict_line(self) -> str:
+        """The verdict in one line, as the Prefect flow run's state message and notifications carry it."""
+        if self.status == "error":
+            return f"error: {self.first_error() or 'the validation did not complete'}"
+        failed = self.failed_checks()
+        if failed:
+            return f"failed: {', '.join(c.name for c in failed)}: {failed[0].message}"
+        return self.status
+
+    def conclude(self) -> None:
+        """The verdict: `failed` comes only from failed checks, so every failed verdict names its check; a
+        required target that failed without one is a defect of modelgate's, never a verdict on the model."""
+        if any(stage.status == "error" for stage in self.deciding_stages()):
+            self.status = "error"
+        elif self.failed_checks():
+            self.status = "failed"
+        elif unchecked := [target.name for target in self.failed_targets()]:
+            raise AssertionError(f"target {', '.join(unchecked)} failed without a failed check")
+        else:
+            self.status = "passed"
+        self.finished_at = utc_now()

@@ -1,0 +1,258 @@
+"""The format matrix: each target's runtimes and devices beside the SavedModel's own, what converting cost,
+how close the outputs came to TensorFlow's and how fast they ran; and the format to serve.
+
+The recommendation is the passing target that beats TensorFlow by the most on the same device. Runtimes are
+compared at the largest batch size both measured (p50 latency), since serving throughput is what a format is
+chosen for and the sweep stops where larger batches stop paying; a target with no batch size in common with
+TensorFlow on its device cannot be ranked and is left out, as is one on a device TensorFlow did not run on.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from modelgate.report import BenchmarkResult, OutputComparison, TargetSection, ValidationReport
+
+REFERENCE = "savedmodel"
+# The runtimes that are TensorFlow itself (a TF2 signature, or a TF1 graph's session); keras wraps it.
+TENSORFLOW_RUNTIMES = ("tensorflow", "tf1-session")
+# Worst over a target's outputs: the largest error, the smallest agreement.
+ERROR_FIGURES = (("max_abs_diff", max), ("max_rel_diff", max), ("cosine_similarity", min), ("top1_agreement", min))
+
+
+class Speed(BaseModel):
+    p50_ms: float
+    throughput: float
+    stable: bool
+
+
+class MatrixRow(BaseModel):
+    """One target on one runtime and device; the SavedModel's own runtimes are the reference rows."""
+
+    target: str = Field(description=f"'{REFERENCE}' for the reference rows.")
+    runtime: str | None = Field(default=None, description="None: a target none of whose runtimes ran (failed conversion).")
+    device: str | None = None
+    requirement: Literal["required", "optional"] | None = None
+    status: str = Field(description="The target's status; 'reference' for the SavedModel's rows.")
+    conversion_s: float | None = None
+    size_bytes: int | None = None
+    parity: bool | None = Field(default=None, description="Every output passed; None: not compared here.")
+    note: str = Field(default="", description="Why this runtime and device were not compared, if they were not.")
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    cosine_similarity: float | None = None
+    top1_agreement: float | None = None
+    speeds: dict[int, Speed] = Field(default={}, description="By batch size.")
+
+    @property
+    def is_reference(self) -> bool:
+        return self.target == REFERENCE
+
+    @property
+    def placement(self) -> str:
+        return f"{self.runtime}/{self.device}" if self.runtime else "–"
+
+
+class Recommendation(BaseModel):
+    target: str
+    runtime: str
+    device: str
+    batch_size: int
+    p50_ms: float
+    reference_runtime: str
+    reference_p50_ms: float
+    speedup: float = Field(description="TensorFlow's p50 over this target's, at batch_size on device.")
+
+    def text(self) -> str:
+        verdict = f"{self.speedup:.2f}× {'faster than' if self.speedup >= 1 else 'the speed of'}"
+        return (f"serve {self.target} on {self.runtime}/{self.device}: {verdict} {self.reference_runtime} "
+                f"(p50 {self.p50_ms:.4g} ms against {self.reference_p50_ms:.4g} ms at batch size {self.batch_size}, "
+                "the largest both measured)")
+
+
+class Matrix(BaseModel):
+    rows: list[MatrixRow]
+    recommendation: Recommendation | None
+    reason: str = Field(default="", description="Why nothing is recommended, when nothing is.")
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return sorted({size for row in self.rows for size in row.speeds})
+
+    def recommendation_line(self) -> str:
+        return self.recommendation.text() if self.recommendation else f"no format recommended: {self.reason}"
+
+    def tags(self) -> dict[str, str]:
+        """Without the modelgate. prefix; the run and the registry version carry the same."""
+        if self.recommendation is None:
+            return {"recommended_format": "none", "recommendation": self.recommendation_line()}
+        return {"recommended_format": self.recommendation.target,
+                "recommended_speedup": f"{self.recommendation.speedup:.3g}",
+                "recommendation": self.recommendation_line()}
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """Headers and text cells, as the console, report.html and the registry description lay them out."""
+        headers = ["target", "runtime/device", "status", "convert s", "size", "parity", "max abs", "max rel",
+                   "cosine", "top-1", *(f"bs{size} p50 ms · samples/s" for size in self.batch_sizes)]
+        return headers, [[
+            row.target, row.placement, row.status, _number(row.conversion_s, ".3g"), _size(row.size_bytes),
+            _parity(row), _number(row.max_abs_diff, ".3g"), _number(row.max_rel_diff, ".3g"),
+            _number(row.cosine_similarity, ".6f"), _number(row.top1_agreement, ".3f"),
+            *(_speed(row.speeds.get(size)) for size in self.batch_sizes),
+        ] for row in self.rows]
+
+    def columns(self) -> dict[str, list]:
+        """The rows as columns of plain values, one column per figure and batch size (MLflow's log_table)."""
+        plain = [{key: value for key, value in row.model_dump().items() if key != "speeds"} for row in self.rows]
+        columns = {key: [record[key] for record in plain] for key in MatrixRow.model_fields if key != "speeds"}
+        for size in self.batch_sizes:
+            for figure in ("p50_ms", "throughput"):
+                columns[f"{figure}.bs{size}"] = [
+                    getattr(row.speeds[size], figure) if size in row.speeds else None for row in self.rows
+                ]
+        return columns
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return ""
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.2f} GiB"
+
+
+def _parity(row: MatrixRow) -> str:
+    if row.is_reference:
+        return "reference"
+    if row.parity is None:
+        return f"not compared: {row.note}" if row.note else ""
+    return "passed" if row.parity else "failed"
+
+
+def _speed(speed: Speed | None) -> str:
+    return "" if speed is None else f"{speed.p50_ms:.3g}{'' if speed.stable else '*'} · {speed.throughput:,.0f}"
+
+
+def worst_figures(outputs: dict[str, OutputComparison]) -> dict[str, float | None]:
+    """Each error figure at its worst over the outputs (the figures of different outputs may come from
+    different outputs: the one furthest off by each measure)."""
+    worst = {}
+    for figure, pick in ERROR_FIGURES:
+        values = [getattr(o, figure) for o in outputs.values() if getattr(o, figure) is not None]
+        worst[figure] = pick(values) if values else None
+    return worst
+
+
+def _speeds(benchmarks: list[BenchmarkResult], target: str, runtime: str, device: str) -> dict[int, Speed]:
+    return {
+        b.batch_size: Speed(p50_ms=b.p50_ms, throughput=b.throughput, stable=b.stable)
+        for b in benchmarks if (b.target, b.runtime, b.device) == (target, runtime, device)
+    }
+
+
+def _placements(section: TargetSection, benchmarks: list[BenchmarkResult]) -> list[tuple[str, str]]:
+    """Compared first, then not compared, then benchmarked only: every runtime/device the target touched."""
+    keys = [*section.comparisons, *section.not_compared]
+    keys += [f"{b.runtime}/{b.device}" for b in benchmarks if b.target == section.name]
+    return [tuple(key.split("/", 1)) for key in dict.fromkeys(keys)]
+
+
+def _target_rows(section: TargetSection, benchmarks: list[BenchmarkResult]) -> list[MatrixRow]:
+    conversion = section.conversion
+    common = {
+        "target": section.name, "requirement": section.requirement, "status": section.status,
+        "conversion_s": conversion.duration_s if conversion else None,
+        "size_bytes": conversion.size_bytes if conversion else None,
+    }
+    placements = _placements(section, benchmarks)
+    if not placements:
+        return [MatrixRow(**common, note=section.message)]
+    rows = []
+    for runtime, device in placements:
+        comparison = section.comparisons.get(f"{runtime}/{device}")
+        figures = worst_figures(comparison.outputs) if comparison else {}
+        rows.append(MatrixRow(
+            **common, runtime=runtime, device=device, **figures,
+            parity=None if comparison is None else not comparison.failing(),
+            note=section.not_compared.get(f"{runtime}/{device}", ""),
+            speeds=_speeds(benchmarks, section.name, runtime, device),
+        ))
+    return rows
+
+
+def _reference_rows(benchmarks: list[BenchmarkResult]) -> list[MatrixRow]:
+    placements = dict.fromkeys((b.runtime, b.device) for b in benchmarks if b.target == REFERENCE)
+    # TensorFlow's own rows lead: they are what every other row is measured against.
+    ordered = sorted(placements, key=lambda placement: placement[0] not in TENSORFLOW_RUNTIMES)
+    return [
+        MatrixRow(target=REFERENCE, runtime=runtime, device=device, status="reference",
+                  speeds=_speeds(benchmarks, REFERENCE, runtime, device))
+        for runtime, device in ordered
+    ]
+
+
+def _ranked(row: MatrixRow, references: list[MatrixRow]) -> Recommendation | None:
+    reference = next((r for r in references if r.device == row.device and r.runtime in TENSORFLOW_RUNTIMES), None)
+    common = sorted(set(row.speeds) & set(reference.speeds)) if reference else []
+    if not common:
+        return None
+    size = common[-1]
+    p50, reference_p50 = row.speeds[size].p50_ms, reference.speeds[size].p50_ms
+    return Recommendation(
+        target=row.target, runtime=row.runtime, device=row.device, batch_size=size, p50_ms=p50,
+        reference_runtime=reference.runtime, reference_p50_ms=reference_p50, speedup=reference_p50 / p50,
+    )
+
+
+def _recommend(rows: list[MatrixRow]) -> tuple[Recommendation | None, str]:
+    references = [row for row in rows if row.is_reference]
+    converted = [row for row in rows if not row.is_reference]
+    if not converted:
+        return None, "no conversion target was asked"
+    passing = [row for row in converted if row.status == "passed" and row.parity]
+    if not passing:
+        return None, "no target passed its comparison with TensorFlow"
+    measured = [row for row in passing if row.speeds]
+    if not measured:
+        return None, f"no passing target ({', '.join(dict.fromkeys(r.target for r in passing))}) was benchmarked"
+    ranked = [found for found in (_ranked(row, references) for row in measured) if found]
+    if not ranked:
+        return None, "no passing target was benchmarked at a batch size TensorFlow measured on the same device"
+    return max(ranked, key=lambda found: found.speedup), ""
+
+
+def build(report: ValidationReport) -> Matrix:
+    rows = _reference_rows(report.benchmarks)
+    for section in report.targets.values():
+        rows += _target_rows(section, report.benchmarks)
+    recommendation, reason = _recommend(rows)
+    return Matrix(rows=rows, recommendation=recommendation, reason=reason)
+
+
+def plot_points(matrix: Matrix) -> tuple[int | None, dict[str, tuple[float, float, bool]], dict[str, float]]:
+    """What the latency-against-error plot draws, at the smallest batch size TensorFlow measured (the latency
+    a single request sees): per compared row its error as 1 - worst cosine similarity (max_rel_diff would rank
+    a float16 model by its outputs nearest zero), its p50 and its parity; and TensorFlow's p50 per device as the
+    zero-error reference. Rows not measured at that batch size, or without a cosine (non-finite outputs), are
+    left out; the table has them."""
+    tensorflow = [row for row in matrix.rows if row.is_reference and row.runtime in TENSORFLOW_RUNTIMES]
+    sizes = sorted({size for row in tensorflow for size in row.speeds})
+    if not sizes:
+        return None, {}, {}
+    size = sizes[0]
+    references = {row.placement: row.speeds[size].p50_ms for row in tensorflow if size in row.speeds}
+    points = {
+        # Rounding can put a cosine a hair above 1; that is no error.
+        f"{row.target} {row.placement}": (max(0.0, 1 - row.cosine_similarity), row.speeds[size].p50_ms, bool(row.parity))
+        for row in matrix.rows
+        if not row.is_reference and row.cosine_similarity is not None and size in row.speeds
+    }
+    return size, points, references

@@ -1,0 +1,79 @@
+"""float32 ONNX, converted by tf2onnx and judged by what the file does (modelgate.targets.onnx.conversion)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from modelgate.report import ConversionRecord
+from modelgate.targets import ConversionSource, Target, TargetOptions
+from modelgate.targets.onnx.conversion import (
+    PURE_PYTHON_PROTOBUF,
+    ConversionPlan,
+    convert_with_tf2onnx,
+    default_opset,
+    needs_external_data,
+    needs_large_model,
+)
+
+
+class OnnxOptions(TargetOptions):
+    opset: int = Field(
+        default=0, ge=0, title="Opset",
+        description="The ONNX opset tf2onnx converts to. 0: the highest that tf2onnx and ONNX Runtime both support.",
+    )
+    external_data: Literal["auto", "always"] = Field(
+        default="auto", title="External data",
+        description="auto: weights go to model.onnx.data only when the file would pass 2 GB; always: every time.",
+    )
+
+
+TARGET = Target(
+    name="onnx", artifact_format="onnx", packages=("tf2onnx", "onnx", "onnxruntime"), module=__name__,
+    options=OnnxOptions,
+    description="float32 ONNX from tf2onnx, run with ONNX Runtime",
+)
+
+
+def warm_up() -> None:
+    """What tf2onnx's command line imports, without importing tf2onnx.convert itself (the conversion runs
+    that module as __main__): the converter's child starts with it while the parent inspects the model."""
+    from modelgate.execution.quiet import import_tensorflow
+    from modelgate.model.op_allowlist import import_op_libraries_from_environment
+
+    import_tensorflow()
+    import_op_libraries_from_environment()
+    import onnxruntime  # noqa: F401 - the converted file is loaded once to check it
+    from tf2onnx import optimizer, tf_loader, tf_utils, tfonnx  # noqa: F401
+
+
+def _external_data(source: ConversionSource) -> bool:
+    return source.options.external_data == "always" or needs_external_data(source.model_dir)
+
+
+def _large_model(source: ConversionSource) -> bool:
+    return _external_data(source) or needs_large_model(source.model_dir)
+
+
+def plan_for(source: ConversionSource) -> ConversionPlan:
+    return ConversionPlan(
+        model_dir=source.model_dir,
+        signature_key=source.signature.key,
+        tags=source.tags,
+        opset=source.options.opset or default_opset(),
+        output_path=str(Path(source.output_dir) / "model.onnx"),
+        large_model=_large_model(source),
+        external_data=_external_data(source),
+    )
+
+
+def process_environment(source: ConversionSource) -> dict[str, str]:
+    """tf2onnx's large-model path runs with pure-Python protobuf (see onnx_export.LARGE_MODEL_ABOVE_BYTES),
+    which is chosen as protobuf is first imported: in a child of its own, not the warm one."""
+    return PURE_PYTHON_PROTOBUF if _large_model(source) else {}
+
+
+def convert(source: ConversionSource) -> ConversionRecord:
+    return convert_with_tf2onnx(plan_for(source), source.signature, source.log_path)
