@@ -9,7 +9,7 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
-from modelgate.request import default_tracking_uri
+from modelgate.request import ValidationRequest, default_tracking_uri
 from tasks.close_abandoned_runs import close_abandoned_runs
 from tasks.find_new_versions import find_announced_version, find_new_versions
 from tasks.launch_validation import launch_validation
@@ -47,15 +47,15 @@ def validate_new_versions(
     )] = "",
 ) -> list[dict[str, str]]:
     uri = tracking_uri or default_tracking_uri()
-    experiment = request_fields.get("experiment_name", "modelgate")
+    settings = ValidationRequest(source="", **request_fields).mlflow  # keys of earlier releases read too
+    experiment = settings.experiment_name
     close_abandoned_runs(uri, experiment)  # before anything is launched: a killed run of a version ended it
     if version:
         pending = find_announced_version(version, uri)
     else:
         pending = find_new_versions(model_names, base_paths, uri, experiment)
     launched = [(version, launch_validation(version, deployment, request_fields, uri)) for version in pending]
-    if not version and request_fields.get("signing_key"):
+    if not version and settings.signing_key:
         # After the launches, which it must never hold up: what this validator signed, verified again.
-        reverify_signed_versions(model_names, uri, request_fields["signing_key"],
-                                 request_fields.get("signing_certificate", ""))
+        reverify_signed_versions(model_names, uri, settings.signing_key, settings.signing_certificate)
     return summarize_validations(launched, uri, experiment, timeout_s)

@@ -70,10 +70,10 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
             model = run.stage(derive_saved_model, source, request, workdir)
         baseline = run.stage(resolve_baseline, request, source, workdir)
         inspection = run.stage(inspect_model, model.model_dir, request, workdir)
-        choice = run.stage(select_signature, inspection, request.signature, request.tags, request.atol, request.rtol,
+        choice = run.stage(select_signature, inspection, request.model.signature, request.model.tags, request.atol, request.rtol,
         )
         run.stage(check_signature, choice, request, baseline, workdir)
-        cleared = run.stage(scan_ops, choice, request.allow_ops)
+        cleared = run.stage(scan_ops, choice, request.checks.allow_ops)
         # Inputs, runtimes and converters all need to know what the tensors hold.
         prepared = run.stage(prepare_inputs, choice, request, workdir, after=(run.passed("tensor_dtypes"),))
         inputs = run.stage(probe_batch, choice, prepared, request, workdir, after=(cleared,))
@@ -100,7 +100,7 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
         run.stage(render_report, run.report, workdir, flow_run_url)
         if run.report.mlflow.run_id:
             run.stage(log_to_mlflow, run.report)
-            if is_registry_uri(request.source) or request.register_as:
+            if is_registry_uri(request.source) or request.mlflow.register_as:
                 run.conclude()
                 run.stage(publish_registry, run.report, source, request, flow_run_url)
         report = run.close()

@@ -86,7 +86,7 @@ class PreparedInputs(StageResult):
 
     def batch_size(self, request: ValidationRequest) -> int:
         """The size for dynamic batch dimensions of inputs synthesized after these."""
-        return self.section.working_batch_size or request.batch_size
+        return self.section.working_batch_size or request.inputs.batch_size
 
     def apply_to(self, report: ValidationReport) -> None:
         report.inputs = self.section

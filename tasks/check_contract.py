@@ -38,8 +38,8 @@ def check_signature(
     """Rules on what the signature declares, from the protobuf alone: dtypes, ranks, batch dimension, names,
     the expected contract and compatibility with the baseline version, when there is one."""
     checks = signature_rules(choice.signature)
-    if request.contract_path:
-        checks.append(check_contract(choice.signature, load_contract(request.contract_path), request.contract_path))
+    if request.checks.contract_path:
+        checks.append(check_contract(choice.signature, load_contract(request.checks.contract_path), request.checks.contract_path))
     else:
         checks.append(Check(name="contract", status="skipped", message="no expected contract given"))
     if baseline.model_dir:

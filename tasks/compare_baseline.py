@@ -28,10 +28,10 @@ def compare_baseline(
         return BaselineComparison(skipped_reason=inputs.section.message)
     baseline_dir = str(resolve_model_source(baseline.model_dir).model_dir)
     reading, log_path = reading_limits_of(request), Path(workdir) / "compare-baseline.log"
-    meta_graphs = run_isolated(meta_graphs_job, baseline_dir, request.op_libraries, limits=reading,
+    meta_graphs = run_isolated(meta_graphs_job, baseline_dir, request.model.op_libraries, limits=reading,
                                label="compare-baseline", log_path=log_path, raises=(ModelgateError,)).value
     meta_graph = choose_meta_graph(meta_graphs, choice.tags)
-    refuse_unsafe_ops(meta_graph.op_scan, request.allow_ops)
+    refuse_unsafe_ops(meta_graph.op_scan, request.checks.allow_ops)
     if choice.signature.key not in meta_graph.signatures:
         return BaselineComparison(skipped_reason=f"the baseline has no signature '{choice.signature.key}'")
     theirs = {n: (s.dtype, s.rank) for n, s in meta_graph.signatures[choice.signature.key].inputs.items()}
@@ -47,7 +47,7 @@ def compare_baseline(
     ).value
     measured = run_isolated(
         baseline_job, choice.model_dir, choice.tags, choice.model_format, choice.signature.key, loadable_dir,
-        meta_graph.tags, baseline_format, inputs.path, request.op_libraries,
+        meta_graph.tags, baseline_format, inputs.path, request.model.op_libraries,
         limits=limits_of(request), label="compare-baseline", log_path=log_path,
     ).value
     change = 100.0 * (measured["current_p50_ms"] / measured["baseline_p50_ms"] - 1)

@@ -24,11 +24,11 @@ TABLE_FIGURES = [
 
 
 def resolved_criteria(chosen: Target, request: ValidationRequest, choice: SignatureChoice) -> Criteria:
-    """The target's criteria with the request's overrides: its own (target_criteria) first, then the request's
-    atol and rtol, then the target's defaults; an output none of them covers gets the graph precision's."""
-    override = request.target_criteria.get(chosen.name)
-    criteria = chosen.criteria.model_copy(update=override.model_dump(exclude_unset=True) if override else {})
-    explicit = override.model_fields_set if override else set()
+    """The target's criteria with the request's overrides: its own (targets.<name>.criteria) first, then the
+    request's atol and rtol, then the target's defaults; an output none of them covers gets the graph precision's."""
+    criteria = request.criteria_of(chosen)
+    asked = request.targets.get(chosen.name)
+    explicit = set(asked.criteria) if asked else set()
     default_atol, default_rtol = DEFAULT_TOLERANCES[choice.meta_graph.float_precision]
     tolerances = {}
     for name, requested, default in (("atol", request.atol, default_atol), ("rtol", request.rtol, default_rtol)):

@@ -17,13 +17,6 @@ from modelgate.targets import ConversionSource, target
 RECORD = "conversion.json"
 
 
-def target_options(name: str, request: ValidationRequest):
-    """The request's settings a converter reads, by target."""
-    if name == "onnx":
-        return target(name).options(opset=request.onnx_opset or 0, external_data=request.onnx_external_data)
-    return target(name).options()
-
-
 @task(name="export-target", cache_policy=NO_CACHE)
 def export_target(
     name: str, choice: SignatureChoice, parent: TargetArtifact | None, inputs: PreparedInputs,
@@ -39,7 +32,7 @@ def export_target(
         model_dir=str(Path(choice.model_dir).resolve()), tags=choice.tags, signature=choice.signature,
         model_format=choice.model_format, output_dir=str(folder), log_path=str(log_path),
         parent_artifact=parent.path if parent is not None else None,
-        calibration_inputs=[inputs.path] if inputs.path else [], options=target_options(name, request),
+        calibration_inputs=[inputs.path] if inputs.path else [], options=request.options_of(chosen),
     )
     process_environment = getattr(chosen.implementation(), "process_environment", None)
     conversion = run_isolated(

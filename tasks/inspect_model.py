@@ -17,6 +17,6 @@ def inspect_model(model_dir: str, request: ValidationRequest, workdir: str) -> I
     imports. What the reading finds wrong (not a SavedModel, an op library that does not import) is raised
     here as it was there."""
     return run_isolated(
-        inspection_job, model_dir, workdir, request.model_version, request.op_libraries,
+        inspection_job, model_dir, workdir, request.model.version_number, request.model.op_libraries,
         limits=reading_limits_of(request), label="inspect", log_path=Path(workdir) / "inspect.log", raises=(ModelgateError,),
     ).value

@@ -23,7 +23,7 @@ def prepare_inputs(choice: SignatureChoice, request: ValidationRequest, workdir:
     recorded, checks = {}, []
     path = Path(workdir) / "inputs.npz"
     log_path = Path(workdir) / "prepare-inputs.log"
-    warmup = None if request.inputs_path else warmup_file(choice.model_dir)
+    warmup = None if request.inputs.path else warmup_file(choice.model_dir)
     if warmup:
         used, problems = run_isolated(
             read_warmup_job, str(warmup), signature, str(path), limits=reading_limits_of(request),
@@ -44,30 +44,30 @@ def prepare_inputs(choice: SignatureChoice, request: ValidationRequest, workdir:
             checks.append(Check(name="warmup_requests", status="passed", message=(
                 f"validated on the {used} warm-up record{'s' if used != 1 else ''} the SavedModel ships "
                 f"({WARMUP_FILE}), as TF Serving replays them")))
-    if request.inputs_path:
+    if request.inputs.path:
         run_isolated(
-            inputs_file_job, request.inputs_path, signature, request.unknown_dim_size, request.seed, str(path),
+            inputs_file_job, request.inputs.path, signature, request.inputs.unknown_dim_size, request.inputs.seed, str(path),
             limits=reading_limits_of(request), label="prepare-inputs", log_path=log_path, raises=(ModelgateError,),
         )
         feeds = read_npz(path)
-        source, seed, message = "file", None, f"from {request.inputs_path}"
+        source, seed, message = "file", None, f"from {request.inputs.path}"
     elif warmup:
         feeds = read_npz(path)
         source, seed, message = "warmup", None, f"TF Serving's warm-up requests: {warmup}"
     else:
         try:
             synthesis = synthesize_recorded(
-                signature, request.batch_size, request.unknown_dim_size, request.seed, request.value_range
+                signature, request.inputs.batch_size, request.inputs.unknown_dim_size, request.inputs.seed, request.inputs.value_range
             )
         except InputsUnavailable as exc:
             return PreparedInputs(section=InputsSection(source="unavailable", message=str(exc)), checks=checks)
-        feeds, source, seed = synthesis.feeds, "synthetic", request.seed
+        feeds, source, seed = synthesis.feeds, "synthetic", request.inputs.seed
         recorded = {
             "value_ranges": synthesis.value_ranges, "samples": synthesis.samples,
             "example_features": synthesis.example_features,
         }
-        batch = no_batch_dimension(signature) or f"dynamic batch dimension = {request.batch_size}"
-        message = f"seeded synthesis: {batch}, other unknown dimensions = {request.unknown_dim_size}"
+        batch = no_batch_dimension(signature) or f"dynamic batch dimension = {request.inputs.batch_size}"
+        message = f"seeded synthesis: {batch}, other unknown dimensions = {request.inputs.unknown_dim_size}"
         save_npz(feeds, path)
     return PreparedInputs(
         section=InputsSection(

@@ -26,11 +26,11 @@ def reference_batches(
     folder = Path(workdir) / FOLDER
     folder.mkdir(exist_ok=True)
     batches = [(inputs.path, reference.path)]
-    first_seed = request.seed if inputs.section.source == "file" else request.seed + 1
-    for seed in range(first_seed, request.seed + request.onnx_batches):
+    first_seed = request.inputs.seed if inputs.section.source == "file" else request.inputs.seed + 1
+    for seed in range(first_seed, request.inputs.seed + request.checks.comparison_batches):
         try:
             feeds = synthesize(
-                choice.signature, inputs.batch_size(request), request.unknown_dim_size, seed, request.value_range
+                choice.signature, inputs.batch_size(request), request.inputs.unknown_dim_size, seed, request.inputs.value_range
             )
         except InputsUnavailable:
             break  # only the user's inputs can feed this signature

@@ -28,7 +28,7 @@ def resolve_baseline(request: ValidationRequest, source: ResolvedSource, workdir
     elif Path(spec).exists():
         return BaselineChoice(source=spec, model_dir=spec)
     else:
-        name = source.registry_name or request.register_as
+        name = source.registry_name or request.mlflow.register_as
         if not name:
             return BaselineChoice(skipped_reason=f"alias '{spec}' needs a registry source or --register-as")
         try:

@@ -19,7 +19,7 @@ from tests.test_cli import _assert_exit_2_with_the_reason_first, _modelgate
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-FAST = ["--no-onnx", "--no-benchmark"]
+FAST = ["--targets", "none", "--no-benchmark"]
 
 
 def _copy(model_dirs, tmp_path):

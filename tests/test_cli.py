@@ -43,7 +43,7 @@ def test_demo_passes_and_says_where_the_results_are(tmp_path):
 
 
 def test_a_failing_check_exits_1(model_dirs, tmp_path):
-    result = _modelgate("validate", str(model_dirs["nan_outputs"]), "--no-onnx", "--no-benchmark",
+    result = _modelgate("validate", str(model_dirs["nan_outputs"]), "--targets", "none", "--no-benchmark",
                         cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "finite_outputs" in result.stdout and "verdict: FAILED" in result.stdout
@@ -74,7 +74,7 @@ def test_worker_is_prefects_worker_with_its_options(tmp_path):
 
 def test_user_inputs_file_is_used(model_dirs, tmp_path):
     np.savez(tmp_path / "inputs.npz", input1=np.ones((2, 4), "float32"), input2=np.ones((2, 1), "float32"))
-    result = _modelgate("validate", str(model_dirs["custom_signature"]), "--inputs", "inputs.npz", "--no-onnx",
+    result = _modelgate("validate", str(model_dirs["custom_signature"]), "--inputs", "inputs.npz", "--targets", "none",
                         "--signature", "my_custom_signature", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "modelgate-report.json").read_text())
@@ -88,7 +88,7 @@ def test_a_cli_run_keeps_its_copies_in_its_workdir_and_links_no_flow_run_without
     system_temp = tmp_path / "system-temp"
     system_temp.mkdir()
     result = _modelgate("validate", str(model_dir), "--signature", "weights", "--baseline", str(model_dir),
-                        "--register-as", "gate-cli", "--no-onnx", "--no-benchmark", cwd=tmp_path, TMPDIR=str(system_temp))
+                        "--register-as", "gate-cli", "--targets", "none", "--no-benchmark", cwd=tmp_path, TMPDIR=str(system_temp))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "modelgate-report.json").read_text())
     assert {name: d["max_abs_diff"] for name, d in report["baseline"]["drift"].items()} == {"weight": 0.0, "y": 0.0}
@@ -110,7 +110,7 @@ def test_a_server_named_in_a_prefect_profile_runs_the_flow(model_dirs, tmp_path)
     profiles = tmp_path / "profiles.toml"
     profiles.write_text(f'active = "team"\n\n[profiles.team]\nPREFECT_API_URL = "{api_url}"\n')
     report_path = str(tmp_path / "profile-report.json")  # this run's own: other tests' runs share the server
-    result = _modelgate("validate", str(model_dirs["keras_export"]), "--no-onnx", "--no-benchmark", "--report",
+    result = _modelgate("validate", str(model_dirs["keras_export"]), "--targets", "none", "--no-benchmark", "--report",
                         report_path, cwd=tmp_path, PREFECT_PROFILES_PATH=str(profiles))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"flow runs on the Prefect server at {api_url}" in result.stdout

@@ -78,7 +78,7 @@ def test_the_inspect_stage_raises_what_the_reading_raised_in_its_child(model_dir
     request = ValidationRequest(source=str(model_dir))
     with pytest.raises(NotASavedModel, match="^.*/model: not a SavedModel .* found notes.txt$"):
         inspect_model.fn(str(model_dir), request, str(tmp_path))
-    unknown_library = request.model_copy(update={"op_libraries": ["no_such_op_library"]})
+    unknown_library = request.model_copy(update={"model": request.model.model_copy(update={"op_libraries": ["no_such_op_library"]})})
     with pytest.raises(ModelgateError, match="^--op-library no_such_op_library: cannot import it") as raised:
         inspect_model.fn(str(model_dirs["keras_export"]), unknown_library, str(tmp_path))
     assert type(raised.value) is ModelgateError

@@ -97,7 +97,7 @@ def test_a_named_range_wins_over_the_graph_which_wins_over_the_default_key(zoo, 
 
 def test_value_range_options_become_the_request_field():
     args = _parser().parse_args(["validate", "m", "--value-range", "token_ids=0:999", "--value-range", "0:1"])
-    assert _request_fields(args, "m")["value_range"] == {"token_ids": [0, 999], "": [0, 1]}
+    assert _request_fields(args, "m")["inputs"]["value_range"] == {"token_ids": [0, 999], "": [0, 1]}
     with pytest.raises(ValueError, match="--value-range expects NAME=LO:HI or LO:HI, found 'token_ids=0-9'"):
         _request_fields(_parser().parse_args(["validate", "m", "--value-range", "token_ids=0-9"]), "m")
 
@@ -214,8 +214,9 @@ class TestVerdicts:
         checks = {check.name: check.status for check in bert_report.checks}
         assert all(checks[name] == "passed" for name in MODEL_CHECKS if name != "keras_wrapper_parity"), checks
         assert bert_report.inputs.value_ranges["token_ids"].origin == "graph"
-        assert bert_report.onnx.status == "passed"
-        assert bert_report.onnx.outputs["sequence_output"].max_abs_diff < 1e-4
+        onnx = bert_report.targets["onnx"]
+        assert onnx.status == "passed"
+        assert onnx.comparisons["onnxruntime/cpu"].outputs["sequence_output"].max_abs_diff < 1e-4
 
     def test_bert_passes(self, bert_report):
         assert bert_report.status == "passed", bert_report.failed_checks()

@@ -86,7 +86,7 @@ def test_onnx_runtime_matches_tensorflow_on_eight_batches_with_outputs_that_spre
     assert cpu.graph_optimization_level == "ORT_ENABLE_ALL"
     assert all(result.passed for result in cpu.outputs.values()), cpu.outputs
     logits = cpu.outputs["logits"]
-    assert logits.total_elements == 8 * stages.request.batch_size * 10
+    assert logits.total_elements == 8 * stages.request.inputs.batch_size * 10
     assert logits.top1_agreement == 1.0 and logits.top5_agreement == 1.0
     assert logits.cosine_similarity > 0.999999
     assert cpu.outputs["kept_tokens"].max_abs_diff == 0.0  # int64, exact
@@ -191,10 +191,10 @@ def test_unsupported_op_is_a_structured_failure_of_the_onnx_stage_only(onnx_mode
     report = ValidationReport(source=stages.request.source, request=stages.request, workdir=stages.workdir,
                               targets={"onnx": TargetSection(name="onnx", artifact_format="onnx")})
     record_target_error("onnx")(report, raised.value)
-    onnx_section = report.onnx
+    onnx_section = report.targets["onnx"]
     # An impossible conversion is a verdict on the model (failed), not a stage that could not run (error).
-    assert onnx_section.status == "failed" and onnx_section.unsupported_ops == {"ParseExampleV2": 1}
-    assert "Unsupported ops: Counter({'ParseExampleV2': 1})" in onnx_section.converter_message
+    assert onnx_section.status == "failed" and onnx_section.conversion.details["unsupported_ops"] == {"ParseExampleV2": 1}
+    assert "Unsupported ops: Counter({'ParseExampleV2': 1})" in onnx_section.conversion.converter_message
     checks = {check.name: check for check in onnx_section.checks}
     assert checks["onnx_ops_converted"].status == "failed"
     assert checks["onnx_checker"].status == "failed" and "ParseExampleV2" in checks["onnx_checker"].message

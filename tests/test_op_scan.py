@@ -256,7 +256,7 @@ def test_an_op_library_that_cannot_be_imported_is_a_usage_error(model_dirs):
 # --- end to end ---
 
 def _request(args: list[str], tracking_uri: str, workdir: Path) -> ValidationRequest:
-    parsed = cli._parser().parse_args(["validate", *args, "--no-onnx", "--no-benchmark", "--tracking-uri", tracking_uri])
+    parsed = cli._parser().parse_args(["validate", *args, "--targets", "none", "--no-benchmark", "--tracking-uri", tracking_uri])
     return ValidationRequest(**cli._request_fields(parsed, parsed.source), report_path=str(workdir / "report.json"),
                              output_dir=str(workdir / "out"))
 
@@ -288,4 +288,4 @@ def test_a_tf_text_model_validates_with_its_op_library(tensorflow_text_model, tr
     checks = {check.name: check.status for check in report.checks}
     assert checks["op_safety"] == "passed"
     assert checks["keras_wrapper_parity"] == "passed" and checks["finite_outputs"] == "passed"
-    assert report.request.op_libraries == ["tensorflow_text"]
+    assert report.request.model.op_libraries == ["tensorflow_text"]

@@ -1,16 +1,14 @@
-"""The request's shape as Prefect's form renders it, and the flat keys of the previous release."""
+"""The request's shape as Prefect's form renders it, and the keys of earlier releases."""
 
 import pytest
 from pydantic import ValidationError
 
 from modelgate.execution.sandbox import limits_of
-from modelgate.request import BenchmarkSettings, SandboxLimits, ValidationRequest
+from modelgate.request import SECTIONS, BenchmarkSettings, DeprecatedRequestKey, SandboxLimits, ValidationRequest
 from modelgate.service.cli import _parser, _request_fields
+from modelgate.targets import registry
 
-COMMON = ["source", "signature", "targets", "inputs_path", "contract_path", "baseline"]
-# A version folder and an opset have no empty value that reads better than "none given": 0 is a real version,
-# and an opset of 0 would read as a number asked for.
-KEPT_NULLABLE = {"model_version", "onnx_opset"}
+SECTION_ORDER = ["source", "model", "inputs", "checks", "baseline", "targets", "benchmark", "limits", "mlflow", "output"]
 
 
 @pytest.fixture(scope="module")
@@ -28,26 +26,47 @@ def _resolved(schema: dict, prop: dict) -> dict:
     return schema["definitions"][ref.rsplit("/", 1)[-1]] if ref else prop
 
 
-def test_the_form_shows_the_common_fields_first_and_the_groups_as_objects(form):
+def test_the_form_is_ten_sections_each_an_object_of_its_fields(form):
     properties = form["definitions"]["ValidationRequest"]["properties"]
-    assert list(properties)[:len(COMMON)] == COMMON
-    assert list(properties)[-2:] == ["benchmark", "limits"]
-    for group, names in (("benchmark", BenchmarkSettings.model_fields), ("limits", SandboxLimits.model_fields)):
-        resolved = _resolved(form, properties[group])
+    assert list(properties) == SECTION_ORDER
+    for section, model in SECTIONS.items():
+        resolved = _resolved(form, properties[section])
         assert resolved["type"] == "object"
-        assert list(resolved["properties"]) == list(names)
+        assert list(resolved["properties"]) == list(model.model_fields)
 
 
-def test_no_field_is_nullable_but_the_kept_ones(form):
-    """Prefect's form renders a nullable field as a type picker ('Property is type None')."""
-    def nullable(properties: dict) -> set[str]:
-        return {name for name, prop in properties.items()
-                if any(option.get("type") == "null" for option in prop.get("anyOf", []))}
+def test_targets_are_a_section_per_target_with_its_typed_options(form):
+    targets = form["definitions"]["ValidationRequest"]["properties"]["targets"]
+    assert set(targets["properties"]) == set(registry())
+    onnx = targets["properties"]["onnx"]["properties"]
+    assert onnx["convert"]["default"] is True and onnx["requirement"]["enum"] == ["required", "optional"]
+    assert onnx["options"]["properties"]["opset"]["type"] == "integer"
+    assert targets["properties"]["litert"]["properties"]["convert"]["default"] is False
 
-    definitions = form["definitions"]
-    assert nullable(definitions["ValidationRequest"]["properties"]) == KEPT_NULLABLE
-    assert nullable(definitions["BenchmarkSettings"]["properties"]) == set()
-    assert nullable(definitions["SandboxLimits"]["properties"]) == set()
+
+def test_no_field_is_a_type_picker(form):
+    """Prefect's form renders a union (nullable fields, number-or-mapping tolerances) as a type picker ('Property is
+    type None'); a title repeated inside its own section reads twice."""
+    def pickers(properties: dict) -> set[str]:
+        return {name for name, prop in properties.items() if "anyOf" in prop or "oneOf" in prop}
+
+    for name, definition in form["definitions"].items():
+        assert pickers(definition.get("properties", {})) == set(), name
+        if name in {model.__name__ for model in SECTIONS.values()}:
+            titles = [prop.get("title") for prop in definition["properties"].values()]
+            assert definition.get("title") not in titles, name
+
+
+def test_a_form_s_submission_converts_the_targets_ticked():
+    submitted = {name: {"convert": name in ("onnx", "litert"), "requirement": "optional" if name == "litert" else
+                        "required", "options": {}} for name in registry()}
+    submitted["onnx"]["options"] = {"opset": 17}
+    request = ValidationRequest(source="m", targets=submitted)
+    assert list(request.targets) == ["litert", "onnx"] or set(request.targets) == {"litert", "onnx"}
+    assert request.options_of(registry()["onnx"]).opset == 17
+    assert request.requirement_of("litert") == "optional"
+    with pytest.raises(ValidationError, match="targets.onnx.options"):
+        ValidationRequest(source="m", targets={"onnx": {"options": {"opset": "x"}}})
 
 
 FLAT = {
@@ -65,7 +84,8 @@ GROUPED = {
 
 
 def test_the_flat_keys_of_the_previous_release_build_the_same_request():
-    assert ValidationRequest(source="m", **FLAT) == ValidationRequest(source="m", **GROUPED)
+    with pytest.warns(DeprecatedRequestKey, match="'model_timeout_s' is deprecated: use 'limits.timeout_s'"):
+        assert ValidationRequest(source="m", **FLAT) == ValidationRequest(source="m", **GROUPED)
     assert ValidationRequest(source="m", benchmark=True, benchmark_warmup=1).benchmark.enabled is True
     # a flat key may join a group given in the new shape, as a deployment's request_fields and a run's own do
     mixed = ValidationRequest(source="m", benchmark={"window": 5}, benchmark_warmup=2)
@@ -78,8 +98,8 @@ def test_null_of_the_previous_release_reads_as_the_empty_default():
     old = ValidationRequest(source="m", signature=None, tags=None, inputs_path=None, contract_path=None,
                             baseline=None, tracking_uri=None, register_as=None, alias=None,
                             benchmark_batch_sizes=None, intra_op_threads=None, memory_limit_mb=None)
-    assert (old.signature, old.tags, old.inputs_path, old.contract_path) == ("", [], "", "")
-    assert (old.baseline, old.tracking_uri, old.register_as, old.alias) == ("", "", "", "")
+    assert (old.model.signature, old.model.tags, old.inputs.path, old.checks.contract_path) == ("", [], "", "")
+    assert (old.baseline, old.mlflow.tracking_uri, old.mlflow.register_as, old.mlflow.alias) == ("", "", "", "")
     assert old.benchmark == BenchmarkSettings() and old.limits == SandboxLimits()
 
 
@@ -102,3 +122,35 @@ def test_every_flag_lands_in_its_group():
     assert request.baseline == ""  # --baseline '': no baseline
     defaults = ValidationRequest(**_request_fields(_parser().parse_args(["validate", "m"]), "m"))
     assert defaults == ValidationRequest(source="m")
+
+
+def test_the_keys_of_the_first_target_and_the_top_level_ones_move_into_their_sections():
+    with pytest.warns(DeprecatedRequestKey) as warned:
+        old = ValidationRequest(source="m", signature="s", model_version=3, inputs_path="x.npz", seed=2, atol={"": 1e-5, "y": 0.1},
+                                onnx_opset=17, onnx_external_data="always", onnx_requirement="optional", onnx_batches=3,
+                                targets=["onnx", "litert"], optional_targets=["litert"],
+                                target_criteria={"litert": {"max_p99_rel_diff": 0.2}}, report_path="r.json")
+    assert any("'onnx_opset' is deprecated: use 'targets.onnx.options.opset'" in str(w.message) for w in warned)
+    new = ValidationRequest(
+        source="m", model={"signature": "s", "version": "3"}, inputs={"path": "x.npz", "seed": 2},
+        checks={"atol": 1e-5, "output_atol": {"y": 0.1}, "comparison_batches": 3}, output={"report_path": "r.json"},
+        targets={"onnx": {"requirement": "optional", "options": {"opset": 17, "external_data": "always"}},
+                 "litert": {"requirement": "optional", "criteria": {"max_p99_rel_diff": 0.2}}})
+    assert old == new
+    assert (new.model.version_number, new.atol) == (3, {"": 1e-5, "y": 0.1})
+    assert ValidationRequest(source="m", export_onnx=False).targets == {}
+    assert list(ValidationRequest(source="m", targets=["all"]).targets) == list(registry())
+
+
+def test_target_option_flags_come_from_each_target_s_options():
+    args = _parser().parse_args(["validate", "m", "--targets", "onnx,onnx-fp16", "--onnx-opset", "17",
+                                 "--onnx-external-data", "always", "--onnx-fp16-op-block-list", "Resize,TopK",
+                                 "--optional-target", "onnx-fp16"])
+    request = ValidationRequest(**_request_fields(args, "m"))
+    assert request.targets["onnx"].options == {"opset": 17, "external_data": "always"}
+    assert request.targets["onnx-fp16"].options == {"op_block_list": ["Resize", "TopK"]}
+    assert request.requirement_of("onnx-fp16") == "optional"
+    none = ValidationRequest(**_request_fields(_parser().parse_args(["validate", "m", "--targets", "none"]), "m"))
+    assert none.targets == {}
+    with pytest.raises(ValueError, match="--onnx-opset: onnx is not among the targets asked"):
+        _request_fields(_parser().parse_args(["validate", "m", "--targets", "litert", "--onnx-opset", "17"]), "m")

@@ -62,7 +62,7 @@ def _group_members(group: int) -> str:
 def test_ctrl_c_during_a_model_stage_ends_validate_in_seconds_with_the_report_kept(tmp_path):
     model = models.hangs(tmp_path / "hangs")  # its first model stage runs until the stage's time limit
     report_path, tracking_uri = tmp_path / "report.json", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [sys.executable, "-m", "modelgate.service.cli", "validate", str(model), "--no-onnx", "--report", str(report_path),
+    command = [sys.executable, "-m", "modelgate.service.cli", "validate", str(model), "--targets", "none", "--report", str(report_path),
                "--output-dir", str(tmp_path / "out"), "--tracking-uri", tracking_uri]
     # As a terminal starts it: SIGINT at its default. A process inherits an ignored SIGINT (something earlier in
     # this test session may ignore it here), and Python then raises no KeyboardInterrupt for it.

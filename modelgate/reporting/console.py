@@ -92,7 +92,7 @@ class Console:
         self.out.print(f"recommendation: {built.recommendation_line()}", soft_wrap=True)
         style = STATUS_STYLE[report.status]
         self.out.print(f"verdict: [bold {style}]{report.status.upper()}[/]")
-        self.out.print(f"report: {report.request.report_path}  (working files: {report.workdir})", soft_wrap=True)
+        self.out.print(f"report: {report.request.output.report_path}  (working files: {report.workdir})", soft_wrap=True)
         if report.mlflow.run_id:
             self.out.print(
                 f"mlflow run: {report.mlflow.run_id}  (tracking URI {report.mlflow.tracking_uri}, "

@@ -94,7 +94,7 @@ def new_workdir(output_dir: str) -> Path:
 class ValidationRun:
     def __init__(self, request: ValidationRequest):
         self.request = request
-        self.workdir = new_workdir(request.output_dir)
+        self.workdir = new_workdir(request.output.output_dir)
         self.report = ValidationReport(
             source=request.source, request=request, workdir=str(self.workdir),
             environment=gather_environment(),
@@ -126,7 +126,7 @@ class ValidationRun:
         """The OS sandbox of this validation's model processes, recorded in the environment; a warning where
         the kernel cannot give one (or, with require_sandbox, the model stages refuse to run, see ModelProcess)."""
         request = self.request
-        sources = [request.source, request.baseline, request.inputs_path]
+        sources = [request.source, request.baseline, request.inputs.path]
         sandbox = os_sandbox.for_validation(sources, self.workdir, request.limits.require_sandbox)
         if sandbox is None:
             reason = os_sandbox.landlock_abi()[1]
@@ -141,7 +141,7 @@ class ValidationRun:
     def save(self) -> None:
         text = self.report.model_dump_json(indent=2)
         atomic_write.write_text(self.report_file, text)
-        atomic_write.write_text(self.request.report_path, text)
+        atomic_write.write_text(self.request.output.report_path, text)
         if self.report.mlflow.run_id and self.report.status == "running":
             try:
                 mlflow_store.upload_report(self.report.mlflow, self.report_file)

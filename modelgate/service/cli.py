@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 from modelgate.errors import ModelgateError
 from modelgate.service import prefect_server  # the standard library only: it starts before the heavy imports
@@ -96,6 +97,9 @@ def _add_secret_env(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_validation_options(parser: argparse.ArgumentParser) -> None:
+    from modelgate.request import default_targets
+    from modelgate.targets import registry
+
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--signature", metavar="KEY", help="signature key (default: serving_default)")
     parser.add_argument("--tag", metavar="TAG", action="append", help="tag of the MetaGraph (repeat or comma-separate)")
@@ -104,17 +108,16 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contract", metavar="FILE", help="expected contract (YAML or JSON) the signature must match")
     parser.add_argument("--baseline", "--previous", metavar="SOURCE", dest="baseline",
                         help="version to compare with: path, models:/NAME/VERSION or an alias (default: champion)")
+    targets = registry()
     parser.add_argument("--targets", metavar="T,T,...",
-                        help="conversion targets: onnx, onnx-fp16, onnx-int8, litert, openvino, or all (default: onnx)")
+                        help=f"conversion targets: {', '.join(sorted(targets))}, all, or none "
+                        f"(default: {', '.join(default_targets()) or 'none'})")
     parser.add_argument("--optional-target", metavar="NAME", action="append",
                         help="report this target's failures without failing on them (repeatable)")
-    parser.add_argument("--no-onnx", action="store_true", help="leave onnx out of the targets")
     parser.add_argument("--atol", type=float, help="absolute tolerance of every target against TensorFlow")
     parser.add_argument("--rtol", type=float, help="relative tolerance of every target against TensorFlow")
-    parser.add_argument("--opset", type=int, help="ONNX opset (default: highest supported)")
-    parser.add_argument("--onnx-optional", action="store_true", help="report ONNX problems without failing on them")
-    parser.add_argument("--onnx-external-data", action="store_true", help="write ONNX weights to model.onnx.data")
-    parser.add_argument("--onnx-batches", type=int, metavar="N", help="seeded batches ONNX is compared on (default 8)")
+    parser.add_argument("--comparison-batches", type=int, metavar="N",
+                        help="seeded batches every target is compared on (default 8)")
     parser.add_argument("--output-atol", metavar="NAME=X", action="append", help="atol for one output (repeatable)")
     parser.add_argument("--output-rtol", metavar="NAME=X", action="append", help="rtol for one output (repeatable)")
     parser.add_argument("--batch-size", type=int, help="dynamic batch dimension of synthetic inputs")
@@ -146,6 +149,38 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
                         help="elliptic-curve private key: a version that passes is signed before its alias moves")
     parser.add_argument("--signing-certificate", metavar="PEM",
                         help="the key's certificate, its chain after it: sign in model-signing's certificate mode")
+    for name, declared in sorted(targets.items()):
+        fields = declared.options.model_fields
+        if fields:
+            group = parser.add_argument_group(f"{name} options", declared.description)
+            for field, info in fields.items():
+                group.add_argument(_option_flag(name, field), dest=_option_dest(name, field), metavar=None
+                                   if _option_kind(info) is bool else field.upper(), **_option_argument(info))
+
+
+def _option_flag(target: str, field: str) -> str:
+    return f"--{target}-{field.replace('_', '-')}"
+
+
+def _option_dest(target: str, field: str) -> str:
+    return f"option:{target}:{field}"
+
+
+def _option_kind(info):
+    return info.annotation if info.annotation in (bool, int, float, str) else get_origin(info.annotation)
+
+
+def _option_argument(info) -> dict:
+    """A target option as argparse takes it, from its pydantic field: a switch, choices, a number, a list."""
+    kind = _option_kind(info)
+    described = f"{info.description} (default: {info.default})" if info.default not in ([], "", None) else info.description
+    if kind is bool:
+        return {"action": argparse.BooleanOptionalAction, "default": None, "help": info.description}
+    if kind is Literal:
+        return {"choices": get_args(info.annotation), "help": described}
+    if kind is list:
+        return {"type": _csv, "help": f"{info.description} (comma-separated)"}
+    return {"type": kind, "help": described}
 
 
 def _csv(value: str) -> list[str]:
@@ -153,33 +188,34 @@ def _csv(value: str) -> list[str]:
 
 
 def _request_fields(args: argparse.Namespace, source: str) -> dict:
-    """The request's fields of these flags; a flag left out leaves the request's default."""
+    """The request of these flags, section by section; a flag left out leaves the request's default."""
     tags = [t for value in args.tag for t in value.split(",") if t] if args.tag else None
-    fields = {
-        "source": source, "signature": args.signature, "tags": tags, "inputs_path": args.inputs,
-        "export_onnx": not args.no_onnx, "atol": args.atol, "rtol": args.rtol, "onnx_opset": args.opset,
-        "batch_size": args.batch_size, "allow_ops": args.allow_op, "report_path": args.report,
-        "output_dir": args.output_dir, "tracking_uri": args.tracking_uri, "register_as": args.register_as,
-        "alias": args.alias, "signing_key": args.signing_key,
-        "signing_certificate": args.signing_certificate, "model_version": args.version, "contract_path": args.contract,
-        "baseline": args.baseline, "op_libraries": args.op_library,
+    sections = {
+        "model": {"signature": args.signature, "tags": tags, "version": args.version, "op_libraries": args.op_library},
+        "inputs": {"path": args.inputs, "batch_size": args.batch_size,
+                   "value_range": _value_ranges(args.value_range) if args.value_range else None},
+        "checks": {"contract_path": args.contract, "atol": args.atol, "rtol": args.rtol,
+                   "output_atol": _per_output(args.output_atol, "--output-atol"),
+                   "output_rtol": _per_output(args.output_rtol, "--output-rtol"),
+                   "comparison_batches": args.comparison_batches, "allow_ops": args.allow_op},
+        "benchmark": {
+            "enabled": False if args.no_benchmark else None, "max_batch_size": args.max_batch_size,
+            "intra_op_threads": args.threads, "budget_s": args.benchmark_budget_s,
+            "gpu": False if args.no_gpu else None, "runtimes": _csv(args.runtimes) if args.runtimes else None,
+            "batch_sizes": [int(n) for n in _csv(args.benchmark_batch_sizes)]
+            if args.benchmark_batch_sizes is not None else None,
+        },
+        "limits": {"timeout_s": args.timeout, "memory_limit_mb": args.memory_limit_mb,
+                   "require_sandbox": True if args.require_sandbox else None},
+        "mlflow": {"tracking_uri": args.tracking_uri, "register_as": args.register_as, "alias": args.alias,
+                   "signing_key": args.signing_key, "signing_certificate": args.signing_certificate},
+        "output": {"report_path": args.report, "output_dir": args.output_dir},
     }
-    benchmark = {
-        "enabled": False if args.no_benchmark else None, "max_batch_size": args.max_batch_size,
-        "intra_op_threads": args.threads, "budget_s": args.benchmark_budget_s,
-        "gpu": False if args.no_gpu else None, "runtimes": _csv(args.runtimes) if args.runtimes else None,
-        "batch_sizes": [int(n) for n in _csv(args.benchmark_batch_sizes)]
-        if args.benchmark_batch_sizes is not None else None,
-    }
-    limits = {"timeout_s": args.timeout, "memory_limit_mb": args.memory_limit_mb,
-              "require_sandbox": True if args.require_sandbox else None}
-    fields.update(_onnx_fields(args))
-    if args.value_range:
-        fields["value_range"] = _value_ranges(args.value_range)
+    fields = {"source": source, "baseline": args.baseline, "targets": _target_fields(args)}
     fields = _given(fields)
-    for group, settings in (("benchmark", _given(benchmark)), ("limits", _given(limits))):
-        if settings:
-            fields[group] = settings
+    for name, settings in sections.items():
+        if settings := _given(settings):
+            fields[name] = settings
     return fields
 
 
@@ -305,11 +341,11 @@ def _verify(args: argparse.Namespace, console) -> int:
     return EXIT_FAILED
 
 
-def _per_output(default: float | None, settings: list[str] | None, option: str) -> dict[str, float] | None:
-    """--output-atol logits=1e-3 (repeatable) on top of --atol, as {"": default, "logits": 1e-3}."""
+def _per_output(settings: list[str] | None, option: str) -> dict[str, float] | None:
+    """--output-atol logits=1e-3 (repeatable), as {"logits": 1e-3}."""
     if not settings:
         return None
-    tolerances = {"": default} if default is not None else {}
+    tolerances = {}
     for setting in settings:
         name, _, value = setting.partition("=")
         try:
@@ -334,17 +370,27 @@ def _value_ranges(settings: list[str]) -> dict[str, list[float]]:
     return ranges
 
 
-def _onnx_fields(args: argparse.Namespace) -> dict:
-    fields = {
-        "onnx_requirement": "optional" if args.onnx_optional else None,
-        "onnx_external_data": "always" if args.onnx_external_data else None,
-        "onnx_batches": args.onnx_batches,
-        "targets": _csv(args.targets) if args.targets is not None else None,
-        "optional_targets": args.optional_target,
-        "atol": _per_output(args.atol, args.output_atol, "--output-atol"),
-        "rtol": _per_output(args.rtol, args.output_rtol, "--output-rtol"),
-    }
-    return {key: value for key, value in fields.items() if value is not None}
+def _target_fields(args: argparse.Namespace) -> dict:
+    """--targets, --optional-target and each target's option flags as the request's targets mapping."""
+    from modelgate.request import default_targets, target_mapping
+
+    if args.targets is None:
+        names = default_targets()
+    else:
+        names = [] if args.targets.strip() == "none" else _csv(args.targets)
+    targets = target_mapping(names)
+    for name in args.optional_target or []:
+        if name not in targets:
+            raise ValueError(f"--optional-target {name}: {name} is not among the targets asked")
+        targets[name]["requirement"] = "optional"
+    for dest, value in vars(args).items():
+        if not dest.startswith("option:") or value is None:
+            continue
+        _, name, field = dest.split(":")
+        if name not in targets:
+            raise ValueError(f"{_option_flag(name, field)}: {name} is not among the targets asked")
+        targets[name].setdefault("options", {})[field] = value
+    return targets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,13 +441,13 @@ def main(argv: list[str] | None = None) -> int:
         from modelgate.request import ValidationRequest
 
         request = ValidationRequest(**_request_fields(args, model_dir))
-        if request.signing_key and not (request.register_as or request.source.startswith("models:/")):
+        if request.mlflow.signing_key and not (request.mlflow.register_as or request.source.startswith("models:/")):
             raise ValueError("--signing-key signs a registry version: add --register-as NAME, or validate models:/...")
-        if request.signing_key:
+        if request.mlflow.signing_key:
             from modelgate.tracking.signing import signer_anchor
 
             with tempfile.TemporaryDirectory() as scratch:  # a key that cannot sign is a usage error, before any work
-                signer_anchor(request.signing_key, request.signing_certificate, Path(scratch))
+                signer_anchor(request.mlflow.signing_key, request.mlflow.signing_certificate, Path(scratch))
     except ValidationError as exc:
         first = exc.errors()[0]
         console.error(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")
@@ -418,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         console.note(f"flow runs on {prefect_server.connect(server)}")
         report = validate(request)
     except KeyboardInterrupt:
-        console.error(f"interrupted; the report so far is in {request.report_path}")
+        console.error(f"interrupted; the report so far is in {request.output.report_path}")
         return EXIT_INTERRUPTED
     except Exception as exc:
         if args.debug:
