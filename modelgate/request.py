@@ -60,10 +60,10 @@ class BenchmarkSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(default=True, title="Benchmark", description="Measure latency and throughput.")
+    enabled: bool = Field(default=True, title="Measure", description="Measure latency and throughput.")
     batch_sizes: list[int] = Field(
         default=[],
-        title="Benchmark batch sizes",
+        title="Batch sizes",
         description="Batch sizes to measure. Empty: powers of two from 1 until throughput gains under 5 % twice "
         "in a row, or the maximum batch size.",
     )
@@ -76,7 +76,7 @@ class BenchmarkSettings(BaseModel):
         description="Of tensorflow (the raw signature), keras (the wrapper) and each target's runtimes (onnxruntime, "
         "litert, openvino). Empty: all of them.",
     )
-    gpu: bool = Field(default=True, title="Benchmark on GPU too", description="Also measure on a GPU where one is present.")
+    gpu: bool = Field(default=True, title="On a GPU too", description="Also measure on a GPU where one is present.")
     intra_op_threads: int = Field(
         default=0, ge=0, title="Intra-op threads", description="Threads inside one op. 0: one per CPU core."
     )
@@ -88,7 +88,7 @@ class BenchmarkSettings(BaseModel):
     )
     budget_s: float = Field(
         default=30, gt=0,
-        title="Benchmark budget per runtime and device (s)",
+        title="Budget per runtime and device (s)",
         description="Each runtime's sweep on each device stops when this is spent; the batch sizes left are "
         "reported as unmeasured, and no cut-short window counts.",
     )
@@ -184,7 +184,7 @@ class InputSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(
-        default="", title="Inputs file (.npz or tf.Example records)",
+        default="", title="File (.npz or tf.Example records)",
         description="NumPy .npz keyed by signature input name, or a TFRecord file of serialized tf.Example "
         "records for the signature's string input. Empty: seeded synthetic inputs.",
     )
@@ -339,7 +339,7 @@ class OutputSettings(BaseModel):
 
     report_path: str = Field(default=DEFAULT_REPORT_PATH, title="Report path", description="Where report.json is written.")
     output_dir: str = Field(
-        default=DEFAULT_OUTPUT_DIR, title="Output directory",
+        default=DEFAULT_OUTPUT_DIR, title="Working directory",
         description="Working files of each validation (inputs, converted models, plots) go to a subfolder here.",
     )
 
@@ -485,15 +485,11 @@ def _targets_form(schema: dict) -> None:
     properties = {}
     for name, target in sorted(registry().items()):
         options = target.options.model_json_schema()
-        properties[name] = {
-            "type": "object", "title": name, "description": target.description,
-            "properties": {
-                "convert": {**plain["convert"], "default": name in asked},
-                "requirement": plain["requirement"],
-                "options": {"type": "object", "title": "Options", "properties": options.get("properties", {}),
-                            **({"$defs": options["$defs"]} if "$defs" in options else {})},
-            },
-        }
+        fields = {"convert": {**plain["convert"], "default": name in asked}, "requirement": plain["requirement"]}
+        if options.get("properties"):
+            fields["options"] = {"type": "object", "title": "Options", "properties": options["properties"],
+                                 **({"$defs": options["$defs"]} if "$defs" in options else {})}
+        properties[name] = {"type": "object", "title": name, "description": target.description, "properties": fields}
     schema.clear()
     schema.update({"type": "object", "title": "Targets", "properties": properties,
                    "description": "The serving formats to convert to and hold against TensorFlow."})

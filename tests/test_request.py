@@ -41,6 +41,7 @@ def test_targets_are_a_section_per_target_with_its_typed_options(form):
     onnx = targets["properties"]["onnx"]["properties"]
     assert onnx["convert"]["default"] is True and onnx["requirement"]["enum"] == ["required", "optional"]
     assert onnx["options"]["properties"]["opset"]["type"] == "integer"
+    assert "options" not in targets["properties"]["litert"]["properties"]  # no empty section for a target without any
     assert targets["properties"]["litert"]["properties"]["convert"]["default"] is False
 
 
@@ -52,9 +53,11 @@ def test_no_field_is_a_type_picker(form):
 
     for name, definition in form["definitions"].items():
         assert pickers(definition.get("properties", {})) == set(), name
-        if name in {model.__name__ for model in SECTIONS.values()}:
-            titles = [prop.get("title") for prop in definition["properties"].values()]
-            assert definition.get("title") not in titles, name
+    sections = form["definitions"]["ValidationRequest"]["properties"]
+    for section in SECTIONS:
+        title = sections[section]["title"]
+        titles = [prop["title"] for prop in _resolved(form, sections[section])["properties"].values()]
+        assert not [field for field in titles if field.startswith(title)], section
 
 
 def test_a_form_s_submission_converts_the_targets_ticked():
