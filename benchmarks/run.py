@@ -113,7 +113,7 @@ def convert(model_dir: Path, workdir: Path) -> str:
 def fidelity(model_dirs: dict[str, Path], workdir: Path) -> list[dict]:
     rows = []
     for name, model_dir in model_dirs.items():
-        tf_runner = TFSignatureRunner(model_dir, ["serve"], "serving_default")
+        tf_runner = TFSignatureRunner(model_dir, ["serve"], "serving_default").activate()
         _, specs = tf_runner.signature_fn.structured_input_signature
         feeds = models.random_feeds({k: (1, *s.shape[1:]) for k, s in specs.items()})
         ort_runner = OnnxRuntimeRunner(convert(model_dir, workdir))

@@ -6,7 +6,8 @@ import pytest
 from modelgate.execution.jobs import inspection_job
 from modelgate.execution.quiet import import_tensorflow
 from modelgate.request import ValidationRequest
-from modelgate.runtimes.tensorflow import KerasModelRunner, TFSignatureRunner
+from modelgate.runtimes.keras_wrapper import KerasModelRunner
+from modelgate.runtimes.tensorflow import TFSignatureRunner
 from tasks.load_and_wrap import load_and_wrap
 from tasks.prepare_inputs import prepare_inputs
 from tasks.select_signature import select_signature
@@ -30,7 +31,7 @@ def test_tfsmlayer_alone_fails_on_two_inputs(model_dirs):
 def test_keras_model_predict_with_named_inputs_equals_the_raw_signature(model_dirs, tmp_path):
     choice = select_signature.fn(inspection_job(str(model_dirs["custom_signature"]), str(tmp_path)), None, None)
     raw = TFSignatureRunner(choice.model_dir, choice.tags, choice.signature.key)
-    wrapped = KerasModelRunner(raw, choice.signature)
+    wrapped = KerasModelRunner(raw, choice.signature).activate()
     assert [layer.name for layer in wrapped.model.inputs] == ["input1", "input2"]
     expected, found = raw(FEEDS), wrapped(FEEDS)
     assert set(found) == {"output", "auxiliary_output"}

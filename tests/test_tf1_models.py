@@ -13,11 +13,8 @@ from modelgate.execution.jobs import inspection_job
 from modelgate.execution.sandbox import Limits, run_isolated
 from modelgate.model.savedmodel import load_saved_model
 from modelgate.numerics.checks import unwrappable
-from modelgate.runtimes.tensorflow import (
-    TFSessionRunner,
-    TFSignatureRunner,
-    configure_tensorflow_threads,
-)
+from modelgate.runtimes.tensorflow import TFSignatureRunner, configure_tensorflow_threads
+from modelgate.runtimes.tf1_session import TFSessionRunner
 from tasks.select_signature import select_signature
 from tests import models
 from tests.flows import run_flow
@@ -53,7 +50,7 @@ def test_declared_scalars_are_refused_by_tf2_and_served_by_a_session_with_the_gr
 
 def _session_threads(model_dir: str) -> tuple[int, int, int]:
     configure_tensorflow_threads(1, 2)
-    config = TFSessionRunner(model_dir, ["serve"], "serving_default").config
+    config = TFSessionRunner(model_dir, ["serve"], "serving_default").activate().config
     return config.intra_op_parallelism_threads, config.inter_op_parallelism_threads, config.device_count["GPU"]
 
 

@@ -16,7 +16,8 @@ from modelgate.model.savedmodel import first_meaningful_line
 from modelgate.numerics.benchmark import SweepPlan, sweep
 from modelgate.numerics.inputs import no_batch_dimension
 from modelgate.numerics.timing import MeasurementPlan
-from modelgate.runtimes.tensorflow import KerasModelRunner, TFSignatureRunner
+from modelgate.runtimes.keras_wrapper import KerasModelRunner
+from modelgate.runtimes.tensorflow import TFSignatureRunner
 from modelgate.service.cli import EXIT_CODES
 from tasks.select_signature import select_signature
 from tests import wild_models
@@ -51,7 +52,7 @@ def test_the_keras_wrapper_takes_scalars_at_rank_0_and_says_why_in_one_line(buil
     signature = _signature(built["scalar_arithmetic"])
     raw = TFSignatureRunner(built["scalar_arithmetic"], ["serve"], signature.key)
     feeds = {"a": np.array(2.0, "float32"), "b": np.array(-3.0, "float32")}
-    wrapped = KerasModelRunner(raw, signature, feeds)
+    wrapped = KerasModelRunner(raw, signature, feeds).activate()
     assert [tuple(tensor.shape) for tensor in wrapped.model.inputs] == [(), ()]
     assert wrapped.call_form(feeds).startswith("model(inputs) (model.predict splits inputs")
     outputs = wrapped(feeds)

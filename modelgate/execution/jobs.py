@@ -20,6 +20,7 @@ from modelgate.model.graph_inputs import with_input_facts
 from modelgate.model.model_source import resolve_model_source
 from modelgate.model.op_allowlist import import_op_libraries
 from modelgate.model.savedmodel import (
+    TF1_GRAPH,
     describe_meta_graph,
     find_saved_model_file,
     first_meaningful_line,
@@ -35,13 +36,10 @@ from modelgate.numerics.benchmark import Measured, SweepPlan, sweep
 from modelgate.numerics.inputs import Feeds, batch_of, load_inputs_file, read_npz, save_npz
 from modelgate.report import Check
 from modelgate.request import Tolerance
-from modelgate.runtimes.tensorflow import (
-    TF1_GRAPH,
-    KerasModelRunner,
-    configure_tensorflow_threads,
-    load_reference_runner,
-    load_signature_runner,
-)
+from modelgate.runtimes import CPU, Runner, Signature
+from modelgate.runtimes.keras_wrapper import RUNTIME as KERAS
+from modelgate.runtimes.keras_wrapper import KerasModelRunner
+from modelgate.runtimes.tensorflow import configure_tensorflow_threads, load_reference_runner
 from modelgate.stages import Inspection
 
 # The static jobs below run in the TensorFlow pool's child before the op scan has cleared the model, which is
@@ -107,6 +105,7 @@ def inputs_file_job(path: str, signature: SignatureSpec, unknown_dim_size: int, 
 
 def _keras_wrapper(
     model_dir: str, tags: list[str], model_format: str, signature: SignatureSpec, feeds: Feeds | None,
+    device: str = CPU,
 ) -> KerasModelRunner | str:
     """The Keras wrapper, or why none can stand for this signature. It calls the function TF2's loader
     makes, which refuses some TF1 graphs a Session serves: for those the wrapper is not built, the rest goes on."""
@@ -114,12 +113,11 @@ def _keras_wrapper(
     if reason:
         return reason
     try:
-        function = load_signature_runner(model_dir, tags, signature.key)
+        return KERAS.load(model_dir, device, 0, 0, Signature(tuple(tags), signature.key, signature, feeds))
     except ModelRejected as exc:
         if model_format != TF1_GRAPH:
             raise
         return f"the wrapper calls the signature through tf.saved_model.load, which refuses this TF1 graph: {exc}"
-    return KerasModelRunner(function, signature, feeds)
 
 
 @shares_process(TENSORFLOW)
@@ -194,25 +192,25 @@ def tensorflow_benchmark_job(
     plan: SweepPlan, runtimes: list[str], device: str, intra_op_threads: int, inter_op_threads: int,
     op_libraries: list[str] = (),
 ) -> list[Measured]:
-    """The reference runtime ('tensorflow' asked: the raw signature, or a TF1 Session for a TF1 graph) and
-    the Keras wrapper, in a process of their own: thread counts and device visibility can only be set before
-    TensorFlow runs its first op. A fresh process (one per device) gets the request's op libraries from
-    here, not from its pool."""
+    """The runtimes named that run the SavedModel itself (modelgate.runtimes.serving: the reference runtime of
+    the model's format, the Keras wrapper), in a process of their own: thread counts and device visibility can
+    only be set before TensorFlow runs its first op. A fresh process (one per device) gets the request's op
+    libraries from here, not from its pool."""
     _hide_gpus_unless(device)
     configure_tensorflow_threads(intra_op_threads, inter_op_threads)
     import_op_libraries(list(op_libraries))
     if device == "gpu" and not import_tensorflow().config.list_physical_devices("GPU"):
         raise RuntimeError("TensorFlow sees no GPU (is the gpu extra, tensorflow[and-cuda], installed?)")
-    raw = load_reference_runner(model_dir, tags, signature.key, model_format)
+    reference = load_reference_runner(model_dir, tags, signature.key, model_format, device)
     feeds = read_npz(inputs_path)
-    by_name = {"tensorflow": (raw.name, raw)}
-    if "keras" in runtimes:
-        wrapped = _keras_wrapper(model_dir, tags, model_format, signature, feeds)
+    runners: dict[str, Runner] = {reference.name: reference}
+    if KERAS.name in runtimes:
+        wrapped = _keras_wrapper(model_dir, tags, model_format, signature, feeds, device)
         if not isinstance(wrapped, str):  # the benchmark stage says it went unmeasured; load-and-wrap says why
-            by_name["keras"] = ("keras", wrapped.infer)
+            runners[KERAS.name] = wrapped
     measured = []
-    for runtime_name, runner in (by_name[name] for name in runtimes if name in by_name):
-        measured += sweep(runner, feeds, plan, runtime_name=runtime_name, device=device,
+    for runner in (runners[name] for name in runtimes if name in runners):
+        measured += sweep(runner.infer, feeds, plan, runtime_name=runner.name, device=device,
                           intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
     return measured
 

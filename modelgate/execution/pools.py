@@ -13,20 +13,22 @@ first conversion runs.
 
 from __future__ import annotations
 
-from modelgate.execution.quiet import import_tensorflow
 from modelgate.execution.sandbox import SharedProcess, release_shared_process, start_deferred_processes
-from modelgate.model.op_allowlist import import_op_libraries_from_environment, op_library_environment
+from modelgate.model.op_allowlist import op_library_environment
 from modelgate.numerics.benchmark_plan import thread_environment
 from modelgate.request import ValidationRequest
+from modelgate.runtimes import SAVEDMODEL, runtimes_for
+from modelgate.runtimes.tensorflow import RUNTIME as TENSORFLOW_RUNTIME
 from modelgate.targets import Target, in_conversion_order
 
-TENSORFLOW = "tensorflow"
+# TensorFlow's pool: the runtimes that run the SavedModel itself share it, and the model it loaded.
+TENSORFLOW = TENSORFLOW_RUNTIME.pool
 
 
 def import_tensorflow_stack() -> None:
-    import_tensorflow()
-    import_op_libraries_from_environment()
-    import keras  # noqa: F401
+    """The warm-up of each runtime of TensorFlow's pool: TensorFlow and the op libraries, then Keras."""
+    for savedmodel_runtime in runtimes_for(SAVEDMODEL):
+        savedmodel_runtime.implementation().warm_up()
 
 
 def conversion_pool(target: Target) -> str:

@@ -83,7 +83,7 @@ def benchmark_job(
 
     def infer(feeds: Feeds) -> dict:
         try:
-            return runner(feeds)
+            return runner.infer(feeds)
         except Exception as exc:  # noqa: BLE001 - each runtime raises its own kind; a limit kills the child instead
             if device != CPU or isinstance(exc, MemoryError):
                 raise  # a device's memory or driver is no verdict on the file: the benchmark could not run

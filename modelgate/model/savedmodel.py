@@ -20,6 +20,8 @@ INIT_OP_KEY = "__saved_model_init_op"
 PREDICT_METHOD = "tensorflow/serving/predict"
 DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
+# The SavedModel formats: a TF1 graph (no object graph), TF2, and tf_keras model.save.
+TF1_GRAPH, TF2, KERAS2 = "tf1-graph", "tf2", "keras2"
 
 
 def find_saved_model_file(model_dir: str | Path) -> Path:
@@ -154,11 +156,12 @@ def inspect_saved_model(model_dir: str | Path, op_libraries: list[str] = ()) -> 
 
 
 def model_format(model_dir: str | Path, saved_model) -> str:
+    """What saved the SavedModel, which decides the runtimes that serve it (their RUNTIME.model_formats)."""
     if (Path(model_dir) / "keras_metadata.pb").is_file():
-        return "keras2"
+        return KERAS2
     if any(meta_graph.object_graph_def.nodes for meta_graph in saved_model.meta_graphs):
-        return "tf2"
-    return "tf1-graph"
+        return TF2
+    return TF1_GRAPH
 
 
 def reference_outputs(saved_model) -> list[str]:

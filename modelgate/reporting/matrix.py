@@ -14,10 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from modelgate.report import BenchmarkResult, OutputComparison, TargetSection, ValidationReport
+from modelgate.runtimes import SAVEDMODEL, reference_runtimes
 
-REFERENCE = "savedmodel"
-# The runtimes that are TensorFlow itself (a TF2 signature, or a TF1 graph's session); keras wraps it.
-TENSORFLOW_RUNTIMES = ("tensorflow", "tf1-session")
+REFERENCE = SAVEDMODEL
 # Worst over a target's outputs: the largest error, the smallest agreement.
 ERROR_FIGURES = (("max_abs_diff", max), ("max_rel_diff", max), ("cosine_similarity", min), ("top1_agreement", min))
 
@@ -188,10 +187,17 @@ def _target_rows(section: TargetSection, benchmarks: list[BenchmarkResult]) -> l
     return rows
 
 
+def tensorflow_runtimes() -> set[str]:
+    """The runtimes that are TensorFlow itself (a TF2 signature, or a TF1 graph's session), as the runtime
+    registry declares them: its reference runtimes; the Keras wrapper wraps them."""
+    return {runtime.name for runtime in reference_runtimes()}
+
+
 def _reference_rows(benchmarks: list[BenchmarkResult]) -> list[MatrixRow]:
     placements = dict.fromkeys((b.runtime, b.device) for b in benchmarks if b.target == REFERENCE)
     # TensorFlow's own rows lead: they are what every other row is measured against.
-    ordered = sorted(placements, key=lambda placement: placement[0] not in TENSORFLOW_RUNTIMES)
+    tensorflow = tensorflow_runtimes()
+    ordered = sorted(placements, key=lambda placement: placement[0] not in tensorflow)
     return [
         MatrixRow(target=REFERENCE, runtime=runtime, device=device, status="reference",
                   speeds=_speeds(benchmarks, REFERENCE, runtime, device))
@@ -200,7 +206,8 @@ def _reference_rows(benchmarks: list[BenchmarkResult]) -> list[MatrixRow]:
 
 
 def _ranked(row: MatrixRow, references: list[MatrixRow]) -> Recommendation | None:
-    reference = next((r for r in references if r.device == row.device and r.runtime in TENSORFLOW_RUNTIMES), None)
+    tensorflow = tensorflow_runtimes()
+    reference = next((r for r in references if r.device == row.device and r.runtime in tensorflow), None)
     common = sorted(set(row.speeds) & set(reference.speeds)) if reference else []
     if not common:
         return None
@@ -243,7 +250,7 @@ def plot_points(matrix: Matrix) -> tuple[int | None, dict[str, tuple[float, floa
     a float16 model by its outputs nearest zero), its p50 and its parity; and TensorFlow's p50 per device as the
     zero-error reference. Rows not measured at that batch size, or without a cosine (non-finite outputs), are
     left out; the table has them."""
-    tensorflow = [row for row in matrix.rows if row.is_reference and row.runtime in TENSORFLOW_RUNTIMES]
+    tensorflow = [row for row in matrix.rows if row.is_reference and row.runtime in tensorflow_runtimes()]
     sizes = sorted({size for row in tensorflow for size in row.speeds})
     if not sizes:
         return None, {}, {}

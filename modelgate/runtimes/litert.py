@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelgate.runtimes import CPU, Runtime
+from modelgate.runtimes import CPU, Runner, Runtime, Signature
 
 RUNTIME = Runtime(name="litert", artifact_format="tflite", devices=(CPU,), packages=("ai_edge_litert",), module=__name__)
 # The node LiteRT puts in place of each partition a delegate (XNNPACK, applied by default on CPU) takes.
@@ -49,23 +49,34 @@ def placement(partitions: int, builtin_ops: list[str]) -> list[str]:
     return where
 
 
-class LiteRtRunner:
+class LiteRtRunner(Runner):
+    name = RUNTIME.name
+
     def __init__(self, tflite_path: str, num_threads: int | None = None):
+        super().__init__()
+        self.tflite_path, self.num_threads = tflite_path, num_threads
+
+    def activate_impl(self) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=tflite_path, num_threads=num_threads)
+        self.interpreter = Interpreter(model_path=self.tflite_path, num_threads=self.num_threads)
         self.interpreter.allocate_tensors()  # applies the default XNNPACK delegate, which placement reports
         # A converted SavedModel signature is the file's only one; the runner keys inputs and outputs by its
         # names, which TFLite keeps even where it renames and reorders the tensors themselves.
         self.signature = self.interpreter.get_signature_runner()
         self.placement = placement(*delegated_and_builtin(self.interpreter))
 
-    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def deactivate_impl(self) -> None:
+        self.interpreter = self.signature = None
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # The signature runner resizes each input to the batch at hand before it invokes. np.ascontiguousarray
         # would make a scalar a vector of one: asarray keeps its rank.
         return self.signature(**{name: np.asarray(value, order="C") for name, value in feeds.items()})
 
 
-def load(artifact: str, device: str, intra_op_threads: int, inter_op_threads: int) -> LiteRtRunner:
+def load(artifact: str, device: str, intra_op_threads: int, inter_op_threads: int,
+         signature: Signature | None = None) -> LiteRtRunner:
+    """The converted file holds one signature: `signature` is not needed."""
     # LiteRT runs one op at a time: it has no inter-op threads to set.
-    return LiteRtRunner(artifact, intra_op_threads if intra_op_threads > 0 else None)
+    return LiteRtRunner(artifact, intra_op_threads if intra_op_threads > 0 else None).activate()
