@@ -35,7 +35,7 @@ def benchmark(
         request, choice.signature, inputs, TENSORFLOW.name, workdir,
         lambda device, plan, intra, inter: run_isolated(
             tensorflow_benchmark_job, choice.model_dir, choice.tags, choice.model_format, choice.signature,
-            inputs.path, plan, runtimes, device, intra, inter, request.op_libraries,
+            inputs.path, plan, runtimes, device, intra, inter, request.model.op_libraries,
             limits=limits_of(request), label=f"benchmark ({device})", log_path=Path(workdir) / "benchmark.log",
             # Without a GPU, the shared TensorFlow process (started with the request's threads) measures on CPU;
             # with one, each device needs a process of its own to set TensorFlow's device visibility.

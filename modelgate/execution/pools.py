@@ -44,7 +44,7 @@ def validation_pools(request: ValidationRequest) -> dict[str, SharedProcess]:
     """TensorFlow starts with the request's thread counts (it reads them once); the other runtimes take theirs
     per session. Only the pools the asked targets use open. Whatever loads the TensorFlow model imports the
     request's op libraries first."""
-    op_libraries = op_library_environment(request.op_libraries)
+    op_libraries = op_library_environment(request.model.op_libraries)
     pools = {TENSORFLOW: SharedProcess(
         environment={**thread_environment(request), **op_libraries}, warm_up=import_tensorflow_stack,
     )}
