@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelgate.description import ExampleFeature, ReachableCode, SignatureSpec
-from modelgate.request import Criteria, Tolerance, ValidationRequest
+from modelgate.request import Criteria, ValidationRequest
 
 # Each conversion target runs these stages, named "<kind>-<target>" (export-onnx, compare-litert, ...).
 TARGET_STAGE_KINDS = ("export", "compare", "benchmark")
@@ -164,26 +164,6 @@ class TargetSection(BaseModel):
         return self.conversion.checks if self.conversion else []
 
 
-class OnnxSection(BaseModel):
-    status: Literal["passed", "failed", "error", "skipped"] = "skipped"
-    opset: int | None = None
-    path: str | None = None
-    external_data: bool = False
-    message: str = ""
-    unsupported_ops: dict[str, int] = Field(default={}, description="Op types tf2onnx could not convert, with counts.")
-    converter_message: str = Field(default="", description="What tf2onnx itself said about the conversion.")
-    checks: list[Check] = Field(default=[], description="Checks of the ONNX file: checker, shape inference, I/O.")
-    atol: Tolerance | None = None
-    rtol: Tolerance | None = None
-    batches: int = 0
-    providers: list[str] = []
-    graph_optimization_level: str | None = None
-    outputs: dict[str, OutputComparison] = {}
-    cuda: RuntimeComparison | None = Field(default=None, description="The same comparison on the CUDA provider.")
-    cuda_message: str = ""
-    mlflow_model_uri: str | None = None
-
-
 def target_stage(kind: str, target: str) -> str:
     return f"{kind}-{target}"
 
@@ -192,20 +172,6 @@ def target_check(target: str, kind: str) -> str:
     """A target's own check: `conversion` (its converter made a usable file) or `parity` (its runtimes met its
     criteria against TensorFlow)."""
     return f"{target.replace('-', '_')}_{kind}"
-
-
-def onnx_alias(section: TargetSection) -> OnnxSection:
-    conversion = section.conversion or ConversionRecord(path=None)
-    cpu, gpu = section.comparisons.get("onnxruntime/cpu"), section.comparisons.get("onnxruntime/gpu")
-    return OnnxSection(
-        status=section.status, message=section.message, path=conversion.path,
-        opset=conversion.details.get("opset"), external_data=bool(conversion.details.get("external_data")),
-        unsupported_ops=conversion.details.get("unsupported_ops") or {}, converter_message=conversion.converter_message,
-        checks=conversion.checks, atol=section.criteria.atol, rtol=section.criteria.rtol, batches=section.batches,
-        providers=cpu.providers if cpu else [], graph_optimization_level=cpu.graph_optimization_level if cpu else None,
-        outputs=cpu.outputs if cpu else {}, cuda=gpu, cuda_message=section.not_compared.get("onnxruntime/gpu", ""),
-        mlflow_model_uri=section.mlflow_model_uri,
-    )
 
 
 class MlflowSection(BaseModel):
@@ -331,14 +297,6 @@ class ValidationReport(BaseModel):
     environment: dict[str, str] = {}
     request: ValidationRequest
     workdir: str
-
-    @computed_field(description="Deprecated alias of targets.onnx in the shape of earlier releases; read targets.")
-    @property
-    def onnx(self) -> OnnxSection:
-        section = self.targets.get("onnx")
-        if section is None:
-            return OnnxSection(message="not asked")
-        return onnx_alias(section)
 
     def deciding_stages(self) -> list[StageRecord]:
         """Every stage but those of optional targets, whose outcome is reported only."""

@@ -66,7 +66,7 @@ def publish_registry(
             if path.parent == folder:
                 client.log_artifact(report.mlflow.run_id, str(path), "signature")
     else:
-        folder = registered_copy(Path(source.model_dir), report.onnx.path, workdir / "registered_model")
+        folder = registered_copy(Path(source.model_dir), report.targets, workdir / "registered_model")
         if passed:
             add_warmup(folder, report, request, request.register_as)
         if sign:

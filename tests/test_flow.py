@@ -23,9 +23,10 @@ def test_keras_export_passes_and_everything_lands_in_mlflow(model_dirs, tracking
     report = _run(model_dirs["keras_export"], tracking_uri, workdir)
     assert report.status == "passed", report.first_error() or report.failed_checks()
     assert report.signature == "serving_default"
-    assert report.onnx.status == "passed"
-    assert set(report.onnx.outputs) == {"scores", "probabilities"}
-    assert report.onnx.outputs["scores"].max_abs_diff < 1e-4
+    onnx_outputs = report.targets["onnx"].comparisons["onnxruntime/cpu"].outputs
+    assert report.targets["onnx"].status == "passed"
+    assert set(onnx_outputs) == {"scores", "probabilities"}
+    assert onnx_outputs["scores"].max_abs_diff < 1e-4
     measured = {(b.runtime, b.device, b.batch_size) for b in report.benchmarks}
     assert measured == {(r, "cpu", bs) for r in ("tensorflow", "keras", "onnxruntime") for bs in (1, 4)}
     assert all(b.p50_ms > 0 and b.throughput > 0 for b in report.benchmarks)
@@ -43,8 +44,8 @@ def test_keras_export_passes_and_everything_lands_in_mlflow(model_dirs, tracking
     assert run.data.params["resolved_signature"] == "serving_default"
     tf_bs1 = next(b for b in report.benchmarks if (b.runtime, b.batch_size) == ("tensorflow", 1))
     assert run.data.metrics["latency_p50_ms.tensorflow.cpu.bs1"] == pytest.approx(tf_bs1.p50_ms)
-    assert "throughput.onnxruntime.cpu.bs4" in run.data.metrics
-    assert run.data.metrics["onnx.max_abs_diff.scores"] == pytest.approx(report.onnx.outputs["scores"].max_abs_diff)
+    assert "throughput.onnx.onnxruntime.cpu.bs4" in run.data.metrics
+    assert run.data.metrics["onnx.max_abs_diff.onnxruntime.cpu.scores"] == pytest.approx(onnx_outputs["scores"].max_abs_diff)
     assert {"report.json", "signatures.json", "latency.png", "throughput.png", "benchmarks.md",
             "latency-samples-tensorflow.json", "matrix.json"} <= _artifacts(client, run.info.run_id)
     assert {"targets/onnx/model.onnx", "targets/onnx/reproduce.sh", "targets/onnx/conversion.json"} <= {
@@ -63,7 +64,7 @@ def test_custom_signature_with_two_inputs_falls_back_and_passes(model_dirs, trac
     checks = {check.name: check for check in report.checks}
     assert checks["signature_selection"].status == "warning"
     assert checks["keras_wrapper_parity"].status == "passed"
-    assert report.onnx.status == "skipped"
+    assert "onnx" not in report.targets  # not asked
 
 
 def test_nan_outputs_fail_the_finite_check(model_dirs, tracking_uri, workdir):
@@ -93,7 +94,7 @@ def test_a_failed_stage_is_recorded_and_independent_stages_still_run(model_dirs,
     assert stages["export-onnx"].status == "error"
     assert stages["compare-onnx"].status == "skipped"
     assert stages["prepare-inputs"].status == "ok"
-    assert report.status == "error" and report.onnx.status == "error"
+    assert report.status == "error" and report.targets["onnx"].status == "error"
     run = MlflowClient(tracking_uri).get_run(report.mlflow.run_id)
     assert run.info.status == "FAILED"
     assert "timed out" in run.data.tags["modelgate.first_error"]

@@ -29,8 +29,9 @@ def test_a_mixed_float16_model_is_judged_at_float16_tolerances(mixed_precision, 
     assert report.status == "passed", report.verdict_line()
     note = next(c for c in report.checks if c.name == "tolerances")
     assert note.severity == "info" and "computes in float16" in note.message
-    assert report.onnx.status == "passed" and report.onnx.atol == {"": 1e-2} and report.onnx.rtol == {"": 1e-2}
-    probabilities = report.onnx.outputs["probabilities"]
+    onnx = report.targets["onnx"]
+    assert onnx.status == "passed" and onnx.criteria.atol == {"": 1e-2} and onnx.criteria.rtol == {"": 1e-2}
+    probabilities = onnx.comparisons["onnxruntime/cpu"].outputs["probabilities"]
     assert probabilities.passed and probabilities.cosine_similarity > 0.9999
     # float16 arithmetic moves outputs past float32's default atol: those defaults would judge its resolution.
     assert probabilities.max_abs_diff > DEFAULT_TOLERANCES["float32"][0]

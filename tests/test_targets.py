@@ -84,7 +84,7 @@ def test_an_optional_target_that_failed_does_not_decide_the_verdict(optional, ve
     TargetComparison(target="onnx", criteria=Criteria(atol=1e-4, rtol=1e-3), batches=4, comparisons={"onnxruntime/cpu": missed}).apply_to(
         report)
     report.conclude()
-    assert report.status == verdict and report.onnx.status == "failed"
+    assert report.status == verdict and report.targets["onnx"].status == "failed"
     assert {c.name: c.status for c in report.checks}["onnx_parity"] == check
     if verdict == "failed":
         assert report.verdict_line().startswith("failed: onnx_parity: onnx: outputs logits (max abs diff ")

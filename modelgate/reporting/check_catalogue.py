@@ -1,9 +1,10 @@
 """Every check a validation can report: its name, its severity, the stage that makes it and its rule.
 
 The README's table of checks is this catalogue (tests/test_check_catalogue.py holds them equal, and holds every
-check name the code writes to an entry). Names in angle brackets stand for a family: `<target>` a conversion
-target (onnx, litert, ...), `<format>` its artifact format's prefix, `<runtime>` a target and runtime as
-`<target>_<runtime>` or tensorflow.
+check name the code writes to an entry). Names in angle brackets stand for a family, read from the target and
+runtime registries: `<target>` a conversion target (onnx, litert, ...), `<runtime>` a target and runtime as
+`<target>_<runtime>` or tensorflow, and `<format>_<check>` the checks of a target's file that its declaration
+lists (Target.file_checks).
 """
 
 from __future__ import annotations
@@ -19,11 +20,23 @@ class CheckSpec:
     stage: str
     rule: str
 
+    @property
+    def described(self) -> str:
+        """The rule, with a family's members spelled out where it names them (`{file_checks}`)."""
+        return self.rule.replace("{file_checks}", ", ".join(f"`{name}`" for name in file_checks()))
+
     def matches(self, name: str) -> bool:
         pattern = re.escape(self.name)
         for family, alternatives in _families().items():
             pattern = pattern.replace(re.escape(family), f"(?:{'|'.join(map(re.escape, alternatives))})")
-        return re.fullmatch(pattern.replace(re.escape("<check>"), "[a-z_]+"), name) is not None
+        return re.fullmatch(pattern, name) is not None
+
+
+def file_checks() -> list[str]:
+    """The checks of the targets' files, as each target declares them, in the registry's order."""
+    from modelgate.targets import registry
+
+    return list(dict.fromkeys(name for target in registry().values() for name in target.file_checks))
 
 
 def _families() -> dict[str, list[str]]:
@@ -32,8 +45,8 @@ def _families() -> dict[str, list[str]]:
 
     targets = registry().values()
     return {
+        "<format>_<check>": file_checks(),
         "<target>": [target.name.replace("-", "_") for target in targets],
-        "<format>": sorted({target.name.split("-")[0] for target in targets}),
         "<runtime>": ["tensorflow", *(f"{t.name}_{runtime.name}" for t in targets for runtime in t.runtimes())],
     }
 
@@ -101,9 +114,7 @@ CATALOGUE = [
               "every runtime of the target, on every device, met the target's criteria against TensorFlow, naming the "
               "outputs that missed (a warning for an optional target)"),
     CheckSpec("<format>_<check>", "error", "export-`<target>`",
-              "the target's own checks of its file: `onnx_ops_converted`, `onnx_checker`, `onnx_shape_inference`, "
-              "`onnx_runtime_load`, `onnx_inputs`, `onnx_outputs`, `litert_interpreter_load`, `litert_inputs`, "
-              "`litert_outputs`, `openvino_compile`, `openvino_inputs`, `openvino_outputs`"),
+              "the target's own checks of its file, as its declaration lists them (`file_checks`): {file_checks}"),
 ]
 
 
@@ -115,5 +126,5 @@ def spec_of(name: str) -> CheckSpec | None:
 
 def markdown_table() -> str:
     rows = ["| check | severity | stage | rule |", "| --- | --- | --- | --- |"]
-    rows += [f"| `{spec.name}` | {spec.severity} | {spec.stage} | {spec.rule} |" for spec in CATALOGUE]
+    rows += [f"| `{spec.name}` | {spec.severity} | {spec.stage} | {spec.described} |" for spec in CATALOGUE]
     return "\n".join(rows)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 import shutil
 import subprocess
 from importlib import metadata
 
 import psutil
 
-PACKAGES = ["tensorflow", "tensorflow-cpu", "keras", "tf-keras", "onnxruntime", "onnxruntime-gpu", "tf2onnx",
-            "onnx", "numpy", "mlflow", "prefect"]
+# The reference's frameworks and the service's; the targets' and runtimes' come from their registries.
+PACKAGES = ["tensorflow", "tensorflow-cpu", "keras", "tf-keras", "numpy", "mlflow", "prefect"]
 
 
 def _cpu_model() -> str:
@@ -67,6 +68,24 @@ def _gpus() -> str:
     return out.replace("\n", "; ") or "none"
 
 
+def _normalized(distribution: str) -> str:
+    """A distribution's name as PyPI normalizes it (tensorflow_cpu: tensorflow-cpu)."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+@functools.cache
+def registered_packages() -> list[str]:
+    """The installed distributions behind every registered target's and runtime's packages (import names), in
+    the registries' order: onnxruntime is onnxruntime or onnxruntime-gpu, whichever is installed."""
+    from modelgate.runtimes import registry as runtimes
+    from modelgate.targets import registry as targets
+
+    imported = [package for declaration in [*targets().values(), *runtimes().values()] for package in declaration.packages]
+    providers = metadata.packages_distributions()
+    return list(dict.fromkeys(_normalized(distribution) for package in imported
+                              for distribution in providers.get(package, [])))
+
+
 def gather_environment() -> dict[str, str]:
     environment = {
         "python": platform.python_version(),
@@ -78,7 +97,7 @@ def gather_environment() -> dict[str, str]:
     }
     if gpu_present():
         environment["cuda_driver_version"] = _cuda_version()
-    for package in PACKAGES:
+    for package in dict.fromkeys([*PACKAGES, *registered_packages()]):
         try:
             environment[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -16,7 +16,6 @@ PROVIDERS = {CPU: ["CPUExecutionProvider"], GPU: ["CUDAExecutionProvider", "CPUE
 
 
 def warm_up() -> None:
-    import mlflow.onnx  # noqa: F401 - the logged ONNX model is written from this pool
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
 

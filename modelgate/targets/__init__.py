@@ -9,6 +9,16 @@ converter crash or a limit is an exception. A target may also define `warm_up()`
 validation does, see modelgate.execution.pools) and `process_environment(source) -> dict` (variables a conversion needs
 set before its frameworks import: such a conversion gets a child of its own). The registry finds the modules
 itself: adding a target is adding its file (and, for a new format, one runtime file in modelgate/runtimes/).
+
+What the rest of modelgate does with a target's artifact, the target says in its own module too, so that nothing
+outside it names it. Each of these is optional, and a target without one is simply left out of that step:
+
+- `TARGET.file_checks`: the names of the checks its conversion writes about its file (the catalogue of checks
+  lists them, modelgate.reporting.check_catalogue);
+- `log_model(source: LoggedModelSource) -> str`: logs the artifact to MLflow as a logged model and returns its
+  URI; run in a child process of its own (modelgate.tracking.mlflow_store), never in a runtime's pool;
+- `registered_files(artifact: str) -> list[Path]`: the files of the artifact that go into a registered model
+  version beside the SavedModel (modelgate.tracking.registry.registered_copy).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -53,6 +64,18 @@ class ConversionSource:
 
 
 @dataclass(frozen=True)
+class LoggedModelSource:
+    """Everything a target's `log_model` may read; plain values, so it travels to the child process that logs."""
+
+    tracking_uri: str
+    run_id: str  # the validation's MLflow run, named explicitly: the fluent API's active run is per thread
+    artifact: str  # the target's artifact, which passed its checks
+    signature: SignatureSpec
+    inputs_path: str | None = None  # an .npz of the validation's inputs, for an input example
+    details: dict = field(default_factory=dict)  # the conversion's own facts (ConversionRecord.details)
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     artifact_format: str
@@ -62,6 +85,7 @@ class Target:
     parent: str | None = None
     criteria: Criteria = field(default_factory=Criteria)
     options: type[TargetOptions] = TargetOptions
+    file_checks: tuple[str, ...] = ()  # the checks its conversion writes about its file, by name
 
     @property
     def check_name(self) -> str:
@@ -76,6 +100,22 @@ class Target:
 
     def implementation(self):
         return importlib.import_module(self.module)
+
+    @property
+    def logs_model(self) -> bool:
+        """Whether the artifact goes to MLflow as a logged model (its module defines `log_model`)."""
+        return callable(getattr(self.implementation(), "log_model", None))
+
+    def log_model(self, source: LoggedModelSource) -> str:
+        """The artifact as an MLflow logged model; returns its URI. Call it in a child process: it imports the
+        target's frameworks, and MLflow may run the model to check its input example."""
+        return self.implementation().log_model(source)
+
+    def registered_files(self, artifact: str) -> list[Path]:
+        """The files of the artifact that go into a registered model version beside the SavedModel; none
+        unless its module defines `registered_files`."""
+        chosen = getattr(self.implementation(), "registered_files", None)
+        return list(chosen(artifact)) if chosen else []
 
 
 @cache

@@ -21,6 +21,8 @@ from modelgate.runtimes.litert import DELEGATE_NODE
 from modelgate.targets import ConversionSource, Target
 from modelgate.targets.onnx.conversion import tensorflow_complaints
 
+FILE_NAME = "model.tflite"
+FILE_CHECKS = ["litert_interpreter_load", "litert_inputs", "litert_outputs"]
 TARGET = Target(
     name="litert", artifact_format="tflite", packages=("ai_edge_litert", "tensorflow"), module=__name__,
     description="LiteRT (TFLite) flatbuffer from tf.lite.TFLiteConverter, builtin ops only, float32, "
@@ -28,10 +30,8 @@ TARGET = Target(
     # Measured on the tests' Keras CNN (tests/models.py keras_cnn, logits spread over tens of units, batches 1
     # and 4): XNNPACK's float32 kernels agree with TensorFlow's to 6e-6 absolute and 8e-6 relative at worst,
     # well within float32's defaults (1e-4, 1e-3), which stay.
-    criteria=Criteria(),
+    criteria=Criteria(), file_checks=tuple(FILE_CHECKS),
 )
-FILE_NAME = "model.tflite"
-FILE_CHECKS = ["litert_interpreter_load", "litert_inputs", "litert_outputs"]
 # Without these the file cannot be run on the signature's feeds at all; a differing output is left to the
 # comparison, which says which outputs it misses.
 FATAL_CHECKS = ["litert_interpreter_load", "litert_inputs"]

@@ -11,6 +11,7 @@ from pydantic import Field
 from modelgate.report import ConversionRecord
 from modelgate.request import Criteria
 from modelgate.targets import ConversionSource, Target, TargetOptions
+from modelgate.targets.onnx.conversion import FILE_CHECKS
 from modelgate.targets.onnx.reduced_precision import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce
 
 
@@ -24,7 +25,7 @@ class Float16Options(TargetOptions):
 
 TARGET = Target(
     name="onnx-fp16", artifact_format="onnx", parent="onnx", packages=("onnxconverter_common", "onnx"),
-    module=__name__, options=Float16Options,
+    module=__name__, options=Float16Options, file_checks=tuple(FILE_CHECKS),
     description="The ONNX file converted to float16 (onnxconverter-common, float32 inputs and outputs kept); "
     "ops without float16 kernels stay float32 between casts.",
     criteria=Criteria(

@@ -16,10 +16,12 @@ from pathlib import Path
 from modelgate.report import ConversionRecord
 from modelgate.request import Criteria
 from modelgate.targets import ConversionSource, Target
+from modelgate.targets.onnx.conversion import FILE_CHECKS
 from modelgate.targets.onnx.reduced_precision import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce
 
 TARGET = Target(
     name="onnx-int8", artifact_format="onnx", parent="onnx", packages=("onnxruntime",), module=__name__,
+    file_checks=tuple(FILE_CHECKS),
     description="The ONNX file quantized to int8 by ONNX Runtime: static (QDQ, calibrated on the validation's "
     "inputs) for graphs with Conv, dynamic (weights int8, activations quantized at run time) otherwise.",
     criteria=Criteria(

@@ -26,17 +26,17 @@ from modelgate.runtimes import CPU
 from modelgate.runtimes.openvino import import_openvino, load
 from modelgate.targets import ConversionSource, Target
 
+IO_CHECKS = ["openvino_compile", "openvino_inputs", "openvino_outputs"]
 TARGET = Target(
     name="openvino", artifact_format="openvino", packages=("openvino",), module=__name__,
     description="OpenVINO IR (model.xml + model.bin, float32 weights) from openvino.convert_model on the SavedModel, "
     "run by OpenVINO's CPU plugin at f32 inference precision",
     # float32 defaults: on the test CNN OpenVINO's CPU kernels stay within a few float32 epsilons of TensorFlow.
-    criteria=Criteria(),
+    criteria=Criteria(), file_checks=tuple(IO_CHECKS),
 )
 IR_FILE = "model.xml"
 FRONTEND_SIGNATURE = "serving_default"
 FRONTEND_TAGS = ["serve"]
-IO_CHECKS = ["openvino_compile", "openvino_inputs", "openvino_outputs"]
 NO_RULE = re.compile(r"No conversion rule found for operations: (.+)")
 FAILED_OPS = re.compile(r"Conversion is failed for: (.+)")
 # OpenVINO's C++ checks open with where in its sources they failed; the reason is on a later line.

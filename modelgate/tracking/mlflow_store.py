@@ -1,7 +1,8 @@
 """The MLflow side of a validation: one run, opened first, fed the report as it grows, closed last.
 
 The active run of the mlflow module is thread-local and Prefect runs tasks in threads, so everything here
-goes through MlflowClient with an explicit run id.
+goes through MlflowClient with an explicit run id. A target whose module defines `log_model` (see
+modelgate.targets) has its artifact logged as an MLflow logged model, by that hook, in a child process of its own.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
 from modelgate.errors import ModelgateError
-from modelgate.execution.sandbox import limits_of, run_isolated
+from modelgate.execution.sandbox import ModelProcess, SharedProcess, limits_of
 from modelgate.report import MlflowSection, OutputComparison, TargetSection, ValidationReport
 from modelgate.reporting import matrix
 from modelgate.request import ValidationRequest
-from modelgate.targets.onnx.logged_model import log_onnx_model_job
+from modelgate.targets import LoggedModelSource
+from modelgate.targets import registry as target_registry
 from modelgate.tracking.abandoned_runs import owner_tags
 from modelgate.tracking.registry import is_registry_uri, validator_version
 
@@ -31,11 +33,10 @@ UNSAFE_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 # agree that only a passed validation finished well; the modelgate.status tag tells failed from error.
 RUN_STATUS = {"passed": "FINISHED", "failed": "FAILED", "error": "FAILED", "running": "KILLED"}
 LATENCY_FIGURES = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")
-# The names before targets, kept for one release so that dashboards and queries on them keep working:
-# latency_<figure>.<runtime>.<device>.bs<N> and throughput.<runtime>.<device>.bs<N> for the SavedModel's
-# runtimes and ONNX Runtime (the targets that had them), onnx.<figure>.<output> and onnx_cuda.<figure>.<output>.
-LEGACY_BENCHMARK_TARGETS = ("savedmodel", "onnx")
-LEGACY_ONNX_PREFIXES = {"onnxruntime/cpu": "onnx", "onnxruntime/gpu": "onnx_cuda"}
+# The SavedModel's names before targets, kept so that dashboards and queries on them keep working:
+# latency_<figure>.<runtime>.<device>.bs<N> and throughput.<runtime>.<device>.bs<N>. A target's figures have
+# only their current names, `<figure>.<target>.<runtime>.<device>.bs<N>` (see docs/CHANGELOG.md).
+LEGACY_BENCHMARK_TARGET = matrix.REFERENCE
 
 
 class ResultsNotLogged(ModelgateError):
@@ -98,7 +99,7 @@ def _metrics(report: ValidationReport) -> dict[str, float]:
         config = (bench.runtime, bench.device, f"bs{bench.batch_size}")
         for figure in (*LATENCY_FIGURES, "throughput"):
             metrics[metric_key(figure, bench.target, *config)] = getattr(bench, figure)
-        if bench.target in LEGACY_BENCHMARK_TARGETS:
+        if bench.target == LEGACY_BENCHMARK_TARGET:
             for figure in (*LATENCY_FIGURES, "std_ms"):
                 metrics[metric_key(f"latency_{figure}", *config)] = getattr(bench, figure)
             metrics[metric_key("throughput", *config)] = bench.throughput
@@ -112,10 +113,6 @@ def _metrics(report: ValidationReport) -> dict[str, float]:
             metrics[metric_key(name, "conversion_seconds")] = conversion.duration_s
         if conversion and conversion.size_bytes is not None:
             metrics[metric_key(name, "size_bytes")] = float(conversion.size_bytes)
-    onnx = report.targets.get("onnx")
-    for key, prefix in LEGACY_ONNX_PREFIXES.items():
-        if onnx and key in onnx.comparisons:
-            metrics.update(_comparison_metrics(prefix, [], onnx.comparisons[key].outputs))
     for stage in report.stages:
         metrics[metric_key("stage_seconds", stage.name)] = stage.duration_s
     return metrics
@@ -155,6 +152,20 @@ def log_results(report: ValidationReport) -> dict[str, str]:
 
 def _log_results(report: ValidationReport) -> dict[str, str]:
     """Returns the URIs of the logged models, by target."""
+    models = _models_to_log(report)
+    child = ModelProcess(LOGGING_PROCESS)
+    try:
+        if models:
+            child.start()  # it imports MLflow while this process uploads the rest
+        _log_run(report)
+        return {name: child.run(log_model_job, (name, source), limits_of(report.request), f"log-mlflow ({name} model)",
+                                Path(report.workdir) / f"log-{name}-model.log").value
+                for name, source in models.items()}
+    finally:
+        child.close()
+
+
+def _log_run(report: ValidationReport) -> None:
     section = report.mlflow
     client = MlflowClient(section.tracking_uri)
     now = get_current_time_millis()
@@ -185,19 +196,17 @@ def _log_results(report: ValidationReport) -> dict[str, str]:
         client.log_table(section.run_id, built.columns(), artifact_file="matrix.json")
     for key, value in built.tags().items():
         client.set_tag(section.run_id, f"modelgate.{key}", value[:5000])
-    onnx_model = _log_onnx_model(report)
-    return {"onnx": onnx_model} if onnx_model else {}
 
 
 def _artifact_files(path: Path) -> list[Path]:
-    """The artifact and the files it needs beside it: OpenVINO's weights (.bin beside the .xml), ONNX's
-    external data (<file>.data)."""
-    companions = [path.with_suffix(".bin")] if path.suffix == ".xml" else [Path(f"{path}.data")]
-    return [path, *(companion for companion in companions if companion.is_file())]
+    """The artifact and the files that go with it, which share its stem (model.onnx.data, model.bin; see
+    modelgate.execution.target_jobs.artifact_size)."""
+    return [path, *sorted(companion for companion in path.parent.glob(f"{path.stem}.*")
+                          if companion != path and companion.is_file())]
 
 
 def _log_targets(report: ValidationReport, client: MlflowClient) -> set[str]:
-    """Under targets/<name>/: each target's artifact (ONNX's goes as a logged model instead), its
+    """Under targets/<name>/: each target's artifact (but those logged as a logged model instead), its
     conversion's files and error histograms; and its comparison as an MLflow table at
     <name>/comparison_table.json. Returns the paths logged, which report.artifacts may hold too."""
     run_id = report.mlflow.run_id
@@ -214,7 +223,7 @@ def _log_targets(report: ValidationReport, client: MlflowClient) -> set[str]:
         conversion = target.conversion
         files = [Path(path) for path in (conversion.artifacts.values() if conversion else [])]
         files += [Path(path) for comparison in target.comparisons.values() for path in comparison.histograms.values()]
-        if name != "onnx" and _usable(target):
+        if not _logs_model(name) and _usable(target):
             artifact = Path(conversion.path)
             if artifact.is_dir():
                 client.log_artifacts(run_id, str(artifact), f"{folder}/{artifact.name}")
@@ -232,18 +241,39 @@ def _usable(target: TargetSection) -> bool:
     return bool(conversion and conversion.path and not conversion.failure and Path(conversion.path).exists())
 
 
-def _log_onnx_model(report: ValidationReport) -> str | None:
-    """The ONNX target as an MLflow logged model with the signature, so that it can be served from the run."""
-    onnx = report.targets.get("onnx")
-    if not (onnx and _usable(onnx) and Path(onnx.conversion.path).is_file()):
-        return None
-    return run_isolated(
-        log_onnx_model_job, report.mlflow.tracking_uri, report.mlflow.run_id, onnx.conversion.path,
-        report.signatures[report.signature],
-        report.inputs.path if report.inputs else None, bool(onnx.conversion.details.get("external_data")),
-        limits=limits_of(report.request), label="log-mlflow (ONNX model)",
-        log_path=Path(report.workdir) / "log-onnx-model.log",
-    ).value
+def _logs_model(name: str) -> bool:
+    """Whether the target's module logs its artifact as an MLflow logged model (a target this modelgate no
+    longer has does not)."""
+    declared = target_registry().get(name)
+    return declared is not None and declared.logs_model
+
+
+def _models_to_log(report: ValidationReport) -> dict[str, LoggedModelSource]:
+    """The targets whose usable artifact goes to MLflow as a logged model, with what their log_model reads."""
+    return {
+        name: LoggedModelSource(
+            tracking_uri=report.mlflow.tracking_uri, run_id=report.mlflow.run_id, artifact=section.conversion.path,
+            signature=report.signatures[report.signature], inputs_path=report.inputs.path if report.inputs else None,
+            details=dict(section.conversion.details),
+        )
+        for name, section in report.targets.items() if _logs_model(name) and _usable(section)
+    }
+
+
+def import_mlflow() -> None:
+    """The logging child's warm-up."""
+    import mlflow  # noqa: F401
+
+
+# The child that runs the targets' log_model: MLflow writes to the tracking store, which may lie outside the
+# workdir or over the network, so it stays outside the OS sandbox; it runs no TensorFlow model code, only the
+# converted file (MLflow checks the input example), as the runtimes outside the sandbox do.
+LOGGING_PROCESS = SharedProcess(warm_up=import_mlflow, sandboxed=False)
+
+
+def log_model_job(target_name: str, source: LoggedModelSource) -> str:
+    """In the logging child: the target's own log_model; returns the logged model's URI."""
+    return target_registry()[target_name].log_model(source)
 
 
 def close_run(section: MlflowSection, status: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -31,8 +32,9 @@ from mlflow.tracking import MlflowClient
 
 from modelgate.errors import ModelgateError
 from modelgate.model.model_source import holds_saved_model
-from modelgate.report import DerivedFrom, ValidationReport
+from modelgate.report import DerivedFrom, TargetSection, ValidationReport
 from modelgate.reporting import matrix
+from modelgate.targets import registry as target_registry
 
 if TYPE_CHECKING:
     from modelgate.tracking.signing import TrustAnchor
@@ -108,12 +110,24 @@ def download_version(client: MlflowClient, tracking_uri: str, version: RegistryV
     ))
 
 
-def registered_copy(saved_model_dir: Path, onnx_path: str | None, destination: Path) -> Path:
+def registered_files(targets: Mapping[str, TargetSection]) -> list[Path]:
+    """The files of the targets' artifacts that go into a registered version, as each target's module says
+    (its registered_files: ONNX's model.onnx); a target without that hook, or without an artifact, adds none."""
+    files = []
+    for name, section in targets.items():
+        declared = target_registry().get(name)
+        if declared is not None and section.conversion is not None and section.conversion.path:
+            files += [path for path in declared.registered_files(section.conversion.path) if path.is_file()]
+    return files
+
+
+def registered_copy(saved_model_dir: Path, targets: Mapping[str, TargetSection], destination: Path) -> Path:
     """The folder a path source is registered as: the SavedModel at its root, so that a TF Serving version folder
-    can be this folder as it is, with the ONNX model beside (and, once signed, the attestation and signature)."""
+    can be this folder as it is, with the targets' registered files beside it (registered_files) and, once
+    signed, the attestation and signature."""
     shutil.copytree(saved_model_dir, destination)
-    if onnx_path and Path(onnx_path).is_file():
-        shutil.copy2(onnx_path, destination / "model.onnx")
+    for path in registered_files(targets):
+        shutil.copy2(path, destination / path.name)
     return destination
 
 

@@ -1,4 +1,6 @@
-"""float32 ONNX, converted by tf2onnx and judged by what the file does (modelgate.targets.onnx.conversion)."""
+"""float32 ONNX, converted by tf2onnx and judged by what the file does (modelgate.targets.onnx.conversion);
+logged to MLflow as an mlflow.onnx model (modelgate.targets.onnx.logged_model), and its model.onnx registered
+beside the SavedModel."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from typing import Literal
 from pydantic import Field
 
 from modelgate.report import ConversionRecord
-from modelgate.targets import ConversionSource, Target, TargetOptions
+from modelgate.targets import ConversionSource, LoggedModelSource, Target, TargetOptions
 from modelgate.targets.onnx.conversion import (
+    FILE_CHECKS,
     PURE_PYTHON_PROTOBUF,
     ConversionPlan,
     convert_with_tf2onnx,
@@ -34,6 +37,7 @@ TARGET = Target(
     name="onnx", artifact_format="onnx", packages=("tf2onnx", "onnx", "onnxruntime"), module=__name__,
     options=OnnxOptions,
     description="float32 ONNX from tf2onnx, run with ONNX Runtime",
+    file_checks=("onnx_ops_converted", *FILE_CHECKS),
 )
 
 
@@ -77,3 +81,14 @@ def process_environment(source: ConversionSource) -> dict[str, str]:
 
 def convert(source: ConversionSource) -> ConversionRecord:
     return convert_with_tf2onnx(plan_for(source), source.signature, source.log_path)
+
+
+def log_model(source: LoggedModelSource) -> str:
+    from modelgate.targets.onnx.logged_model import log_onnx_model
+
+    return log_onnx_model(source)
+
+
+def registered_files(artifact: str) -> list[Path]:
+    """model.onnx, beside the SavedModel of a registered version."""
+    return [Path(artifact)]

@@ -1,14 +1,14 @@
-"""The ONNX target's MLflow logged model, written in ONNX Runtime's child process: MLflow's input-example
-check runs the model (see modelgate.execution.jobs for the conventions)."""
+"""The ONNX target's MLflow logged model (its `log_model`), written in the child process that modelgate.tracking
+logs models in, never in the parent: mlflow.onnx imports onnx, and MLflow's input-example check runs the model
+with ONNX Runtime."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from modelgate.description import SignatureSpec
-from modelgate.execution.sandbox import shares_process
 from modelgate.numerics.inputs import no_batch_dimension, read_npz
-from modelgate.runtimes.onnxruntime import RUNTIME as ONNXRUNTIME
+from modelgate.targets import LoggedModelSource
 
 MLFLOW_MODEL_NAME = "onnx-model"
 
@@ -33,29 +33,28 @@ def mlflow_signature(signature: SignatureSpec):
     return ModelSignature(inputs=schema(signature.inputs), outputs=schema(signature.outputs))
 
 
-@shares_process(ONNXRUNTIME.pool)
-def log_onnx_model_job(
-    tracking_uri: str, run_id: str, onnx_path: str, signature: SignatureSpec,
-    inputs_path: str | None, external_data: bool,
-) -> str:
+def log_onnx_model(source: LoggedModelSource) -> str:
     """mlflow.onnx.log_model against the validation's run; returns the logged model's URI.
 
     Its fluent API keeps the tracking URI and active run per process and thread, and Prefect runs tasks in
     threads, so this child sets its own and names the run explicitly."""
     import mlflow
+    import mlflow.onnx
     import onnx
 
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(source.tracking_uri)
+    signature = source.signature
     example = None
-    if inputs_path and signature.inputs:
-        feeds = read_npz(inputs_path)
+    if source.inputs_path and signature.inputs:
+        feeds = read_npz(source.inputs_path)
         # One row of a batch; a signature without a batch dimension takes its inputs whole.
         example = feeds if no_batch_dimension(signature) else {
             name: value[:1] if value.ndim else value for name, value in feeds.items()
         }
     info = mlflow.onnx.log_model(
-        onnx.load(onnx_path), name=MLFLOW_MODEL_NAME, run_id=run_id, signature=mlflow_signature(signature),
-        input_example=example, save_as_external_data=external_data,
+        onnx.load(source.artifact), name=MLFLOW_MODEL_NAME, run_id=source.run_id,
+        signature=mlflow_signature(signature), input_example=example,
+        save_as_external_data=bool(source.details.get("external_data")),
         # Serving the ONNX model takes onnx and ONNX Runtime, not this environment's TensorFlow and Prefect;
         # left to infer, MLflow exports the uv project or imports the model in yet another process.
         pip_requirements=mlflow.onnx.get_default_pip_requirements(),
