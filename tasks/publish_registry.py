@@ -46,7 +46,7 @@ def publish_registry(
     client = registry_client(report.mlflow.tracking_uri)
     workdir = Path(report.workdir)
     passed = report.status == "passed"
-    sign = passed and bool(request.signing_key)
+    sign = passed and bool(request.mlflow.signing_key)
     actions, checks = [], []
     # flows/validate.py runs this stage only for a registry source or with register_as.
     if source.registry_name:
@@ -58,7 +58,7 @@ def publish_registry(
             added.append(warmup)
         if sign:
             # The copy that was validated is what gets signed; the signature and attestation join the version.
-            added += signing.sign(folder, request.signing_key, report, request.signing_certificate)
+            added += signing.sign(folder, request.mlflow.signing_key, report, request.mlflow.signing_certificate)
         if added:
             unsign(client, version, keep_alias=True)  # no re-verification between these uploads
         for path in added:
@@ -68,26 +68,26 @@ def publish_registry(
     else:
         folder = registered_copy(Path(source.model_dir), report.targets, workdir / "registered_model")
         if passed:
-            add_warmup(folder, report, request, request.register_as)
+            add_warmup(folder, report, request, request.mlflow.register_as)
         if sign:
-            signing.sign(folder, request.signing_key, report, request.signing_certificate)
-        version = register_files(client, report.mlflow.run_id, folder, request.register_as)
+            signing.sign(folder, request.mlflow.signing_key, report, request.mlflow.signing_certificate)
+        version = register_files(client, report.mlflow.run_id, folder, request.mlflow.register_as)
         actions.append(f"registered {version.uri}")
     if sign:
         # What the registry now holds, downloaded and verified: the alias depends on it.
         stored = download_version(client, report.mlflow.tracking_uri, version, workdir / "published")
-        anchor = signing.signer_anchor(request.signing_key, request.signing_certificate, workdir)
+        anchor = signing.signer_anchor(request.mlflow.signing_key, request.mlflow.signing_certificate, workdir)
         result = signing.verify(stored, anchor)
         checks.append(Check(name="signature_valid", status="passed" if result.valid else "failed", message=(
             f"{version.uri} as stored verifies against its signature ({signing.SIGNATURE_FILE}, OpenSSF model "
             "signing)" if result.valid else f"{version.uri} as stored does not verify: {'; '.join(result.lines())}")))
         sign = result.valid
         actions.append(f"signed {version.uri} ({signing.SIGNATURE_FILE}, with {signing.ATTESTATION_FILE})")
-    elif request.alias and passed:
-        actions.append(f"alias '{request.alias}' not set: only a signed version gets it, and no signing key was given")
+    elif request.mlflow.alias and passed:
+        actions.append(f"alias '{request.mlflow.alias}' not set: only a signed version gets it, and no signing key was given")
     # The registry gets the verdict as it will stand, signature_valid included.
     judged = report.model_copy(update={"checks": [*report.checks, *checks]})
     judged.conclude()
-    actions += write_back(client, version, judged, request.alias, flow_run_url, signed=sign)
+    actions += write_back(client, version, judged, request.mlflow.alias, flow_run_url, signed=sign)
     return RegistryOutcome(section=RegistrySection(name=version.name, version=version.version, actions=actions),
                            checks=checks)

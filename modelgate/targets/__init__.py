@@ -37,7 +37,6 @@ from modelgate.request import Criteria
 from modelgate.runtimes import Runtime, runtimes_for
 
 ALL = "all"
-DEFAULT_TARGETS = ["onnx"]
 
 
 class TargetOptions(BaseModel):
@@ -86,6 +85,7 @@ class Target:
     criteria: Criteria = field(default_factory=Criteria)
     options: type[TargetOptions] = TargetOptions
     file_checks: tuple[str, ...] = ()  # the checks its conversion writes about its file, by name
+    asked_by_default: bool = False  # converted when a request names no targets
 
     @property
     def check_name(self) -> str:

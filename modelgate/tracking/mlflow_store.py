@@ -54,12 +54,12 @@ def _absolute(source: str) -> str:
 def open_run(request: ValidationRequest, workdir: str, flow_run_url: str | None) -> MlflowSection:
     tracking_uri = request.resolved_tracking_uri()
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(request.experiment_name)
+    experiment = client.get_experiment_by_name(request.mlflow.experiment_name)
     if experiment is None:
         try:
-            experiment_id = client.create_experiment(request.experiment_name)
+            experiment_id = client.create_experiment(request.mlflow.experiment_name)
         except Exception:  # another validation created it in the meantime
-            experiment_id = client.get_experiment_by_name(request.experiment_name).experiment_id
+            experiment_id = client.get_experiment_by_name(request.mlflow.experiment_name).experiment_id
     else:
         experiment_id = experiment.experiment_id
     tags = {
@@ -82,8 +82,9 @@ def upload_report(section: MlflowSection, report_file: str | Path) -> None:
 
 def _params(report: ValidationReport) -> list[Param]:
     values = report.request.model_dump(mode="json")
-    for group in ("benchmark", "limits"):  # one param per setting, so runs stay searchable by each
-        values.update({f"{group}.{key}": value for key, value in values.pop(group).items()})
+    for section in [key for key, value in values.items() if isinstance(value, dict)]:
+        # one param per setting, so runs stay searchable by each (targets.onnx.options, benchmark.budget_s)
+        values.update({f"{section}.{key}": value for key, value in values.pop(section).items()})
     values.update(resolved_signature=report.signature, resolved_tags=report.tags)
     return [
         Param(key, (json.dumps(value) if not isinstance(value, str) else value)[:PARAM_VALUE_LIMIT])

@@ -277,7 +277,7 @@ def signed_folder(source: str, tracking_uri: str | None, scratch: Path) -> Path:
         from modelgate.request import ValidationRequest
         from modelgate.tracking.registry import RegistryError, download_version, registry_client, resolve_version
 
-        uri = ValidationRequest(source=source, tracking_uri=tracking_uri or "").resolved_tracking_uri()
+        uri = ValidationRequest(source=source, mlflow={"tracking_uri": tracking_uri or ""}).resolved_tracking_uri()
         client = registry_client(uri)
         try:
             return download_version(client, uri, resolve_version(client, source), scratch)

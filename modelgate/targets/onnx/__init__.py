@@ -35,7 +35,7 @@ class OnnxOptions(TargetOptions):
 
 TARGET = Target(
     name="onnx", artifact_format="onnx", packages=("tf2onnx", "onnx", "onnxruntime"), module=__name__,
-    options=OnnxOptions,
+    options=OnnxOptions, asked_by_default=True,
     description="float32 ONNX from tf2onnx, run with ONNX Runtime",
     file_checks=("onnx_ops_converted", *FILE_CHECKS),
 )
