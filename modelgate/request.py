@@ -427,6 +427,9 @@ def upgraded(data: dict) -> dict:
             if per_output:
                 _put(data, figure, "checks", f"output_{figure}", per_output)
     targets = target_mapping(data.get("targets", default_targets()))
+    for old in ("optional_targets", "target_criteria"):
+        if unknown := sorted(set(data.get(old) or []) - set(known_targets())):
+            raise ValueError(f"{old}: unknown target {', '.join(unknown)}; the targets are {', '.join(known_targets())}")
     if "optional_targets" in data:
         _deprecated("optional_targets", "targets.<name>.requirement")
         for name in data.pop("optional_targets") or []:
@@ -463,10 +466,16 @@ def target_mapping(targets) -> dict:
         targets = {name: {} for name in targets}
     targets = {name: asked.model_dump(exclude_unset=True) if isinstance(asked, BaseModel) else dict(asked or {})
                for name, asked in dict(targets).items()}
-    if ALL in targets:
+    if ALL in targets:  # every target that can run here
         asked = targets.pop(ALL)
-        targets = {name: targets.get(name, asked) for name in registry()}
+        targets = {name: targets.get(name, asked) for name, target in registry().items() if not target.missing_packages()}
     return targets
+
+
+def known_targets() -> list[str]:
+    from modelgate.targets import registry
+
+    return sorted(registry())
 
 
 def default_targets() -> list[str]:
@@ -551,7 +560,7 @@ class ValidationRequest(BaseModel):
         known = registry()
         unknown = sorted(set(self.targets) - set(known))
         if unknown:
-            raise ValueError(f"targets: unknown target {', '.join(unknown)}; the targets are {', '.join(sorted(known))}")
+            raise ValueError(f"targets: unknown target {', '.join(unknown)}; the targets are {', '.join(known_targets())}")
         self.targets = {name: asked for name, asked in self.targets.items() if asked.convert}
         for name, asked in self.targets.items():
             try:

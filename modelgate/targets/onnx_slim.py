@@ -14,7 +14,7 @@ from pydantic import Field
 
 from modelgate.report import ConversionRecord
 from modelgate.targets import ConversionSource, Target, TargetOptions
-from modelgate.targets.onnx.conversion import EXTERNAL_DATA_FILE, EXTERNAL_DATA_MIN_BYTES
+from modelgate.targets.onnx.conversion import EXTERNAL_DATA_FILE, EXTERNAL_DATA_MIN_BYTES, FILE_CHECKS
 from modelgate.targets.onnx.reduced_precision import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce
 
 # onnxslim's own names (onnxslim.core.optimization.OptimizationSettings), spelled out here: the parent reads
@@ -44,7 +44,7 @@ class SlimOptions(TargetOptions):
 TARGET = Target(
     name="onnx-slim", artifact_format="onnx", parent="onnx", module=__name__,
     packages=("onnxslim", "onnx", "onnxruntime"),  # onnxruntime: the file's checks load it
-    options=SlimOptions,
+    options=SlimOptions, file_checks=tuple(FILE_CHECKS),
     description="The ONNX file simplified by onnxslim (constants folded, patterns fused, dead nodes dropped), "
     "still float32: fewer nodes, often faster in ONNX Runtime.",
 )
