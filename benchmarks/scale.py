@@ -27,9 +27,9 @@ quiet_frameworks()
 
 from modelgate.model.samples import build_sample_model  # noqa: E402
 from modelgate.reporting.environment import gather_environment  # noqa: E402 - Prefect and MLflow read their settings at import
-from tests.test_registry import _register  # noqa: E402
 from tests.topology.processes import postgres_bindir  # noqa: E402
 from tests.topology.stack import Topology, run_parameters  # noqa: E402
+from tests.tracking.test_registry import _register  # noqa: E402
 
 ONE_RUN_PER_WORKER = {"WORKER_LIMIT": "1"}
 

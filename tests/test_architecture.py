@@ -1,6 +1,6 @@
 """The package's shape, read from the source with `ast` (nothing here imports TensorFlow, or any module it checks):
 the import graph of modelgate/, tasks/ and flows/ has no cycle, and nothing the flow's process imports at module
-level reaches a framework. tests/test_parent_imports.py checks the same boundary end to end (a real flow run,
+level reaches a framework. tests/execution/test_parent_imports.py checks the same boundary end to end (a real flow run,
 third-party imports included), in minutes; this one says in a second which import broke it, and how it is
 reached.
 

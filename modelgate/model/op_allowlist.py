@@ -148,7 +148,7 @@ def why_not_computation(op_def) -> str | None:
 
 
 def computation_ops() -> list[str]:
-    """The derived set, sorted: what tests/computation_ops.txt holds for the TensorFlow of the lock."""
+    """The derived set, sorted: what tests/model/computation_ops.txt holds for the TensorFlow of the lock."""
     return sorted(name for name, op_def in registered_op_defs().items() if why_not_computation(op_def) is None)
 
 
@@ -198,5 +198,5 @@ def package_registering(op: str) -> str | None:
 
 
 if __name__ == "__main__":
-    # Regenerates tests/computation_ops.txt once its differences with a new TensorFlow have been reviewed.
+    # Regenerates tests/model/computation_ops.txt once its differences with a new TensorFlow have been reviewed.
     print("\n".join(computation_ops()))

@@ -194,5 +194,5 @@ def test_importing_openvino_through_the_runtime_leaves_its_telemetry_out():
     script = ("import sys; from modelgate.runtimes.openvino import import_openvino; import_openvino(); "
               "import openvino.tools.ovc.telemetry_utils as t; print(t.tm.__name__)")
     said = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).parents[1])
+                          cwd=Path(__file__).parents[2])
     assert said.stdout.strip() == "openvino.tools.ovc.telemetry_stub"

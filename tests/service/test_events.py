@@ -23,8 +23,7 @@ from prefect.client.schemas.schedules import CronSchedule
 
 from modelgate.service.relay import expected_signature
 from modelgate.service.webhooks import WEBHOOK_NAME
-from tests.test_registry import _register
-from tests.test_topology import needs_postgres
+from tests.service.test_topology import needs_postgres
 from tests.topology import compose
 from tests.topology.processes import wait_until
 from tests.topology.stack import (
@@ -33,6 +32,7 @@ from tests.topology.stack import (
     Topology,
     run_parameters,
 )
+from tests.tracking.test_registry import _register
 
 pytestmark = [pytest.mark.slow, needs_postgres]
 

@@ -17,7 +17,7 @@ from modelgate.tracking.registry import download_version, registry_client, resol
 from modelgate.tracking.signing import ATTESTATION_FILE, SIGNATURE_FILE
 from tests.flows import run_flow
 from tests.signing_keys import certificate_chain, key_pair
-from tests.test_registry import FAST, _register
+from tests.tracking.test_registry import FAST, _register
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 _validate = partial(run_flow, **FAST)

@@ -88,7 +88,7 @@ def _edited_copy(model_dir: Path, target: Path, edit) -> Path:
 
 def test_the_derived_computation_set_is_the_reviewed_one():
     """Fails when a TensorFlow's registry would let new ops in (or drop some) without anyone looking: review
-    the difference, then rewrite the list with `python -m modelgate.model.op_allowlist > tests/computation_ops.txt`.
+    the difference, then rewrite the list with `python -m modelgate.model.op_allowlist > tests/model/computation_ops.txt`.
     A process of its own, so that no op library a test imported counts."""
     derived = subprocess.run(
         [sys.executable, "-m", "modelgate.op_allowlist"], capture_output=True, text=True, check=True, timeout=300,

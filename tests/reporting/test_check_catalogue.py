@@ -5,7 +5,7 @@ from pathlib import Path
 
 from modelgate.reporting.check_catalogue import CATALOGUE, markdown_table, spec_of
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAKERS = {"Check", "rule", "ModelRejected", "ConversionFailed"}
 
 

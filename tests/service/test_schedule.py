@@ -14,10 +14,10 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.new_versions import VALIDATE_DEPLOYMENT, validate_new_versions
 from tests.signing_keys import key_pair
-from tests.test_registry import FAST, _register
 from tests.topology.processes import wait_until
+from tests.tracking.test_registry import FAST, _register
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

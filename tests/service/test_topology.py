@@ -13,10 +13,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.test_registry import _register
 from tests.topology import compose
 from tests.topology.processes import postgres_bindir, wait_until
 from tests.topology.stack import EVENT_SERVICES, Topology, run_parameters
+from tests.tracking.test_registry import _register
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def test_the_gpu_variant_is_a_build_argument_of_the_one_dockerfile():
 def test_every_compose_command_is_one_the_topology_runs(topology):
     model = compose.load()
     commands = {name: compose.command(model, name) for name, service in model["services"].items()
-                if "command" in service and name not in EVENT_SERVICES}  # those: tests/test_events.py
+                if "command" in service and name not in EVENT_SERVICES}  # those: tests/service/test_events.py
     assert set(commands) == {"prefect-server", "mlflow", "prefect-setup", "worker", "worker-gpu", "relay-tls"}
     for name, argv in commands.items():
         assert argv in topology.commands_run, f"{name}'s command {argv} is not run by the topology test"

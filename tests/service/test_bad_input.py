@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from modelgate.execution.quiet import import_tensorflow
 from modelgate.service import cli
-from tests.test_cli import _assert_exit_2_with_the_reason_first, _modelgate
+from tests.service.test_cli import _assert_exit_2_with_the_reason_first, _modelgate
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
