@@ -41,13 +41,15 @@ def file_checks() -> list[str]:
 
 def _families() -> dict[str, list[str]]:
     """What each family name stands for, from the target and runtime registries."""
+    from modelgate.runtimes import reference_runtimes
     from modelgate.targets import registry
 
     targets = registry().values()
     return {
         "<format>_<check>": file_checks(),
         "<target>": [target.name.replace("-", "_") for target in targets],
-        "<runtime>": ["tensorflow", *(f"{t.name}_{runtime.name}" for t in targets for runtime in t.runtimes())],
+        "<runtime>": [*dict.fromkeys(runtime.pool for runtime in reference_runtimes()),
+                      *(f"{t.name}_{runtime.name}" for t in targets for runtime in t.runtimes())],
     }
 
 

@@ -104,8 +104,7 @@ class Runtime:
     devices: tuple[str, ...]
     packages: tuple[str, ...]  # import names; a runtime missing one is skipped, and says which
     module: str
-    # Runtimes that run only a converted file with their own kernels may run outside the OS sandbox (ONNX
-    # Runtime also logs the file to MLflow, which may reach beyond the workdir).
+    # Runtimes that run only a converted file with their own kernels may run outside the OS sandbox.
     sandboxed: bool = True
     # The SavedModel formats (tf1-graph, tf2, keras2) a runtime of the savedmodel format serves.
     model_formats: tuple[str, ...] = ()

@@ -69,9 +69,8 @@ def quantize(parent_artifact: str, output_path: str, calibration_inputs: list[st
     with tempfile.TemporaryDirectory(prefix="modelgate-int8-") as scratch:
         prepared = str(Path(scratch) / "prepared.onnx")
         # ORT's recommended first step: its graph optimizations (folding BatchNorm into Conv, fusing) and shape
-        # inference, so that the quantizer sees fused ops and every tensor's type. Symbolic shape inference needs
-        # sympy, which modelgate does not install; it matters for transformer shapes, not for what ONNX's own
-        # shape inference already resolves.
+        # inference, so that the quantizer sees fused ops and every tensor's type. Symbolic shape inference is
+        # left out: it matters for transformer shapes, not for what ONNX's own shape inference already resolves.
         quant_pre_process(parent_artifact, prepared, skip_symbolic_shape=True)
         model = onnx.load(prepared, load_external_data=False)
         has_conv = any(node.op_type in CONV_OPS for node in model.graph.node)

@@ -34,6 +34,7 @@ from modelgate.errors import ModelgateError
 from modelgate.model.model_source import holds_saved_model
 from modelgate.report import DerivedFrom, TargetSection, ValidationReport
 from modelgate.reporting import matrix
+from modelgate.runtimes import CPU, reference_runtimes
 from modelgate.targets import registry as target_registry
 
 if TYPE_CHECKING:
@@ -157,7 +158,8 @@ def add_to_version(client: MlflowClient, version: RegistryVersion, path: Path, f
 def key_figures(report: ValidationReport) -> dict[str, str]:
     figures: dict[str, str] = {}
     own = [b for b in report.benchmarks if b.target == matrix.REFERENCE]
-    reference = next((b for b in own if (b.runtime, b.device, b.batch_size) == ("tensorflow", "cpu", 1)),
+    references = {runtime.name for runtime in reference_runtimes()}
+    reference = next((b for b in own if b.runtime in references and (b.device, b.batch_size) == (CPU, 1)),
                      own[0] if own else None)
     if reference:
         figures[f"p50_ms.{reference.runtime}.{reference.device}.bs{reference.batch_size}"] = f"{reference.p50_ms:.4g}"

@@ -12,6 +12,7 @@ from pydantic import Field
 from modelgate.report import ConversionRecord
 from modelgate.targets import ConversionSource, LoggedModelSource, Target, TargetOptions
 from modelgate.targets.onnx.conversion import (
+    EXTERNAL_DATA_FILE,
     FILE_CHECKS,
     PURE_PYTHON_PROTOBUF,
     ConversionPlan,
@@ -90,5 +91,6 @@ def log_model(source: LoggedModelSource) -> str:
 
 
 def registered_files(artifact: str) -> list[Path]:
-    """model.onnx, beside the SavedModel of a registered version."""
-    return [Path(artifact)]
+    """model.onnx (with its external data, where it has any), beside the SavedModel of a registered version."""
+    external_data = Path(artifact).with_name(EXTERNAL_DATA_FILE)
+    return [Path(artifact), *([external_data] if external_data.is_file() else [])]
