@@ -130,7 +130,7 @@ def to_markdown(results: dict) -> str:
               "Each validation timed from the end of the one before on its worker (from the round's start, for a "
               "worker's first of the round). Cold: a worker's first validation ever; warm: the ones after it, "
               "which find the spare model processes the worker's keeper warmed up once the one before closed its "
-              "own (`modelgate worker`; README.md, Warm spares).", "",
+              "own (`modelgate worker`; docs/benchmarks.md, Warm spares).", "",
               "| | validations | mean s | validations / hour / worker |", "|---|---|---|---|"]
     for kind, figures in results["per_worker"].items():
         lines.append(f"| {kind} | {figures['validations']} | {figures['mean_s']} | {figures['validations_per_hour']} |")

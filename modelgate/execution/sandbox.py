@@ -59,7 +59,7 @@ SHARES_PROCESS = "__modelgate_process_pool__"
 READY = ("ready",)
 WARM, UNFIT = "warm", "unfit"  # a spare's word after its warm-up, and at a hand-over it cannot take
 # What a spare's warm-up would otherwise start before the sandbox could bind it, each found on this stack (the
-# README's Benchmarks section lists the threads): OpenBLAS starts a thread per core as NumPy loads, Arrow's jemalloc
+# docs/benchmarks.md lists the threads): OpenBLAS starts a thread per core as NumPy loads, Arrow's jemalloc
 # its purging thread (Keras imports pandas, which imports pyarrow), ONNX Runtime its telemetry thread at import.
 SINGLE_THREADED_IMPORT = {"OPENBLAS_NUM_THREADS": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false",
                           "ORT_DISABLE_TELEMETRY": "1"}

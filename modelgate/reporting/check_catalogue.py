@@ -1,6 +1,6 @@
 """Every check a validation can report: its name, its severity, the stage that makes it and its rule.
 
-The README's table of checks is this catalogue (tests/reporting/test_check_catalogue.py holds them equal, and holds every
+The table of checks in docs/validating.md is this catalogue (tests/reporting/test_check_catalogue.py holds them equal, and holds every
 check name the code writes to an entry). Names in angle brackets stand for a family, read from the target and
 runtime registries: `<target>` a conversion target (onnx, litert, ...), `<runtime>` a target and runtime as
 `<target>_<runtime>` or tensorflow, and `<format>_<check>` the checks of a target's file that its declaration
