@@ -48,7 +48,7 @@ SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/proc/
                 "/proc/stat", "/dev/urandom", "/dev/random", "/dev/zero")
 DEVICE_PATTERNS = ("/dev/nvidia*",)
 WRITABLE_FILES = ("/dev/null",)
-CODE_ROOT = str(Path(__file__).resolve().parents[1])  # holds modelgate, and in a checkout tasks/, flows/, tests/
+CODE_ROOT = str(Path(__file__).resolve().parents[2])  # holds modelgate, and in a checkout tasks/, flows/, tests/
 DENIED = "Permission denied"  # strerror(EACCES): what Landlock answers, in Python's and TensorFlow's words
 
 
