@@ -174,3 +174,8 @@ def test_without_landlock_a_warning_or_with_require_sandbox_no_model_code(tmp_pa
     assert required.report.environment["sandbox"].startswith("none (no Landlock")
     with shared_processes({}, required.sandbox), pytest.raises(ModelRunError, match="--require-sandbox"):
         run_isolated(_connect, 1, limits=Limits(timeout_s=60), label="load-and-wrap")
+
+
+def test_model_processes_may_read_the_code_that_runs_them():
+    """The read rule covers the folder holding modelgate (and, in a checkout, tasks/, flows/, tests/)."""
+    assert os.path.isfile(os.path.join(os_sandbox.CODE_ROOT, "modelgate", "execution", "os_sandbox.py"))
