@@ -7,10 +7,10 @@ from prefect.states import Failed, State
 
 from modelgate.execution.pools import begin_target_stages, validation_pools
 from modelgate.execution.sandbox import shared_processes
-from modelgate.report import ValidationReport, target_stage
+from modelgate.report import ValidationReport
 from modelgate.reporting.recorder import Missing, ValidationRun
 from modelgate.request import ValidationRequest
-from modelgate.targets import target
+from modelgate.targets import target, target_stage
 from modelgate.tracking.registry import is_registry_uri
 from tasks.benchmark import benchmark
 from tasks.benchmark_report import benchmark_report

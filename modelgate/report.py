@@ -7,12 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from modelgate.criteria import Criteria
 from modelgate.description import ExampleFeature, ReachableCode, SignatureSpec
-from modelgate.request import Criteria, ValidationRequest
-
-# Each conversion target runs these stages, named "<kind>-<target>" (export-onnx, compare-litert, ...).
-TARGET_STAGE_KINDS = ("export", "compare", "benchmark")
-
+from modelgate.request import ValidationRequest
+from modelgate.targets import TARGET_STAGE_KINDS, target_stage
 
 CheckStatus = Literal["passed", "failed", "warning", "skipped"]
 
@@ -163,15 +161,6 @@ class TargetSection(BaseModel):
     def checks(self) -> list[Check]:
         return self.conversion.checks if self.conversion else []
 
-
-def target_stage(kind: str, target: str) -> str:
-    return f"{kind}-{target}"
-
-
-def target_check(target: str, kind: str) -> str:
-    """A target's own check: `conversion` (its converter made a usable file) or `parity` (its runtimes met its
-    criteria against TensorFlow)."""
-    return f"{target.replace('-', '_')}_{kind}"
 
 
 class MlflowSection(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from modelgate.criteria import Criteria, Tolerance
 from modelgate.description import MetaGraphInfo, SignatureSpec
 from modelgate.report import (
     STATUS_WHEN_BROKEN,
@@ -19,9 +20,9 @@ from modelgate.report import (
     TargetSection,
     UnmeasuredBenchmark,
     ValidationReport,
-    target_check,
 )
-from modelgate.request import Criteria, Tolerance, ValidationRequest
+from modelgate.request import ValidationRequest
+from modelgate.targets import target_check
 
 
 class StageResult(BaseModel):

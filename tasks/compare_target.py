@@ -4,6 +4,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from modelgate.criteria import Criteria
 from modelgate.errors import ModelRunError
 from modelgate.execution.sandbox import limits_of, run_isolated
 from modelgate.execution.target_jobs import comparison_job
@@ -11,7 +12,7 @@ from modelgate.numerics.compare import check_tolerance_names
 from modelgate.numerics.precision import DEFAULT_TOLERANCES, with_default
 from modelgate.report import RuntimeComparison
 from modelgate.reporting.environment import gpu_present
-from modelgate.request import Criteria, ValidationRequest
+from modelgate.request import ValidationRequest
 from modelgate.runtimes import CPU, GPU
 from modelgate.stages import ComparisonBatches, SignatureChoice, TargetArtifact, TargetComparison
 from modelgate.targets import Target, target

@@ -1,10 +1,10 @@
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from modelgate.criteria import Tolerance
 from modelgate.model.savedmodel import choose_meta_graph, choose_signature
 from modelgate.numerics.precision import effective_tolerances
 from modelgate.report import Check
-from modelgate.request import Tolerance
 from modelgate.stages import Inspection, SignatureChoice
 
 

@@ -1,5 +1,6 @@
 """The package's shape, read from the source with `ast` (nothing here imports TensorFlow, or any module it checks):
-the import graph of modelgate/, tasks/ and flows/ has no cycle, and nothing the flow's process imports at module
+the import graph of modelgate/, tasks/ and flows/ has no cycle, even through imports inside functions (a module
+that imports a package lazily is still tangled with it), and nothing the flow's process imports at module
 level reaches a framework. tests/execution/test_parent_imports.py checks the same boundary end to end (a real flow run,
 third-party imports included), in minutes; this one says in a second which import broke it, and how it is
 reached.
@@ -39,8 +40,9 @@ class Import:
 class Source:
     name: str
     path: str  # relative to the root read
-    imports: list[Import]
+    imports: list[Import]  # at module level
     declares: bool  # defines TARGET or RUNTIME at module level
+    lazy_imports: list[Import]  # inside functions: they run later, but tie the two modules all the same
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -77,6 +79,19 @@ def _module_level(body: list[ast.stmt]):
             yield from _module_level(getattr(node, "orelse", []))
 
 
+def _lazy(body: list[ast.stmt]):
+    """The statements inside functions, at any depth: what runs only once a function is called."""
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield from (child for child in ast.walk(node) if isinstance(child, ast.stmt))
+        else:
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                inner = getattr(node, field, [])
+                inner = [n for handler in inner for n in handler.body] if field == "handlers" else inner
+                if not (field == "body" and isinstance(node, ast.If) and _is_type_checking(node.test)):
+                    yield from _lazy(inner)
+
+
 def _package_of(name: str, path: Path) -> str:
     return name if path.name == "__init__.py" else name.rpartition(".")[0]
 
@@ -90,25 +105,28 @@ def read_sources(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dic
         tree = ast.parse(path.read_text(), filename=str(path))
         imports, declares = [], False
         for node in _module_level(tree.body):
-            if isinstance(node, ast.Import):
-                imports += [Import(alias.name, node.lineno) for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.module == "__future__":
-                    continue
-                base = node.module or ""
-                if node.level:
-                    package = _package_of(name, path).split(".")
-                    package = package[: len(package) - (node.level - 1)]
-                    base = ".".join([*package, *([base] if base else [])])
-                imports.append(Import(base, node.lineno))
-                # `from package import module` runs that module too.
-                imports += [Import(f"{base}.{alias.name}", node.lineno) for alias in node.names
-                            if f"{base}.{alias.name}" in known]
-            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            imports += _imports_of(node, name, path, known)
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 declares |= any(isinstance(t, ast.Name) and t.id in DECLARATIONS for t in targets)
-        sources[name] = Source(name, str(path.relative_to(root)), imports, declares)
+        lazy = [imported for node in _lazy(tree.body) for imported in _imports_of(node, name, path, known)]
+        sources[name] = Source(name, str(path.relative_to(root)), imports, declares, lazy)
     return sources
+
+
+def _imports_of(node: ast.stmt, name: str, path: Path, known: set[str]) -> list[Import]:
+    if isinstance(node, ast.Import):
+        return [Import(alias.name, node.lineno) for alias in node.names]
+    if not isinstance(node, ast.ImportFrom) or node.module == "__future__":
+        return []
+    base = node.module or ""
+    if node.level:
+        package = _package_of(name, path).split(".")
+        package = package[: len(package) - (node.level - 1)]
+        base = ".".join([*package, *([base] if base else [])])
+    # `from package import module` runs that module too.
+    return [Import(base, node.lineno), *(Import(f"{base}.{alias.name}", node.lineno) for alias in node.names
+                                         if f"{base}.{alias.name}" in known)]
 
 
 def runs(importer: str, imported: str) -> list[str]:
@@ -119,11 +137,12 @@ def runs(importer: str, imported: str) -> list[str]:
     return [name for name in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if name not in own]
 
 
-def project_graph(sources: dict[str, Source]) -> dict[str, dict[str, int]]:
-    """Project module -> project modules it runs at module level, with the line of the import."""
+def project_graph(sources: dict[str, Source], lazy: bool = False) -> dict[str, dict[str, int]]:
+    """Project module -> project modules it runs at module level (and, lazy, inside its functions), with the line
+    of the import."""
     graph: dict[str, dict[str, int]] = {name: {} for name in sources}
     for source in sources.values():
-        for imported in source.imports:
+        for imported in source.imports + (source.lazy_imports if lazy else []):
             for name in runs(source.name, imported.module):
                 if name in sources and name != source.name:
                     graph[source.name].setdefault(name, imported.line)
@@ -200,10 +219,10 @@ def framework_chains(sources: dict[str, Source], entries: list[str],
     return found
 
 
-def test_the_import_graph_has_no_cycle():
-    graph = project_graph(read_sources())
+def test_the_import_graph_has_no_cycle_even_through_imports_inside_functions():
+    graph = project_graph(read_sources(), lazy=True)
     cycle = find_cycle(graph)
-    assert cycle is None, "module-level import cycle:\n" + "\n".join(
+    assert cycle is None, "import cycle:\n" + "\n".join(
         f"  {a} imports {b} (line {graph[a][b]})" for a, b in zip(cycle, cycle[1:]))
 
 
@@ -232,7 +251,8 @@ def test_a_cycle_is_found_and_named(tmp_path):
         "pkg/b.py": "import pkg.c as c\n",
         "pkg/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.b\ndef f():\n    import pkg.a\n",
     })
-    assert find_cycle(project_graph(sources)) is None  # TYPE_CHECKING and function bodies do not count
+    assert find_cycle(project_graph(sources)) is None  # TYPE_CHECKING and function bodies do not run at import
+    assert find_cycle(project_graph(sources, lazy=True)) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]  # but tie modules
     (tmp_path / "pkg/c.py").write_text("try:\n    from .a import x\nexcept ImportError:\n    pass\n")
     assert find_cycle(project_graph(read_sources(tmp_path, ("pkg",)))) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from modelgate.criteria import Tolerance
 from modelgate.description import MetaGraphInfo, SignatureSpec
 from modelgate.errors import ModelRejected, SignatureFailed
 from modelgate.execution.os_sandbox import DENIED
@@ -35,7 +36,6 @@ from modelgate.numerics import checks
 from modelgate.numerics.benchmark import Measured, SweepPlan, sweep
 from modelgate.numerics.inputs import Feeds, batch_of, load_inputs_file, read_npz, save_npz
 from modelgate.report import Check
-from modelgate.request import Tolerance
 from modelgate.runtimes import CPU, Runner, Signature
 from modelgate.runtimes.keras_wrapper import RUNTIME as KERAS
 from modelgate.runtimes.keras_wrapper import KerasModelRunner

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from modelgate.criteria import Criteria
 from modelgate.errors import RuntimeRefused
 from modelgate.model.savedmodel import first_meaningful_line
 from modelgate.numerics.benchmark import Measured, SweepPlan, sweep
 from modelgate.numerics.compare import compare_stacked, errors, judged, stack_batches, tolerance_for
 from modelgate.numerics.inputs import Feeds, read_npz
 from modelgate.report import ConversionRecord, RuntimeComparison
-from modelgate.request import Criteria
 from modelgate.runtimes import CPU, runtime
 from modelgate.targets import ConversionSource, target
 

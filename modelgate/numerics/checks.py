@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from modelgate.criteria import Tolerance
 from modelgate.description import SignatureSpec, TensorSpec
 from modelgate.numerics.compare import compare_arrays, exactly_equal, tolerance_for
 from modelgate.report import STATUS_WHEN_BROKEN, Check, Severity
-from modelgate.request import Tolerance
 
 
 def rule(name: str, severity: Severity, problems: list[str], passed: str, notes: list[str] | tuple[str, ...] = ()) -> Check:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from modelgate.criteria import Criteria, Tolerance
 from modelgate.errors import ModelgateError
 from modelgate.report import OutputComparison
-from modelgate.request import Criteria, Tolerance
 
 # Relative error divides by |reference| plus this, so an exact zero in the reference cannot blow it up.
 REL_EPSILON = 1e-12

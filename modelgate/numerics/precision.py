@@ -8,7 +8,7 @@ request sets explicitly always win.
 
 from __future__ import annotations
 
-from modelgate.request import Tolerance
+from modelgate.criteria import Tolerance
 
 # DataType enum values of tensorflow/core/framework/types.proto, so the static reading needs no TF import.
 REDUCED_PRECISIONS = {19: "float16", 14: "bfloat16"}

@@ -320,7 +320,8 @@ def _relay_certificate(args: argparse.Namespace, console) -> int:
 
 
 def _verify(args: argparse.Namespace, console) -> int:
-    from modelgate.tracking.signing import TrustAnchor, signed_folder, verify
+    from modelgate.tracking.registry import signed_folder
+    from modelgate.tracking.signing import TrustAnchor, verify
 
     anchor = TrustAnchor(public_key=args.public_key and Path(args.public_key),
                          certificate_chain=args.certificate_chain and Path(args.certificate_chain))

@@ -30,13 +30,24 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from modelgate.criteria import Criteria
 from modelgate.declarations import declared_in, missing_packages
 from modelgate.description import SignatureSpec
-from modelgate.report import target_check
-from modelgate.request import Criteria
 from modelgate.runtimes import Runtime, runtimes_for
 
 ALL = "all"
+# Each conversion target runs these stages, named "<kind>-<target>" (export-onnx, compare-litert, ...).
+TARGET_STAGE_KINDS = ("export", "compare", "benchmark")
+
+def target_stage(kind: str, target: str) -> str:
+    return f"{kind}-{target}"
+
+
+def target_check(target: str, kind: str) -> str:
+    """A target's own check: `conversion` (its converter made a usable file) or `parity` (its runtimes met its
+    criteria against TensorFlow)."""
+    return f"{target.replace('-', '_')}_{kind}"
+
 
 
 class TargetOptions(BaseModel):

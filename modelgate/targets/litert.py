@@ -14,9 +14,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from modelgate.criteria import Criteria
 from modelgate.description import SignatureSpec
 from modelgate.report import Check, ConversionRecord
-from modelgate.request import Criteria
 from modelgate.runtimes.litert import DELEGATE_NODE
 from modelgate.targets import ConversionSource, Target
 from modelgate.targets.onnx.conversion import tensorflow_complaints

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import Field
 
+from modelgate.criteria import Criteria
 from modelgate.report import ConversionRecord
-from modelgate.request import Criteria
 from modelgate.targets import ConversionSource, Target, TargetOptions
 from modelgate.targets.onnx.conversion import FILE_CHECKS
 from modelgate.targets.onnx.reduced_precision import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce

@@ -18,10 +18,10 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
+from modelgate.criteria import Criteria
 from modelgate.description import SignatureSpec, TensorSpec
 from modelgate.numerics.checks import signature_io_check
 from modelgate.report import Check, ConversionRecord
-from modelgate.request import Criteria
 from modelgate.runtimes import CPU
 from modelgate.runtimes.openvino import import_openvino, load
 from modelgate.targets import ConversionSource, Target

@@ -358,3 +358,25 @@ def reverify_signed(client: MlflowClient, tracking_uri: str, model_names: list[s
                     row["alias"] = f"removed '{removed}'"
             rows.append(row)
     return rows
+
+def signed_folder(source: str, tracking_uri: str | None, scratch: Path) -> Path:
+    """The folder a verify reads: a registry version's files downloaded into scratch, a TF Serving base path's
+    highest version, or the folder itself."""
+    from modelgate.model.model_source import resolve_model_source
+
+    if source.startswith("models:/"):
+        from mlflow.exceptions import MlflowException
+
+        from modelgate.request import ValidationRequest
+
+        uri = ValidationRequest(source=source, mlflow={"tracking_uri": tracking_uri or ""}).resolved_tracking_uri()
+        client = registry_client(uri)
+        try:
+            return download_version(client, uri, resolve_version(client, source), scratch)
+        except MlflowException as exc:
+            raise RegistryError(f"{source}: cannot download its files: {exc.message.splitlines()[0]}") from None
+    from modelgate.tracking.signing import SIGNATURE_FILE
+
+    if (Path(source) / SIGNATURE_FILE).is_file():
+        return Path(source)
+    return resolve_model_source(source).model_dir

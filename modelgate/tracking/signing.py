@@ -265,24 +265,3 @@ def verify(folder: Path, anchor: TrustAnchor) -> Verification:
             result.problem = f"the files match their signature, and the validation it attests was {result.verdict}"
     return result
 
-
-def signed_folder(source: str, tracking_uri: str | None, scratch: Path) -> Path:
-    """The folder a verify reads: a registry version's files downloaded into scratch, a TF Serving base path's
-    highest version, or the folder itself."""
-    from modelgate.model.model_source import resolve_model_source
-
-    if source.startswith("models:/"):
-        from mlflow.exceptions import MlflowException
-
-        from modelgate.request import ValidationRequest
-        from modelgate.tracking.registry import RegistryError, download_version, registry_client, resolve_version
-
-        uri = ValidationRequest(source=source, mlflow={"tracking_uri": tracking_uri or ""}).resolved_tracking_uri()
-        client = registry_client(uri)
-        try:
-            return download_version(client, uri, resolve_version(client, source), scratch)
-        except MlflowException as exc:
-            raise RegistryError(f"{source}: cannot download its files: {exc.message.splitlines()[0]}") from None
-    if (Path(source) / SIGNATURE_FILE).is_file():
-        return Path(source)
-    return resolve_model_source(source).model_dir

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from modelgate.criteria import Criteria
 from modelgate.numerics.compare import compare_arrays
 from modelgate.report import Check, RuntimeComparison, TargetSection, ValidationReport
-from modelgate.request import Criteria, ValidationRequest
+from modelgate.request import ValidationRequest
 from modelgate.runtimes.onnxruntime import OnnxRuntimeRunner
 from modelgate.service.cli import EXIT_CODES
 from modelgate.stages import TargetComparison

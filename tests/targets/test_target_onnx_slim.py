@@ -10,7 +10,8 @@ from typing import get_args
 import onnx
 import pytest
 
-from modelgate.request import Criteria, ValidationRequest
+from modelgate.criteria import Criteria
+from modelgate.request import ValidationRequest
 from modelgate.service.cli import _parser, _request_fields
 from modelgate.targets import ConversionSource, in_conversion_order, registry, target
 from modelgate.targets.onnx_slim import TARGET, Optimization, SlimOptions, convert

@@ -5,9 +5,10 @@ import pytest
 from pydantic import ValidationError
 
 from modelgate import targets
+from modelgate.criteria import Criteria
 from modelgate.numerics.compare import compare_arrays, judged
 from modelgate.report import ValidationReport
-from modelgate.request import Criteria, ValidationRequest
+from modelgate.request import ValidationRequest
 from modelgate.runtimes import registry as runtime_registry
 from modelgate.stages import TargetComparison
 from modelgate.targets import Target, in_conversion_order
