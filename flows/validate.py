@@ -1,6 +1,11 @@
 """The validation flow: composes the stages; each stage's numerics live in tasks/ and modelgate/."""
 
+import warnings
+from pathlib import Path
+
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.states import Failed, State
@@ -8,10 +13,10 @@ from prefect.states import Failed, State
 from modelgate.execution.pools import begin_target_stages, validation_pools
 from modelgate.execution.sandbox import shared_processes
 from modelgate.report import ValidationReport
-from modelgate.reporting.recorder import Missing, ValidationRun
+from modelgate.reporting.recorder import Missing, ValidationRun, run_logger
 from modelgate.request import ValidationRequest
 from modelgate.targets import target, target_stage
-from modelgate.tracking.registry import is_registry_uri
+from modelgate.tracking.registry import MODELS_URI, is_registry_uri
 from tasks.benchmark import benchmark
 from tasks.benchmark_report import benchmark_report
 from tasks.benchmark_target import benchmark_target
@@ -28,7 +33,7 @@ from tasks.prepare_inputs import prepare_inputs
 from tasks.probe_batch import probe_batch
 from tasks.publish_registry import publish_registry
 from tasks.reference_batches import reference_batches
-from tasks.render_report import render_report
+from tasks.render_report import link_registry_version, render_report
 from tasks.resolve_baseline import resolve_baseline
 from tasks.resolve_source import resolve_source
 from tasks.run_checks import run_checks
@@ -42,6 +47,67 @@ def flow_run_ui_url() -> str | None:
     return flow_run.get_flow_run_ui_url() if PREFECT_UI_URL.value() else None
 
 
+def validated_model(request: ValidationRequest) -> tuple[str, str | None]:
+    """The model's name and version as people call them: a registry model's name and its version or alias, a
+    folder's name and the TF Serving version folder asked, if any."""
+    if match := MODELS_URI.match(request.source):
+        return match["name"], match["version"] or match["alias"]
+    folder = Path(request.source)
+    version = request.model.version_number
+    return folder.name or folder.resolve().name or request.source, None if version is None else str(version)
+
+
+def validation_name(request: ValidationRequest, version: str | None = None) -> str:
+    """`<model>@<version>` (a registry source, a TF Serving version) or the folder's name, and the signature
+    asked, if one is: what the runs list shows instead of Prefect's random pair of words."""
+    name, asked = validated_model(request)
+    version = version or asked
+    title = f"{name}@{version}" if version else name
+    return f"{title} ({request.model.signature})" if request.model.signature else title
+
+
+def name_flow_run() -> str:
+    """The flow run's name, which Prefect asks for as the run starts (a run started from the UI's form or a schedule
+    has its parameters as JSON)."""
+    try:
+        request = FlowRunContext.get().parameters["request"]
+        if not isinstance(request, ValidationRequest):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the flow itself warns of a request's deprecated keys
+                request = ValidationRequest.model_validate(request)
+        return validation_name(request)
+    except Exception:  # noqa: BLE001 - a run is never refused over its name
+        return "validate-savedmodel"
+
+
+def _update_flow_run(**fields) -> None:
+    """Name or tag this flow run on the Prefect server; a failure is logged and the validation goes on."""
+    context = FlowRunContext.get()
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(context.flow_run.id, **fields)
+        for key, value in fields.items():
+            setattr(context.flow_run, key, value)
+    except Exception as exc:  # noqa: BLE001 - a name or a tag is no part of the verdict
+        run_logger().warning("could not update the flow run's %s: %s", ", ".join(fields), exc)
+
+
+def tag_flow_run(request: ValidationRequest) -> None:
+    """The run's tags name the model (`model:<name>`), so that the runs list filters by it."""
+    tag = f"model:{validated_model(request)[0]}"
+    tags = list(FlowRunContext.get().flow_run.tags)
+    if tag not in tags:
+        _update_flow_run(tags=[*tags, tag])
+
+
+def name_resolved_alias(request: ValidationRequest, source) -> None:
+    """A run named `<model>@<alias>` takes the version the alias resolved to."""
+    match = MODELS_URI.match(request.source)
+    version = None if isinstance(source, Missing) else source.registry_version
+    if match and match["alias"] and version:
+        _update_flow_run(name=validation_name(request, version=version))
+
+
 TARGET_TASKS = {"export": export_target, "compare": compare_target, "benchmark": benchmark_target}
 
 
@@ -52,7 +118,7 @@ def run_target_stage(run: ValidationRun, kind: str, name: str, *args, after: tup
     return run.stage(TARGET_TASKS[kind].with_options(name=stage), name, *args, on_error=on_error, after=after)
 
 
-@flow(name="validate-savedmodel")
+@flow(name="validate-savedmodel", flow_run_name=name_flow_run)
 def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
     """Inspect, wrap, check, benchmark and convert one TensorFlow SavedModel, and record it all in MLflow.
 
@@ -60,11 +126,13 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
     judge ends Failed with the verdict as its message (the report is its result either way), so Prefect's
     UI, notifications and automations see what the report, MLflow and the registry say."""
     flow_run_url = flow_run_ui_url()
+    tag_flow_run(request)
     with ValidationRun(request) as run, shared_processes(validation_pools(request), run.sandbox):
         workdir = str(run.workdir)
         run.stage(open_mlflow_run, request, workdir, flow_run_url)
         plan = run.stage(plan_targets, request)
         source = run.stage(resolve_source, request, workdir)
+        name_resolved_alias(request, source)
         model = source
         if source.keras_file:  # a Missing source's is Missing, and truthy: the stage is recorded as skipped
             model = run.stage(derive_saved_model, source, request, workdir)
@@ -103,6 +171,7 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
             if is_registry_uri(request.source) or request.mlflow.register_as:
                 run.conclude()
                 run.stage(publish_registry, run.report, source, request, flow_run_url)
+                link_registry_version(run.report)
         report = run.close()
         return report if report.status == "passed" else Failed(message=report.verdict_line(), data=report)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -244,6 +244,22 @@ class InputsSection(BaseModel):
     )
 
 
+class RecommendationSection(BaseModel):
+    """The format to serve, as the format matrix (modelgate.reporting.matrix) ranks the targets: the passing target
+    that beats TensorFlow by the most on the same device, at the largest batch size both measured."""
+
+    target: str | None = Field(default=None, description="The target to serve; None: none recommended (see reason).")
+    runtime: str | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    p50_ms: float | None = None
+    reference_runtime: str | None = Field(default=None, description="The TensorFlow runtime it was measured against.")
+    reference_p50_ms: float | None = None
+    speedup: float | None = Field(default=None, description="TensorFlow's p50 over the target's.")
+    line: str = Field(default="", description="The recommendation in words, as the console and MLflow's tags say it.")
+    reason: str = Field(default="", description="Why no format is recommended, when none is.")
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -277,6 +293,14 @@ class ValidationReport(BaseModel):
     )
     targets: dict[str, TargetSection] = Field(
         default={}, description="Each conversion target asked: its conversion, checks and comparisons, by name."
+    )
+    matrix: list[dict[str, Any]] = Field(
+        default=[], description="The format matrix, set with the verdict: one row per target, runtime and device (the "
+        "SavedModel's own runtimes first, target 'savedmodel'), with the conversion's cost, parity, worst errors "
+        "against TensorFlow and speeds by batch size (modelgate.reporting.matrix.MatrixRow)."
+    )
+    recommendation: RecommendationSection | None = Field(
+        default=None, description="The format to serve, set with the verdict; its target is None when none is."
     )
     mlflow: MlflowSection = MlflowSection()
     registry: RegistrySection = RegistrySection()

@@ -14,6 +14,22 @@ TABLE_COLUMNS = ["runtime", "device", "batch_size", "p50_ms", "p90_ms", "p95_ms"
                  "min_ms", "max_ms", "throughput", "iterations", "stable", "intra_op_threads", "inter_op_threads"]
 
 
+SIGNIFICANT_DIGITS = 4
+
+
+def _rounded(value):
+    """A figure as people read it (0.2184, not 0.21836020000000012; 18763, not 1.876e+04); counts and flags as
+    they are."""
+    if not isinstance(value, float):
+        return value
+    return round(value) if abs(value) >= 10**SIGNIFICANT_DIGITS else float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
+def _table_rows(report: ValidationReport) -> list[dict]:
+    return [{column: _rounded(values[column]) for column in TABLE_COLUMNS}
+            for values in (bench.model_dump() for bench in report.benchmarks)]
+
+
 def _markdown_table(report: ValidationReport) -> str:
     rows = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     for bench in report.benchmarks:
@@ -44,8 +60,9 @@ def benchmark_report(report: ValidationReport, workdir: str) -> Artifacts:
     table_md = workdir_path / "benchmarks.md"
     table_md.write_text(f"# Benchmarks of {report.source}\n\n{table}\n\nEnvironment: {environment}\n")
     create_table_artifact(
-        key="benchmark-figures", table=[b.model_dump(include=set(TABLE_COLUMNS)) for b in report.benchmarks],
-        description=f"Latency and throughput of {report.source}, measured in this run ({environment})",
+        key="benchmark-figures", table=_table_rows(report),
+        description="Latency (ms) and throughput (samples/s) by runtime, device and batch size; the machine is in "
+        "report.html.",
     )
     create_markdown_artifact(
         key="benchmark-report",

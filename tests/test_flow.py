@@ -20,7 +20,7 @@ def _artifacts(client, run_id, path=None):
 
 
 def test_keras_export_passes_and_everything_lands_in_mlflow(model_dirs, tracking_uri, workdir):
-    report = _run(model_dirs["keras_export"], tracking_uri, workdir)
+    report = _run(model_dirs["keras_export"], tracking_uri, workdir, register_as="flow-keras-export")
     assert report.status == "passed", report.first_error() or report.failed_checks()
     assert report.signature == "serving_default"
     onnx_outputs = report.targets["onnx"].comparisons["onnxruntime/cpu"].outputs
@@ -51,9 +51,22 @@ def test_keras_export_passes_and_everything_lands_in_mlflow(model_dirs, tracking
     assert {"targets/onnx/model.onnx", "targets/onnx/reproduce.sh", "targets/onnx/conversion.json"} <= {
         artifact.path for artifact in client.list_artifacts(run.info.run_id, "targets/onnx")
     }
-    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "report.json", str(workdir))).read_text())
+    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "report.json", str(workdir / "logged"))).read_text())
     assert logged["status"] == "passed"
     assert [stage["status"] for stage in logged["stages"]] == ["ok"] * len(logged["stages"])
+
+    # Final and complete: written after the last stage, with the format to serve; MLflow keeps these copies.
+    assert logged == on_disk == json.loads((Path(report.workdir) / "report.json").read_text())
+    assert [stage["name"] for stage in on_disk["stages"]][-3:] == ["render-report", "log-mlflow", "publish-registry"]
+    assert on_disk["registry"]["name"] == "flow-keras-export"
+    assert {(row["target"], row["runtime"]) for row in on_disk["matrix"]} >= {("savedmodel", "tensorflow"),
+                                                                              ("onnx", "onnxruntime")}
+    recommendation = on_disk["recommendation"]
+    assert recommendation["target"] == "onnx" and recommendation["runtime"] == "onnxruntime"
+    assert recommendation["line"].startswith("serve onnx on onnxruntime/cpu") and recommendation["speedup"] > 0
+    html = Path(client.download_artifacts(run.info.run_id, "report.html", str(workdir / "logged"))).read_text()
+    assert html == (Path(report.workdir) / "report.html").read_text()
+    assert "publish-registry" in html and ">running<" not in html
 
 
 def test_custom_signature_with_two_inputs_falls_back_and_passes(model_dirs, tracking_uri, workdir):
@@ -106,3 +119,20 @@ def test_bad_model_dir_is_an_error_with_a_report_and_a_failed_run(tmp_path, trac
     assert "no such directory" in report.first_error()
     assert json.loads((workdir / "report.json").read_text())["status"] == "error"
     assert MlflowClient(tracking_uri).get_run(report.mlflow.run_id).info.status == "FAILED"
+
+
+def test_a_missing_model_still_names_its_run_and_logs_each_stage_and_the_verdict(tmp_path, tracking_uri, workdir):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from tests.service.test_run_logs import _assert_tells_each_stage, _log_with_verdict
+
+    report = _run(tmp_path / "absent-model", tracking_uri, workdir)
+    on_disk = json.loads((workdir / "report.json").read_text())
+    assert on_disk["status"] == "error" and on_disk["recommendation"]["target"] is None
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["absent-model"])))
+        assert "model:absent-model" in run.tags
+        lines = _log_with_verdict(client, run.id)
+    _assert_tells_each_stage(lines, on_disk)
+    assert f"verdict: {report.verdict_line()}" in lines

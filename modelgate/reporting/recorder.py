@@ -1,7 +1,13 @@
 """The validation in progress: runs stages, keeps the report, and never loses what was found so far.
 
 After every stage the report is written to disk and, once an MLflow run is open, uploaded to it, so a
-crash at any point leaves the report as it stood, locally and in MLflow.
+crash at any point leaves the report as it stood, locally and in MLflow. When the last stage is done (or the
+flow is interrupted), report.json and report.html are written one final time, with every stage's outcome, the
+format matrix and the recommendation, and MLflow gets those copies.
+
+Each stage's start and outcome (its duration and, where it did not pass, why) and the verdict go to the flow
+run's log through Prefect's run logger, so the run's Logs tab in Prefect's UI tells the story; the CLI keeps
+them off the terminal (modelgate.execution.quiet).
 """
 
 from __future__ import annotations
@@ -14,15 +20,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
+from prefect.exceptions import MissingContextError
 from prefect.states import Completed, State
 
 from modelgate.errors import ModelgateError, ModelRejected
 from modelgate.execution import os_sandbox
-from modelgate.report import STATUS_WHEN_BROKEN, Check, StageRecord, ValidationReport
-from modelgate.reporting import atomic_write
+from modelgate.report import STATUS_WHEN_BROKEN, Check, RecommendationSection, StageRecord, ValidationReport, utc_now
+from modelgate.reporting import atomic_write, html_report, matrix
 from modelgate.reporting.environment import gather_environment
 from modelgate.request import ValidationRequest
 from modelgate.stages import StageResult
@@ -32,6 +39,32 @@ if TYPE_CHECKING:
     from prefect import Task
 
 logger = logging.getLogger("modelgate")
+# A stage's reason in the run's log is one line; the report keeps the whole message.
+LOG_REASON_CHARS = 300
+STAGE_LOG_LEVELS = {"ok": logging.INFO, "skipped": logging.INFO, "failed": logging.WARNING, "error": logging.ERROR,
+                    "interrupted": logging.ERROR}
+VERDICT_LOG_LEVELS = {"passed": logging.INFO, "failed": logging.WARNING, "error": logging.ERROR}
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger, whose lines Prefect ships to the run's log; modelgate's own outside a flow run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logger
+
+
+def one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= LOG_REASON_CHARS else line[: LOG_REASON_CHARS - 1] + "…"
+
+
+def log_stage(record: StageRecord) -> None:
+    """`<stage> <status> in <s> s: <reason>`, at a level that says how it went."""
+    took = "" if record.status == "skipped" else f" in {record.duration_s:.2f} s"
+    reason = f": {one_line(record.message)}" if record.message else ""
+    run_logger().log(STAGE_LOG_LEVELS.get(record.status, logging.INFO), "%s %s%s%s", record.name, record.status,
+                     took, reason)
 
 
 class Missing:
@@ -101,6 +134,8 @@ class ValidationRun:
         )
         self.sandbox = self._sandbox()
         self.report_file = self.workdir / "report.json"
+        self.html_file = self.workdir / "report.html"
+        self.closed = False
         self.save()
 
     def __enter__(self) -> ValidationRun:
@@ -115,12 +150,10 @@ class ValidationRun:
                     record.status, record.message = "interrupted", f"interrupted: {reason}"
             self.report.stages.append(StageRecord(name="flow", status="error", message=reason))
             self.report.status = "error"
-            self.save()
-            if self.report.mlflow.run_id:
-                try:
-                    mlflow_store.close_run(self.report.mlflow, "error")
-                except Exception:  # noqa: BLE001 - the original exception is the one to raise
-                    logger.exception("could not close the MLflow run")
+            self.report.finished_at = self.report.finished_at or utc_now()
+            run_logger().error("flow interrupted: %s", one_line(reason))
+            self._record_matrix()
+            self._finish()
 
     def _sandbox(self) -> os_sandbox.OsSandbox | None:
         """The OS sandbox of this validation's model processes, recorded in the environment; a warning where
@@ -142,7 +175,7 @@ class ValidationRun:
         text = self.report.model_dump_json(indent=2)
         atomic_write.write_text(self.report_file, text)
         atomic_write.write_text(self.request.output.report_path, text)
-        if self.report.mlflow.run_id and self.report.status == "running":
+        if self.report.mlflow.run_id and not self.closed:
             try:
                 mlflow_store.upload_report(self.report.mlflow, self.report_file)
             except Exception as exc:  # noqa: BLE001 - the local report stands; the final MLflow stage says more
@@ -155,6 +188,7 @@ class ValidationRun:
         self.save()
         if FlowRunContext.get() is not None:
             skipped_stage.with_options(name=name)(reason)
+        log_stage(record)
         for listener in _listeners:
             listener.stage_finished(record)
         return Missing(name)
@@ -176,6 +210,7 @@ class ValidationRun:
             return self.skip(name, _needs(missing))
         record = StageRecord(name=name, status="running")
         self.report.stages.append(record)
+        run_logger().info("%s started", name)
         for listener in _listeners:
             listener.stage_started(name)
         started = time.perf_counter()
@@ -201,6 +236,7 @@ class ValidationRun:
                 record.status, record.message = "failed", failure
         record.duration_s = round(time.perf_counter() - started, 3)
         self.save()
+        log_stage(record)
         for listener in _listeners:
             listener.stage_finished(record)
         return result
@@ -212,17 +248,56 @@ class ValidationRun:
         return Missing(check, failed_check=check) if failed else None
 
     def conclude(self) -> None:
-        """The verdict as the report stands; closing stages (MLflow, the registry) may still change it."""
+        """The verdict as the report stands, with the format matrix and the recommendation; closing stages (MLflow,
+        the registry) may still change it."""
         self.report.conclude()
+        self._record_matrix()
         self.save()
 
+    def _record_matrix(self) -> None:
+        """The format matrix and the format to serve, as the console, report.html and MLflow's tags show them."""
+        try:
+            built = matrix.build(self.report)
+        except Exception as exc:  # noqa: BLE001 - a report without its matrix is still the report
+            logger.warning("could not build the format matrix: %s", exc)
+            return
+        self.report.matrix = [row.model_dump(mode="json") for row in built.rows]
+        found = built.recommendation
+        self.report.recommendation = RecommendationSection(
+            **(found.model_dump(mode="json") if found else {}), line=built.recommendation_line(),
+            reason=built.reason,
+        )
+
     def close(self) -> ValidationReport:
-        """The final verdict: written locally, uploaded, and the MLflow run ended with it."""
-        self.conclude()
-        if self.report.mlflow.run_id:
-            try:
-                mlflow_store.upload_report(self.report.mlflow, self.report_file)
-                mlflow_store.close_run(self.report.mlflow, self.report.status)
-            except Exception as exc:  # noqa: BLE001 - the report on disk already says everything
-                logger.warning("could not close the MLflow run: %s", exc)
+        """The final verdict, after the last stage: report.json and report.html written with every stage's outcome,
+        uploaded, and the MLflow run ended with it."""
+        self.report.conclude()
+        self._record_matrix()
+        log = run_logger()
+        log.log(VERDICT_LOG_LEVELS.get(self.report.status, logging.INFO), "verdict: %s",
+                one_line(self.report.verdict_line()))
+        if self.report.recommendation:
+            log.info("recommendation: %s", self.report.recommendation.line)
+        log.info("report: %s", self.report_file)
+        self._finish()
         return self.report
+
+    def _finish(self) -> None:
+        """The last copies: report.html rendered from the report as it ends, report.json beside it, both uploaded to
+        the MLflow run, which ends with the report's status. Whatever fails here, the report on disk stands."""
+        try:
+            html_report.write(self.report, self.html_file)
+            self.report.artifacts.setdefault("report.html", str(self.html_file))
+        except Exception as exc:  # noqa: BLE001 - report.json says everything report.html would
+            logger.warning("could not write report.html: %s", exc)
+        self.closed = True
+        self.save()
+        if not self.report.mlflow.run_id:
+            return
+        try:
+            mlflow_store.upload_report(self.report.mlflow, self.report_file)
+            if self.html_file.is_file():
+                mlflow_store.upload_report(self.report.mlflow, self.html_file)
+            mlflow_store.close_run(self.report.mlflow, self.report.status)
+        except Exception as exc:  # noqa: BLE001 - the report on disk already says everything
+            logger.warning("could not close the MLflow run: %s", exc)

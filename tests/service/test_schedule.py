@@ -1,51 +1,15 @@
 """validate-new-versions against served deployments: a real Prefect server, runner and MLflow registry."""
 
-import os
 import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL
 
 from flows.new_versions import VALIDATE_DEPLOYMENT, validate_new_versions
 from tests.signing_keys import key_pair
-from tests.topology.processes import wait_until
 from tests.tracking.test_registry import FAST, _register
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def served(prefect_server, tracking_uri, tmp_path_factory):
-    """`modelgate serve` as users start it, pointed at the test's Prefect server and MLflow store."""
-    logs = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-           "MLFLOW_TRACKING_URI": tracking_uri}
-    with open(logs, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "modelgate.service.cli", "serve", "--limit", "2"],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def serve_log():
-        return logs.read_text()[-3000:]
-
-    def deployment_served():
-        try:
-            client.read_deployment_by_name(VALIDATE_DEPLOYMENT)
-            return True
-        except Exception:
-            assert process.poll() is None, f"modelgate serve exited with {process.returncode}\n{serve_log()}"
-            return False
-
-    with get_client(sync_client=True) as client:
-        wait_until(deployment_served, 180, f"deployment {VALIDATE_DEPLOYMENT} served", poll_s=1, diagnose=serve_log)
-    yield
-    process.terminate()
-    process.wait(30)
 
 
 def _tick(tracking_uri, workdir, name, base_paths=()):
