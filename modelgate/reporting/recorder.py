@@ -13,6 +13,7 @@ them off the terminal (modelgate.execution.quiet).
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -57,6 +58,18 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
 def one_line(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= LOG_REASON_CHARS else line[: LOG_REASON_CHARS - 1] + "…"
+
+
+def _finite_or_named(value: Any) -> Any:
+    """Infinite and NaN figures as the strings the report's comparisons write ('Infinity', 'NaN'): JSON's null
+    would read as 'not computed'."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite_or_named(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_named(item) for item in value]
+    return value
 
 
 def log_stage(record: StageRecord) -> None:
@@ -261,7 +274,7 @@ class ValidationRun:
         except Exception as exc:  # noqa: BLE001 - a report without its matrix is still the report
             logger.warning("could not build the format matrix: %s", exc)
             return
-        self.report.matrix = [row.model_dump(mode="json") for row in built.rows]
+        self.report.matrix = [_finite_or_named(row.model_dump(mode="json")) for row in built.rows]
         found = built.recommendation
         self.report.recommendation = RecommendationSection(
             **(found.model_dump(mode="json") if found else {}), line=built.recommendation_line(),
