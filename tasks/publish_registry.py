@@ -10,6 +10,7 @@ from modelgate.report import Check, RegistrySection, ValidationReport
 from modelgate.request import ValidationRequest
 from modelgate.stages import RegistryOutcome, ResolvedSource
 from modelgate.tracking import signing
+from modelgate.tracking.mlflow_model import write_mlmodel, written_files
 from modelgate.tracking.registry import (
     RegistryVersion,
     add_to_version,
@@ -36,13 +37,20 @@ def add_warmup(saved_model_dir: Path, report: ValidationReport, request: Validat
     return Path(shutil.copy2(written, destination))
 
 
+def has_signature(report: ValidationReport) -> bool:
+    """Whether the validation got as far as a signature, which a version's MLmodel describes."""
+    return report.signature in report.signatures
+
+
 @task(name="publish-registry", cache_policy=NO_CACHE)
 def publish_registry(
     report: ValidationReport, source: ResolvedSource, request: ValidationRequest, flow_run_url: str | None
 ) -> RegistryOutcome:
     """Write the verdict to the registry version validated, or register a path source first (register_as).
-    A version that passed gets TF Serving's warm-up requests and, with a signing key, is signed; only a version
-    whose stored files verify against that signature gets the alias."""
+    A registered copy is an MLflow model (its MLmodel: the signature's schema, a pyfunc flavor that runs it, the
+    targets' flavors), as is a version of plain files that passed. A version that passed gets TF Serving's warm-up
+    requests and, with a signing key, is signed; only a version whose stored files verify against that signature
+    gets the alias."""
     client = registry_client(report.mlflow.tracking_uri)
     workdir = Path(report.workdir)
     passed = report.status == "passed"
@@ -56,19 +64,29 @@ def publish_registry(
         # A version logged as a Keras flavor holds no SavedModel for TF Serving to warm up.
         if passed and not source.keras_file and (warmup := add_warmup(Path(source.model_dir), report, request, version.name)):
             added.append(warmup)
+        if (passed and not source.keras_file and has_signature(report)
+                and not any(path.exists() for path in written_files(folder))
+                and Path(source.model_dir).resolve().is_relative_to(folder.resolve())):
+            # A version of plain files becomes an MLflow model too; one with an MLmodel (or an environment file)
+            # of its own keeps its files as they are.
+            added += write_mlmodel(folder, report, Path(source.model_dir))
+        signature_files = []
         if sign:
             # The copy that was validated is what gets signed; the signature and attestation join the version.
-            added += signing.sign(folder, request.mlflow.signing_key, report, request.mlflow.signing_certificate)
+            signature_files = signing.sign(folder, request.mlflow.signing_key, report, request.mlflow.signing_certificate)
+            added += signature_files
         if added:
             unsign(client, version, keep_alias=True)  # no re-verification between these uploads
         for path in added:
             add_to_version(client, version, path, path.parent.relative_to(folder))
-            if path.parent == folder:
+            if path in signature_files:
                 client.log_artifact(report.mlflow.run_id, str(path), "signature")
     else:
         folder = registered_copy(Path(source.model_dir), report.targets, workdir / "registered_model")
         if passed:
             add_warmup(folder, report, request, request.mlflow.register_as)
+        if has_signature(report):
+            write_mlmodel(folder, report, folder, report.targets)  # before signing: the MLmodel is signed too
         if sign:
             signing.sign(folder, request.mlflow.signing_key, report, request.mlflow.signing_certificate)
         version = register_files(client, report.mlflow.run_id, folder, request.mlflow.register_as)

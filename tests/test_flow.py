@@ -43,11 +43,12 @@ def test_keras_export_passes_and_everything_lands_in_mlflow(model_dirs, tracking
     assert run.data.tags["modelgate.status"] == "passed"
     assert run.data.params["resolved_signature"] == "serving_default"
     tf_bs1 = next(b for b in report.benchmarks if (b.runtime, b.batch_size) == ("tensorflow", 1))
-    assert run.data.metrics["latency_p50_ms.tensorflow.cpu.bs1"] == pytest.approx(tf_bs1.p50_ms)
+    assert run.data.metrics["p50_ms.savedmodel.tensorflow.cpu.bs1"] == pytest.approx(tf_bs1.p50_ms)
     assert "throughput.onnx.onnxruntime.cpu.bs4" in run.data.metrics
     assert run.data.metrics["onnx.max_abs_diff.onnxruntime.cpu.scores"] == pytest.approx(onnx_outputs["scores"].max_abs_diff)
     assert {"report.json", "signatures.json", "latency.png", "throughput.png", "benchmarks.md",
-            "latency-samples-tensorflow.json", "matrix.json"} <= _artifacts(client, run.info.run_id)
+            "latency-samples-tensorflow.json", "matrix.json", "benchmarks.json"} <= _artifacts(client, run.info.run_id)
+    assert not [key for key in run.data.metrics if key.startswith("latency_")]  # one name per figure
     assert {"targets/onnx/model.onnx", "targets/onnx/reproduce.sh", "targets/onnx/conversion.json"} <= {
         artifact.path for artifact in client.list_artifacts(run.info.run_id, "targets/onnx")
     }

@@ -18,7 +18,10 @@ outside it names it. Each of these is optional, and a target without one is simp
 - `log_model(source: LoggedModelSource) -> str`: logs the artifact to MLflow as a logged model and returns its
   URI; run in a child process of its own (modelgate.tracking.mlflow_store), never in a runtime's pool;
 - `registered_files(artifact: str) -> list[Path]`: the files of the artifact that go into a registered model
-  version beside the SavedModel (modelgate.tracking.registry.registered_copy).
+  version beside the SavedModel (modelgate.tracking.registry.registered_copy);
+- `mlmodel_flavor(artifact: str) -> tuple[str, dict] | None`: the MLflow flavor (name and configuration) that
+  names those files in the registered version's MLmodel, so that MLflow's own loader for the format reads them
+  (modelgate.tracking.mlflow_model); called in the flow's process, so it imports no framework.
 """
 
 from __future__ import annotations
@@ -127,6 +130,12 @@ class Target:
         unless its module defines `registered_files`."""
         chosen = getattr(self.implementation(), "registered_files", None)
         return list(chosen(artifact)) if chosen else []
+
+    def mlmodel_flavor(self, artifact: str) -> tuple[str, dict] | None:
+        """The MLflow flavor of the artifact's registered files in a registered version's MLmodel (name and
+        configuration); none unless its module defines `mlmodel_flavor`."""
+        chosen = getattr(self.implementation(), "mlmodel_flavor", None)
+        return chosen(artifact) if chosen else None
 
 
 @cache

@@ -32,11 +32,11 @@ UNSAFE_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 # A rejected model fails its run as a validation that could not run does: MLflow, Prefect and the registry
 # agree that only a passed validation finished well; the modelgate.status tag tells failed from error.
 RUN_STATUS = {"passed": "FINISHED", "failed": "FAILED", "error": "FAILED", "running": "KILLED"}
+# One metric per figure: `<figure>.<target>.<runtime>.<device>.bs<N>`, the SavedModel's own runtimes under the
+# target `savedmodel` (their names of releases before targets are gone: docs/CHANGELOG.md). Every figure of every
+# benchmark, std_ms and stability included, is in the run's table artifact benchmarks.json.
 LATENCY_FIGURES = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")
-# The SavedModel's names before targets, kept so that dashboards and queries on them keep working:
-# latency_<figure>.<runtime>.<device>.bs<N> and throughput.<runtime>.<device>.bs<N>. A target's figures have
-# only their current names, `<figure>.<target>.<runtime>.<device>.bs<N>` (see docs/CHANGELOG.md).
-LEGACY_BENCHMARK_TARGET = matrix.REFERENCE
+BENCHMARK_TABLE = "benchmarks.json"
 
 
 class ResultsNotLogged(ModelgateError):
@@ -100,10 +100,6 @@ def _metrics(report: ValidationReport) -> dict[str, float]:
         config = (bench.runtime, bench.device, f"bs{bench.batch_size}")
         for figure in (*LATENCY_FIGURES, "throughput"):
             metrics[metric_key(figure, bench.target, *config)] = getattr(bench, figure)
-        if bench.target == LEGACY_BENCHMARK_TARGET:
-            for figure in (*LATENCY_FIGURES, "std_ms"):
-                metrics[metric_key(f"latency_{figure}", *config)] = getattr(bench, figure)
-            metrics[metric_key("throughput", *config)] = bench.throughput
     for name, target in report.targets.items():
         for key, comparison in target.comparisons.items():
             metrics.update(_comparison_metrics(name, key.split("/", 1), comparison.outputs))
@@ -192,6 +188,10 @@ def _log_run(report: ValidationReport) -> None:
     for name, path in report.artifacts.items():
         if Path(path).is_file() and str(Path(path)) not in logged:
             client.log_artifact(section.run_id, path, _artifact_folder(name, report.targets))
+    if report.benchmarks:
+        rows = [{**bench.model_dump(mode="json"), "providers": ", ".join(bench.providers)} for bench in report.benchmarks]
+        client.log_table(section.run_id, {key: [row.get(key) for row in rows] for key in rows[0]},
+                         artifact_file=BENCHMARK_TABLE)
     built = matrix.build(report)
     if built.rows:
         client.log_table(section.run_id, built.columns(), artifact_file="matrix.json")

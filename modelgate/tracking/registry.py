@@ -124,8 +124,8 @@ def registered_files(targets: Mapping[str, TargetSection]) -> list[Path]:
 
 def registered_copy(saved_model_dir: Path, targets: Mapping[str, TargetSection], destination: Path) -> Path:
     """The folder a path source is registered as: the SavedModel at its root, so that a TF Serving version folder
-    can be this folder as it is, with the targets' registered files beside it (registered_files) and, once
-    signed, the attestation and signature."""
+    can be this folder as it is, with the targets' registered files beside it (registered_files), then its MLmodel
+    (modelgate.tracking.mlflow_model.write_mlmodel) and, once signed, the attestation and signature."""
     shutil.copytree(saved_model_dir, destination)
     for path in registered_files(targets):
         shutil.copy2(path, destination / path.name)
@@ -156,35 +156,33 @@ def add_to_version(client: MlflowClient, version: RegistryVersion, path: Path, f
 
 
 def key_figures(report: ValidationReport) -> dict[str, str]:
-    figures: dict[str, str] = {}
+    """The SavedModel's p50 on its reference runtime (CPU, batch size 1 where measured): the one figure a tag
+    carries; the rest are in the description, the run's metrics and report.html."""
     own = [b for b in report.benchmarks if b.target == matrix.REFERENCE]
     references = {runtime.name for runtime in reference_runtimes()}
     reference = next((b for b in own if b.runtime in references and (b.device, b.batch_size) == (CPU, 1)),
                      own[0] if own else None)
     if reference:
-        figures[f"p50_ms.{reference.runtime}.{reference.device}.bs{reference.batch_size}"] = f"{reference.p50_ms:.4g}"
-    rows = matrix.build(report).rows
-    for name in report.targets:
-        errors = [row.max_abs_diff for row in rows if row.target == name and row.max_abs_diff is not None]
-        if errors:
-            figures[f"{name}_max_abs_diff"] = f"{max(errors):.3g}"
-    return figures
+        return {f"p50_ms.{reference.runtime}.{reference.device}.bs{reference.batch_size}": f"{reference.p50_ms:.4g}"}
+    return {}
 
 
-def version_tags(report: ValidationReport, flow_run_url: str | None) -> dict[str, str]:
-    tags = {
-        "status": report.status,
+def version_tags(report: ValidationReport) -> dict[str, str]:
+    """The short set the versions list shows: the verdict, the format to serve, one figure, what failed (if
+    anything), the validation's run; a baseline's and a Keras derivation's facts where there are any. Each
+    target's status and errors, the matrix and the links are in the description."""
+    built = matrix.build(report)
+    tags = {"status": report.status, "recommended_format": built.recommendation.target if built.recommendation else "none"}
+    if built.recommendation:
+        tags["recommended_speedup"] = f"{built.recommendation.speedup:.3g}"
+    tags.update(key_figures(report))
+    if failed := report.failed_checks():
+        tags["failed_checks"] = ",".join(c.name for c in failed)[:5000]
+    tags.update({
         "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "validator_version": validator_version(),
         "run_id": report.mlflow.run_id or "",
-        "signature": report.signature or "",
-        "failed_checks": ",".join(c.name for c in report.failed_checks())[:5000],
-        **key_figures(report),
-        **matrix.build(report).tags(),
-        **{f"target.{name}": target.status for name, target in report.targets.items()},
-    }
-    if flow_run_url:
-        tags["flow_run"] = flow_run_url
+    })
     if report.derived_from:
         tags["derived_from"] = f"{report.derived_from.flavor} flavor: {report.derived_from.keras_file}"
         tags["derived_with_keras"] = report.derived_from.keras_version
@@ -237,15 +235,18 @@ def run_url(report: ValidationReport) -> str | None:
     """The run's page in the MLflow UI, when the tracking URI is a server (a file or database store has none)."""
     uri = report.mlflow.tracking_uri or ""
     if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/#/experiments/{report.mlflow.experiment_id}/runs/{report.mlflow.run_id}"
+        return f"{uri.rstrip('/')}/{run_route(report)}"
     return None
 
 
+def run_route(report: ValidationReport) -> str:
+    """The run's page relative to the MLflow UI that shows the version: a link in the description resolves
+    against the page it is read on, whatever the server's address."""
+    return f"#/experiments/{report.mlflow.experiment_id}/runs/{report.mlflow.run_id}"
+
+
 def run_link(report: ValidationReport) -> str:
-    url = run_url(report)
-    if url:
-        return f"[MLflow run]({url})"
-    return f"MLflow run `{report.mlflow.run_id}` (tracking URI `{report.mlflow.tracking_uri or ''}`)"
+    return f"[MLflow run]({run_url(report) or run_route(report)})"
 
 
 def describe_derivation(derived: DerivedFrom) -> str:
@@ -255,22 +256,30 @@ def describe_derivation(derived: DerivedFrom) -> str:
             "with `model.export(format=\"tf_saved_model\")`.")
 
 
-def describe_matrix(built: matrix.Matrix) -> list[str]:
-    """The format matrix as a markdown table, under the recommendation."""
-    lines = [f"Recommendation: {built.recommendation_line()}.", ""]
-    if not built.rows:
-        return lines
-    headers, rows = built.table()
-    lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return [*lines, "", "\\* unstable: the window means never settled within 10 %.", ""]
+def describe_recommendation(built: matrix.Matrix) -> list[str]:
+    """The format to serve, first and in words; the matrix itself is report.html's (too wide for this page)."""
+    if built.recommendation is None:
+        return [f"No format recommended: {built.reason}.", ""]
+    found = built.recommendation
+    return [f"**Serve `{found.target}`** on {found.runtime}/{found.device}: {found.speedup:.2f}× "
+            f"{'faster than' if found.speedup >= 1 else 'the speed of'} {found.reference_runtime} (p50 "
+            f"{found.p50_ms:.4g} ms against {found.reference_p50_ms:.4g} ms at batch size {found.batch_size}).", ""]
+
+
+def _target_line(name: str, target: TargetSection, rows: list[matrix.MatrixRow]) -> str:
+    errors = [row.max_abs_diff for row in rows if row.target == name and row.max_abs_diff is not None]
+    figure = f" (max abs diff {max(errors):.3g})" if errors else ""
+    return f"- `{name}` ({target.requirement}): **{target.status}**{figure}: {target.message}"
 
 
 def describe(report: ValidationReport, flow_run_url: str | None) -> str:
-    """The markdown a reviewer reads on the version page: verdict, what failed, the figures, the links."""
+    """The markdown a reviewer reads on the version page, narrow enough for it: the verdict, the format to
+    serve, what failed, one line per target, the baseline, the links; the full matrix is in report.html."""
+    built = matrix.build(report)
     lines = [f"## modelgate: **{report.status.upper()}**", ""]
     if report.status == "error":
         lines += [f"Validation could not complete: {report.first_error()}", ""]
+    lines += describe_recommendation(built)
     if report.derived_from:
         lines += [describe_derivation(report.derived_from), ""]
     failed = report.failed_checks()
@@ -280,18 +289,19 @@ def describe(report: ValidationReport, flow_run_url: str | None) -> str:
     if warnings:
         lines += ["Warnings:", *[f"- `{c.name}`: {c.message}" for c in warnings], ""]
     if report.targets:
-        lines += ["Conversion targets:", *[f"- `{name}` ({t.requirement}): **{t.status}**: {t.message}"
-                                          for name, t in report.targets.items()], ""]
-    lines += describe_matrix(matrix.build(report))
+        lines += ["Conversion targets:", *[_target_line(name, t, built.rows) for name, t in report.targets.items()], ""]
     lines += describe_baseline(report)
-    lines.append(f"Signature `{report.signature}`; validator {validator_version()}; {run_link(report)}; "
-                 "report: `report.html` in the run's artifacts.")
-    if flow_run_url:
-        lines.append(f"[Prefect flow run]({flow_run_url})")
+    links = [run_link(report), *([f"[Prefect flow run]({flow_run_url})"] if flow_run_url else [])]
+    lines += [" · ".join(links), "",
+              f"Signature `{report.signature}`; the full format matrix is `report.html` in the run's artifacts; "
+              f"modelgate {validator_version()}."]
     return "\n".join(lines)
 
 
 SIGNED_TAG, ALIAS_TAG, TAMPERED_TAG = TAG_PREFIX + "signed", TAG_PREFIX + "alias", TAG_PREFIX + "tampered"
+# Tags of the version's state rather than of its verdict, which a new verdict leaves alone: the signature and
+# alias modelgate gave it, a tampering found, the schedule's claim on it (modelgate.service.scheduling).
+STATE_TAGS = {SIGNED_TAG, ALIAS_TAG, TAMPERED_TAG, TAG_PREFIX + "claim", TAG_PREFIX + "attempt"}
 
 
 def unsign(client: MlflowClient, version: RegistryVersion, keep_alias: bool = False) -> str | None:
@@ -311,9 +321,13 @@ def write_back(client: MlflowClient, version: RegistryVersion, report: Validatio
                flow_run_url: str | None, signed: bool = False) -> list[str]:
     """Tags and description always; the alias only when the validation passed and the version is signed, and
     a version that no longer passes loses what an earlier pass gave it. Returns what was done."""
-    tags = version_tags(report, flow_run_url)
+    tags = version_tags(report)
     if signed:
         tags[SIGNED_TAG] = "true"
+    held = client.get_model_version(version.name, version.version).tags or {}
+    for key in sorted(set(held) - set(tags) - STATE_TAGS):
+        if key.startswith(TAG_PREFIX):  # what an earlier verdict said (a failed check since fixed), or older tags
+            client.delete_model_version_tag(version.name, version.version, key)
     for key, value in tags.items():
         client.set_model_version_tag(version.name, version.version, key, value)
     client.update_model_version(version.name, version.version, description=describe(report, flow_run_url))

@@ -112,7 +112,7 @@ def test_a_bad_model_fails_saying_why_and_the_worker_serves_the_next_run_into_ml
     run = client.get_run(report["mlflow"]["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["modelgate.status"] == "passed"
-    assert run.data.metrics["latency_p50_ms.tensorflow.cpu.bs1"] > 0
+    assert run.data.metrics["p50_ms.savedmodel.tensorflow.cpu.bs1"] > 0
     assert run.data.tags["modelgate.prefect_flow_run"].endswith(good_run)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"report.json", "report.html", "signatures.json"} <= artifacts

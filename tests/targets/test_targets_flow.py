@@ -62,8 +62,10 @@ def test_every_target_converts_compares_and_benchmarks_the_cnn_and_the_registry_
     assert "p50_ms.savedmodel.tensorflow.cpu.bs4" in run.data.metrics
     assert run.data.tags["modelgate.recommended_format"] in report.targets
     version = client.get_model_version("gate-matrix", report.registry.version)
-    assert version.tags["modelgate.target.openvino"] == "passed"
-    assert "litert/cpu" in version.description and "recommend" in version.description.lower()
+    assert version.tags["modelgate.recommended_format"] == run.data.tags["modelgate.recommended_format"]
+    openvino = report.targets["openvino"]
+    assert f"- `openvino` ({openvino.requirement}): **passed**" in version.description
+    assert "**Serve `" in version.description or "No format recommended" in version.description
     html = (Path(report.workdir) / "report.html").read_text()
     assert "Format matrix" in html and "onnx-fp16" in html and "data:image/png;base64" in html
 

@@ -56,15 +56,16 @@ def test_a_registered_version_is_signed_aliased_verified_and_caught_once_a_byte_
 
     downloaded = download_version(registry_client(tracking_uri), tracking_uri, resolve_version(
         registry_client(tracking_uri), uri), workdir / "downloaded")
-    assert {"saved_model.pb", "model.onnx", SIGNATURE_FILE, ATTESTATION_FILE} <= {p.name for p in downloaded.iterdir()}
+    assert {"saved_model.pb", "model.onnx", "MLmodel", SIGNATURE_FILE, ATTESTATION_FILE} <= {
+        p.name for p in downloaded.iterdir()}
     statement = json.loads((downloaded / ATTESTATION_FILE).read_text())
     assert statement["_type"] == "https://in-toto.io/Statement/v1" and statement["predicate"]["verdict"] == "passed"
     assert statement["predicate"]["report"]["mlflow_run_id"] == report.mlflow.run_id
     signed_report = downloaded / statement["predicate"]["report"]["name"]
     assert hashlib.sha256(signed_report.read_bytes()).hexdigest() == statement["predicate"]["report"]["digest"]["sha256"]
     assert json.loads(signed_report.read_text())["status"] == "passed"
-    assert {"saved_model.pb", "model.onnx", VARIABLES, "assets.extra/tf_serving_warmup_requests"} <= {
-        subject["name"] for subject in statement["subject"]}  # TF Serving's warm-up requests are signed too
+    assert {"saved_model.pb", "model.onnx", VARIABLES, "assets.extra/tf_serving_warmup_requests", "MLmodel",
+            "code/modelgate_pyfunc.py"} <= {subject["name"] for subject in statement["subject"]}  # all of it signed
     assert {c.name: c.status for c in report.checks}["signature_valid"] == "passed"
     assert _model_signing_verifies(downloaded, public)
     capsys.readouterr()

@@ -1,9 +1,10 @@
 """float32 ONNX, converted by tf2onnx and judged by what the file does (modelgate.targets.onnx.conversion);
 logged to MLflow as an mlflow.onnx model (modelgate.targets.onnx.logged_model), and its model.onnx registered
-beside the SavedModel."""
+beside the SavedModel, named in the version's MLmodel as MLflow's onnx flavor."""
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
@@ -94,3 +95,10 @@ def registered_files(artifact: str) -> list[Path]:
     """model.onnx (with its external data, where it has any), beside the SavedModel of a registered version."""
     external_data = Path(artifact).with_name(EXTERNAL_DATA_FILE)
     return [Path(artifact), *([external_data] if external_data.is_file() else [])]
+
+
+def mlmodel_flavor(artifact: str) -> tuple[str, dict]:
+    """model.onnx as MLflow's onnx flavor in a registered version's MLmodel, as mlflow.onnx.save_model writes it:
+    `mlflow.onnx.load_model("models:/NAME/N")` reads it (its external data beside it)."""
+    return "onnx", {"onnx_version": metadata.version("onnx"), "data": Path(artifact).name,
+                    "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"], "code": None}

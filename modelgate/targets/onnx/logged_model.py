@@ -4,33 +4,11 @@ with ONNX Runtime."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from modelgate.description import SignatureSpec
 from modelgate.numerics.inputs import no_batch_dimension, read_npz
 from modelgate.targets import LoggedModelSource
+from modelgate.tracking.mlflow_model import mlflow_signature
 
 MLFLOW_MODEL_NAME = "onnx-model"
-
-
-def _numpy_dtype(tf_dtype: str) -> np.dtype:
-    return np.dtype(object) if tf_dtype == "string" else np.dtype(tf_dtype)
-
-
-def mlflow_signature(signature: SignatureSpec):
-    """The TF signature in MLflow's terms: one named tensor per input and output, -1 for dynamic dims."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    def schema(specs) -> Schema | None:
-        # MLflow refuses an empty schema: a signature that takes nothing is logged without an input schema.
-        return Schema([
-            TensorSpec(_numpy_dtype(spec.dtype), (-1,) if spec.shape is None else tuple(
-                -1 if dim is None else dim for dim in spec.shape), name)
-            for name, spec in specs.items()
-        ]) if specs else None
-
-    return ModelSignature(inputs=schema(signature.inputs), outputs=schema(signature.outputs))
 
 
 def log_onnx_model(source: LoggedModelSource) -> str:
