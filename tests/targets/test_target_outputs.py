@@ -96,11 +96,11 @@ def test_mlflow_gets_per_target_metrics_tables_artifacts_and_the_recommendation(
     assert metrics["throughput.savedmodel.tensorflow.cpu.bs1"] == pytest.approx(1000 / 2.1)
     assert {f"{figure}.onnx-int8.onnxruntime.cpu.bs1" for figure in
             ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "throughput")} <= set(metrics)
-    # The SavedModel's names before targets stay; a target's figures have their current names only (the legacy
-    # ONNX ones are gone: docs/CHANGELOG.md).
-    assert metrics["latency_p50_ms.tensorflow.cpu.bs8"] == 8.0 and metrics["p50_ms.onnx.onnxruntime.cpu.bs8"] == 4.0
+    # One name per figure: the legacy names, the SavedModel's and ONNX's, are gone (docs/CHANGELOG.md).
+    assert metrics["p50_ms.savedmodel.tensorflow.cpu.bs8"] == 8.0 and metrics["p50_ms.onnx.onnxruntime.cpu.bs8"] == 4.0
     assert "throughput.onnx.onnxruntime.cpu.bs1" in metrics
-    assert not {"latency_p50_ms.onnxruntime.cpu.bs8", "throughput.onnxruntime.cpu.bs1", "onnx.max_abs_diff.logits"} & set(metrics)
+    assert not [key for key in metrics if key.startswith("latency_")]
+    assert not {"throughput.tensorflow.cpu.bs1", "throughput.onnxruntime.cpu.bs1", "onnx.max_abs_diff.logits"} & set(metrics)
     onnx_logits = report.targets["onnx"].comparisons["onnxruntime/cpu"].outputs["logits"]
     assert metrics["onnx.max_abs_diff.onnxruntime.cpu.logits"] == pytest.approx(onnx_logits.max_abs_diff)
     int8 = report.targets["onnx-int8"].comparisons["onnxruntime/cpu"].outputs["embedding"]
@@ -110,33 +110,43 @@ def test_mlflow_gets_per_target_metrics_tables_artifacts_and_the_recommendation(
 
     assert tags["modelgate.recommended_format"] == "onnx-fp16" and tags["modelgate.recommended_speedup"] == "2.5"
     files = _artifacts(client, run.info.run_id)
-    assert {"matrix.json", "onnx/comparison_table.json", "onnx-int8/comparison_table.json",
+    assert {"matrix.json", "benchmarks.json", "onnx/comparison_table.json", "onnx-int8/comparison_table.json",
             "openvino/comparison_table.json", "targets/onnx/conversion.json", "targets/onnx-fp16/model.onnx",
             "targets/openvino/model.xml", "targets/openvino/model.bin", "targets/litert/converter.log"} <= files
     assert "litert/comparison_table.json" not in files and "targets/onnx/model.onnx" not in files
     table = json.loads(Path(client.download_artifacts(run.info.run_id, "matrix.json", str(tmp_path / "dl"))).read_text())
     assert table["columns"][:3] == ["target", "runtime", "device"] and len(table["data"]) == 8
+    figures = json.loads(Path(client.download_artifacts(run.info.run_id, "benchmarks.json", str(tmp_path / "dl"))).read_text())
+    assert len(figures["data"]) == len(report.benchmarks) and {"p50_ms", "std_ms", "throughput", "stable"} <= set(figures["columns"])
 
     uri = logged["onnx"]
     assert uri and uri.startswith("models:/")
 
 
-def test_the_registry_version_shows_the_matrix_and_carries_each_target_s_status(report, tracking_uri, tmp_path):
+def test_the_registry_version_shows_the_verdict_and_the_format_in_a_few_tags_and_a_narrow_description(
+    report, tracking_uri, tmp_path
+):
     client = registry.registry_client(tracking_uri)
     client.create_registered_model("matrix-gate")
     version = registry.RegistryVersion("matrix-gate", client.create_model_version("matrix-gate", str(tmp_path)).version)
-    registry.write_back(client, version, report, alias=None, flow_run_url=None)
+    client.set_model_version_tag(version.name, version.version, "modelgate.target.onnx", "failed")  # an older verdict's
+    client.set_model_version_tag(version.name, version.version, "modelgate.claim", "flow-run-id")  # the schedule's
+    client.set_model_version_tag(version.name, version.version, "team", "vision")  # not modelgate's
+    registry.write_back(client, version, report, alias=None, flow_run_url="http://prefect/runs/flow-run/1")
     mv = client.get_model_version(version.name, version.version)
 
     assert mv.tags["modelgate.status"] == "passed" and mv.tags["modelgate.p50_ms.tensorflow.cpu.bs1"] == "2"
-    assert mv.tags["modelgate.recommended_format"] == "onnx-fp16"
-    assert {name: mv.tags[f"modelgate.target.{name}"] for name in report.targets} == {
-        "onnx": "passed", "onnx-fp16": "passed", "onnx-int8": "failed", "litert": "failed", "openvino": "passed"}
-    assert float(mv.tags["modelgate.onnx-int8_max_abs_diff"]) > 0.1 > float(mv.tags["modelgate.onnx_max_abs_diff"])
+    assert mv.tags["modelgate.recommended_format"] == "onnx-fp16" and mv.tags["modelgate.recommended_speedup"] == "2.5"
+    assert {key for key in mv.tags if key.startswith("modelgate.")} == {f"modelgate.{key}" for key in (
+        "status", "recommended_format", "recommended_speedup", "p50_ms.tensorflow.cpu.bs1", "validated_at",
+        "validator_version", "run_id", "claim")}
+    assert mv.tags["team"] == "vision"
     description = mv.description
-    assert "## modelgate: **PASSED**" in description
+    assert description.startswith("## modelgate: **PASSED**\n\n**Serve `onnx-fp16`** on onnxruntime/cpu: 2.50× faster")
     assert "- `litert` (required): **failed**: conversion failed: op ParseExampleV2 has no TFLite kernel" in description
-    assert f"Recommendation: {matrix.build(report).recommendation_line()}." in description
-    headers, rows = matrix.build(report).table()
-    assert "| " + " | ".join(headers) + " |" in description
-    assert "| " + " | ".join(rows[2]) + " |" in description  # onnx on onnxruntime/cpu
+    assert "- `onnx-int8` (required): **failed** (max abs diff" in description
+    assert "|" not in description  # no table: the matrix is report.html's
+    assert max(len(line) for line in description.splitlines()) < 400
+    run = report.mlflow
+    assert f"[MLflow run](#/experiments/{run.experiment_id}/runs/{run.run_id})" in description
+    assert "[Prefect flow run](http://prefect/runs/flow-run/1)" in description
