@@ -43,7 +43,7 @@ def _checks(report) -> dict[str, Check]:
 # --- every failed verdict names its check ---
 
 def _report(tmp_path: Path, **targets: str) -> ValidationReport:
-    request = ValidationRequest(source=str(tmp_path), optional_targets=[n for n, r in targets.items() if r == "optional"])
+    request = ValidationRequest(source=str(tmp_path), targets={name: {"requirement": r} for name, r in targets.items()})
     sections = {name: TargetSection(name=name, artifact_format="onnx", requirement=requirement)
                 for name, requirement in targets.items()}
     return ValidationReport(source=str(tmp_path), request=request, workdir=str(tmp_path), targets=sections)
