@@ -64,6 +64,8 @@ WARM, UNFIT = "warm", "unfit"  # a spare's word after its warm-up, and at a hand
 SINGLE_THREADED_IMPORT = {"OPENBLAS_NUM_THREADS": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false",
                           "ORT_DISABLE_TELEMETRY": "1"}
 SPARES_VARIABLE = "MODELGATE_SPARES"  # the address of the spare keeper serving this process's tree, if any
+# What a validation sends the spare keeper for as long as it runs: no spare warms up meanwhile.
+VALIDATION_RUNNING = "validation-running"
 
 logger = logging.getLogger("modelgate.sandbox")
 
@@ -383,6 +385,28 @@ def _take_spare(key: SpareKey) -> tuple[_KeptChild | None, Connection | None, Co
         return None, None, None
 
 
+def _tell_keeper_a_validation_runs() -> Connection | None:
+    """A connection that tells the spare keeper serving this process's tree (if any) that a validation runs here,
+    until it is closed or this process is gone: the keeper warms up no spare meanwhile (one would compete with
+    the validation's stages for the cores and skew its measurements). None without a keeper."""
+    address = os.environ.get(SPARES_VARIABLE)
+    if not address:
+        return None
+    running = None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(address)
+            running = Connection(client.detach())
+        running.send(VALIDATION_RUNNING)
+        running.recv()  # the keeper knows before the first pool asks it for a spare
+        return running
+    except (OSError, EOFError) as exc:
+        if running is not None:
+            running.close()
+        logger.warning("the spare keeper at %s did not answer (%s)", address, exc)
+        return None
+
+
 class ModelProcess:
     """One spawned interpreter that runs jobs sent to it, watched for time and memory while it does."""
 
@@ -541,6 +565,7 @@ def shared_processes(pools: dict[str, SharedProcess], sandbox: OsSandbox | None 
     child started here, shared or not, enters `sandbox` (but the children of pools with sandboxed=False)."""
     processes = {name: ModelProcess(spec, sandbox if spec.sandboxed else None) for name, spec in pools.items()}
     token, sandbox_token = _shared.set(processes), _sandbox.set(sandbox)
+    running = _tell_keeper_a_validation_runs()
     try:
         _start_warm_ups(deferred=False)
         yield processes
@@ -549,6 +574,8 @@ def shared_processes(pools: dict[str, SharedProcess], sandbox: OsSandbox | None 
         _sandbox.reset(sandbox_token)
         for process in processes.values():
             process.close()
+        if running is not None:
+            running.close()  # the last to close: the spares its pools' leases asked for may now warm up
 
 
 def _start_warm_ups(deferred: bool) -> None:

@@ -4,9 +4,13 @@ Prefect's runner and its process worker start a process per flow run, so a spare
 with it. The keeper lives as long as the server or worker that started it: a pool opening in any flow run under it
 asks it for a spare of its spec (modelgate.execution.sandbox.spare_key), and gets the spare's end of the pipe (its file
 descriptor, over a Unix socket) together with a lease, which the pool holds until its child is closed. The keeper
-reaps the spare and tells the lease how it ended. When a lease ends, the keeper starts a new spare of that spec:
-so a spare is never warming up beside the validation that took one (or that asked and found none), and the next
-validation of that spec finds one. A spare is handed over once, before it has run anything but its warm-up.
+reaps the spare and tells the lease how it ended. When a lease ends, the keeper starts a new spare of that spec, once
+no validation runs under it: each validation tells the keeper it runs (modelgate.execution.sandbox.shared_processes)
+for as long as it does, so a spare never warms up beside a validation (its imports would take cores from the
+validation's conversions and measurements: a pool's lease ends mid-validation when TensorFlow's child closes at
+the targets' stages), and the next validation of that spec finds one. A spare that began warming up before a
+validation started may finish beside it (usually that validation adopts it). A spare is handed over once, before
+it has run anything but its warm-up.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from functools import partial
 from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
 
-from modelgate.execution.sandbox import SPARES_VARIABLE, SpareKey, spawn_spare
+from modelgate.execution.sandbox import SPARES_VARIABLE, VALIDATION_RUNNING, SpareKey, spawn_spare
 
 # Each spare holds its frameworks in memory (TensorFlow's child, about 0.5 GiB): a few specs, the latest asked.
 MAX_SPARES = 4
@@ -75,6 +79,8 @@ class _Keeper:
         self.waiting: dict[SpareKey, tuple[multiprocessing.Process, Connection]] = {}
         self.leases: dict[Connection, tuple[SpareKey, multiprocessing.Process | None]] = {}
         self.unfit: set[SpareKey] = set()
+        self.validations: set[Connection] = set()  # one per validation running under the keeper
+        self.wanted: dict[SpareKey, None] = {}  # spares to warm up once no validation runs, oldest first
 
     def run(self, parent_sentinel: int) -> None:
         while True:
@@ -85,6 +91,8 @@ class _Keeper:
                 handlers[lease] = partial(self._lease_ended, lease)
                 if spare is not None:
                     handlers[spare.sentinel] = partial(self._spare_ended, lease)
+            for running in self.validations:
+                handlers[running] = partial(self._validation_ended, running)
             ready = wait([*handlers, parent_sentinel])
             if parent_sentinel in ready:
                 return  # the server or worker is gone: its spares go too, as daemonic children
@@ -95,6 +103,10 @@ class _Keeper:
         lease = Connection(client.detach())
         try:
             key = lease.recv()  # sent at once by modelgate.execution.sandbox
+            if key == VALIDATION_RUNNING:
+                lease.send(("noted",))
+                self.validations.add(lease)
+                return
             process, conn = self.waiting.pop(key, (None, None))
             if process is not None and not process.is_alive():  # died a moment ago, before its EOF was read
                 conn.close()
@@ -148,6 +160,26 @@ class _Keeper:
             spare.join()
         if key in self.unfit or key in self.waiting:
             return
+        if self.validations:
+            self.wanted.pop(key, None)
+            self.wanted[key] = None  # the latest asked last
+            logger.info("a spare (%s) will warm up once no validation runs", key[0])
+            return
+        self._warm_up(key)
+
+    def _validation_ended(self, running: Connection) -> None:
+        """A validation ended (its process closed the connection, or is gone): with none left, the spares its
+        pools' leases asked for warm up."""
+        self.validations.discard(running)
+        running.close()
+        if self.validations:
+            return
+        wanted, self.wanted = list(self.wanted), {}
+        for key in wanted[-MAX_SPARES:]:
+            if key not in self.unfit and key not in self.waiting:
+                self._warm_up(key)
+
+    def _warm_up(self, key: SpareKey) -> None:
         while len(self.waiting) >= MAX_SPARES:
             process, conn = self.waiting.pop(next(iter(self.waiting)))  # the one asked for longest ago
             process.kill()
