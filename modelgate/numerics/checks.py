@@ -152,6 +152,15 @@ def _largest_magnitude(value: np.ndarray) -> float:
     return float(finite.max()) if finite.size else 0.0
 
 
+def _tolerance_words(value: Tolerance) -> str:
+    """0.0001, or per output: 0.0001 (logits 0.001); never the setting's dict."""
+    if not isinstance(value, dict):
+        return f"{value:g}"
+    per_output = ", ".join(f"{name} {setting:g}" for name, setting in value.items() if name)
+    default = f"{value['']:g}" if "" in value else "the precision's default"
+    return default + (f" ({per_output})" if per_output else "")
+
+
 def check_batch_consistency(
     run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], signature: SignatureSpec,
     feeds: dict[str, np.ndarray], batched: dict[str, np.ndarray], atol: Tolerance, rtol: Tolerance,
@@ -189,8 +198,8 @@ def check_batch_consistency(
                + (f" ({diff / scales[name]:.2g} of its largest magnitude {scales[name]:.3g})" if scales.get(name) else "")
                for name, diff in largest.items()]
     return rule("batch_consistency", "error", problems,
-                f"each of {rows} rows of a batch of {size} equals the row run alone within atol {atol} or rtol "
-                f"{rtol} of the element or of the output's largest magnitude", notes=figures)
+                f"each of {rows} rows of a batch of {size} equals the row run alone within atol {_tolerance_words(atol)} "
+                f"or rtol {_tolerance_words(rtol)} of the element or of the output's largest magnitude", notes=figures)
 
 
 def check_wrapper_parity(

@@ -25,8 +25,9 @@ code{background:#f4f4f4;padding:0 .2rem}
 <h1>modelgate validation of <code>{{ r.source }}</code></h1>
 <p class="verdict {{ r.status }}">{{ r.status | upper }}</p>
 {% if r.status == "error" %}<p class="error">{{ r.first_error() }}</p>{% endif %}
-<p>Signature <code>{{ r.signature }}</code>, tags <code>{{ (r.tags or []) | join(",") }}</code>;
-started {{ r.started_at }}, finished {{ r.finished_at }}; MLflow run <code>{{ r.mlflow.run_id }}</code>.</p>
+<p>Signature <code>{{ r.signature or "not chosen" }}</code>{% if r.tags %}, tags <code>{{ r.tags | join(",") }}</code>{% endif %};
+started {{ r.started_at }}{% if r.finished_at %}, finished {{ r.finished_at }}{% endif %}{% if r.mlflow.run_id %};
+MLflow run <code>{{ r.mlflow.run_id }}</code>{% endif %}.</p>
 
 <h2>Checks</h2>
 <table><tr><th>check</th><th>status</th><th>detail</th></tr>
@@ -57,7 +58,7 @@ started {{ r.started_at }}, finished {{ r.finished_at }}; MLflow run <code>{{ r.
 <p>{% if c.duration_s is not none %}Converted in {{ "%.2f" | format(c.duration_s) }} s{% endif %}{% if c.size_bytes is not none %},
 {{ "{:,}".format(c.size_bytes) }} bytes on disk{% endif %}{% if c.path %}: <code>{{ c.path }}</code>{% endif %}.
 {% if c.failure %}<span class="failed">{{ c.failure }}</span>{% endif %}</p>
-{% if c.details %}<table>{% for k, v in c.details.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>{% endif %}
+{% if c.details %}<table>{% for k, v in c.details.items() %}<tr><td>{{ k }}</td><td>{{ v | words }}</td></tr>{% endfor %}</table>{% endif %}
 {% if c.checks %}<table><tr><th>check</th><th>status</th><th>detail</th></tr>
 {% for k in c.checks %}<tr><td>{{ k.name }}</td><td class="{{ k.status }}">{{ k.status }}</td><td>{{ k.message }}</td></tr>
 {% endfor %}</table>{% endif %}
@@ -72,7 +73,7 @@ started {{ r.started_at }}, finished {{ r.finished_at }}; MLflow run <code>{{ r.
 {% for out, o in cmp.outputs.items() %}<tr><td>{{ out }}</td><td>{{ o.max_abs_diff | figure }}</td><td>{{ o.max_rel_diff | figure }}</td>
 <td>{{ o.cosine_similarity | figure }}</td><td>{{ o.top1_agreement | figure }}</td>
 <td>{{ o.failing_elements }} / {{ o.total_elements }}</td>
-<td class="{{ 'passed' if o.passed else 'failed' }}">{{ o.passed }}</td><td>{{ o.message }}</td></tr>
+<td class="{{ 'passed' if o.passed else 'failed' }}">{{ 'passed' if o.passed else 'failed' }}</td><td>{{ o.message }}</td></tr>
 {% endfor %}</table>
 {% for out, data in histograms[name][key] %}<img alt="{{ name }} {{ key }} {{ out }}" src="data:image/png;base64,{{ data }}">{% endfor %}
 {% endfor %}
@@ -85,7 +86,7 @@ started {{ r.started_at }}, finished {{ r.finished_at }}; MLflow run <code>{{ r.
 {% for row, cells in matrix_rows %}<tr>{% for cell in cells %}
 <td{% if headers[loop.index0] == "parity" and row.parity is not none %} class="{{ 'passed' if row.parity else 'failed' }}"{% endif %}>
 {{ cell }}</td>{% endfor %}</tr>
-{% endfor %}</table><p><small>* unstable: the window means never settled within 10 %.</small></p>{% endif %}
+{% endfor %}</table>{% for line in matrix.legend() %}<p><small>{{ line }}.</small></p>{% endfor %}{% endif %}
 {% if error_plot %}<img alt="latency against error" src="data:image/png;base64,{{ error_plot }}">{% endif %}
 
 <h2>Baseline</h2>
@@ -93,21 +94,22 @@ started {{ r.started_at }}, finished {{ r.finished_at }}; MLflow run <code>{{ r.
 latency p50 {{ "%.4g" | format(r.baseline.current_p50_ms) }} ms against {{ "%.4g" | format(r.baseline.baseline_p50_ms) }} ms
 ({{ "%+.1f" | format(r.baseline.latency_change_pct) }} %), measured side by side{% endif %}.</p>
 {% if r.baseline.drift %}<table><tr><th>output</th><th>max abs drift</th><th>max rel drift</th></tr>
-{% for name, d in r.baseline.drift.items() %}<tr><td>{{ name }}</td><td>{{ d.max_abs_diff }}</td><td>{{ d.max_rel_diff }}</td></tr>
+{% for name, d in r.baseline.drift.items() %}<tr><td>{{ name }}</td><td>{{ d.max_abs_diff | figure }}</td>
+<td>{{ d.max_rel_diff | figure }}</td></tr>
 {% endfor %}</table>{% endif %}{% endif %}
 {% if r.baseline.skipped_reason %}<p class="skipped">{{ r.baseline.skipped_reason }}</p>{% endif %}
 
 {% if r.benchmarks %}<h2>Benchmarks</h2>
 <table><tr><th>target</th><th>runtime</th><th>device</th><th>batch</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>mean ms</th>
-<th>samples/s</th><th>stable</th></tr>
+<th>samples/s (from the mean)</th><th>stable</th></tr>
 {% for b in r.benchmarks %}<tr><td>{{ b.target }}</td><td>{{ b.runtime }}</td><td>{{ b.device }}</td><td>{{ b.batch_size }}</td>
 <td>{{ "%.4g" | format(b.p50_ms) }}</td><td>{{ "%.4g" | format(b.p90_ms) }}</td><td>{{ "%.4g" | format(b.p99_ms) }}</td>
 <td>{{ "%.4g" | format(b.mean_ms) }}</td><td>{{ "{:,.0f}".format(b.throughput) }}</td>
-<td class="{{ '' if b.stable else 'warning' }}">{{ b.stable }}</td></tr>{% endfor %}</table>{% endif %}
+<td class="{{ '' if b.stable else 'warning' }}">{{ 'stable' if b.stable else 'unstable' }}</td></tr>{% endfor %}</table>{% endif %}
 {% for name, data in images %}<p>{{ name }}</p><img alt="{{ name }}" src="data:image/png;base64,{{ data }}">{% endfor %}
 
 <h2>Environment</h2>
-<table>{% for k, v in r.environment.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
+<table>{% for k, v in r.environment.items() %}<tr><td>{{ k }}</td><td>{{ v | words }}</td></tr>{% endfor %}</table>
 </body></html>
 """
 
@@ -115,6 +117,22 @@ latency p50 {{ "%.4g" | format(r.baseline.current_p50_ms) }} ms against {{ "%.4g
 def _figure(value: float | None) -> str:
     """Enough digits to tell a cosine of 0.9999999 from 1, none of the float noise beyond."""
     return "" if value is None else f"{value:.8g}"
+
+
+def _words(value) -> str:
+    """A value as a person reads it: yes or no, none for an empty mapping or list, figures without float noise,
+    mappings as name: value. Never a Python repr (True, {}, [])."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return _figure(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {_words(item)}" for key, item in value.items()) or "none"
+    if isinstance(value, (list, tuple, set)):
+        return ", ".join(_words(item) for item in value) or "none"
+    return str(value)
 
 
 def _encoded(path: str | Path) -> str:
@@ -147,6 +165,7 @@ def render(report: ValidationReport) -> str:
     headers, cells = built.table()
     environment = Environment(autoescape=True)
     environment.filters["figure"] = _figure
+    environment.filters["words"] = _words
     return environment.from_string(TEMPLATE).render(
         r=report, images=images, histograms=histograms, matrix=built, headers=headers,
         matrix_rows=list(zip(built.rows, cells)), error_plot=_error_plot(built),

@@ -21,10 +21,20 @@ REFERENCE = SAVEDMODEL
 ERROR_FIGURES = (("max_abs_diff", max), ("max_rel_diff", max), ("cosine_similarity", min), ("top1_agreement", min))
 
 
+# A throughput is the batch size over the mean latency; where slow calls put the mean this far above the p50,
+# a cell beside the p50 says the mean too, so the two figures side by side do not seem to disagree.
+MEAN_SHOWN_ABOVE_P50 = 1.25
+
+
 class Speed(BaseModel):
     p50_ms: float
-    throughput: float
+    throughput: float = Field(description="Samples per second: the batch size over the mean latency.")
     stable: bool
+    mean_ms: float | None = None
+
+    def mean_apart(self) -> bool:
+        """The mean latency (the throughput's) is far enough above the p50 to be said beside it."""
+        return self.mean_ms is not None and self.mean_ms > MEAN_SHOWN_ABOVE_P50 * self.p50_ms
 
 
 class MatrixRow(BaseModel):
@@ -91,15 +101,30 @@ class Matrix(BaseModel):
                 "recommended_speedup": f"{self.recommendation.speedup:.3g}",
                 "recommendation": self.recommendation_line()}
 
+    def unstable(self) -> bool:
+        return any(not speed.stable for row in self.rows for speed in row.speeds.values())
+
+    def legend(self) -> list[str]:
+        """What the table's speed cells mean, and its footnotes: each said only where a cell needs it."""
+        if not self.batch_sizes:
+            return []
+        lines = ["p50: the median latency of one call at that batch size; samples/s: the batch size over the mean "
+                 "latency" + (f" (the mean is said beside the p50 where slow calls put it over "
+                              f"{MEAN_SHOWN_ABOVE_P50:g}× the p50)"
+                              if any(s.mean_apart() for row in self.rows for s in row.speeds.values()) else "")]
+        if self.unstable():
+            lines.append("* unstable: the window means never settled within 10 %")
+        return lines
+
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Headers and text cells, as the console, report.html and the registry description lay them out."""
         headers = ["target", "runtime/device", "status", "convert s", "size", "parity", "max abs", "max rel",
                    "cosine", "top-1", *(f"bs{size} p50 ms · samples/s" for size in self.batch_sizes)]
         return headers, [[
-            row.target, row.placement, row.status, _number(row.conversion_s, ".3g"), _size(row.size_bytes),
-            _parity(row), _number(row.max_abs_diff, ".3g"), _number(row.max_rel_diff, ".3g"),
-            _number(row.cosine_similarity, ".6f"), _number(row.top1_agreement, ".3f"),
-            *(_speed(row.speeds.get(size)) for size in self.batch_sizes),
+            row.target, row.placement, row.status, number(row.conversion_s, ".3g"), size_text(row.size_bytes),
+            parity_text(row), number(row.max_abs_diff, ".3g"), number(row.max_rel_diff, ".3g"),
+            number(row.cosine_similarity, ".6f"), number(row.top1_agreement, ".3f"),
+            *(speed_text(row.speeds.get(size)) for size in self.batch_sizes),
         ] for row in self.rows]
 
     def columns(self) -> dict[str, list]:
@@ -114,11 +139,11 @@ class Matrix(BaseModel):
         return columns
 
 
-def _number(value: float | None, spec: str) -> str:
+def number(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def _size(size: int | None) -> str:
+def size_text(size: int | None) -> str:
     if size is None:
         return ""
     for unit in ("B", "KiB", "MiB"):
@@ -128,7 +153,7 @@ def _size(size: int | None) -> str:
     return f"{size:.2f} GiB"
 
 
-def _parity(row: MatrixRow) -> str:
+def parity_text(row: MatrixRow) -> str:
     if row.is_reference:
         return "reference"
     if row.parity is None:
@@ -136,8 +161,12 @@ def _parity(row: MatrixRow) -> str:
     return "passed" if row.parity else "failed"
 
 
-def _speed(speed: Speed | None) -> str:
-    return "" if speed is None else f"{speed.p50_ms:.3g}{'' if speed.stable else '*'} · {speed.throughput:,.0f}"
+def speed_text(speed: Speed | None) -> str:
+    """p50 ms · samples/s, with the mean the throughput comes from where it is far from the p50."""
+    if speed is None:
+        return ""
+    mean = f" (mean {speed.mean_ms:.3g} ms)" if speed.mean_apart() else ""
+    return f"{speed.p50_ms:.3g}{'' if speed.stable else '*'} · {speed.throughput:,.0f}{mean}"
 
 
 def worst_figures(outputs: dict[str, OutputComparison]) -> dict[str, float | None]:
@@ -152,7 +181,7 @@ def worst_figures(outputs: dict[str, OutputComparison]) -> dict[str, float | Non
 
 def _speeds(benchmarks: list[BenchmarkResult], target: str, runtime: str, device: str) -> dict[int, Speed]:
     return {
-        b.batch_size: Speed(p50_ms=b.p50_ms, throughput=b.throughput, stable=b.stable)
+        b.batch_size: Speed(p50_ms=b.p50_ms, throughput=b.throughput, stable=b.stable, mean_ms=b.mean_ms)
         for b in benchmarks if (b.target, b.runtime, b.device) == (target, runtime, device)
     }
 

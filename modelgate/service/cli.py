@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import faulthandler
 import gc
+import logging
 import os
 import signal
 import sys
@@ -101,6 +102,9 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     from modelgate.targets import registry
 
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("-q", "--quiet", action="store_true", help="print only the verdict line (errors still go to stderr)")
+    shown.add_argument("--json", action="store_true", help="print the report as JSON on stdout, and nothing else there")
     parser.add_argument("--signature", metavar="KEY", help="signature key (default: serving_default)")
     parser.add_argument("--tag", metavar="TAG", action="append", help="tag of the MetaGraph (repeat or comma-separate)")
     parser.add_argument("--version", type=int, metavar="N", help="version folder of a TF Serving base path (default: latest)")
@@ -394,6 +398,36 @@ def _target_fields(args: argparse.Namespace) -> dict:
     return targets
 
 
+def _output_mode(args: argparse.Namespace) -> str:
+    return "json" if args.json else "quiet" if args.quiet else "full"
+
+
+def _checked_request(args: argparse.Namespace, model_dir: str, built_here: bool):
+    """The request of the command line, and each check of it that needs nothing started: the options, the
+    signing key, and the files named (the SavedModel, the inputs, the contract). A usage error is answered
+    here, before Prefect, MLflow or a model process starts, and creates no MLflow run and no report.
+    `built_here`: the demo's model, which does not exist yet."""
+    from modelgate.errors import InputsError
+    from modelgate.model.model_source import resolve_model_source
+    from modelgate.request import ValidationRequest
+
+    request = ValidationRequest(**_request_fields(args, model_dir))
+    if request.mlflow.signing_key and not (request.mlflow.register_as or request.source.startswith("models:/")):
+        raise ValueError("--signing-key signs a registry version: add --register-as NAME, or validate models:/...")
+    if request.mlflow.signing_key:
+        from modelgate.tracking.signing import signer_anchor
+
+        with tempfile.TemporaryDirectory() as scratch:  # a key that cannot sign is a usage error, before any work
+            signer_anchor(request.mlflow.signing_key, request.mlflow.signing_certificate, Path(scratch))
+    if not built_here and not request.source.startswith("models:/"):
+        resolve_model_source(request.source, request.model.version_number)  # what the inspect stage would say
+    if request.inputs.path and not Path(request.inputs.path).is_file():
+        raise InputsError(f"inputs file {request.inputs.path} does not exist")
+    if request.checks.contract_path and not Path(request.checks.contract_path).is_file():
+        raise ValueError(f"contract file {request.checks.contract_path} does not exist")
+    return request
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, passed_on = parser.parse_known_args(argv)
@@ -401,6 +435,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     if args.command == "worker":
         return _worker(passed_on)  # Prefect's worker as it is, logging included
+    request = None
+    if args.command in ("validate", "demo"):
+        from pydantic import ValidationError
+
+        from modelgate.reporting.console import Console
+
+        console = Console(_output_mode(args))
+        if args.command == "demo":
+            model_dir = args.model_dir or str(Path(tempfile.mkdtemp(prefix="modelgate-sample-")) / "sample_model")
+        else:
+            model_dir = args.source
+        try:
+            request = _checked_request(args, model_dir, built_here=args.command == "demo")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            console.error(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")
+            return EXIT_ERROR
+        except (ValueError, ModelgateError) as exc:
+            console.error(str(exc))
+            return EXIT_ERROR
     # Registered first, so run last: the interpreter's final garbage collection would walk every object that
     # Prefect, MLflow and the frameworks made (seconds on a loaded machine), all about to be freed with the process.
     atexit.register(gc.freeze)
@@ -415,11 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     if args.command in ("validate", "demo"):
         server = prefect_server.start_ephemeral_server()  # before the imports below, which its start-up overlaps
-    from pydantic import ValidationError
+    if request is None:
+        from modelgate.reporting.console import Console
 
-    from modelgate.reporting.console import Console
-
-    console = Console()
+        console = Console()
     if args.command == "serve":
         return _serve(args, console)
     if args.command == "relay":
@@ -428,34 +481,18 @@ def main(argv: list[str] | None = None) -> int:
         return _webhook(args, console)
     if args.command == "verify":
         return _verify(args, console)
-    try:
-        if args.command == "demo":
-            model_dir = args.model_dir or str(Path(tempfile.mkdtemp(prefix="modelgate-sample-")) / "sample_model")
-            console.note(f"building a sample SavedModel in {model_dir}")
-            from modelgate.execution.quiet import stderr_to
-            from modelgate.model.samples import build_sample_model
+    if args.command == "demo":
+        console.note(f"building a sample SavedModel in {model_dir}")
+        from modelgate.execution.quiet import stderr_to
+        from modelgate.model.samples import build_sample_model
 
-            with stderr_to(os.devnull):
-                build_sample_model(model_dir)
-        else:
-            model_dir = args.source
-        from modelgate.request import ValidationRequest
-
-        request = ValidationRequest(**_request_fields(args, model_dir))
-        if request.mlflow.signing_key and not (request.mlflow.register_as or request.source.startswith("models:/")):
-            raise ValueError("--signing-key signs a registry version: add --register-as NAME, or validate models:/...")
-        if request.mlflow.signing_key:
-            from modelgate.tracking.signing import signer_anchor
-
-            with tempfile.TemporaryDirectory() as scratch:  # a key that cannot sign is a usage error, before any work
-                signer_anchor(request.mlflow.signing_key, request.mlflow.signing_certificate, Path(scratch))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        console.error(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")
-        return EXIT_ERROR
-    except (ValueError, ModelgateError) as exc:
-        console.error(str(exc))
-        return EXIT_ERROR
+        # Building the model logs a warning through the logging module's root logger, which gives the root a
+        # handler of its own (basicConfig's): Prefect would then leave the root alone and every run log line
+        # would reach stderr. The root keeps only the handlers it had.
+        handlers = list(logging.getLogger().handlers)
+        with stderr_to(os.devnull):
+            build_sample_model(model_dir)
+        logging.getLogger().handlers[:] = handlers
     from modelgate.reporting import recorder
 
     recorder.add_listener(console)

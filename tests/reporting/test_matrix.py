@@ -146,3 +146,16 @@ def test_a_target_never_run_anywhere_is_one_row_with_its_message(report):
     rows = matrix.build(report).rows
     assert [(row.runtime, row.status, row.note, row.conversion_s) for row in rows] == [
         (None, "skipped", section.message, None)]
+
+
+def test_a_throughput_beside_a_p50_says_its_mean_where_slow_calls_put_the_two_apart(report):
+    # A p50 of 5 µs beside a throughput from a mean of 53 µs: the cell says the mean, the legend what each is.
+    slow_calls = bench("onnx", "onnxruntime", "cpu", 1, 0.00514)
+    slow_calls.mean_ms, slow_calls.throughput = 0.0533, 1000 / 0.0533
+    report.benchmarks = [b for b in report.benchmarks if (b.target, b.batch_size) != ("onnx", 1)] + [slow_calls]
+    built = matrix.build(report)
+    headers, cells = built.table()
+    by_placement = {(cell[0], cell[1]): dict(zip(headers, cell)) for cell in cells}
+    assert by_placement["onnx", "onnxruntime/cpu"]["bs1 p50 ms · samples/s"] == "0.00514 · 18,762 (mean 0.0533 ms)"
+    assert by_placement["onnx", "onnxruntime/cpu"]["bs8 p50 ms · samples/s"] == "4 · 1,905"  # mean 4.2: near enough
+    assert "samples/s: the batch size over the mean latency (the mean is said beside the p50" in built.legend()[0]

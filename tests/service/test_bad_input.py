@@ -147,11 +147,6 @@ def test_from_the_command_line_the_reason_comes_first_and_the_exit_code_is_2(cas
     _assert_exit_2_with_the_reason_first(_modelgate("validate", *args, *FAST, cwd=tmp_path), expected, tmp_path)
 
 
-def test_a_version_that_is_not_there_as_a_real_process(model_dirs, tmp_path):
-    result = _modelgate("validate", str(model_dirs["serving_base"]), "--version", "7", *FAST, cwd=tmp_path)
-    _assert_exit_2_with_the_reason_first(result, "no version 7; the numeric version folders are 1, 2", tmp_path)
-
-
 def test_a_model_refused_as_unsafe_fails_on_its_check_everywhere(model_dirs, tracking_uri, workdir):
     from flows.validate import validate_savedmodel
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from tests import models
 def _modelgate(*args, cwd, **environment):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db", **environment}
     env.pop("PREFECT_API_URL", None)
+    env.pop("COLUMNS", None)  # piped: plain lines, 100 columns unless told otherwise
     return subprocess.run(
         [sys.executable, "-m", "modelgate.service.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
@@ -30,6 +32,16 @@ def _assert_exit_2_with_the_reason_first(result, expected, cwd):
     assert json.loads((cwd / "modelgate-report.json").read_text())["status"] == "error"
 
 
+def _assert_usage_error(result, expected, cwd):
+    """A usage error: exit code 2 and the reason first, answered before anything started: no report, no MLflow
+    store (so no MLflow run), no working files."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    first_line = result.stderr.splitlines()[0]
+    assert first_line.startswith("modelgate: error: ") and expected in first_line, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not {"modelgate-report.json", "mlflow.db", "modelgate-out"} & {p.name for p in cwd.iterdir()}
+
+
 def test_demo_passes_and_says_where_the_results_are(tmp_path):
     result = _modelgate("demo", "--model-dir", str(tmp_path / "sample"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -42,6 +54,45 @@ def test_demo_passes_and_says_where_the_results_are(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_piped_output_fits_100_columns_and_never_splits_a_word(tmp_path, capsys, monkeypatch):
+    """As CI and a Prefect worker's log get it: no terminal, so plain lines of at most 100 columns, broken only
+    between words, the format matrix a line per target, runtime and device and one per batch size."""
+    from modelgate.report import ValidationReport
+    from modelgate.reporting.console import Console
+
+    result = _modelgate("demo", "--model-dir", str(tmp_path / "sample"), "--benchmark-batch-sizes", "1,4",
+                        "--benchmark-budget-s", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""  # a log gets both streams: Prefect's run log lines stay in Prefect
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100, "\n".join(line for line in lines if len(line) > 100)
+    assert not [line for line in lines if "{'" in line or "│" in line]
+    # What the command printed of its report, word for word as the same report reads on one unbroken line each:
+    # a word cut in two would be two words here.
+    report = ValidationReport.model_validate_json((tmp_path / "modelgate-report.json").read_text())
+    monkeypatch.setenv("COLUMNS", "100000")
+    monkeypatch.chdir(tmp_path)  # where the command ran: it shows paths under it relative to it
+    Console().verdict(report)
+    unbroken = capsys.readouterr().out
+    header = next(i for i, line in enumerate(lines) if line.startswith(report.source))
+    assert " ".join(lines[header:]).split() == unbroken.split()
+    first_stage = next(i for i, line in enumerate(lines) if line.startswith("["))
+    stages = " ".join(f"[{s.status}] {s.name} {s.duration_s:.2f}s {s.message}" for s in report.stages)
+    assert " ".join(lines[first_stage:header]).split() == stages.split()
+    assert any(line.strip().startswith("bs4 ") and line.endswith("samples/s") for line in lines)
+
+
+@pytest.mark.parametrize("mode", ["--quiet", "--json"])
+def test_quiet_prints_the_verdict_line_and_json_the_report(mode, tmp_path):
+    result = _modelgate("demo", "--model-dir", str(tmp_path / "sample"), "--targets", "none", "--no-benchmark", mode,
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    if mode == "--quiet":
+        assert result.stdout == "verdict: PASSED\n"
+    else:
+        assert json.loads(result.stdout) == json.loads((tmp_path / "modelgate-report.json").read_text())
+
+
 def test_a_failing_check_exits_1(model_dirs, tmp_path):
     result = _modelgate("validate", str(model_dirs["nan_outputs"]), "--targets", "none", "--no-benchmark",
                         cwd=tmp_path)
@@ -49,20 +100,62 @@ def test_a_failing_check_exits_1(model_dirs, tmp_path):
     assert "finite_outputs" in result.stdout and "verdict: FAILED" in result.stdout
 
 
-@pytest.mark.parametrize("case", ["not_a_saved_model", "missing_inputs_file"])
-def test_bad_input_exits_2_with_one_clear_line_first(case, model_dirs, tmp_path):
+@pytest.mark.parametrize("case", ["not_a_saved_model", "a_version_not_there", "missing_inputs_file",
+                                  "missing_contract_file"])
+def test_bad_input_exits_2_with_one_clear_line_first(case, tmp_path):
+    # What is checked before anything starts looks at files only: a saved_model.pb is a SavedModel to it.
+    model, work = tmp_path / "model", tmp_path / "work"
+    model.mkdir(), work.mkdir()
     if case == "not_a_saved_model":
-        (tmp_path / "notes.txt").write_text("not a model")
-        args, expected = ["validate", str(tmp_path)], "not a SavedModel"
+        (model / "notes.txt").write_text("not a model")
+        args, expected = ["validate", str(model)], "not a SavedModel"
+    elif case == "a_version_not_there":
+        for version in ("1", "2"):  # a TF Serving base path
+            (model / version).mkdir()
+            (model / version / "saved_model.pb").write_bytes(b"")
+        args, expected = ["validate", str(model), "--version", "7"], "no version 7; the numeric version folders are 1, 2"
     else:
-        args, expected = ["validate", str(model_dirs["keras_export"]), "--inputs", "absent.npz"], "absent.npz does not exist"
-    _assert_exit_2_with_the_reason_first(_modelgate(*args, cwd=tmp_path), expected, tmp_path)
+        (model / "saved_model.pb").write_bytes(b"")
+        option, name = ("--inputs", "absent.npz") if case == "missing_inputs_file" else ("--contract", "absent.yaml")
+        args, expected = ["validate", str(model), option, name], f"{name} does not exist"
+    _assert_usage_error(_modelgate(*args, cwd=work), expected, work)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("absent", "absent: no such directory"),
+    ("model.pb", "model.pb: not a directory (a SavedModel is a directory holding saved_model.pb)"),
+])
+def test_a_missing_path_exits_2_before_any_prefect_or_mlflow_start(source, expected, tmp_path):
+    """Answered from the files alone, in well under 2 s of the command's own time: neither Prefect nor MLflow
+    (nor a framework) is imported, so no server, run or model process can have started."""
+    work = tmp_path / "work"
+    work.mkdir()
+    if source == "model.pb":
+        (work / source).write_bytes(b"\x08\x01")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"}
+    env.pop("PREFECT_API_URL", None)
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "modelgate.service.cli", "validate", source],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert errors == [f"modelgate: error: {expected}"]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert not imported & {"prefect", "mlflow", "uvicorn", "tensorflow", "keras", "onnxruntime"}
+    assert not (tmp_path / "prefect-home").exists()
+    assert [p.name for p in work.iterdir()] == ([source] if source == "model.pb" else [])
+    own_time = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert own_time < 2, f"{own_time:.2f} s of CPU time to answer a usage error"
 
 
 def test_usage_errors_exit_2(tmp_path):
     assert _modelgate("validate", cwd=tmp_path).returncode == 2
     result = _modelgate("validate", str(tmp_path), "--atol", "-1", cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.startswith("modelgate: error: invalid option atol")
+    assert result.returncode == 2 and result.stderr.startswith("modelgate: error: invalid option checks.atol")
+    result = _modelgate("validate", str(tmp_path), "--quiet", "--json", cwd=tmp_path)
+    assert result.returncode == 2 and "--json: not allowed with argument -q/--quiet" in result.stderr
 
 
 def test_worker_is_prefects_worker_with_its_options(tmp_path):
