@@ -73,7 +73,7 @@ class ConversionSource:
     log_path: str  # the child's stdout and stderr go here; converters may read it back
     parent_artifact: str | None = None  # the parent target's artifact, for targets with a parent
     calibration_inputs: list[str] = field(default_factory=list)  # .npz files of the validation's inputs
-    options: TargetOptions = field(default_factory=TargetOptions)  # the request's settings for this target
+    options: TargetOptions | None = None  # the request's settings for this target; None: the target's defaults
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,14 @@ class Target:
     options: type[TargetOptions] = TargetOptions
     file_checks: tuple[str, ...] = ()  # the checks its conversion writes about its file, by name
     asked_by_default: bool = False  # converted when a request names no targets
+
+    def options_for(self, source: ConversionSource) -> TargetOptions:
+        """The options a conversion runs with: the request's, else this target's defaults."""
+        if source.options is None:
+            return self.options()
+        if not isinstance(source.options, self.options):
+            raise TypeError(f"{self.name} takes {self.options.__name__}, not {type(source.options).__name__}")
+        return source.options
 
     @property
     def check_name(self) -> str:

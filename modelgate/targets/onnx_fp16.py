@@ -78,7 +78,7 @@ def convert(source: ConversionSource) -> ConversionRecord:
     output = Path(source.output_dir) / MODEL_FILE
     # onnxconverter-common's list of ops that have no float16 kernel in ONNX Runtime (ML ops, TopK, Resize,
     # Range, CumSum, Min, Max, ...), and any the request adds for a model whose float16 run misbehaves.
-    op_block_list = sorted({*DEFAULT_OP_BLOCK_LIST, *source.options.op_block_list})
+    op_block_list = sorted({*DEFAULT_OP_BLOCK_LIST, *TARGET.options_for(source).op_block_list})
     command = reproduce(f"from modelgate.targets.onnx_fp16 import to_float16; "
                         f"to_float16({source.parent_artifact!r}, {str(output)!r}, {op_block_list!r})")
     details = {"precision": "float16", "keep_io_types": True, "nodes_kept_float32": None}

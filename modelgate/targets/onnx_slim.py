@@ -83,7 +83,7 @@ def convert(source: ConversionSource) -> ConversionRecord:
 
     started = time.monotonic()
     output = Path(source.output_dir) / MODEL_FILE
-    options = SlimOptions(**source.options.model_dump())  # a source built without them has the base class
+    options = TARGET.options_for(source)
     arguments = (source.parent_artifact, str(output), list(options.skip_optimizations),
                  list(options.skip_fusion_patterns), options.size_threshold)
     command = reproduce(f"from modelgate.targets.onnx_slim import simplify; simplify{arguments!r}")

@@ -210,5 +210,6 @@ def test_a_server_named_in_a_prefect_profile_runs_the_flow(model_dirs, tmp_path)
     assert json.loads(Path(report_path).read_text())["status"] == "passed"
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs()
-    assert [run.state.type.value for run in runs if run.parameters.get("request", {}).get("report_path") == report_path
+    assert [run.state.type.value for run in runs
+            if run.parameters.get("request", {}).get("output", {}).get("report_path") == report_path
             ] == ["COMPLETED"]

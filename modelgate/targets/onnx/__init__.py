@@ -56,7 +56,7 @@ def warm_up() -> None:
 
 
 def _external_data(source: ConversionSource) -> bool:
-    return source.options.external_data == "always" or needs_external_data(source.model_dir)
+    return TARGET.options_for(source).external_data == "always" or needs_external_data(source.model_dir)
 
 
 def _large_model(source: ConversionSource) -> bool:
@@ -68,7 +68,7 @@ def plan_for(source: ConversionSource) -> ConversionPlan:
         model_dir=source.model_dir,
         signature_key=source.signature.key,
         tags=source.tags,
-        opset=source.options.opset or default_opset(),
+        opset=TARGET.options_for(source).opset or default_opset(),
         output_path=str(Path(source.output_dir) / "model.onnx"),
         large_model=_large_model(source),
         external_data=_external_data(source),
