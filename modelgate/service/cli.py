@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///mlflow.db)")
     serve.add_argument("--limit", type=int, default=2, help="flow runs at once")
 
+    from modelgate.service.stack import add_arguments as add_up_arguments
+
+    add_up_arguments(commands.add_parser("up", help="a local stack: Prefect's and MLflow's servers with their UIs, "
+                                         "and both deployments served; prints the URLs, Ctrl-C stops it all"))
+
     # Its options are `prefect worker start`'s, --help included: main passes them on.
     commands.add_parser("worker", add_help=False, help="`prefect worker start` with a spare keeper beside it: "
                         "validations after the first find their frameworks imported")
@@ -475,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         console = Console()
     if args.command == "serve":
         return _serve(args, console)
+    if args.command == "up":
+        from modelgate.service.stack import up
+
+        return up(args, console)
     if args.command == "relay":
         return _relay(args, console)
     if args.command == "webhook":
