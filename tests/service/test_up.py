@@ -125,6 +125,12 @@ def test_up_starts_both_uis_serves_the_deployments_runs_a_validation_and_ctrl_c_
         logged = _json(f"{mlflow_ui}/api/2.0/mlflow/runs/get?run_id={report['mlflow']['run_id']}")
         assert logged["run"]["info"]["status"] == "FINISHED"  # the flow run logged to the MLflow server `up` started
         assert (home / "mlflow.db").exists()  # on the local store `modelgate validate` writes by default
+        # TensorFlow's child closed mid-validation (the targets' stages began): the runner's spare keeper waited
+        # for the validation's end to warm up the spare of it.
+        wait_until(still_up(lambda: output.find(r"warming up spare")), 120, "a spare warmed up after the validation",
+                   diagnose=output.text)
+        deferred = output.find(r"a spare \(\S+import_tensorflow_stack\) will warm up once no validation runs")
+        assert deferred and deferred.start() < output.find(r"warming up spare").start(), output.text()
 
         _up_beside_configured_servers(tmp_path, api, mlflow_ui)
 
