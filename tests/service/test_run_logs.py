@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def _request(source, tracking_uri, workdir, **fields) -> dict:
     request = ValidationRequest(source=str(source), tracking_uri=tracking_uri, report_path=str(workdir / "report.json"),
                                 output_dir=str(workdir / "out"), **FAST, **fields)
-    return request.model_dump(mode="json")
+    return request.as_parameters()
 
 
 def _log(client, flow_run_id) -> list[str]:
