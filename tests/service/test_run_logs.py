@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, LogFilter, LogFilterFlowRunId
 from prefect.deployments import run_deployment
@@ -16,8 +17,9 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.new_versions import VALIDATE_DEPLOYMENT
 from modelgate.request import ValidationRequest
+from tests.flows import run_flow
 from tests.topology.processes import wait_until
-from tests.tracking.test_registry import FAST
+from tests.tracking.test_registry import FAST, _register
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +101,13 @@ def test_the_cli_on_a_prefect_server_logs_the_run_there_and_keeps_the_terminal_c
         lines = _log_with_verdict(client, run.id)
     _assert_tells_each_stage(lines, report)
     assert any(line.startswith("verdict: failed: finite_outputs") for line in lines), lines
+
+
+def test_a_run_of_an_alias_is_named_after_the_version_it_resolved_to(prefect_server, model_dirs, tracking_uri, workdir):
+    version = _register(tracking_uri, "named-by-alias", model_dirs["custom_signature"])
+    MlflowClient(tracking_uri).set_registered_model_alias("named-by-alias", "candidate", version)
+    report = run_flow("models:/named-by-alias@candidate", tracking_uri, workdir, **FAST, alias=None)
+    assert report.status == "passed", report.first_error()
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"named-by-alias@{version}"])))
+    assert len(runs) == 1 and "model:named-by-alias" in runs[0].tags
