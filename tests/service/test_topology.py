@@ -36,7 +36,7 @@ def topology(tmp_path_factory):
 
 
 def _report(parameters) -> dict:
-    return json.loads(Path(parameters["report_path"]).read_text())
+    return json.loads(Path(parameters["output"]["report_path"]).read_text())
 
 
 def test_compose_file_parses_and_every_setting_is_in_env_example():
@@ -130,7 +130,7 @@ def test_a_worker_killed_mid_run_leaves_a_crashed_run_and_a_rerun_succeeds(topol
     killed = run_parameters(tmp_path / "killed", str(model_dirs["keras_export"]))
     killed_run = topology.run_deployment(killed)
     topology.wait_for_state(killed_run, {"RUNNING"})
-    wait_until(lambda: Path(killed["report_path"]).exists() and '"inspect"' in Path(killed["report_path"]).read_text(),
+    wait_until(lambda: Path(killed["output"]["report_path"]).exists() and '"inspect"' in Path(killed["output"]["report_path"]).read_text(),
                180, "the validation under way")
     topology.services["worker"].kill()  # the worker, its flow run and the model's process, as a dying container
     # Nothing tells Prefect at once: the run stays Running until its heartbeats are missed.
@@ -151,7 +151,7 @@ def test_a_worker_killed_mid_run_leaves_a_crashed_run_and_a_rerun_succeeds(topol
 @needs_postgres
 def test_mlflow_down_when_results_are_logged_fails_the_run_and_keeps_the_report(topology, model_dirs, tmp_path):
     parameters = run_parameters(tmp_path / "offline", str(model_dirs["custom_signature"]))
-    report_file = Path(parameters["report_path"])
+    report_file = Path(parameters["output"]["report_path"])
     flow_run = topology.run_deployment(parameters, work_queue="gpu")  # the gpu worker's queue
     wait_until(lambda: report_file.exists() and '"prepare-inputs"' in report_file.read_text(), 240,
                "the validation under way", poll_s=0.2)
