@@ -32,19 +32,26 @@ class SavedModelSignature:
         self._inputs = self._function.structured_input_signature[1]
 
     def predict(self, data, params=None) -> dict[str, np.ndarray]:
-        if hasattr(data, "to_numpy") and not isinstance(data, dict):  # a DataFrame
-            data = data.to_numpy()
-        if not isinstance(data, dict):
-            if len(self._inputs) != 1:
-                raise ValueError(f"this signature takes {len(self._inputs)} inputs ({', '.join(self._inputs)}): "
-                                 "pass a dict of arrays by input name")
-            data = {next(iter(self._inputs)): data}
-        unknown = sorted(set(data) - set(self._inputs))
-        if unknown:
-            raise ValueError(f"unknown input {', '.join(unknown)}; the signature takes {', '.join(self._inputs)}")
+        data = _by_input_name(data, self._inputs)
         feeds = {name: self._tf.constant(np.asarray(value), dtype=self._inputs[name].dtype)
                  for name, value in data.items()}
         return {name: value.numpy() for name, value in self._function(**feeds).items()}
+
+
+def _by_input_name(data, inputs) -> dict:
+    """What predict was given as arrays by input name: a dict as it is; a DataFrame or one array for a signature
+    of one input."""
+    if hasattr(data, "to_numpy") and not isinstance(data, dict):  # a DataFrame
+        data = data.to_numpy()
+    if not isinstance(data, dict):
+        if len(inputs) != 1:
+            raise ValueError(f"this signature takes {len(inputs)} inputs ({', '.join(inputs)}): "
+                             "pass a dict of arrays by input name")
+        data = {next(iter(inputs)): data}
+    unknown = sorted(set(data) - set(inputs))
+    if unknown:
+        raise ValueError(f"unknown input {', '.join(unknown)}; the signature takes {', '.join(inputs)}")
+    return data
 
 
 class SessionSignature:
@@ -69,16 +76,7 @@ class SessionSignature:
         self._fetches = {name: info.name for name, info in signature.outputs.items()}
 
     def predict(self, data, params=None) -> dict[str, np.ndarray]:
-        if hasattr(data, "to_numpy") and not isinstance(data, dict):
-            data = data.to_numpy()
-        if not isinstance(data, dict):
-            if len(self._inputs) != 1:
-                raise ValueError(f"this signature takes {len(self._inputs)} inputs ({', '.join(self._inputs)}): "
-                                 "pass a dict of arrays by input name")
-            data = {next(iter(self._inputs)): data}
-        unknown = sorted(set(data) - set(self._inputs))
-        if unknown:
-            raise ValueError(f"unknown input {', '.join(unknown)}; the signature takes {', '.join(self._inputs)}")
+        data = _by_input_name(data, self._inputs)
         outputs = self._session.run(self._fetches, {self._inputs[name]: np.asarray(value) for name, value in data.items()})
         return {name: np.asarray(value) for name, value in outputs.items()}
 
