@@ -370,9 +370,7 @@ def _take_spare(key: SpareKey) -> tuple[_KeptChild | None, Connection | None, Co
         return None, None, None
     lease = None
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.connect(address)
-            lease = Connection(client.detach())
+        lease = _keeper_connection(address)
         lease.send(key)
         reply = lease.recv()
         if reply[0] != "spare":
@@ -385,6 +383,12 @@ def _take_spare(key: SpareKey) -> tuple[_KeptChild | None, Connection | None, Co
         return None, None, None
 
 
+def _keeper_connection(address: str) -> Connection:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(address)
+        return Connection(client.detach())
+
+
 def _tell_keeper_a_validation_runs() -> Connection | None:
     """A connection that tells the spare keeper serving this process's tree (if any) that a validation runs here,
     until it is closed or this process is gone: the keeper warms up no spare meanwhile (one would compete with
@@ -394,9 +398,7 @@ def _tell_keeper_a_validation_runs() -> Connection | None:
         return None
     running = None
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.connect(address)
-            running = Connection(client.detach())
+        running = _keeper_connection(address)
         running.send(VALIDATION_RUNNING)
         running.recv()  # the keeper knows before the first pool asks it for a spare
         return running
