@@ -13,7 +13,7 @@ from prefect.states import Failed, State
 from modelgate.execution.pools import begin_target_stages, validation_pools
 from modelgate.execution.sandbox import shared_processes
 from modelgate.report import ValidationReport
-from modelgate.reporting.recorder import Missing, ValidationRun, run_logger
+from modelgate.reporting.recorder import Missing, ValidationRun, known, run_logger
 from modelgate.request import ValidationRequest
 from modelgate.targets import target, target_stage
 from modelgate.tracking.registry import MODELS_URI, is_registry_uri
@@ -27,12 +27,14 @@ from tasks.derive_saved_model import derive_saved_model
 from tasks.export_target import export_target, record_target_error
 from tasks.inspect_model import inspect_model
 from tasks.load_and_wrap import load_and_wrap
+from tasks.localise_target import localisation_wanted, localise_target
 from tasks.log_mlflow import log_to_mlflow, open_mlflow_run
 from tasks.plan_targets import plan_targets
 from tasks.prepare_inputs import prepare_inputs
 from tasks.probe_batch import probe_batch
 from tasks.publish_registry import publish_registry
 from tasks.reference_batches import reference_batches
+from tasks.remediate_target import remediate_target, remediation_wanted, served_artifact
 from tasks.render_report import link_registry_version, render_report
 from tasks.resolve_baseline import resolve_baseline
 from tasks.resolve_source import resolve_source
@@ -108,7 +110,8 @@ def name_resolved_alias(request: ValidationRequest, source) -> None:
         _update_flow_run(name=validation_name(request, version=version))
 
 
-TARGET_TASKS = {"export": export_target, "compare": compare_target, "benchmark": benchmark_target}
+TARGET_TASKS = {"export": export_target, "compare": compare_target, "localise": localise_target,
+                "remediate": remediate_target, "benchmark": benchmark_target}
 
 
 def run_target_stage(run: ValidationRun, kind: str, name: str, *args, after: tuple):
@@ -157,11 +160,20 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
         artifacts = {}
         for name in runnable:
             parent = artifacts[target(name).parent] if target(name).parent else None
+            localised = None
             artifacts[name] = run_target_stage(
                 # Calibration data only: a conversion needs no probed batch size, so a failed probe leaves it be.
                 run, "export", name, choice, parent, prepared, request, workdir, after=(cleared, loaded)
             )
-            run_target_stage(run, "compare", name, choice, artifacts[name], batches, request, workdir, after=())
+            comparison = run_target_stage(run, "compare", name, choice, artifacts[name], batches, request, workdir,
+                                          after=())
+            if localisation_wanted(comparison, request):
+                localised = run_target_stage(run, "localise", name, choice, artifacts[name], batches, comparison,
+                                             request, workdir, after=())
+            if remediation_wanted(comparison, request):
+                remedy = run_target_stage(run, "remediate", name, choice, parent, prepared, batches, comparison,
+                                          known(localised), request, workdir, after=())
+                artifacts[name] = served_artifact(remedy, artifacts[name])
             run_target_stage(run, "benchmark", name, choice, artifacts[name], inputs, request, workdir, after=())
         run.stage(benchmark_report, run.report, workdir)
         run.conclude()

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from modelgate.criteria import Criteria
 from modelgate.description import ExampleFeature, ReachableCode, SignatureSpec
 from modelgate.request import ValidationRequest
-from modelgate.targets import TARGET_STAGE_KINDS, target_stage
+from modelgate.targets import DIAGNOSTIC_STAGE_KINDS, TARGET_STAGE_KINDS, target_stage
 
 CheckStatus = Literal["passed", "failed", "warning", "skipped"]
 
@@ -141,6 +141,92 @@ class ConversionRecord(BaseModel):
     artifacts: dict[str, str] = {}
 
 
+class TensorDivergence(BaseModel):
+    """One intermediate tensor of TensorFlow's graph against its match in the converted model, on one batch."""
+
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
+    tensorflow_name: str = Field(description="The tensor's name in TensorFlow's frozen graph (op:output).")
+    op_type: str = Field(description="The TensorFlow op that computes it.")
+    position: int = Field(description="The op's place in TensorFlow's graph order (0: nearest the inputs).")
+    target_name: str | None = Field(default=None, description="The tensor's name in the converted model.")
+    target_node: str | None = Field(
+        default=None, description="The converted model's node that computes it: what a block or exclusion list names.")
+    max_abs_diff: float | None = None
+    relative_error: float | None = Field(
+        default=None, description="The largest absolute difference over the reference's largest magnitude: an error "
+        "that compares across tensors of any scale.")
+    cosine_similarity: float | None = None
+    reference_max_abs: float | None = Field(
+        default=None, description="The largest magnitude TensorFlow's tensor holds (a float16 file overflows past 65504).")
+    nonfinite: Literal["", "tensorflow", "target", "both"] = Field(
+        default="", description="Which side holds NaN or infinity in this tensor, if either does.")
+    passed: bool = Field(description="Within the target's criteria (its default tolerances, as for an output).")
+
+
+class NonFiniteOrigin(BaseModel):
+    """The first op that made a NaN or an infinity from finite inputs."""
+
+    side: Literal["tensorflow", "target"]
+    name: str = Field(description="The tensor it wrote, as its own side names it.")
+    op_type: str
+    tensorflow_name: str | None = Field(default=None, description="For the target's side: the TensorFlow tensor it "
+                                        "matches, if any.")
+
+
+class Localisation(BaseModel):
+    """Where a target's error comes from: its intermediate tensors against TensorFlow's, in graph order."""
+
+    runtime: str
+    device: str = "cpu"
+    rows: int = Field(default=0, description="Samples of the comparison batch both sides ran.")
+    verdict: Literal["localised", "spread", "agrees", "nonfinite", "unmatched"] = Field(description=(
+        "localised: one op's output misses the criteria while everything upstream agrees; spread: the error grows "
+        "evenly, no single op is first; agrees: every matched tensor is within the criteria; nonfinite: a NaN or "
+        "infinity starts at nonfinite_origin; unmatched: too few tensors could be matched to say."))
+    summary: str = Field(default="", description="The finding in one line, as the console and MLflow say it.")
+    first: TensorDivergence | None = Field(default=None, description="The first op whose output diverges.")
+    upstream: list[TensorDivergence] = Field(default=[], description="The matched tensors the first op reads.")
+    downstream: list[TensorDivergence] = Field(
+        default=[], description="From the first op to the outputs: how the error grows.")
+    nonfinite_origin: NonFiniteOrigin | None = None
+    reference_tensors: int = Field(default=0, description="TensorFlow's intermediate tensors compared for.")
+    target_tensors: int = Field(default=0, description="The converted model's tensors read back.")
+    matched: int = Field(default=0, description="Tensors matched by name on both sides.")
+    unmatched: list[str] = Field(
+        default=[], description="The converted model's tensors that match no TensorFlow tensor (the first 50).")
+    plot: str | None = Field(default=None, description="PNG: each matched tensor's error in graph order.")
+
+
+class VariantResult(BaseModel):
+    """One way of converting the target differently, tried by the remediation search."""
+
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
+    label: str = Field(description="As the format matrix shows it: 'onnx-fp16 (3 ops kept in float32)'.")
+    settings: dict[str, Any] = Field(default={}, description="The target options it changes, and their values.")
+    status: Literal["passed", "failed", "error", "untried"] = "untried"
+    message: str = ""
+    conversion: ConversionRecord | None = None
+    comparisons: dict[str, RuntimeComparison] = Field(default={}, description="By 'runtime/device'.")
+    p50_ms: float | None = Field(default=None, description="Its latency on CPU at the comparison batch's size.")
+    batch_size: int | None = None
+    duration_s: float = 0.0
+
+
+class Remediation(BaseModel):
+    """The remediation search: the target's own variants, fastest expected first, until one passes."""
+
+    budget_s: float
+    spent_s: float = 0.0
+    variants: list[VariantResult] = []
+    chosen: str | None = Field(default=None, description="The label of the fastest variant that passed, if any.")
+    applied: bool = Field(default=False, description="Whether the chosen variant stands as the target (see "
+                          "targets.<name>.remediation); the original failure is kept in original_message.")
+    original_message: str = Field(default="", description="What the target's default conversion failed on.")
+    summary: str = ""
+
+
 class TargetSection(BaseModel):
     """One conversion target: its conversion, its file's checks, and each runtime and device against TensorFlow."""
 
@@ -156,6 +242,9 @@ class TargetSection(BaseModel):
     comparisons: dict[str, RuntimeComparison] = Field(default={}, description="By 'runtime/device'.")
     not_compared: dict[str, str] = Field(default={}, description="'runtime/device' left out, and why.")
     mlflow_model_uri: str | None = None
+    localisation: Localisation | None = Field(
+        default=None, description="Where its error comes from (a failed comparison, or --localise).")
+    remediation: Remediation | None = Field(default=None, description="The variants tried after a failed comparison.")
 
     @property
     def checks(self) -> list[Check]:
@@ -312,10 +401,10 @@ class ValidationReport(BaseModel):
     workdir: str
 
     def deciding_stages(self) -> list[StageRecord]:
-        """Every stage but those of optional targets, whose outcome is reported only."""
-        optional = {target_stage(kind, name) for name, section in self.targets.items()
-                    if section.requirement == "optional" for kind in TARGET_STAGE_KINDS}
-        return [stage for stage in self.stages if stage.name not in optional]
+        """Every stage but those of optional targets, whose outcome is reported only, and the diagnostic ones."""
+        left_out = {target_stage(kind, name) for name, section in self.targets.items() for kind in TARGET_STAGE_KINDS
+                    if section.requirement == "optional" or kind in DIAGNOSTIC_STAGE_KINDS}
+        return [stage for stage in self.stages if stage.name not in left_out]
 
     def failed_targets(self) -> list[TargetSection]:
         return [t for t in self.targets.values() if t.status == "failed" and t.requirement == "required"]

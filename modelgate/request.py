@@ -212,6 +212,15 @@ class CheckSettings(BaseModel):
         default=8, ge=1, le=256, title="Comparison batches",
         description="Seeded synthetic input batches every target is compared on (plus the inputs file, if given).",
     )
+    localise: bool = Field(
+        default=False, title="Localise every target",
+        description="Find where each target's error comes from even when it passes (a failing target is always "
+        "localised): the first op whose output leaves the criteria, by comparing intermediate tensors.",
+    )
+    remediation_budget_s: float = Field(
+        default=180, ge=0, title="Remediation budget (s)",
+        description="Time for trying other conversions of each failing target, fastest expected first. 0: none tried.",
+    )
     allow_ops: list[str] = Field(
         default=[], title="Allowed ops",
         description="Op types the op scan refuses (outside its allowlist, or breaking an op's rule) which this "
@@ -249,6 +258,12 @@ class TargetRequest(BaseModel):
         description='Overrides of the target\'s own criteria, e.g. {"min_cosine_similarity": 0.98}.',
     )
     options: dict[str, Any] = Field(default={}, title="Options", description="The target's own settings.")
+    remediation: Literal["auto", "apply", "report"] = Field(
+        default="auto", title="Remediation",
+        description="When its comparison fails and another conversion of it passes: apply: that conversion stands as "
+        "the target; report: it is reported beside the failure, which stands; auto: apply for an optional target, "
+        "report for a required one.",
+    )
 
     @field_validator("criteria")
     @classmethod
@@ -572,6 +587,12 @@ class ValidationRequest(BaseModel):
     def requirement_of(self, target: str) -> Literal["required", "optional"]:
         asked = self.targets.get(target)
         return asked.requirement if asked else "required"
+
+    def applies_remediation(self, target: str) -> bool:
+        """Whether a variant that passes stands as the target (targets.<name>.remediation)."""
+        asked = self.targets.get(target)
+        setting = asked.remediation if asked else "auto"
+        return setting == "apply" or (setting == "auto" and self.requirement_of(target) == "optional")
 
     def severity_of(self, target: str) -> Literal["error", "warning"]:
         """What a target's failed check costs: the verdict for a required target, a warning for an optional one."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field
 
 from modelgate.criteria import Criteria, Tolerance
@@ -13,9 +15,11 @@ from modelgate.report import (
     ConversionRecord,
     DerivedFrom,
     InputsSection,
+    Localisation,
     MlflowSection,
     OutputComparison,
     RegistrySection,
+    Remediation,
     RuntimeComparison,
     TargetSection,
     UnmeasuredBenchmark,
@@ -196,6 +200,11 @@ class TargetComparison(StageResult):
     skipped_reason: str | None = None
     artifacts: dict[str, str] = {}
 
+    @property
+    def mismatched(self) -> bool:
+        """Some runtime's outputs missed the criteria (a file check failing is no comparison's mismatch)."""
+        return any(run.failing() for run in self.comparisons.values())
+
     def apply_to(self, report: ValidationReport) -> str | None:
         section = report.targets[self.target]
         section.criteria, section.batches = self.criteria, self.batches
@@ -229,6 +238,50 @@ class TargetComparison(StageResult):
             severity=severity, message=f"{self.target}: {parity}",
         ))
         return parity if mismatches else None
+
+
+class TargetLocalisation(StageResult):
+    """Where a target's error starts, as its first CPU runtime finds it (modelgate.numerics.divergence)."""
+
+    target: str
+    localisation: Localisation
+
+    def apply_to(self, report: ValidationReport) -> None:
+        report.targets[self.target].localisation = self.localisation
+        if self.localisation.plot:
+            report.artifacts[f"{self.target}/{Path(self.localisation.plot).name}"] = self.localisation.plot
+
+
+class TargetRemediation(StageResult):
+    """The remediation search of a failed target. A variant that passed stands as the target only where the
+    request applies remediation to it: the target's artifact, comparisons and parity check are then the variant's,
+    and the default conversion's failure stays in remediation.original_message."""
+
+    target: str
+    remediation: Remediation
+    artifact: TargetArtifact | None = Field(default=None, description="The chosen variant's artifact, if one passed.")
+    artifacts: dict[str, str] = {}
+
+    def apply_to(self, report: ValidationReport) -> None:
+        section = report.targets[self.target]
+        section.remediation = self.remediation
+        report.artifacts.update(self.artifacts)
+        chosen = next((v for v in self.remediation.variants if v.label == self.remediation.chosen), None)
+        if not (self.remediation.applied and chosen and self.artifact):
+            return
+        self.remediation.original_message = section.message
+        section.conversion, section.comparisons = self.artifact.conversion, chosen.comparisons
+        section.status = "passed"
+        section.message = f"passed as {chosen.label}; as converted by default it failed: {section.message}"
+        report.artifacts.update(self.artifact.conversion.artifacts)
+        parity = target_check(self.target, "parity")
+        for check in report.checks:
+            if check.name == parity and check.status != "passed":
+                check.status, check.message = "passed", f"{self.target}: {section.message}"
+
+    def served(self, default: TargetArtifact) -> TargetArtifact:
+        """The artifact the target's benchmark, its children and MLflow take: the variant's where it stands."""
+        return self.artifact if self.remediation.applied and self.artifact else default
 
 
 class MlflowRunOpened(StageResult):

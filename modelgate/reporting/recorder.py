@@ -94,6 +94,11 @@ class Missing:
         return self
 
 
+def known(result: Any) -> Any:
+    """A stage's result, or None where it did not complete: for a stage that can do without it."""
+    return None if isinstance(result, Missing) else result
+
+
 def _needs(missing: list[Missing]) -> str:
     stages = sorted({value.stage for value in missing if value.failed_check is None})
     checks = sorted({value.failed_check for value in missing if value.failed_check})

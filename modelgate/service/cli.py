@@ -127,6 +127,10 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rtol", type=float, help="relative tolerance of every target against TensorFlow")
     parser.add_argument("--comparison-batches", type=int, metavar="N",
                         help="seeded batches every target is compared on (default 8)")
+    parser.add_argument("--localise", action="store_true",
+                        help="find where each target's error starts even when it passes (a failing one always is)")
+    parser.add_argument("--remediation-budget-s", type=float, metavar="SECONDS",
+                        help="time for trying other conversions of each failing target (default 180; 0: none)")
     parser.add_argument("--output-atol", metavar="NAME=X", action="append", help="atol for one output (repeatable)")
     parser.add_argument("--output-rtol", metavar="NAME=X", action="append", help="rtol for one output (repeatable)")
     parser.add_argument("--batch-size", type=int, help="dynamic batch dimension of synthetic inputs")
@@ -206,7 +210,8 @@ def _request_fields(args: argparse.Namespace, source: str) -> dict:
         "checks": {"contract_path": args.contract, "atol": args.atol, "rtol": args.rtol,
                    "output_atol": _per_output(args.output_atol, "--output-atol"),
                    "output_rtol": _per_output(args.output_rtol, "--output-rtol"),
-                   "comparison_batches": args.comparison_batches, "allow_ops": args.allow_op},
+                   "comparison_batches": args.comparison_batches, "allow_ops": args.allow_op,
+                   "localise": True if args.localise else None, "remediation_budget_s": args.remediation_budget_s},
         "benchmark": {
             "enabled": False if args.no_benchmark else None, "max_batch_size": args.max_batch_size,
             "intra_op_threads": args.threads, "budget_s": args.benchmark_budget_s,

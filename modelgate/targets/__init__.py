@@ -6,7 +6,8 @@ criteria) and `convert(source: ConversionSource) -> ConversionRecord`, which run
 process of its own, writes its artifact under `source.output_dir`, checks the file, and says how to redo the
 conversion (`reproduce`). A conversion the model cannot have (an op the format lacks) is a `failure`; a
 converter crash or a limit is an exception. A target may also define `warm_up()` (its child then starts as the
-validation does, see modelgate.execution.pools) and `process_environment(source) -> dict` (variables a conversion needs
+validation does, see modelgate.execution.pools), or declare that it converts in the reference process (TensorFlow's
+child, which closes after that conversion), and `process_environment(source) -> dict` (variables a conversion needs
 set before its frameworks import: such a conversion gets a child of its own). The registry finds the modules
 itself: adding a target is adding its file (and, for a new format, one runtime file in modelgate/runtimes/).
 
@@ -21,7 +22,10 @@ outside it names it. Each of these is optional, and a target without one is simp
   version beside the SavedModel (modelgate.tracking.registry.registered_copy);
 - `mlmodel_flavor(artifact: str) -> tuple[str, dict] | None`: the MLflow flavor (name and configuration) that
   names those files in the registered version's MLmodel, so that MLflow's own loader for the format reads them
-  (modelgate.tracking.mlflow_model); called in the flow's process, so it imports no framework.
+  (modelgate.tracking.mlflow_model); called in the flow's process, so it imports no framework;
+- `variants(options: TargetOptions, localisation: Localisation | None) -> list[Variant]`: other ways of converting,
+  tried in this order (fastest expected first) by the remediation search (tasks/remediate_target.py) when the
+  target's comparison fails; `localisation` says where the default conversion diverged, when that is known.
 """
 
 from __future__ import annotations
@@ -40,7 +44,10 @@ from modelgate.runtimes import Runtime, runtimes_for
 
 ALL = "all"
 # Each conversion target runs these stages, named "<kind>-<target>" (export-onnx, compare-litert, ...).
-TARGET_STAGE_KINDS = ("export", "compare", "benchmark")
+TARGET_STAGE_KINDS = ("export", "compare", "localise", "remediate", "benchmark")
+# Stages that explain a target's outcome and never decide the verdict by themselves: a localisation that cannot
+# run leaves the comparison's verdict as it was (a variant that passes changes it through the parity check).
+DIAGNOSTIC_STAGE_KINDS = ("localise", "remediate")
 
 def target_stage(kind: str, target: str) -> str:
     return f"{kind}-{target}"
@@ -89,6 +96,20 @@ class LoggedModelSource:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """Another way of converting a target, for the remediation search: the options it converts with."""
+
+    label: str  # as the format matrix shows it, after the target's name: "3 ops kept in float32"
+    options: TargetOptions
+    why: str = ""  # what it changes and why it may pass, in one line
+
+    def settings(self, defaults: TargetOptions) -> dict:
+        """The options that differ from the defaults the failed conversion used."""
+        chosen, base = self.options.model_dump(), defaults.model_dump()
+        return {key: value for key, value in chosen.items() if base.get(key) != value}
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     artifact_format: str
@@ -100,6 +121,9 @@ class Target:
     options: type[TargetOptions] = TargetOptions
     file_checks: tuple[str, ...] = ()  # the checks its conversion writes about its file, by name
     asked_by_default: bool = False  # converted when a request names no targets
+    # Its converter needs what TensorFlow's child imported (tf2onnx): the first such conversion is that child's last
+    # job, after it dropped the loaded model (modelgate.execution.pools); its `warm_up` is then not used.
+    converts_in_reference_process: bool = False
 
     def options_for(self, source: ConversionSource) -> TargetOptions:
         """The options a conversion runs with: the request's, else this target's defaults."""
@@ -132,6 +156,11 @@ class Target:
         """The artifact as an MLflow logged model; returns its URI. Call it in a child process: it imports the
         target's frameworks, and MLflow may run the model to check its input example."""
         return self.implementation().log_model(source)
+
+    def variants(self, options: TargetOptions, localisation=None) -> list[Variant]:
+        """Its remediation variants, fastest expected first; none unless its module defines `variants`."""
+        chosen = getattr(self.implementation(), "variants", None)
+        return list(chosen(options, localisation)) if chosen else []
 
     def registered_files(self, artifact: str) -> list[Path]:
         """The files of the artifact that go into a registered model version beside the SavedModel; none
