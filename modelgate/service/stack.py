@@ -41,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from modelgate.service.prefect_server import _own_session_dying_with_parent
+from modelgate.tracking.store_template import prepare_store
 
 EXIT_STOPPED, EXIT_ERROR = 0, 2
 PREFECT_PORT, MLFLOW_PORT = 4200, 5000
@@ -364,6 +365,7 @@ def _start(stack: Stack, args: argparse.Namespace) -> None:
         tracking_uri, store = configured, None
     else:
         store = configured or args.backend_store_uri
+        prepare_store(store)  # a new SQLite store: a copy of one migrated once, not the server's migrations again
         port = _port(args.mlflow_port, MLFLOW_PORT, "--mlflow-port", console)
         mlflow_ui = f"http://{HOST}:{port}"
         server = stack.start(

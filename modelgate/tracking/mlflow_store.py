@@ -26,6 +26,7 @@ from modelgate.targets import LoggedModelSource
 from modelgate.targets import registry as target_registry
 from modelgate.tracking.abandoned_runs import owner_tags
 from modelgate.tracking.registry import is_registry_uri, validator_version
+from modelgate.tracking.store_template import prepare_store
 
 PARAM_VALUE_LIMIT = 6000
 UNSAFE_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
@@ -53,6 +54,7 @@ def _absolute(source: str) -> str:
 
 def open_run(request: ValidationRequest, workdir: str, flow_run_url: str | None) -> MlflowSection:
     tracking_uri = request.resolved_tracking_uri()
+    prepare_store(tracking_uri)  # a new SQLite store: a copy of one migrated once, not MLflow's migrations again
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(request.mlflow.experiment_name)
     if experiment is None:

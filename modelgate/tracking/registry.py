@@ -36,6 +36,7 @@ from modelgate.report import DerivedFrom, TargetSection, ValidationReport
 from modelgate.reporting import matrix
 from modelgate.runtimes import CPU, reference_runtimes
 from modelgate.targets import registry as target_registry
+from modelgate.tracking.store_template import prepare_store
 
 if TYPE_CHECKING:
     from modelgate.tracking.signing import TrustAnchor
@@ -50,7 +51,9 @@ class RegistryError(ModelgateError):
 
 
 def registry_client(tracking_uri: str) -> MlflowClient:
-    """A client whose model registry is the tracking store itself, as modelgate always uses them."""
+    """A client whose model registry is the tracking store itself, as modelgate always uses them (a new SQLite
+    store starts as a copy of one migrated once: modelgate.tracking.store_template)."""
+    prepare_store(tracking_uri)
     return MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
 
