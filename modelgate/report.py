@@ -226,6 +226,11 @@ class Remediation(BaseModel):
     original_message: str = Field(default="", description="What the target's default conversion failed on.")
     summary: str = ""
 
+    def chosen_variant(self) -> str | None:
+        """The chosen variant's label after the target's name ('3 ops kept in float32'), if one passed."""
+        chosen = next((variant for variant in self.variants if variant.label == self.chosen), None)
+        return chosen.label.split(" (", 1)[1].removesuffix(")") if chosen and " (" in chosen.label else self.chosen
+
 
 class TargetSection(BaseModel):
     """One conversion target: its conversion, its file's checks, and each runtime and device against TensorFlow."""
@@ -338,6 +343,7 @@ class RecommendationSection(BaseModel):
     that beats TensorFlow by the most on the same device, at the largest batch size both measured."""
 
     target: str | None = Field(default=None, description="The target to serve; None: none recommended (see reason).")
+    variant: str | None = Field(default=None, description="The remediation variant of it to serve, if one stands.")
     runtime: str | None = None
     device: str | None = None
     batch_size: int | None = None

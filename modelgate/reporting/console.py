@@ -158,6 +158,10 @@ class Console:
                 if check.status != "passed":
                     self._status_line(check.status, f"{name}: {check.name}", check.message)
             self._status_line(target.status, name, target.message)
+            if target.localisation and target.localisation.summary:
+                self._say(target.localisation.summary, first=f"{INDENT * 5}where: ", then=INDENT * 6)
+            if target.remediation and target.remediation.summary:
+                self._say(target.remediation.summary, first=f"{INDENT * 5}variants: ", then=INDENT * 6)
 
     def _matrix(self, built: matrix.Matrix) -> None:
         # A runtime and device that neither compared nor measured anything is a note, not a row of blanks.
@@ -171,7 +175,7 @@ class Console:
                 self._say(line, first=INDENT, style="dim")
         notes: dict[str, list[str]] = {}
         for row in idle:
-            notes.setdefault(row.note, []).append(f"{row.target} on {row.placement}" if row.runtime else row.target)
+            notes.setdefault(row.note, []).append(f"{row.label} on {row.placement}" if row.runtime else row.label)
         for note, where in notes.items():
             self._say(f"not compared: {', '.join(where)}: {note}")
         self._say(f"recommendation: {built.recommendation_line()}", then=INDENT * 2)
@@ -212,7 +216,7 @@ class Console:
         }
         widths = [max((len(cells[i]) for cells in speeds.values()), default=0) for i in range(4)]
         for index, row in enumerate(built.rows):
-            where = f"{row.target} on {row.placement}" if row.runtime else row.target
+            where = f"{row.label} on {row.placement}" if row.runtime else row.label
             self._status_line(row.status, where, _row_figures(row))
             for size in sorted(row.speeds):
                 cells = speeds[index, size]

@@ -78,6 +78,39 @@ MLflow run <code>{{ r.mlflow.run_id }}</code>{% endif %}.</p>
 {% for out, data in histograms[name][key] %}<img alt="{{ name }} {{ key }} {{ out }}" src="data:image/png;base64,{{ data }}">{% endfor %}
 {% endfor %}
 {% for key, why in t.not_compared.items() %}<p class="skipped"><b>{{ key }}</b> not compared: {{ why }}</p>{% endfor %}
+{% set l = t.localisation %}{% if l %}
+<h4>Where the error starts <small>({{ l.runtime }}/{{ l.device }}, {{ l.rows }} samples)</small></h4>
+<p class="{{ 'passed' if l.verdict == 'agrees' else 'failed' }}">{{ l.summary }}</p>
+<p><small>{{ l.matched }} of {{ l.target_tensors }} tensors of the converted model matched TensorFlow's
+({{ l.reference_tensors }} compared for){% if l.unmatched %}; unmatched: {{ l.unmatched[:10] | join(", ") }}
+{%- if l.unmatched | length > 10 %}, …{% endif %}{% endif %}.</small></p>
+{% if l.nonfinite_origin %}{% set o = l.nonfinite_origin %}<p class="failed">First NaN or infinity: made by {{ o.op_type }}
+<code>{{ o.name }}</code> in {{ "TensorFlow" if o.side == "tensorflow" else "the converted model" }}{% if o.tensorflow_name %}
+(TensorFlow's <code>{{ o.tensorflow_name }}</code>){% endif %}.</p>{% endif %}
+{% set path = ([l.first] if l.first else []) + l.downstream %}{% if l.upstream or path %}
+<table><tr><th></th><th>TensorFlow tensor</th><th>op</th><th>converted model's tensor</th><th>max abs diff</th>
+<th>relative error</th><th>cosine</th><th>within criteria</th></tr>
+{% for role, rows in (("upstream", l.upstream), ("first", [l.first] if l.first else []), ("downstream", l.downstream)) %}{% for d in rows %}
+<tr><td>{{ role }}</td><td><code>{{ d.tensorflow_name }}</code></td><td>{{ d.op_type }}</td><td><code>{{ d.target_name or "" }}</code></td>
+<td>{{ d.max_abs_diff | figure }}</td><td>{{ d.relative_error | figure }}</td><td>{{ d.cosine_similarity | figure }}</td>
+<td class="{{ 'passed' if d.passed else 'failed' }}">{{ 'yes' if d.passed else 'no' }}
+{%- if d.nonfinite %} (NaN/Inf: {{ d.nonfinite }}){% endif %}</td></tr>
+{% endfor %}{% endfor %}</table>{% endif %}
+{% if localisation_plots.get(name) %}
+<img alt="{{ name }}: error by op" src="data:image/png;base64,{{ localisation_plots[name] }}">{% endif %}
+{% endif %}
+{% set m = t.remediation %}{% if m %}
+<h4>Other conversions tried <small>(budget {{ "%.0f" | format(m.budget_s) }} s, {{ "%.1f" | format(m.spent_s) }} s spent)</small></h4>
+<p class="{{ 'passed' if m.chosen else 'failed' }}">{{ m.summary }}</p>
+{% if m.original_message %}<p>As converted by default: {{ m.original_message }}</p>{% endif %}
+{% if m.variants %}<table><tr><th>variant</th><th>settings</th><th>outcome</th><th>worst cosine</th><th>max abs diff</th>
+<th>p50 ms</th><th>detail</th></tr>
+{% for v in m.variants %}{% set worst = variant_figures[name][loop.index0] %}<tr><td>{{ v.label }}</td><td>{{ v.settings | words }}</td>
+<td class="{{ v.status }}">{{ v.status }}</td><td>{{ worst.cosine_similarity | figure }}</td><td>{{ worst.max_abs_diff | figure }}</td>
+<td>{{ v.p50_ms | figure }}</td><td>{{ v.message }}{% if v.conversion and v.conversion.reproduce %}
+<details><summary>reproduce</summary><pre>{{ v.conversion.reproduce }}</pre></details>{% endif %}</td></tr>
+{% endfor %}</table>{% endif %}
+{% endif %}
 {% endfor %}
 
 <h2>Format matrix</h2>
@@ -156,11 +189,21 @@ def render(report: ValidationReport) -> str:
     # A histogram shown under its target is not shown again among the run's other plots.
     shown = {path for section in report.targets.values() for cmp in section.comparisons.values()
              for path in cmp.histograms.values()}
+    shown |= {section.localisation.plot for section in report.targets.values() if section.localisation}
     images = [
         (name, _encoded(path))
         for name, path in report.artifacts.items()
         if name.endswith(".png") and path not in shown and Path(path).is_file()
     ]
+    localisation_plots = {
+        name: _encoded(section.localisation.plot) for name, section in report.targets.items()
+        if section.localisation and section.localisation.plot and Path(section.localisation.plot).is_file()
+    }
+    variant_figures = {
+        name: [matrix.worst_figures({f"{key}:{out}": o for key, cmp in v.comparisons.items() for out, o in cmp.outputs.items()})
+               for v in section.remediation.variants]
+        for name, section in report.targets.items() if section.remediation
+    }
     built = matrix.build(report)
     headers, cells = built.table()
     environment = Environment(autoescape=True)
@@ -169,6 +212,7 @@ def render(report: ValidationReport) -> str:
     return environment.from_string(TEMPLATE).render(
         r=report, images=images, histograms=histograms, matrix=built, headers=headers,
         matrix_rows=list(zip(built.rows, cells)), error_plot=_error_plot(built),
+        localisation_plots=localisation_plots, variant_figures=variant_figures,
     )
 
 

@@ -41,6 +41,8 @@ class MatrixRow(BaseModel):
     """One target on one runtime and device; the SavedModel's own runtimes are the reference rows."""
 
     target: str = Field(description=f"'{REFERENCE}' for the reference rows.")
+    variant: str | None = Field(default=None, description="The remediation variant that stands as the target, if one "
+                                "does: '3 ops kept in float32'.")
     runtime: str | None = Field(default=None, description="None: a target none of whose runtimes ran (failed conversion).")
     device: str | None = None
     requirement: Literal["required", "optional"] | None = None
@@ -63,9 +65,15 @@ class MatrixRow(BaseModel):
     def placement(self) -> str:
         return f"{self.runtime}/{self.device}" if self.runtime else "–"
 
+    @property
+    def label(self) -> str:
+        """The target as people read it: with the variant that stands as it, if one does."""
+        return f"{self.target} ({self.variant})" if self.variant else self.target
+
 
 class Recommendation(BaseModel):
     target: str
+    variant: str | None = None
     runtime: str
     device: str
     batch_size: int
@@ -76,7 +84,8 @@ class Recommendation(BaseModel):
 
     def text(self) -> str:
         verdict = f"{self.speedup:.2f}× {'faster than' if self.speedup >= 1 else 'the speed of'}"
-        return (f"serve {self.target} on {self.runtime}/{self.device}: {verdict} {self.reference_runtime} "
+        served = f"{self.target} ({self.variant})" if self.variant else self.target
+        return (f"serve {served} on {self.runtime}/{self.device}: {verdict} {self.reference_runtime} "
                 f"(p50 {self.p50_ms:.4g} ms against {self.reference_p50_ms:.4g} ms at batch size {self.batch_size}, "
                 "the largest both measured)")
 
@@ -121,7 +130,7 @@ class Matrix(BaseModel):
         headers = ["target", "runtime/device", "status", "convert s", "size", "parity", "max abs", "max rel",
                    "cosine", "top-1", *(f"bs{size} p50 ms · samples/s" for size in self.batch_sizes)]
         return headers, [[
-            row.target, row.placement, row.status, number(row.conversion_s, ".3g"), size_text(row.size_bytes),
+            row.label, row.placement, row.status, number(row.conversion_s, ".3g"), size_text(row.size_bytes),
             parity_text(row), number(row.max_abs_diff, ".3g"), number(row.max_rel_diff, ".3g"),
             number(row.cosine_similarity, ".6f"), number(row.top1_agreement, ".3f"),
             *(speed_text(row.speeds.get(size)) for size in self.batch_sizes),
@@ -195,8 +204,10 @@ def _placements(section: TargetSection, benchmarks: list[BenchmarkResult]) -> li
 
 def _target_rows(section: TargetSection, benchmarks: list[BenchmarkResult]) -> list[MatrixRow]:
     conversion = section.conversion
+    remediation = section.remediation
     common = {
         "target": section.name, "requirement": section.requirement, "status": section.status,
+        "variant": remediation.chosen_variant() if remediation and remediation.applied else None,
         "conversion_s": conversion.duration_s if conversion else None,
         "size_bytes": conversion.size_bytes if conversion else None,
     }
@@ -243,7 +254,7 @@ def _ranked(row: MatrixRow, references: list[MatrixRow]) -> Recommendation | Non
     size = common[-1]
     p50, reference_p50 = row.speeds[size].p50_ms, reference.speeds[size].p50_ms
     return Recommendation(
-        target=row.target, runtime=row.runtime, device=row.device, batch_size=size, p50_ms=p50,
+        target=row.target, variant=row.variant, runtime=row.runtime, device=row.device, batch_size=size, p50_ms=p50,
         reference_runtime=reference.runtime, reference_p50_ms=reference_p50, speedup=reference_p50 / p50,
     )
 
@@ -287,7 +298,7 @@ def plot_points(matrix: Matrix) -> tuple[int | None, dict[str, tuple[float, floa
     references = {row.placement: row.speeds[size].p50_ms for row in tensorflow if size in row.speeds}
     points = {
         # Rounding can put a cosine a hair above 1; that is no error.
-        f"{row.target} {row.placement}": (max(0.0, 1 - row.cosine_similarity), row.speeds[size].p50_ms, bool(row.parity))
+        f"{row.label} {row.placement}": (max(0.0, 1 - row.cosine_similarity), row.speeds[size].p50_ms, bool(row.parity))
         for row in matrix.rows
         if not row.is_reference and row.cosine_similarity is not None and size in row.speeds
     }

@@ -112,9 +112,26 @@ def _metrics(report: ValidationReport) -> dict[str, float]:
             metrics[metric_key(name, "conversion_seconds")] = conversion.duration_s
         if conversion and conversion.size_bytes is not None:
             metrics[metric_key(name, "size_bytes")] = float(conversion.size_bytes)
+        if target.localisation:
+            metrics[metric_key(name, "localisation", "matched_tensors")] = float(target.localisation.matched)
+        if target.remediation:
+            tried = [variant for variant in target.remediation.variants if variant.status != "untried"]
+            metrics[metric_key(name, "remediation", "variants_tried")] = float(len(tried))
+            metrics[metric_key(name, "remediation", "passed")] = float(target.remediation.chosen is not None)
     for stage in report.stages:
         metrics[metric_key("stage_seconds", stage.name)] = stage.duration_s
     return metrics
+
+
+def _finding_tags(report: ValidationReport) -> list[RunTag]:
+    """Where each localised target's error starts and which variant passed, as the runs list can show them."""
+    tags = []
+    for name, target in report.targets.items():
+        if target.localisation:
+            tags.append(RunTag(f"modelgate.{name}.localisation", target.localisation.summary[:5000]))
+        if target.remediation:
+            tags.append(RunTag(f"modelgate.{name}.remediation", target.remediation.summary[:5000]))
+    return tags
 
 
 def _comparison_metrics(prefix: str, placement: list[str], outputs: dict[str, OutputComparison]) -> dict[str, float]:
@@ -178,6 +195,7 @@ def _log_run(report: ValidationReport) -> None:
             RunTag("modelgate.first_error", (report.first_error() or "")[:5000]),
             RunTag("modelgate.failed_checks", ",".join(c.name for c in report.failed_checks())[:5000]),
             RunTag("modelgate.verdict", report.verdict_line()[:5000]),
+            *_finding_tags(report),
         ],
     )
     with tempfile.TemporaryDirectory() as scratch:
