@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from modelgate.service.prefect_server import STARTUP_TIMEOUT_SETTING
+
+pytestmark = pytest.mark.slow  # two whole validations in a fresh interpreter, its own Prefect server included
 
 FRAMEWORKS = ("tensorflow", "keras", "tf2onnx")
 

@@ -4,12 +4,15 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 
 from flows.new_versions import VALIDATE_DEPLOYMENT, validate_new_versions
 from tests.signing_keys import key_pair
 from tests.tracking.test_registry import FAST, _register
+
+pytestmark = pytest.mark.slow  # `modelgate serve` as a process, and five validations through it
 
 
 def _tick(tracking_uri, workdir, name, base_paths=()):

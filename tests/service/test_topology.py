@@ -18,8 +18,6 @@ from tests.topology.processes import postgres_bindir, wait_until
 from tests.topology.stack import EVENT_SERVICES, Topology, run_parameters
 from tests.tracking.test_registry import _register
 
-pytestmark = pytest.mark.slow
-
 needs_postgres = pytest.mark.skipif(
     postgres_bindir() is None,
     reason="PostgreSQL server binaries not found (apt-get install postgresql; .ci/run installs them)",
@@ -72,6 +70,7 @@ def test_the_gpu_variant_is_a_build_argument_of_the_one_dockerfile():
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.MULTILINE), "the image must not run as root"
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_every_compose_command_is_one_the_topology_runs(topology):
     model = compose.load()
@@ -84,6 +83,7 @@ def test_every_compose_command_is_one_the_topology_runs(topology):
     assert mounted == ["./postgres-init.sql:/docker-entrypoint-initdb.d/modelgate.sql:ro"]  # the SQL it ran
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_a_bad_model_fails_saying_why_and_the_worker_serves_the_next_run_into_mlflow(
         topology, model_dirs, tmp_path):
@@ -125,6 +125,7 @@ def test_a_bad_model_fails_saying_why_and_the_worker_serves_the_next_run_into_ml
     assert str(client.get_model_version_by_alias("topology-model", "validated").version) == version
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_a_worker_killed_mid_run_leaves_a_crashed_run_and_a_rerun_succeeds(topology, model_dirs, tmp_path):
     killed = run_parameters(tmp_path / "killed", str(model_dirs["keras_export"]))
@@ -148,6 +149,7 @@ def test_a_worker_killed_mid_run_leaves_a_crashed_run_and_a_rerun_succeeds(topol
     assert _report(killed)["status"] == "running"  # what was found before the kill is still on disk
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_mlflow_down_when_results_are_logged_fails_the_run_and_keeps_the_report(topology, model_dirs, tmp_path):
     parameters = run_parameters(tmp_path / "offline", str(model_dirs["custom_signature"]))
