@@ -469,8 +469,8 @@ def default_targets() -> list[str]:
 
 
 def _targets_form(schema: dict) -> None:
-    """Prefect's form: a section per registered target (convert, requirement, its typed options) instead of a
-    JSON editor of the mapping."""
+    """Prefect's form: a section per registered target (convert, requirement, remediation where it declares variants,
+    its typed options) instead of a JSON editor of the mapping."""
     from modelgate.targets import registry
 
     asked = default_targets()
@@ -479,6 +479,8 @@ def _targets_form(schema: dict) -> None:
     for name, target in sorted(registry().items()):
         options = target.options.model_json_schema()
         fields = {"convert": {**plain["convert"], "default": name in asked}, "requirement": plain["requirement"]}
+        if callable(getattr(target.implementation(), "variants", None)):
+            fields["remediation"] = plain["remediation"]
         if options.get("properties"):
             fields["options"] = {"type": "object", "title": "Options", "properties": options["properties"],
                                  **({"$defs": options["$defs"]} if "$defs" in options else {})}

@@ -157,3 +157,17 @@ def test_target_option_flags_come_from_each_target_s_options():
     assert none.targets == {}
     with pytest.raises(ValueError, match="--onnx-opset: onnx is not among the targets asked"):
         _request_fields(_parser().parse_args(["validate", "m", "--targets", "litert", "--onnx-opset", "17"]), "m")
+
+
+def test_find_and_fix_flags_land_in_checks_and_each_target_s_remediation():
+    args = _parser().parse_args(["validate", "m", "--targets", "onnx,onnx-fp16", "--optional-target", "onnx-fp16",
+                                 "--localise", "--remediation-budget-s", "30", "--remediation", "onnx=apply"])
+    request = ValidationRequest(**_request_fields(args, "m"))
+    assert request.checks.localise and request.checks.remediation_budget_s == 30
+    # auto: a passing variant stands for an optional target, is only reported for a required one.
+    assert request.applies_remediation("onnx") and request.applies_remediation("onnx-fp16")
+    assert not ValidationRequest(source="m", targets=["onnx"]).applies_remediation("onnx")
+    with pytest.raises(ValueError, match="the mode is auto, apply or report"):
+        _request_fields(_parser().parse_args(["validate", "m", "--remediation", "onnx=always"]), "m")
+    with pytest.raises(ValueError, match="litert is not among the targets asked"):
+        _request_fields(_parser().parse_args(["validate", "m", "--remediation", "litert=apply"]), "m")

@@ -131,6 +131,9 @@ def _add_validation_options(parser: argparse.ArgumentParser) -> None:
                         help="find where each target's error starts even when it passes (a failing one always is)")
     parser.add_argument("--remediation-budget-s", type=float, metavar="SECONDS",
                         help="time for trying other conversions of each failing target (default 180; 0: none)")
+    parser.add_argument("--remediation", metavar="TARGET=MODE", action="append",
+                        help="apply: a passing variant of the target stands as it; report: it is only reported "
+                        "(default auto: apply for optional targets, report for required ones; repeatable)")
     parser.add_argument("--output-atol", metavar="NAME=X", action="append", help="atol for one output (repeatable)")
     parser.add_argument("--output-rtol", metavar="NAME=X", action="append", help="rtol for one output (repeatable)")
     parser.add_argument("--batch-size", type=int, help="dynamic batch dimension of synthetic inputs")
@@ -398,6 +401,13 @@ def _target_fields(args: argparse.Namespace) -> dict:
         if name not in targets:
             raise ValueError(f"--optional-target {name}: {name} is not among the targets asked")
         targets[name]["requirement"] = "optional"
+    for setting in args.remediation or []:
+        name, _, mode = setting.partition("=")
+        if name not in targets:
+            raise ValueError(f"--remediation {setting}: {name} is not among the targets asked")
+        if mode not in ("auto", "apply", "report"):
+            raise ValueError(f"--remediation {setting}: the mode is auto, apply or report")
+        targets[name]["remediation"] = mode
     for dest, value in vars(args).items():
         if not dest.startswith("option:") or value is None:
             continue
