@@ -2,13 +2,20 @@
 
 TensorFlow and each runtime a target needs get separate shared children: each keeps its own thread pools,
 and a model loaded by one does not count against another's memory limit. A converter that declares a warm-up
-(tf2onnx) gets a single-use child: a conversion may change its framework's global state, so nothing runs after
-it in that interpreter. Converters without one get a fresh child per conversion.
+gets a single-use child: a conversion may change its framework's global state, so nothing runs after it in
+that interpreter. Converters without one get a fresh child per conversion.
 
-TensorFlow's child and the converters' start with the flow, so that their imports overlap the inspection. At
-begin_target_stages() TensorFlow's, which holds the loaded model, closes (a conversion loads the model again
-and makes copies of its weights: both at once would add up), and the runtimes' start, warming up while the
-first conversion runs.
+A target that converts in the reference process (Target.converts_in_reference_process: tf2onnx) needs what
+TensorFlow's child has imported already. When it is the first to convert, its conversion is that child's last
+job: at begin_target_stages() the child drops nothing yet, becomes single-use and closes after the conversion,
+which drops the loaded model first (modelgate.execution.target_jobs.conversion_job), so that the model and the
+conversion's copies of its weights do not add up. One TensorFlow-sized import fewer per validation. Later, or
+with variables of its own (process_environment: tf2onnx's large-model path), it gets a fresh child of
+TensorFlow's kind.
+
+TensorFlow's child and the warm converters' start with the flow, so that their imports overlap the inspection.
+At begin_target_stages() TensorFlow's, which holds the loaded model, closes (or serves the first conversion,
+above), and the runtimes' start, warming up while the first conversion runs.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ def import_tensorflow_stack() -> None:
 
 
 def conversion_pool(target: Target) -> str:
-    return f"convert-{target.name}"
+    """The pool a target's conversion runs in: TensorFlow's for a target that converts in the reference process."""
+    return TENSORFLOW if target.converts_in_reference_process else f"convert-{target.name}"
 
 
 def asked_targets(request: ValidationRequest) -> list[Target]:
@@ -45,14 +53,14 @@ def validation_pools(request: ValidationRequest) -> dict[str, SharedProcess]:
     per session. Only the pools the asked targets use open. Whatever loads the TensorFlow model imports the
     request's op libraries first."""
     op_libraries = op_library_environment(request.model.op_libraries)
+    convertible = [target for target in asked_targets(request) if not target.missing_packages()]
     pools = {TENSORFLOW: SharedProcess(
         environment={**thread_environment(request), **op_libraries}, warm_up=import_tensorflow_stack,
+        serves_one_more_job=bool(convertible) and convertible[0].converts_in_reference_process,
     )}
-    for target in asked_targets(request):
-        if target.missing_packages():
-            continue
+    for target in convertible:
         warm_up = getattr(target.implementation(), "warm_up", None)
-        if warm_up is not None:
+        if warm_up is not None and not target.converts_in_reference_process:
             pools[conversion_pool(target)] = SharedProcess(environment=op_libraries, warm_up=warm_up, single_use=True)
         for runtime in target.runtimes():
             if runtime.pool not in pools and not runtime.missing_packages():
@@ -63,6 +71,7 @@ def validation_pools(request: ValidationRequest) -> dict[str, SharedProcess]:
 
 
 def begin_target_stages() -> None:
-    """The model's own stages are done (reference-batches was TensorFlow's last job); the targets' begin."""
+    """The model's own stages are done (reference-batches was TensorFlow's last job but, where the first target
+    converts in the reference process, its conversion); the targets' begin."""
     release_shared_process(TENSORFLOW)
     start_deferred_processes()

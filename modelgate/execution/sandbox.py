@@ -6,8 +6,9 @@ whatever happens to the child, the parent gets a clear ModelRunError and carries
 
 Importing TensorFlow and loading a model cost seconds, so the stages of one validation share children:
 one pool for the TensorFlow jobs that only read the model, one for the ONNX Runtime jobs
-(`shared_processes`); a job that changes TensorFlow's global state (tf2onnx) gets a single-use child, and
-one that needs its own device visibility or environment a fresh one. A job that times out or is killed takes
+(`shared_processes`); a job that changes TensorFlow's global state (tf2onnx) runs last in its child (a
+single-use one, or TensorFlow's pool's child as it is released), and one that needs its own device visibility
+or environment a fresh one. A job that times out or is killed takes
 its shared child with it, and the next job starts a new one. A pool's child can start at once with a warm-up
 (importing its frameworks, never touching the model), so that import overlaps the flow's first stages instead
 of following them; one whose jobs all come later is deferred until start_deferred_processes(), and a pool whose
@@ -297,13 +298,15 @@ class SharedProcess:
     """How to start one pool's shared child: its environment variables, and a warm-up that runs at once
     (importing frameworks; it must never load the model, which is not cleared to load when the pool opens),
     or at start_deferred_processes() for a `deferred` pool. A single-use pool's child serves one job that
-    leaves global state behind: closed after it. A pool that runs no TensorFlow model code may stay outside
-    the OS sandbox (`sandboxed=False`)."""
+    leaves global state behind: closed after it. A pool whose child `serves_one_more_job` when released
+    (release_shared_process) becomes single-use then instead of closing: its last job may leave global state
+    behind. A pool that runs no TensorFlow model code may stay outside the OS sandbox (`sandboxed=False`)."""
     environment: dict[str, str] = field(default_factory=dict)
     warm_up: Callable[[], object] | None = None
     single_use: bool = False
     sandboxed: bool = True
     deferred: bool = False
+    serves_one_more_job: bool = False
 
 
 SpareKey = tuple[str, tuple[tuple[str, str], ...], bool]
@@ -422,6 +425,7 @@ class ModelProcess:
         self._ready = False
         self._jobs_sent = 0
         self._busy = False
+        self._released = False
 
     @property
     def pid(self) -> int | None:
@@ -437,6 +441,19 @@ class ModelProcess:
         if self._spec.single_use:
             self.close()
         return ModelProcess(replace(self._spec, environment={**self._spec.environment, **environment}), self._sandbox)
+
+    @property
+    def serves_jobs(self) -> bool:
+        """False once released and closed: a later job of its pool gets a child of its own (run_isolated)."""
+        return not self._released or self._child is not None
+
+    def release(self) -> None:
+        """Its pool's jobs are done: closed now, or, where its spec says it `serves_one_more_job`, after that job."""
+        self._released = True
+        if self._spec.serves_one_more_job and self._child is not None:
+            self._spec = replace(self._spec, single_use=True)
+        else:
+            self.close()
 
     @property
     def refusal(self) -> str | None:
@@ -593,10 +610,11 @@ def start_deferred_processes() -> None:
 
 
 def release_shared_process(pool: str) -> None:
-    """Close the pool's child now that its last job is done; a later job for it would start a new one."""
+    """Close the pool's child now that its jobs are done (or after one more, see SharedProcess.serves_one_more_job);
+    a later job for it gets a fresh child of the pool's kind, closed after it."""
     process = _shared.get().get(pool)
     if process is not None:
-        process.close()
+        process.release()
 
 
 def settle_shared_processes(limits: Limits) -> None:
@@ -632,10 +650,10 @@ def run_isolated(
     already, so the job gets a fresh child of that pool's kind (ModelProcess.with_environment).
     """
     shared = _shared.get().get(pool or getattr(target, SHARES_PROCESS, None)) if share else None
-    if shared is not None and not environment:
+    if shared is not None and not environment and shared.serves_jobs:
         return shared.run(target, args, limits, label, log_path, raises)
     if shared is not None:
-        process = shared.with_environment(environment)
+        process = shared.with_environment(environment or {})
     else:
         process = ModelProcess(SharedProcess(environment=dict(environment or {})), sandbox=_sandbox.get())
     try:

@@ -18,6 +18,7 @@ from modelgate.numerics.compare import compare_stacked, errors, judged, stack_ba
 from modelgate.numerics.inputs import Feeds, read_npz
 from modelgate.report import ConversionRecord, RuntimeComparison
 from modelgate.runtimes import CPU, runtime
+from modelgate.runtimes.tensorflow import drop_loaded_models
 from modelgate.targets import ConversionSource, target
 
 UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
@@ -34,7 +35,9 @@ def artifact_size(path: str) -> int:
 
 
 def conversion_job(target_name: str, source: ConversionSource) -> ConversionRecord:
-    """The target's converter, in the bounded, sandboxed child this runs in; timed, its artifact measured."""
+    """The target's converter, in the bounded, sandboxed child this runs in; timed, its artifact measured. In
+    TensorFlow's child (a target that converts in the reference process) the loaded model goes first."""
+    drop_loaded_models()
     started = time.perf_counter()
     record = target(target_name).implementation().convert(source)
     record.duration_s = round(time.perf_counter() - started, 3)

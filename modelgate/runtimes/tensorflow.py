@@ -116,6 +116,20 @@ def loaded_once(runner: type, model_dir: str | Path, tags: list[str] | tuple[str
     return _loaded[cache_key]
 
 
+def drop_loaded_models() -> None:
+    """Forget every runner loaded in this process, and Keras's global state, and collect them: a job after the
+    model stages (a conversion in TensorFlow's child) then does not hold the model's weights beside its own copies."""
+    import gc
+    import sys
+
+    for runner in _loaded.values():
+        runner.deactivate()
+    _loaded.clear()
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    gc.collect()
+
+
 def the_signature(runtime: Runtime, signature: Signature | None) -> Signature:
     if signature is None:
         raise ValueError(f"{runtime.name} runs a SavedModel's signature: name it (tags and key)")

@@ -147,6 +147,29 @@ def test_a_deferred_pool_starts_when_asked_and_a_released_one_closes_until_its_n
         assert run_isolated(_pid, limits=Limits(timeout_s=60), label="again").value not in (first, None)
 
 
+def test_a_pool_that_serves_one_more_job_after_release_closes_after_it_and_later_jobs_get_children_of_their_own():
+    limits = Limits(timeout_s=60)
+    with shared_processes({"a": SharedProcess(warm_up=_mark_warm, serves_one_more_job=True)}) as processes:
+        kept = run_isolated(_pid, limits=limits, label="model stage").value
+        release_shared_process("a")
+        assert processes["a"].pid == kept  # still there: its last job comes
+        assert run_isolated(_pid, limits=limits, label="last job").value == kept
+        assert processes["a"].pid is None and _gone(kept)
+        later = run_isolated(_pid, limits=limits, label="later").value
+        assert later not in (kept, None) and processes["a"].pid is None and _gone(later)
+
+
+def test_a_released_pool_whose_last_job_needs_its_own_environment_closes_before_that_job_runs():
+    limits = Limits(timeout_s=60)
+    with shared_processes({"a": SharedProcess(warm_up=_mark_warm, serves_one_more_job=True)}) as processes:
+        kept = run_isolated(_pid, limits=limits, label="model stage").value
+        release_shared_process("a")
+        value = run_isolated(_environment, "WARMED_UP_BEFORE_ANY_JOB", "JOB_VARIABLE", limits=limits, label="own",
+                             pool="a", environment={"JOB_VARIABLE": "on"})
+        assert value.value == ["yes", "on"]
+        assert processes["a"].pid is None and _gone(kept)
+
+
 def _environment(*names):
     return [os.environ.get(name) for name in names]
 

@@ -37,22 +37,10 @@ class OnnxOptions(TargetOptions):
 
 TARGET = Target(
     name="onnx", artifact_format="onnx", packages=("tf2onnx", "onnx", "onnxruntime"), module=__name__,
-    options=OnnxOptions, asked_by_default=True,
+    options=OnnxOptions, asked_by_default=True, converts_in_reference_process=True,
     description="float32 ONNX from tf2onnx, run with ONNX Runtime",
     file_checks=("onnx_ops_converted", *FILE_CHECKS),
 )
-
-
-def warm_up() -> None:
-    """What tf2onnx's command line imports, without importing tf2onnx.convert itself (the conversion runs
-    that module as __main__): the converter's child starts with it while the parent inspects the model."""
-    from modelgate.execution.quiet import import_tensorflow
-    from modelgate.model.op_allowlist import import_op_libraries_from_environment
-
-    import_tensorflow()
-    import_op_libraries_from_environment()
-    import onnxruntime  # noqa: F401 - the converted file is loaded once to check it
-    from tf2onnx import optimizer, tf_loader, tf_utils, tfonnx  # noqa: F401
 
 
 def _external_data(source: ConversionSource) -> bool:
