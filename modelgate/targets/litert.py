@@ -4,6 +4,11 @@ A model needing TensorFlow kernels (Flex, "select TF ops") would need the Flex d
 interpreter lacks, so such ops make the conversion a failure that names them. The file is then checked by what
 ai-edge-litert's interpreter makes of it: that it loads and allocates, and that its signature has the
 SavedModel signature's inputs and outputs by name and dtype.
+
+No remediation variants (no `variants`): the file is float32 builtins with no optimizations, so there is no
+quantized op to fall back to float and no precision to raise; "select TF ops" would make a file this
+interpreter cannot run (no Flex delegate). A mismatch here is XNNPACK's or the converter's op lowering, which no
+converter setting exposed here changes; the report says "no variants".
 """
 
 from __future__ import annotations

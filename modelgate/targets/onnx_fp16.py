@@ -1,5 +1,11 @@
 """ONNX in float16: the float32 ONNX target's file with weights and activations in half precision
-(onnxconverter-common), inputs and outputs kept float32 so that callers feed and read it as before."""
+(onnxconverter-common), inputs and outputs kept float32 so that callers feed and read it as before.
+
+Its remediation variants (tried when the file misses its criteria) keep parts of the graph in float32, fewest
+first: the nodes whose TensorFlow tensors pass float16's range (the localisation's reference_max_abs), then the
+first diverging node, then it and its path to the outputs; without a localisation, the op types that overflow
+float16 in common models (Exp, Pow, reductions). Each keeps more of the graph in float32, so each is expected
+slower than the one before."""
 
 from __future__ import annotations
 
@@ -9,8 +15,8 @@ from pathlib import Path
 from pydantic import Field
 
 from modelgate.criteria import Criteria
-from modelgate.report import ConversionRecord
-from modelgate.targets import ConversionSource, Target, TargetOptions
+from modelgate.report import ConversionRecord, Localisation, TensorDivergence
+from modelgate.targets import ConversionSource, Target, TargetOptions, Variant
 from modelgate.targets.onnx.conversion import FILE_CHECKS
 from modelgate.targets.onnx.reduced_precision import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce
 
@@ -20,6 +26,12 @@ class Float16Options(TargetOptions):
         default=[], title="Ops kept in float32",
         description="ONNX op types kept in float32 beside onnxconverter-common's own list (ops without float16 "
         "kernels), for a model whose float16 run misbehaves in them.",
+    )
+    node_block_list: list[str] = Field(
+        default=[], title="Nodes kept in float32",
+        description="ONNX nodes kept in float32 by name (as the float32 ONNX file names them: a localisation's "
+        "target_node), with the nodes that read what they write, so that a value kept float32 for its range or "
+        "precision is not cast straight back to float16.",
     )
 
 
@@ -59,15 +71,27 @@ def _outputs_read_inside(model) -> None:
                 model.graph.node.append(helper.make_node("Identity", [f"{name}__inner"], [name], name=f"{name}__output"))
 
 
-def to_float16(parent_artifact: str, output_path: str, op_block_list: list[str]) -> int:
-    """Writes the float16 file; returns how many nodes stay float32 (their ops are in op_block_list)."""
+def with_readers(model, names: list[str]) -> list[str]:
+    """The named nodes and the nodes that read their outputs, by name; a name no node has is left out."""
+    nodes = {node.name: node for node in model.graph.node}
+    written = {output for name in names if name in nodes for output in nodes[name].output}
+    readers = {node.name for node in model.graph.node if written & set(node.input)}
+    return sorted({name for name in names if name in nodes} | readers)
+
+
+def to_float16(parent_artifact: str, output_path: str, op_block_list: list[str],
+               node_block_list: list[str] = ()) -> int:
+    """Writes the float16 file; returns how many nodes stay float32 (their ops are in op_block_list, or they are
+    in node_block_list or read what such a node writes)."""
     import onnx
     from onnxconverter_common import float16
 
     model = onnx.load(parent_artifact)
     _outputs_read_inside(model)
-    kept = sum(node.op_type in op_block_list for node in model.graph.node)
-    onnx.save(float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=op_block_list), output_path)
+    nodes = with_readers(model, list(node_block_list))
+    kept = sum(node.op_type in op_block_list or node.name in nodes for node in model.graph.node)
+    onnx.save(float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=op_block_list,
+                                               node_block_list=nodes), output_path)
     return kept
 
 
@@ -78,15 +102,61 @@ def convert(source: ConversionSource) -> ConversionRecord:
     output = Path(source.output_dir) / MODEL_FILE
     # onnxconverter-common's list of ops that have no float16 kernel in ONNX Runtime (ML ops, TopK, Resize,
     # Range, CumSum, Min, Max, ...), and any the request adds for a model whose float16 run misbehaves.
-    op_block_list = sorted({*DEFAULT_OP_BLOCK_LIST, *TARGET.options_for(source).op_block_list})
-    command = reproduce(f"from modelgate.targets.onnx_fp16 import to_float16; "
-                        f"to_float16({source.parent_artifact!r}, {str(output)!r}, {op_block_list!r})")
+    options = TARGET.options_for(source)
+    op_block_list = sorted({*DEFAULT_OP_BLOCK_LIST, *options.op_block_list})
+    node_block_list = list(options.node_block_list)
+    command = reproduce(f"from modelgate.targets.onnx_fp16 import to_float16; to_float16("
+                        f"{source.parent_artifact!r}, {str(output)!r}, {op_block_list!r}, {node_block_list!r})")
     details = {"precision": "float16", "keep_io_types": True, "nodes_kept_float32": None}
     try:
-        details["nodes_kept_float32"] = to_float16(source.parent_artifact, str(output), op_block_list)
+        details["nodes_kept_float32"] = to_float16(source.parent_artifact, str(output), op_block_list, node_block_list)
     except Exception as exc:  # noqa: BLE001 - onnxconverter-common raises what onnx and its own checks raise
         if refused_by_sandbox(exc):
             raise
         return failed(f"onnxconverter-common cannot convert the model to float16: {type(exc).__name__}: {exc}",
                       started, details, command)
     return checked(output, source, started, details, command)
+
+
+FLOAT16_MAX = 65504.0
+# ONNX ops whose float16 results overflow in common models (a softmax's or a norm's exponent or sum of squares),
+# kept float32 when no localisation says where the error starts.
+OVERFLOW_PRONE_OPS = ["Exp", "Pow", "ReduceSum", "ReduceSumSquare", "ReduceMean", "ReduceL2", "ReduceLogSumExp",
+                      "Softmax", "LogSoftmax", "LayerNormalization"]
+
+
+def _nodes(tensors: list[TensorDivergence]) -> list[str]:
+    return list(dict.fromkeys(tensor.target_node for tensor in tensors if tensor.target_node))
+
+
+def variants(options: Float16Options, localisation: Localisation | None) -> list[Variant]:
+    """More of the graph kept float32 at each step: what passes float16's range, the first diverging node, it and
+    its path to the outputs; without a localisation, the op types prone to overflow."""
+    found: list[Variant] = []
+
+    def keep_nodes(nodes: list[str], label: str, why: str) -> None:
+        chosen = sorted({*options.node_block_list, *nodes})
+        if nodes and chosen != sorted(options.node_block_list) and all(
+                v.options.node_block_list != chosen for v in found):
+            found.append(Variant(label, options.model_copy(update={"node_block_list": chosen}), why))
+
+    if localisation is not None and localisation.first is not None:
+        first = localisation.first
+        tensors = [*localisation.upstream, first, *localisation.downstream]
+        overflowing = _nodes([t for t in tensors if (t.reference_max_abs or 0.0) > FLOAT16_MAX])
+        keep_nodes(overflowing, f"{len(overflowing)} overflowing ops kept in float32",
+                   "TensorFlow's values there pass float16's largest value (65504): those nodes and their readers "
+                   "stay float32")
+        keep_nodes(_nodes([first]), "the diverging op kept in float32",
+                   f"the first op whose output leaves the criteria ({first.tensorflow_name}) and its readers stay float32")
+        path = _nodes([first, *localisation.downstream])
+        keep_nodes(path, f"{len(path)} ops from the divergence on kept in float32",
+                   "the first diverging op and every matched op after it on the way to the outputs stay float32")
+    prone = sorted(set(OVERFLOW_PRONE_OPS) - set(options.op_block_list))
+    if prone:
+        found.append(Variant(
+            "Exp, Pow, Softmax and reductions kept in float32",
+            options.model_copy(update={"op_block_list": sorted({*options.op_block_list, *prone})}),
+            "the ops whose float16 results overflow in common models (exponents, sums of squares) stay float32",
+        ))
+    return found

@@ -5,6 +5,12 @@ every Conv into ConvInteger, which ran a MobileNetV2 (96x96) 8x slower than floa
 batch of 4; 4x on a small CNN); static quantization in QDQ format, calibrated on the validation's inputs, ran
 it at 8.5 ms. So a graph with Conv and calibration inputs is quantized statically; anything else (MatMul,
 Gemm, attention: what dynamic quantization is made for) dynamically, weights int8 either way.
+
+Its remediation variants, in the order the issue names them: the diverging nodes (a localisation's first op and
+the ops it reads) excluded from quantization, so that one layer's wide, outlier-heavy range no longer sets a
+scale that rounds its small values away; weights quantized per channel; calibration on every input batch the
+search hands over (the validation's inputs and the comparison batches' inputs: calibrating on the batches the
+file is then judged on favours it, which the variant's label says). Without a localisation only the last two.
 """
 
 from __future__ import annotations
@@ -13,15 +19,36 @@ import tempfile
 import time
 from pathlib import Path
 
+from pydantic import Field
+
 from modelgate.criteria import Criteria
-from modelgate.report import ConversionRecord
-from modelgate.targets import ConversionSource, Target
+from modelgate.report import ConversionRecord, Localisation
+from modelgate.targets import ConversionSource, Target, TargetOptions, Variant
 from modelgate.targets.onnx.conversion import FILE_CHECKS
 from modelgate.targets.onnx.reduced_precision import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce
 
+
+class Int8Options(TargetOptions):
+    nodes_to_exclude: list[str] = Field(
+        default=[], title="Nodes kept float",
+        description="ONNX nodes left out of static quantization by name (ONNX Runtime's nodes_to_exclude), beside "
+        "the nodes that make the outputs. A name of a tensor, or of a QuantizeLinear/DequantizeLinear node the int8 "
+        "file added for one, excludes the node that writes that tensor and the nodes that read it.",
+    )
+    per_channel: bool = Field(
+        default=False, title="Per-channel weights",
+        description="Quantize each weight's output channels with scales of their own, not one scale per tensor.",
+    )
+    calibration_batches: int = Field(
+        default=1, ge=0, title="Calibration batches",
+        description="How many of the input batches the conversion is handed calibrate static quantization: the "
+        "validation's inputs first (the remediation search hands the comparison batches' inputs over too). 0: all.",
+    )
+
+
 TARGET = Target(
     name="onnx-int8", artifact_format="onnx", parent="onnx", packages=("onnxruntime",), module=__name__,
-    file_checks=tuple(FILE_CHECKS),
+    options=Int8Options, file_checks=tuple(FILE_CHECKS),
     description="The ONNX file quantized to int8 by ONNX Runtime: static (QDQ, calibrated on the validation's "
     "inputs) for graphs with Conv, dynamic (weights int8, activations quantized at run time) otherwise.",
     criteria=Criteria(
@@ -60,7 +87,24 @@ class NpzBatches:
         return len(self.paths)
 
 
-def quantize(parent_artifact: str, output_path: str, calibration_inputs: list[str]) -> dict:
+QDQ_SUFFIXES = ("_QuantizeLinear", "_DequantizeLinear", "_QuantizeLinear_Output", "_DequantizeLinear_Output")
+
+
+def excluded_nodes(model, names: list[str]) -> list[str]:
+    """The nodes the names stand for (see Int8Options.nodes_to_exclude), by name, as the graph has them."""
+    nodes = {node.name for node in model.graph.node}
+    chosen = set()
+    for name in names:
+        if name in nodes:
+            chosen.add(name)
+            continue
+        tensor = next((name.removesuffix(suffix) for suffix in QDQ_SUFFIXES if name.endswith(suffix)), name)
+        chosen |= {node.name for node in model.graph.node if tensor in node.output or tensor in node.input}
+    return sorted(chosen)
+
+
+def quantize(parent_artifact: str, output_path: str, calibration_inputs: list[str],
+             nodes_to_exclude: list[str] = (), per_channel: bool = False) -> dict:
     """Writes the int8 file; returns what was chosen, as the ConversionRecord's details."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -79,14 +123,17 @@ def quantize(parent_artifact: str, output_path: str, calibration_inputs: list[st
             outputs = {output.name for output in model.graph.output}
             initializers = {init.name for init in model.graph.initializer}
             reader = NpzBatches(calibration_inputs, [i.name for i in model.graph.input if i.name not in initializers])
+            excluded = excluded_nodes(model, list(nodes_to_exclude))
             quantize_static(
-                prepared, output_path, reader, quant_format=QuantFormat.QDQ,
+                prepared, output_path, reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 # The nodes that make the graph's outputs stay float: quantized, a softmax's small probabilities
                 # rounded to 0 (99th-percentile relative error 1.0 on the CNN, 0.19 with them float).
-                nodes_to_exclude=[node.name for node in model.graph.node if outputs & set(node.output)],
+                nodes_to_exclude=sorted({*excluded, *(node.name for node in model.graph.node
+                                                      if outputs & set(node.output))}),
             )
-            details.update(quantization="static", calibration_batches=len(calibration_inputs))
+            details.update(quantization="static", calibration_batches=len(calibration_inputs), per_channel=per_channel,
+                           nodes_excluded=len(excluded))
         else:
             quantize_dynamic(prepared, output_path, weight_type=QuantType.QInt8)
     return details
@@ -95,13 +142,35 @@ def quantize(parent_artifact: str, output_path: str, calibration_inputs: list[st
 def convert(source: ConversionSource) -> ConversionRecord:
     started = time.monotonic()
     output = Path(source.output_dir) / MODEL_FILE
-    command = reproduce(f"from modelgate.targets.onnx_int8 import quantize; quantize({source.parent_artifact!r}, "
-                        f"{str(output)!r}, {list(source.calibration_inputs)!r})")
+    options = TARGET.options_for(source)
+    calibration = list(source.calibration_inputs)[:options.calibration_batches or None]
+    arguments = (source.parent_artifact, str(output), calibration, list(options.nodes_to_exclude), options.per_channel)
+    command = reproduce(f"from modelgate.targets.onnx_int8 import quantize; quantize{arguments!r}")
     try:
-        details = quantize(source.parent_artifact, str(output), list(source.calibration_inputs))
+        details = quantize(*arguments)
     except Exception as exc:  # noqa: BLE001 - the quantizer raises what onnx, its own checks and ORT raise
         if refused_by_sandbox(exc):
             raise
         return failed(f"ONNX Runtime cannot quantize the model to int8: {type(exc).__name__}: {exc}", started,
                       {"weight_type": "int8"}, command)
     return checked(output, source, started, details, command)
+
+
+def variants(options: Int8Options, localisation: Localisation | None) -> list[Variant]:
+    """The diverging nodes kept float, then per-channel weights, then calibration on every batch at hand."""
+    found = []
+    if localisation is not None and localisation.first is not None:
+        diverging = [t.target_node for t in (localisation.first, *localisation.upstream) if t.target_node]
+        chosen = sorted({*options.nodes_to_exclude, *diverging})
+        if diverging and chosen != sorted(options.nodes_to_exclude):
+            found.append(Variant(
+                f"{len(diverging)} diverging ops kept float", options.model_copy(update={"nodes_to_exclude": chosen}),
+                f"the first op whose output leaves the criteria ({localisation.first.tensorflow_name}) and the ops it "
+                "reads are left out of quantization, so their range sets no int8 scale"))
+    if not options.per_channel:
+        found.append(Variant("per-channel weights", options.model_copy(update={"per_channel": True}),
+                             "each output channel of a weight gets its own scale"))
+    if options.calibration_batches:
+        found.append(Variant("calibrated on every batch", options.model_copy(update={"calibration_batches": 0}),
+                             "calibration sees the comparison batches' inputs too (the batches it is judged on)"))
+    return found

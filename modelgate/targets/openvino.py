@@ -5,6 +5,11 @@ IR's ports after the serving_default signature's keys. It reads only that signat
 'serve': other signatures or tag sets of a model that has them are failures, not silently swapped. A
 SavedModel without serving_default comes out with every signature's ports, so the chosen signature's inputs
 and outputs are asked for by name. Weights stay float32: save_model compresses them to float16 unless told not to.
+
+No remediation variants (no `variants`): the IR already keeps float32 weights (compress_to_fp16=False) and runs
+at the f32 inference-precision hint, so no conversion setting raises its precision; a mismatch is an op's
+conversion rule or the CPU plugin's kernel, which convert_model offers no setting to change. The report says
+"no variants".
 """
 
 from __future__ import annotations

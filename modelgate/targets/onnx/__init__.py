@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from modelgate.report import ConversionRecord
-from modelgate.targets import ConversionSource, LoggedModelSource, Target, TargetOptions
+from modelgate.targets import ConversionSource, LoggedModelSource, Target, TargetOptions, Variant
 from modelgate.targets.onnx.conversion import (
     EXTERNAL_DATA_FILE,
     FILE_CHECKS,
@@ -90,3 +90,18 @@ def mlmodel_flavor(artifact: str) -> tuple[str, dict]:
     `mlflow.onnx.load_model("models:/NAME/N")` reads it (its external data beside it)."""
     return "onnx", {"onnx_version": metadata.version("onnx"), "data": Path(artifact).name,
                     "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"], "code": None}
+
+
+# tf2onnx's own default opset, the one most models converted with it were: its longest-tested op mappings.
+SETTLED_OPSET = 13
+
+
+def variants(options: OnnxOptions, localisation=None) -> list[Variant]:
+    """Another opset: tf2onnx maps some TensorFlow ops to other ONNX ops, or to other versions of one, by opset
+    (a resize's rounding, a reduction's axes as an input), and ONNX Runtime runs each version's own kernel.
+    The only conversion setting that changes the file's numerics."""
+    if options.opset == SETTLED_OPSET:
+        return [Variant("highest opset", options.model_copy(update={"opset": 0}),
+                        "the highest opset tf2onnx and ONNX Runtime both support, tf2onnx's newer op mappings")]
+    return [Variant(f"opset {SETTLED_OPSET}", options.model_copy(update={"opset": SETTLED_OPSET}),
+                    "tf2onnx's own default opset, whose op mappings most converted models have used")]
