@@ -13,13 +13,13 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect.client.schemas.actions import DeploymentUpdate
-from prefect.client.schemas.schedules import CronSchedule
+from prefect.client.schemas.schedules import IntervalSchedule
 
 from modelgate.service.relay import expected_signature
 from modelgate.service.webhooks import WEBHOOK_NAME
@@ -180,6 +180,21 @@ def test_unsigned_stale_or_tampered_requests_are_refused_and_the_relay_keeps_ser
     assert len(webhooks) == 1 and webhooks[0].url == topology.relay_url
 
 
+def _tick_soon_and_every_minute(topology):
+    """The schedule turned back on, ticking every minute from a few seconds from now: the same ticks as a cron
+    of every minute, without waiting for the next whole minute. Then the deployment touched (its parameters
+    written back unchanged), so that Prefect's scheduler service for recently updated deployments, which loops
+    every 5 s, inserts the runs, not its main loop, which comes round once a minute."""
+    deployment_id = _deployment_id(topology, SCHEDULED_DEPLOYMENT)
+    first_tick = datetime.now(UTC) + timedelta(seconds=15)
+    with topology.client() as client:
+        [schedule] = client.read_deployment_schedules(deployment_id)
+        client.update_deployment_schedule(deployment_id, schedule.id, active=True, schedule=IntervalSchedule(
+            interval=timedelta(minutes=1), anchor_date=first_tick, timezone="UTC"))
+        parameters = client.read_deployment(deployment_id).parameters
+        client.update_deployment(deployment_id, DeploymentUpdate(parameters=parameters))
+
+
 # The real scheduler service makes this run (Prefect 3.8.8's fails on every loop with SQLAlchemy 2.1, hence
 # the pin below 2.1 in pyproject.toml).
 def test_with_the_relay_down_the_next_schedule_tick_validates_the_version(topology, model_dirs, first_version):
@@ -194,11 +209,7 @@ def test_with_the_relay_down_the_next_schedule_tick_validates_the_version(topolo
                120, "MLflow giving up on the delivery", diagnose=topology.logs)
     assert _validations(topology, source) == []  # the event is lost
 
-    deployment_id = _deployment_id(topology, SCHEDULED_DEPLOYMENT)
-    with topology.client() as client:
-        [schedule] = client.read_deployment_schedules(deployment_id)
-        client.update_deployment_schedule(deployment_id, schedule.id, active=True,
-                                          schedule=CronSchedule(cron="* * * * *", timezone="UTC"))
+    _tick_soon_and_every_minute(topology)
     wait_until(lambda: _relayed_launches(topology, None), 150, "a flow run of the schedule (it has no version)",
                diagnose=lambda: topology.services["prefect-server"].tail())
     judged = _verdict(topology, version)
