@@ -19,6 +19,17 @@ def mobilenet_v2(directory: Path) -> Path:
     return directory
 
 
+def efficientnet_b0(directory: Path) -> Path:
+    """keras.applications.EfficientNetB0 with random weights (weights=None: nothing is downloaded), exported for
+    serving (model.export)."""
+    import keras
+
+    import_tensorflow()
+    keras.utils.set_random_seed(0)
+    keras.applications.EfficientNetB0(weights=None).export(str(directory), format="tf_saved_model", verbose=False)
+    return directory
+
+
 def tiny_keras(directory: Path) -> Path:
     """A Keras Dense layer exported for serving, as Keras users do (model.export)."""
     import keras

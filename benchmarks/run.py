@@ -2,6 +2,7 @@
 
     uv run python -m benchmarks.run            # the whole suite (tens of minutes on 2 cores)
     uv run python -m benchmarks.run --quick    # small models only: a smoke run of every measurement
+    uv run python -m benchmarks.run --only cold_cli,memory   # rerun these sections into the last results
 
 Writes benchmarks/results.json and benchmarks/results.md (or --out DIR).
 """
@@ -48,6 +49,8 @@ ONE_TENSORFLOW_PROCESS = (
     "import resource, tensorflow as tf; tf.constant([1.0]) + 1; "
     "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
 )
+EFFICIENTNET_LIMIT_S = 90.0  # the lean-gate goal: EfficientNetB0 with the default settings on this machine's cores
+SECTIONS = ("fidelity", "harness_overhead", "cold_cli", "whole_validation", "memory", "efficientnet")
 REPEATS = 7
 WALL_TIME_PAIRS = 3
 PLAN = MeasurementPlan(warmup=20, window=25, min_windows=3, max_windows=10)
@@ -231,6 +234,47 @@ def memory(sizes_mb: list[int], workdir: Path) -> list[dict]:
     return rows
 
 
+def efficientnet(workdir: Path) -> dict:
+    """A cold `modelgate validate` of EfficientNetB0 with the default settings (model.export of
+    keras.applications.EfficientNetB0(weights=None), built in a child) in a fresh folder: its wall time, where it
+    went (the report's stages) and what the benchmark budget left unmeasured."""
+    model_dir = run_isolated(models.efficientnet_b0, workdir / "efficientnet_b0", limits=LIMITS,
+                             label="build EfficientNetB0").value
+    folder = workdir / "efficientnet-run"
+    folder.mkdir()
+    command = [sys.executable, "-m", "modelgate.service.cli", "validate", str(model_dir), "--report", "report.json"]
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+    wall_s = time.perf_counter() - started
+    report = json.loads((folder / "report.json").read_text())
+    shutil.rmtree(model_dir, ignore_errors=True)
+    stages = {stage["name"]: round(stage["duration_s"], 2) for stage in report["stages"]}
+    return {
+        "model": "EfficientNetB0 (weights=None, model.export)", "wall_s": wall_s, "exit_code": completed.returncode,
+        "status": report["status"], "stages_s": stages,
+        "benchmarks_measured": len(report["benchmarks"]),
+        "benchmarks_cut_by_budget": sum(bool(row.get("cut_by_budget")) for row in report["benchmarks"]),
+        "benchmarks_unmeasured": [f"{row['target']} {row['runtime']}/{row['device']} bs{row['batch_size']}: "
+                                  f"{row['reason']}" for row in report.get("benchmarks_unmeasured", [])],
+        "target": f"at most {EFFICIENTNET_LIMIT_S:g} s", "passed": wall_s <= EFFICIENTNET_LIMIT_S and
+        report["status"] != "error",
+    }
+
+
+def efficientnet_markdown(result: dict) -> list[str]:
+    lines = ["", "## EfficientNetB0 with the default settings", "",
+             f"A cold `modelgate validate` of {result['model']} in a fresh folder (a new MLflow store), as a user "
+             "runs it; only in the full suite.", "",
+             "| wall s | verdict | benchmarks measured | cut by the budget | left unmeasured | target | passed |",
+             "|---|---|---|---|---|---|---|",
+             f"| {result['wall_s']:.1f} | {result['status']} | {result['benchmarks_measured']} | "
+             f"{result['benchmarks_cut_by_budget']} | {len(result['benchmarks_unmeasured'])} | {result['target']} | "
+             f"{result['passed']} |", "", "Its stages of a second or more, s:", "", "| stage | s |", "|---|---|"]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in result["stages_s"].items() if seconds >= 1]
+    lines += [f"- unmeasured: {row}" for row in result["benchmarks_unmeasured"]]
+    return lines
+
+
 def gpu_section() -> dict:
     if not gpu_present():
         return {"status": "skipped", "reason": "no NVIDIA GPU on this machine (nvidia-smi lists none)"}
@@ -239,7 +283,8 @@ def gpu_section() -> dict:
 
 
 def markdown(results: dict) -> str:
-    rerun = f" The memory section was rerun alone at {results['memory_run_at']}." if "memory_run_at" in results else ""
+    rerun = "".join(f" The {section} section was rerun alone at {results[f'{section}_run_at']}."
+                    for section in SECTIONS if f"{section}_run_at" in results)
     lines = ["# modelgate performance suite", "", f"Run at {results['started_at']}; "
              f"quick: {results['quick']}.{rerun}", "", "## Fidelity: engine p50 against a bare perf_counter_ns loop", "",
              f"Medians over {REPEATS} pairs of runs, alternating which goes first.", "",
@@ -290,6 +335,8 @@ def markdown(results: dict) -> str:
               "seen in), MiB:", ""]
     lines += [f"- {m['variables_mb']:.0f} MiB, at {m['peak_stage']}: "
               + ", ".join(f"{name} {mb}" for name, mb in m["alive_at_peak_mb"].items()) for m in results["memory"]]
+    if "efficientnet" in results:
+        lines += efficientnet_markdown(results["efficientnet"])
     lines += ["", f"GPU: {results['gpu']['status']} ({results['gpu']['reason']})", "",
               "Environment: " + ", ".join(f"{k} {v}" for k, v in results["environment"].items()), ""]
     return "\n".join(lines)
@@ -299,33 +346,54 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small models only")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent), help="folder for results.json/.md")
+    parser.add_argument("--only", help=f"comma-separated sections to rerun into --out's results.json, the others "
+                                       f"kept as they are ({', '.join(SECTIONS)})")
     args = parser.parse_args(argv)
-    results: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": args.quick,
-                     "environment": gather_environment()}
+    out = Path(args.out)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if args.only:
+        chosen = args.only.split(",")
+        if unknown := set(chosen) - set(SECTIONS):
+            parser.error(f"unknown section {', '.join(sorted(unknown))}")
+        results = json.loads((out / "results.json").read_text())
+        results.update({f"{section}_run_at": now for section in chosen})
+        results["environment_of_reruns"] = gather_environment()
+    else:
+        # EfficientNetB0 takes minutes: the full suite only, never --quick (tests/test_benchmarks_suite.py runs that)
+        chosen = [section for section in SECTIONS if not (args.quick and section == "efficientnet")]
+        results = {"started_at": now, "quick": args.quick, "environment": gather_environment()}
     with tempfile.TemporaryDirectory(prefix="modelgate-bench-") as scratch:
         workdir = Path(scratch)
-        small = models.dense_of_size(workdir / "small", 64 * 1024)
-        model_dirs = {"small dense": small}
-        if not args.quick:
-            model_dirs["MobileNetV2"] = models.mobilenet_v2(workdir / "mobilenet_v2")
-        print("fidelity ...", flush=True)
-        results["fidelity"] = fidelity(model_dirs, workdir)
-        print("harness overhead ...", flush=True)
-        results["harness_overhead"] = harness_overhead(workdir)
-        print("cold CLI ...", flush=True)
-        results["cold_cli"] = cold_cli.measure(1 if args.quick else WALL_TIME_PAIRS, workdir)
-        print("whole validation ...", flush=True)
-        results["whole_validation"] = whole_validation(list(model_dirs.values())[-1], workdir,
-                                                       pairs=1 if args.quick else WALL_TIME_PAIRS)
-        print("memory ...", flush=True)
-        results["memory"] = memory([4] if args.quick else [10, 100, 1024], workdir)
+        model_dirs = {}
+        if {"fidelity", "whole_validation"} & set(chosen):
+            model_dirs["small dense"] = models.dense_of_size(workdir / "small", 64 * 1024)
+            if not args.quick:
+                model_dirs["MobileNetV2"] = models.mobilenet_v2(workdir / "mobilenet_v2")
+        if "fidelity" in chosen:
+            print("fidelity ...", flush=True)
+            results["fidelity"] = fidelity(model_dirs, workdir)
+        if "harness_overhead" in chosen:
+            print("harness overhead ...", flush=True)
+            results["harness_overhead"] = harness_overhead(workdir)
+        if "cold_cli" in chosen:
+            print("cold CLI ...", flush=True)
+            results["cold_cli"] = cold_cli.measure(1 if args.quick else WALL_TIME_PAIRS, workdir)
+        if "whole_validation" in chosen:
+            print("whole validation ...", flush=True)
+            results["whole_validation"] = whole_validation(list(model_dirs.values())[-1], workdir,
+                                                           pairs=1 if args.quick else WALL_TIME_PAIRS)
+        if "memory" in chosen:
+            print("memory ...", flush=True)
+            results["memory"] = memory([4] if args.quick else [10, 100, 1024], workdir)
+        if "efficientnet" in chosen:
+            print("EfficientNetB0 ...", flush=True)
+            results["efficientnet"] = efficientnet(workdir)
         results["gpu"] = gpu_section()
     results["all_passed"] = all(
         row["passed"] and row.get("tensorflow_passed", True)
         for row in [*results["fidelity"], results["harness_overhead"], results["cold_cli"], results["whole_validation"],
-                    *results["memory"]]
+                    *results["memory"], *([results["efficientnet"]] if "efficientnet" in results else [])]
     )
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))

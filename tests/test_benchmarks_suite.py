@@ -40,5 +40,6 @@ def test_quick_suite_measures_and_writes_every_figure(tmp_path):
     assert "## Cold CLI" in (tmp_path / "results.md").read_text()
     assert [round(row["variables_mb"]) for row in results["memory"]] == [4]
     assert results["gpu"]["status"] == "skipped" and results["gpu"]["reason"]
+    assert "efficientnet" not in results  # minutes of EfficientNetB0: the full suite only
     assert "## Fidelity" in (tmp_path / "results.md").read_text()
     assert results["all_passed"] == (result.returncode == 0)
