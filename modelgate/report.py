@@ -195,6 +195,8 @@ class Localisation(BaseModel):
     matched: int = Field(default=0, description="Tensors matched by name on both sides.")
     unmatched: list[str] = Field(
         default=[], description="The converted model's tensors that match no TensorFlow tensor (the first 50).")
+    left_out: list[str] = Field(
+        default=[], description="Tensors neither side's trace kept (past its byte cap, the first 50): not compared.")
     plot: str | None = Field(default=None, description="PNG: each matched tensor's error in graph order.")
 
 
