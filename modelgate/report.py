@@ -205,7 +205,7 @@ class VariantResult(BaseModel):
 
     model_config = ConfigDict(ser_json_inf_nan="strings")
 
-    label: str = Field(description="As the format matrix shows it: 'onnx-fp16 (3 ops kept in float32)'.")
+    label: str = Field(description="As the format matrix shows it after the target's name: '3 ops kept in float32'.")
     settings: dict[str, Any] = Field(default={}, description="The target options it changes, and their values.")
     status: Literal["passed", "failed", "error", "untried"] = "untried"
     message: str = ""
@@ -227,11 +227,6 @@ class Remediation(BaseModel):
                           "targets.<name>.remediation); the original failure is kept in original_message.")
     original_message: str = Field(default="", description="What the target's default conversion failed on.")
     summary: str = ""
-
-    def chosen_variant(self) -> str | None:
-        """The chosen variant's label after the target's name ('3 ops kept in float32'), if one passed."""
-        chosen = next((variant for variant in self.variants if variant.label == self.chosen), None)
-        return chosen.label.split(" (", 1)[1].removesuffix(")") if chosen and " (" in chosen.label else self.chosen
 
 
 class TargetSection(BaseModel):

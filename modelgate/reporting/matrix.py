@@ -207,7 +207,7 @@ def _target_rows(section: TargetSection, benchmarks: list[BenchmarkResult]) -> l
     remediation = section.remediation
     common = {
         "target": section.name, "requirement": section.requirement, "status": section.status,
-        "variant": remediation.chosen_variant() if remediation and remediation.applied else None,
+        "variant": remediation.chosen if remediation and remediation.applied else None,
         "conversion_s": conversion.duration_s if conversion else None,
         "size_bytes": conversion.size_bytes if conversion else None,
     }
