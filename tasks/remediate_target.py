@@ -88,12 +88,12 @@ def search(variants: list[Variant], attempt: Callable[[int, Variant, float], Att
     return attempts, clock() - started
 
 
-def _figures(result: VariantResult) -> str:
+def _figures(result: VariantResult, latency: bool = True) -> str:
     outputs = [output for run in result.comparisons.values() for output in run.outputs.values()]
     cosines = [output.cosine_similarity for output in outputs if output.cosine_similarity is not None]
     diffs = [output.max_abs_diff for output in outputs if output.max_abs_diff is not None]
     figures = [f"cosine {min(cosines):.5f}" if cosines else f"max abs diff {max(diffs):.3g}" if diffs else ""]
-    if result.p50_ms is not None:
+    if latency and result.p50_ms is not None:
         figures.append(f"p50 {result.p50_ms:.2f} ms at batch {result.batch_size}")
     return ", ".join(figure for figure in figures if figure)
 
@@ -111,7 +111,7 @@ def summary_of(name: str, results: list[VariantResult], chosen: VariantResult | 
         stands = ("it stands as the target" if applied else
                   f"reported only, the default conversion's failure stands (targets.{name}.remediation: apply)")
         return f"{name} passes as {name} ({chosen.label}): {_figures(chosen)}; {count}; {stands}{left}"
-    failures = "; ".join(f"{r.label}: {r.message}" for r in tried)
+    failures = "; ".join(f"{r.label}: {_figures(r, latency=False) or r.message}" for r in tried)
     return f"no variant passed ({count}){': ' + failures if failures else ''}{left}"
 
 

@@ -12,13 +12,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 from pydantic import Field
 
 from modelgate.criteria import Criteria
 from modelgate.report import ConversionRecord, Localisation, TensorDivergence
 from modelgate.targets import ConversionSource, Target, TargetOptions, Variant
 from modelgate.targets.onnx.conversion import FILE_CHECKS
-from modelgate.targets.onnx.reduced_precision import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce
+from modelgate.targets.onnx.reduced_precision import (
+    MODEL_FILE,
+    activations,
+    checked,
+    failed,
+    refused_by_sandbox,
+    reproduce,
+)
+
+FLOAT16_MAX = 65504.0
 
 
 class Float16Options(TargetOptions):
@@ -30,8 +40,13 @@ class Float16Options(TargetOptions):
     node_block_list: list[str] = Field(
         default=[], title="Nodes kept in float32",
         description="ONNX nodes kept in float32 by name (as the float32 ONNX file names them: a localisation's "
-        "target_node), with the nodes that read what they write, so that a value kept float32 for its range or "
-        "precision is not cast straight back to float16.",
+        "target_node), with every node on a path between two of them and the nodes that read what they write, so "
+        "that a value kept float32 for its range or precision is not cast straight back to float16.",
+    )
+    keep_out_of_range: bool = Field(
+        default=False, title="Keep what passes float16's range",
+        description="Also keep float32 the nodes whose outputs, run in float32 on the validation's inputs, pass "
+        "float16's largest value (65504), as node_block_list keeps its nodes.",
     )
 
 
@@ -72,23 +87,43 @@ def _outputs_read_inside(model) -> None:
 
 
 def with_readers(model, names: list[str]) -> list[str]:
-    """The named nodes and the nodes that read their outputs, by name; a name no node has is left out."""
-    nodes = {node.name: node for node in model.graph.node}
-    written = {output for name in names if name in nodes for output in nodes[name].output}
-    readers = {node.name for node in model.graph.node if written & set(node.input)}
-    return sorted({name for name in names if name in nodes} | readers)
+    """The named nodes, every node on a path between two of them (a localisation lists matched tensors only,
+    and thins a long path), and the nodes that read what they write: by name. A name no node has is left out."""
+    nodes = model.graph.node
+    writer = {output: index for index, node in enumerate(nodes) for output in node.output}
+    named = {index for index, node in enumerate(nodes) if node.name in set(names)}
+    inputs_of = [{writer[name] for name in node.input if name in writer} for node in nodes]
+    below, above = set(named), set(named)  # the graph is topologically sorted: one pass each way
+    for index in range(len(nodes)):
+        if inputs_of[index] & below:
+            below.add(index)
+    for index in reversed(range(len(nodes))):
+        if index in above:
+            above |= inputs_of[index]
+    readers = {index for index in range(len(nodes)) if inputs_of[index] & (named | (below & above))}
+    return sorted({nodes[index].name for index in named | (below & above) | readers})
+
+
+def out_of_range_nodes(model, feed_paths: list[str]) -> list[str]:
+    """The nodes that write a value past float16's range, run in float32 on these inputs."""
+    beyond = set()
+    for values in activations(model, feed_paths):
+        beyond |= {name for name, value in values.items() if value.size and np.nanmax(np.abs(value)) > FLOAT16_MAX}
+    return [node.name for node in model.graph.node if beyond & set(node.output)]
 
 
 def to_float16(parent_artifact: str, output_path: str, op_block_list: list[str],
-               node_block_list: list[str] = ()) -> int:
+               node_block_list: list[str] = (), out_of_range_inputs: list[str] = ()) -> int:
     """Writes the float16 file; returns how many nodes stay float32 (their ops are in op_block_list, or they are
-    in node_block_list or read what such a node writes)."""
+    in node_block_list, or write values past float16's range on out_of_range_inputs, or lie between or read
+    what such nodes write)."""
     import onnx
     from onnxconverter_common import float16
 
     model = onnx.load(parent_artifact)
     _outputs_read_inside(model)
-    nodes = with_readers(model, list(node_block_list))
+    measured = out_of_range_nodes(model, list(out_of_range_inputs)) if out_of_range_inputs else []
+    nodes = with_readers(model, [*node_block_list, *measured])
     kept = sum(node.op_type in op_block_list or node.name in nodes for node in model.graph.node)
     onnx.save(float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=op_block_list,
                                                node_block_list=nodes), output_path)
@@ -104,12 +139,14 @@ def convert(source: ConversionSource) -> ConversionRecord:
     # Range, CumSum, Min, Max, ...), and any the request adds for a model whose float16 run misbehaves.
     options = TARGET.options_for(source)
     op_block_list = sorted({*DEFAULT_OP_BLOCK_LIST, *options.op_block_list})
-    node_block_list = list(options.node_block_list)
-    command = reproduce(f"from modelgate.targets.onnx_fp16 import to_float16; to_float16("
-                        f"{source.parent_artifact!r}, {str(output)!r}, {op_block_list!r}, {node_block_list!r})")
+    measured_on = list(source.calibration_inputs) if options.keep_out_of_range else []
+    arguments = (source.parent_artifact, str(output), op_block_list, list(options.node_block_list), measured_on)
+    command = reproduce(f"from modelgate.targets.onnx_fp16 import to_float16; to_float16{arguments!r}")
     details = {"precision": "float16", "keep_io_types": True, "nodes_kept_float32": None}
+    if options.keep_out_of_range and not measured_on:
+        return failed("keep_out_of_range needs the validation's inputs, and there are none", started, details, command)
     try:
-        details["nodes_kept_float32"] = to_float16(source.parent_artifact, str(output), op_block_list, node_block_list)
+        details["nodes_kept_float32"] = to_float16(*arguments)
     except Exception as exc:  # noqa: BLE001 - onnxconverter-common raises what onnx and its own checks raise
         if refused_by_sandbox(exc):
             raise
@@ -117,8 +154,6 @@ def convert(source: ConversionSource) -> ConversionRecord:
                       started, details, command)
     return checked(output, source, started, details, command)
 
-
-FLOAT16_MAX = 65504.0
 # ONNX ops whose float16 results overflow in common models (a softmax's or a norm's exponent or sum of squares),
 # kept float32 when no localisation says where the error starts.
 OVERFLOW_PRONE_OPS = ["Exp", "Pow", "ReduceSum", "ReduceSumSquare", "ReduceMean", "ReduceL2", "ReduceLogSumExp",
@@ -144,14 +179,19 @@ def variants(options: Float16Options, localisation: Localisation | None) -> list
         first = localisation.first
         tensors = [*localisation.upstream, first, *localisation.downstream]
         overflowing = _nodes([t for t in tensors if (t.reference_max_abs or 0.0) > FLOAT16_MAX])
-        keep_nodes(overflowing, f"{len(overflowing)} overflowing ops kept in float32",
+        keep_nodes(overflowing, f"{len(overflowing)} overflowing ops and readers kept in float32",
                    "TensorFlow's values there pass float16's largest value (65504): those nodes and their readers "
                    "stay float32")
-        keep_nodes(_nodes([first]), "the diverging op kept in float32",
+        keep_nodes(_nodes([first]), "the diverging op and readers kept in float32",
                    f"the first op whose output leaves the criteria ({first.tensorflow_name}) and its readers stay float32")
         path = _nodes([first, *localisation.downstream])
         keep_nodes(path, f"{len(path)} ops from the divergence on kept in float32",
                    "the first diverging op and every matched op after it on the way to the outputs stay float32")
+    if not options.keep_out_of_range:
+        found.append(Variant(
+            "ops past float16's range kept in float32", options.model_copy(update={"keep_out_of_range": True}),
+            "the nodes whose float32 outputs on the validation's inputs pass 65504, measured as it converts, and "
+            "the nodes between and reading them stay float32"))
     prone = sorted(set(OVERFLOW_PRONE_OPS) - set(options.op_block_list))
     if prone:
         found.append(Variant(

@@ -8,9 +8,10 @@ Gemm, attention: what dynamic quantization is made for) dynamically, weights int
 
 Its remediation variants, in the order the issue names them: the diverging nodes (a localisation's first op and
 the ops it reads) excluded from quantization, so that one layer's wide, outlier-heavy range no longer sets a
-scale that rounds its small values away; weights quantized per channel; calibration on every input batch the
-search hands over (the validation's inputs and the comparison batches' inputs: calibrating on the batches the
-file is then judged on favours it, which the variant's label says). Without a localisation only the last two.
+scale that rounds its small values away; without a localisation, or after it, the activations measured lossy as
+it converts (exclude_lossy) excluded the same way; weights quantized per channel; calibration on every input
+batch the search hands over (the validation's inputs and the comparison batches' inputs: calibrating on the
+batches the file is then judged on favours it, which the variant's reason says).
 """
 
 from __future__ import annotations
@@ -19,13 +20,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from pydantic import Field
 
 from modelgate.criteria import Criteria
 from modelgate.report import ConversionRecord, Localisation
 from modelgate.targets import ConversionSource, Target, TargetOptions, Variant
 from modelgate.targets.onnx.conversion import FILE_CHECKS
-from modelgate.targets.onnx.reduced_precision import MODEL_FILE, checked, failed, refused_by_sandbox, reproduce
+from modelgate.targets.onnx.reduced_precision import (
+    MODEL_FILE,
+    activations,
+    checked,
+    failed,
+    refused_by_sandbox,
+    reproduce,
+)
 
 
 class Int8Options(TargetOptions):
@@ -38,6 +47,12 @@ class Int8Options(TargetOptions):
     per_channel: bool = Field(
         default=False, title="Per-channel weights",
         description="Quantize each weight's output channels with scales of their own, not one scale per tensor.",
+    )
+    exclude_lossy: bool = Field(
+        default=False, title="Keep lossy activations float",
+        description="Also leave out of quantization the writer and readers of every activation that one int8 scale "
+        "cannot hold: where the scale its widest values set on the calibration inputs rounds away most of some "
+        "channel (an outlier-heavy range).",
     )
     calibration_batches: int = Field(
         default=1, ge=0, title="Calibration batches",
@@ -103,8 +118,44 @@ def excluded_nodes(model, names: list[str]) -> list[str]:
     return sorted(chosen)
 
 
+# A channel whose values lose more than this share of their magnitude (root mean square) in int8 is lost.
+LOSSY_CHANNEL = 0.5
+
+
+def _quantized(value, low: float, high: float):
+    """value through ONNX Runtime's int8 activation quantization (MinMax, asymmetric) of the range [low, high]."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255 or 1.0
+    zero = np.round(-128 - low / scale)
+    return (np.clip(np.round(value / scale) + zero, -128, 127) - zero) * scale
+
+
+def lossy_tensors(model, feed_paths: list[str]) -> list[str]:
+    """The activations whose int8 copy loses most of some channel (axis 1, and the last axis), on these inputs."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for values in activations(model, feed_paths):
+        for name, value in values.items():
+            if value.size and np.isfinite(value).all():
+                low, high = ranges.get(name, (np.inf, -np.inf))
+                ranges[name] = (min(low, float(value.min())), max(high, float(value.max())))
+    lost: dict[str, dict[int, np.ndarray]] = {}
+    kept: dict[str, dict[int, np.ndarray]] = {}
+    for values in activations(model, feed_paths):
+        for name, value in values.items():
+            if name not in ranges or value.ndim < 2:
+                continue
+            error = (value - _quantized(value, *ranges[name])) ** 2
+            for axis in {1, value.ndim - 1}:
+                others = tuple(a for a in range(value.ndim) if a != axis)
+                lost.setdefault(name, {})[axis] = lost.get(name, {}).get(axis, 0) + error.sum(axis=others)
+                kept.setdefault(name, {})[axis] = kept.get(name, {}).get(axis, 0) + (value ** 2).sum(axis=others)
+    return sorted(name for name in lost if any(
+        (np.sqrt(lost[name][axis][kept[name][axis] > 0] / kept[name][axis][kept[name][axis] > 0]) > LOSSY_CHANNEL).any()
+        for axis in lost[name]))
+
+
 def quantize(parent_artifact: str, output_path: str, calibration_inputs: list[str],
-             nodes_to_exclude: list[str] = (), per_channel: bool = False) -> dict:
+             nodes_to_exclude: list[str] = (), per_channel: bool = False, exclude_lossy: bool = False) -> dict:
     """Writes the int8 file; returns what was chosen, as the ConversionRecord's details."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -123,7 +174,8 @@ def quantize(parent_artifact: str, output_path: str, calibration_inputs: list[st
             outputs = {output.name for output in model.graph.output}
             initializers = {init.name for init in model.graph.initializer}
             reader = NpzBatches(calibration_inputs, [i.name for i in model.graph.input if i.name not in initializers])
-            excluded = excluded_nodes(model, list(nodes_to_exclude))
+            lossy = lossy_tensors(model, calibration_inputs) if exclude_lossy else []
+            excluded = excluded_nodes(model, [*nodes_to_exclude, *lossy])
             quantize_static(
                 prepared, output_path, reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -144,7 +196,8 @@ def convert(source: ConversionSource) -> ConversionRecord:
     output = Path(source.output_dir) / MODEL_FILE
     options = TARGET.options_for(source)
     calibration = list(source.calibration_inputs)[:options.calibration_batches or None]
-    arguments = (source.parent_artifact, str(output), calibration, list(options.nodes_to_exclude), options.per_channel)
+    arguments = (source.parent_artifact, str(output), calibration, list(options.nodes_to_exclude), options.per_channel,
+                 options.exclude_lossy)
     command = reproduce(f"from modelgate.targets.onnx_int8 import quantize; quantize{arguments!r}")
     try:
         details = quantize(*arguments)
@@ -157,7 +210,8 @@ def convert(source: ConversionSource) -> ConversionRecord:
 
 
 def variants(options: Int8Options, localisation: Localisation | None) -> list[Variant]:
-    """The diverging nodes kept float, then per-channel weights, then calibration on every batch at hand."""
+    """Nodes kept float (the localisation's diverging ones, then those measured lossy), then per-channel weights,
+    then calibration on every batch at hand."""
     found = []
     if localisation is not None and localisation.first is not None:
         diverging = [t.target_node for t in (localisation.first, *localisation.upstream) if t.target_node]
@@ -167,6 +221,10 @@ def variants(options: Int8Options, localisation: Localisation | None) -> list[Va
                 f"{len(diverging)} diverging ops kept float", options.model_copy(update={"nodes_to_exclude": chosen}),
                 f"the first op whose output leaves the criteria ({localisation.first.tensorflow_name}) and the ops it "
                 "reads are left out of quantization, so their range sets no int8 scale"))
+    if not options.exclude_lossy:
+        found.append(Variant("lossy activations kept float", options.model_copy(update={"exclude_lossy": True}),
+                             "the activations whose one int8 scale rounds away most of some channel (an "
+                             "outlier-heavy range), measured as it converts, are left out of quantization"))
     if not options.per_channel:
         found.append(Variant("per-channel weights", options.model_copy(update={"per_channel": True}),
                              "each output channel of a weight gets its own scale"))

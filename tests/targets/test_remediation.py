@@ -4,9 +4,18 @@ Prefect server and MLflow store."""
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+
+import pytest
+
 from modelgate.report import Localisation, TensorDivergence, VariantResult
 from modelgate.targets import Variant, target
+from modelgate.targets.onnx_fp16 import OVERFLOW_PRONE_OPS
 from tasks.remediate_target import Attempt, search, summary_of
+from tests.divergence_models import float16_overflow
+from tests.flows import run_flow
+from tests.remediation_models import int8_outlier
 
 
 def _tensor(name: str, node: str, max_abs: float, passed: bool = True, position: int = 0) -> TensorDivergence:
@@ -27,23 +36,26 @@ def test_float16_variants_keep_what_passes_its_range_first_then_the_diverging_op
                                    _tensor("shrink/MatMul", "shrink/MatMul", 4.0, passed=False, position=5)])
     found = fp16.variants(fp16.options(), located)
     assert [v.label for v in found] == [
-        "2 overflowing ops kept in float32", "the diverging op kept in float32",
-        "3 ops from the divergence on kept in float32", "Exp, Pow, Softmax and reductions kept in float32"]
+        "2 overflowing ops and readers kept in float32", "the diverging op and readers kept in float32",
+        "3 ops from the divergence on kept in float32", "ops past float16's range kept in float32",
+        "Exp, Pow, Softmax and reductions kept in float32"]
     assert found[0].options.node_block_list == ["amplify/Add", "amplify/MatMul"]
     assert found[0].settings(fp16.options()) == {"node_block_list": ["amplify/Add", "amplify/MatMul"]}
-    # Without a localisation only the op types prone to overflow are left to try.
-    assert [v.label for v in fp16.variants(fp16.options(), None)] == [found[-1].label]
+    # Without a localisation: what passes float16's range, measured as it converts; the op types prone to overflow.
+    assert [v.settings(fp16.options()) for v in fp16.variants(fp16.options(), None)] == [
+        {"keep_out_of_range": True}, {"op_block_list": sorted(OVERFLOW_PRONE_OPS)}]
 
 
-def test_int8_variants_exclude_the_diverging_nodes_then_go_per_channel_then_calibrate_on_every_batch():
+def test_int8_variants_exclude_the_diverging_then_the_lossy_nodes_then_go_per_channel_then_calibrate_on_all():
     int8 = target("onnx-int8")
     located = _located(_tensor("head/convolution", "head/convolution", 3.0, passed=False),
                        upstream=[_tensor("outlier/BiasAdd", "outlier/BiasAdd", 1e3)])
     found = int8.variants(int8.options(), located)
     assert [v.settings(int8.options()) for v in found] == [
-        {"nodes_to_exclude": ["head/convolution", "outlier/BiasAdd"]}, {"per_channel": True},
+        {"nodes_to_exclude": ["head/convolution", "outlier/BiasAdd"]}, {"exclude_lossy": True}, {"per_channel": True},
         {"calibration_batches": 0}]
-    assert [v.label for v in int8.variants(int8.options(), None)] == ["per-channel weights", "calibrated on every batch"]
+    assert [v.label for v in int8.variants(int8.options(), None)] == [
+        "lossy activations kept float", "per-channel weights", "calibrated on every batch"]
 
 
 def test_each_target_declares_only_variants_that_change_its_numerics():
@@ -81,3 +93,62 @@ def test_the_search_stops_at_the_first_that_passes_and_leaves_to_the_budget_what
     assert attempts[1].result.message == "not needed: first passed first"
     assert summary_of("onnx-int8", [a.result for a in attempts], attempts[0].result, True, 60) == (
         "onnx-int8 passes as onnx-int8 (first): p50 0.41 ms at batch 4; 1 variant tried; it stands as the target")
+
+
+_run = partial(run_flow, baseline=None, checks={"comparison_batches": 3}, benchmark={"enabled": False})
+
+
+def _remediated(model: Path, name: str, requirement: str, tracking_uri: str, workdir: Path):
+    """One validation of `name` alone (with its parent): the report, the target's section and its passing variant."""
+    report = _run(model, tracking_uri, workdir, targets={name: {"requirement": requirement}})
+    section = report.targets[name]
+    assert section.remediation is not None, section.message
+    passed = next(v for v in section.remediation.variants if v.status == "passed")
+    assert section.remediation.chosen == passed.label
+    folder = Path(passed.conversion.path).parent
+    assert folder.parent.name == "variants" and (folder / "reproduce.sh").is_file()
+    assert (folder / "conversion.json").is_file() and passed.p50_ms > 0 and passed.batch_size
+    assert section.remediation.summary.startswith(f"{name} passes as {name} ({passed.label}): cosine ")
+    return report, section, passed
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_an_int8_file_failing_on_one_outlier_layer_passes_with_that_layer_kept_float_reported_beside_the_failure(
+    tmp_path, tracking_uri, workdir
+):
+    report, section, passed = _remediated(int8_outlier(tmp_path / "int8_outlier"), "onnx-int8", "required",
+                                          tracking_uri, workdir)
+    remediation = section.remediation
+    # Required, remediation auto: the variant is reported, the default conversion's failure decides.
+    assert report.status == "failed" and section.status == "failed" and not remediation.applied
+    assert next(c for c in report.checks if c.name == "onnx_int8_parity").status == "failed"
+    assert "logits" in remediation.original_message and "reported only" in remediation.summary
+    # The localisation's diverging nodes (the outlier Conv and its reader), else the activations measured lossy.
+    assert passed.conversion.details["nodes_excluded"] >= 1
+    if section.localisation is not None and section.localisation.first is not None:
+        assert passed == remediation.variants[0] and "outlier" in " ".join(passed.settings["nodes_to_exclude"])
+    else:
+        assert passed.settings == {"exclude_lossy": True}
+    assert passed.comparisons["onnxruntime/cpu"].outputs["logits"].cosine_similarity > 0.98
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_float16_file_overflowing_in_one_layer_passes_with_that_layer_kept_float32_and_stands_when_optional(
+    tmp_path, tracking_uri, workdir
+):
+    report, section, passed = _remediated(float16_overflow(tmp_path / "float16_overflow"), "onnx-fp16", "optional",
+                                          tracking_uri, workdir)
+    remediation = section.remediation
+    assert remediation.applied  # optional, remediation auto: it stands
+    if section.localisation is not None and section.localisation.first is not None:
+        assert any("amplify" in node for node in passed.settings["node_block_list"])
+    else:
+        assert passed.settings == {"keep_out_of_range": True}
+    assert passed.conversion.details["nodes_kept_float32"] >= 7  # amplify's 3 ops to shrink's MatMul
+    assert section.status == "passed" and section.conversion.path == passed.conversion.path
+    assert section.message.startswith(f"passed as {passed.label}")
+    assert next(c for c in report.checks if c.name == "onnx_fp16_parity").status == "passed"
+    assert "scores" in remediation.original_message  # the default conversion's failure is kept
+    assert "; it stands as the target" in remediation.summary

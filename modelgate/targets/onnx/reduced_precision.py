@@ -41,3 +41,29 @@ def checked(output: Path, source: ConversionSource, started: float, details: dic
         path=str(output), size_bytes=size, duration_s=time.monotonic() - started,
         checks=checks, failure="; ".join(fatal) or None, details=details, reproduce=command,
     )
+
+
+def activations(model, feed_paths: list[str]):
+    """Every float tensor the graph's nodes write (its outputs too), run in ONNX Runtime on CPU: one mapping of
+    name to value per .npz of inputs. For variants that keep the tensors float16 or int8 cannot hold; a tensor
+    whose type shape inference cannot tell is left out."""
+    import onnx
+    import onnxruntime
+
+    from modelgate.numerics.inputs import read_npz
+
+    float_type = onnx.TensorProto.FLOAT
+    inferred = onnx.shape_inference.infer_shapes(model)
+    typed = {info.name: info for info in [*inferred.graph.value_info, *inferred.graph.output]}
+    written = [name for node in model.graph.node for name in node.output if name in typed]
+    chosen = [typed[name] for name in dict.fromkeys(written) if typed[name].type.tensor_type.elem_type == float_type]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(chosen)
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    inputs = [i.name for i in session.get_inputs()]
+    names = [output.name for output in session.get_outputs()]
+    for path in feed_paths:
+        feeds = read_npz(path)
+        yield dict(zip(names, session.run(names, {name: feeds[name] for name in inputs}), strict=True))
