@@ -128,17 +128,20 @@ def _slug(index: int, label: str) -> str:
 
 
 def _keep_record(name: str, slug: str, folder: Path, conversion: ConversionRecord, log_path: Path) -> dict[str, str]:
-    """reproduce.sh and conversion.json beside the variant's file, as export_target keeps the default's."""
+    """reproduce.sh and conversion.json beside the variant's file, as export_target keeps the default's; returns
+    the files for MLflow."""
     reproduce = folder / "reproduce.sh"
     reproduce.write_text(f"#!/bin/sh\n# The {name} conversion of the remediation variant {slug}, as commands.\n"
                          f"set -e\n{conversion.reproduce}\n")
     record = folder / RECORD
     prefix = f"{name}/variants/{slug}"
-    conversion.artifacts = {f"{prefix}/{path.name}": str(path) for path in (reproduce, log_path, record)}
+    files = {f"{prefix}/{path.name}": str(path) for path in (reproduce, log_path, record)}
+    conversion.artifacts = dict(files)
     if conversion.path and not conversion.details.get("external_data"):
+        # The file itself goes to MLflow only with the variant that stands (TargetRemediation.apply_to).
         conversion.artifacts[f"{prefix}/{Path(conversion.path).name}"] = conversion.path
     record.write_text(conversion.model_dump_json(indent=2))
-    return dict(conversion.artifacts)
+    return files
 
 
 @dataclass
@@ -176,8 +179,11 @@ class VariantTrial:
             return Attempt(result)
         files = _keep_record(self.name, slug, folder, conversion, folder / "convert.log")
         result.conversion = conversion
-        if conversion.failure:
-            result.status, result.message = "failed", f"its conversion failed: {conversion.failure}"
+        broken = [check.name for check in conversion.checks if check.status == "failed"]
+        if conversion.failure or broken:
+            # A file check that fails fails the target as converted by default too (TargetComparison.apply_to).
+            result.status = "failed"
+            result.message = f"its conversion failed: {conversion.failure or 'check ' + ', '.join(broken)}"
             result.duration_s = time.monotonic() - started
             return Attempt(result, files=files)
         try:
