@@ -55,6 +55,7 @@ class ReferenceTensor:
     name: str  # op:output, as TensorFlow names it
     op_type: str
     inputs: tuple[str, ...] = ()  # the tensors its op reads (constants and graph inputs included or not)
+    aliases: tuple[str, ...] = ()  # other names a converter gives it (a graph output: the signature's key)
 
 
 @dataclass(frozen=True)
@@ -99,17 +100,22 @@ def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...] | None:
 
 def aligned(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray | None:
     """The candidate in the reference's layout: as it is, or channels-first transposed to channels-last (tf2onnx
-    and OpenVINO run convolutions in NCHW, and may keep TensorFlow's name on such a tensor); None otherwise."""
+    and OpenVINO run convolutions in NCHW, and may keep TensorFlow's name on such a tensor); None otherwise.
+    Where both read as the reference's shape (as many channels as rows and columns), the one nearer the
+    reference's values is taken: the wrong layout is as far off as unrelated values are."""
     candidate = np.asarray(candidate)
+    layouts = []
     if candidate.shape == reference.shape:
-        return candidate
-    if candidate.size == reference.size and candidate.ndim == reference.ndim:
-        permutation = _channels_last(candidate.shape)
-        if permutation is not None and tuple(candidate.shape[i] for i in permutation) == reference.shape:
-            return np.transpose(candidate, permutation)
-    if candidate.size == reference.size and candidate.squeeze().shape == reference.squeeze().shape:
-        return candidate.reshape(reference.shape)  # a kept or dropped unit axis (LiteRT's reshapes)
-    return None
+        layouts.append(candidate)
+    permutation = _channels_last(candidate.shape)
+    if permutation is not None and tuple(candidate.shape[i] for i in permutation) == reference.shape:
+        layouts.append(np.transpose(candidate, permutation))
+    if not layouts and candidate.size == reference.size and candidate.squeeze().shape == reference.squeeze().shape:
+        layouts.append(candidate.reshape(reference.shape))  # a kept or dropped unit axis (LiteRT's reshapes)
+    if len(layouts) < 2:
+        return layouts[0] if layouts else None
+    ref = np.nan_to_num(reference.astype(np.float64))
+    return min(layouts, key=lambda layout: float(np.abs(np.nan_to_num(layout.astype(np.float64)) - ref).max()))
 
 
 def default_of(setting: Tolerance | None, fallback: float | None) -> float | None:
@@ -205,11 +211,13 @@ def match(reference: Trace, target: Trace) -> Matching:
     by_name: dict[str, tuple[int, ReferenceTensor]] = {}
     for position, tensor in enumerate(reference.tensors):
         if tensor.name in reference.values:
-            by_name.setdefault(normalised(tensor.name), (position, tensor))
+            for name in (tensor.name, *tensor.aliases):
+                by_name.setdefault(normalised(name), (position, tensor))
     pairs: dict[str, TargetTensor] = {}
     unmatched: list[str] = []
     for tensor in target.tensors:
-        found = [by_name[n] for n in {normalised(c) for c in tensor.candidates} if n in by_name]
+        names = {normalised(c) for c in tensor.candidates}
+        found = [by_name[n] for n in names if n in by_name]
         if not found:
             unmatched.append(tensor.name)
             continue
@@ -231,7 +239,7 @@ class _Graph:
         self.consumers: dict[str, list[str]] = {}
         for tensor in tensors:
             for source in tensor.inputs:
-                self.consumers.setdefault(_tensor_name(source), []).append(tensor.name)
+                self.consumers.setdefault(tensor_name(source), []).append(tensor.name)
 
     def nearest_compared(self, name: str) -> tuple[str, ...]:
         """The compared tensors this one reads, through any not compared (iteratively: graphs are deep)."""
@@ -239,7 +247,7 @@ class _Graph:
             return self._nearest[name]
         found: dict[str, None] = {}
         seen: set[str] = set()
-        stack = [_tensor_name(s) for s in self.tensors[name].inputs] if name in self.tensors else []
+        stack = [tensor_name(s) for s in self.tensors[name].inputs] if name in self.tensors else []
         while stack:
             current = stack.pop()
             if current in seen or current not in self.tensors:
@@ -248,7 +256,7 @@ class _Graph:
             if current in self.compared:
                 found[current] = None
             else:
-                stack.extend(_tensor_name(s) for s in self.tensors[current].inputs)
+                stack.extend(tensor_name(s) for s in self.tensors[current].inputs)
         result = tuple(sorted(found, key=self.position.__getitem__))
         self._nearest[name] = result
         return result
@@ -269,7 +277,7 @@ class _Graph:
         return sorted(found, key=self.position.__getitem__)
 
 
-def _tensor_name(source: str) -> str:
+def tensor_name(source: str) -> str:
     """An input as TensorFlow writes it ("op", "op:1", "^op" for a control edge) as a tensor name."""
     source = source.lstrip("^")
     return source if ":" in source else f"{source}:0"
@@ -314,6 +322,13 @@ def _thinned(path: list[TensorDivergence]) -> list[TensorDivergence]:
 def localise(reference: Trace, target: Trace, criteria: Criteria, runtime: str, precision: str = "float32",
              device: str = "cpu", rows: int = 0) -> Localisation:
     """The verdict on where the target's error starts (see the module's docstring)."""
+    return localised_with_figures(reference, target, criteria, runtime, precision, device, rows)[0]
+
+
+def localised_with_figures(reference: Trace, target: Trace, criteria: Criteria, runtime: str,
+                           precision: str = "float32", device: str = "cpu",
+                           rows: int = 0) -> tuple[Localisation, list[TensorDivergence]]:
+    """localise's verdict, and every matched tensor's figures in graph order (what a plot shows)."""
     judge = Judge.of(criteria, precision)
     matching = match(reference, target)
     divergences: dict[str, TensorDivergence] = {}
@@ -344,11 +359,11 @@ def localise(reference: Trace, target: Trace, criteria: Criteria, runtime: str, 
         found.verdict = "unmatched"
         found.summary = (f"only {len(divergences)} of {len(reference.tensors)} TensorFlow tensors matched a "
                          f"{runtime} tensor by name: too few to say where the error starts")
-        return found
+        return found, list(divergences.values())
     ordered = [divergences[n] for n in sorted(divergences, key=positions.__getitem__)]
     first = next((d for d in ordered if not d.passed), None)
     if first is None:
-        return _agrees(found, origin, ordered, judge)
+        return _agrees(found, origin, ordered, judge), ordered
     upstream = [divergences[n] for n in graph.nearest_compared(first.tensorflow_name)]
     worst_upstream = max((u.relative_error for u in upstream), default=0.0)
     found.first, found.upstream = first, upstream
@@ -368,11 +383,12 @@ def localise(reference: Trace, target: Trace, criteria: Criteria, runtime: str, 
     else:
         found.verdict = "spread"
         step, at = _largest_step(ordered, graph, divergences)
+        largest = f"; the largest step, {_fmt(step)}x, is at {_describe(at)}" if at is not None else ""
         found.summary = (f"No single first op: the error accumulates; the first tensor past the criteria, "
                          f"{_describe(first)}, is only {_fmt(jump)}x its inputs' error "
-                         f"({_relative_words(first, upstream)}); the largest step, {_fmt(step)}x, is at "
-                         f"{_describe(at)}; {_growth_words(first, found.downstream)}{after}")
-    return found
+                         f"({_relative_words(first, upstream)}){largest}; "
+                         f"{_growth_words(first, found.downstream)}{after}")
+    return found, ordered
 
 
 def _ratio(error: float, upstream: float) -> float:
@@ -437,11 +453,14 @@ def _sortable(value: float) -> float:
 
 
 def _largest_step(ordered: list[TensorDivergence], graph: _Graph, divergences: dict[str, TensorDivergence]):
-    best, at = 0.0, ordered[0]
+    """The tensor whose error grows most over its compared inputs' (those reading only the graph's inputs, which
+    are exact, are left out: any error at all is a step there); (0, None) when none reads a compared tensor."""
+    best, at = 0.0, None
     for tensor in ordered:
-        upstream = max((divergences[n].relative_error for n in graph.nearest_compared(tensor.tensorflow_name)),
-                       default=0.0)
-        step = _ratio(tensor.relative_error, upstream)
+        upstream = [divergences[n].relative_error for n in graph.nearest_compared(tensor.tensorflow_name)]
+        if not upstream:
+            continue
+        step = _ratio(tensor.relative_error, max(upstream))
         if tensor.relative_error > 0 and step > best:
             best, at = step, tensor
     return best, at
@@ -471,7 +490,49 @@ def _nonfinite_origin(reference: Trace, target: Trace, matching: Matching,
         return NonFiniteOrigin(side="target", name=tensor.name, op_type=tensor.op_type, tensorflow_name=counterpart)
     by_reference = {t.name: t for t in reference.tensors}
     origin = first_nonfinite_in(
-        reference, lambda t: [_tensor_name(s) for s in t.inputs if _tensor_name(s) in by_reference])
+        reference, lambda t: [tensor_name(s) for s in t.inputs if tensor_name(s) in by_reference])
     if origin is not None:
         return NonFiniteOrigin(side="tensorflow", name=origin.name, op_type=origin.op_type)
     return None
+
+
+class NpzValues(Mapping):
+    """A trace's values in an .npz, read one tensor at a time, by tensor name (the archive's keys are plain)."""
+
+    def __init__(self, path: str, keys: Mapping[str, str]):
+        self._archive = np.load(path, allow_pickle=False)
+        self._keys = dict(keys)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._archive[self._keys[name]]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def close(self) -> None:
+        self._archive.close()
+
+
+def save_values(values: Mapping[str, np.ndarray], path: str) -> dict[str, str]:
+    """Write a trace's values to an .npz under plain keys; returns each tensor's key."""
+    keys = {name: f"t{index}" for index, name in enumerate(values)}
+    np.savez(path, **{keys[name]: np.asarray(value) for name, value in values.items()})
+    return keys
+
+
+def kept_within(values: Iterable[tuple[str, np.ndarray]], max_bytes: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The tensors, in order, until their bytes pass max_bytes; the names of those left out."""
+    kept: dict[str, np.ndarray] = {}
+    left_out: list[str] = []
+    total = 0
+    for name, value in values:
+        size = np.asarray(value).nbytes
+        if total + size > max_bytes:
+            left_out.append(name)
+            continue
+        kept[name] = np.asarray(value)
+        total += size
+    return kept, left_out

@@ -110,3 +110,39 @@ def latency_against_error(points: dict[str, tuple[float, float, bool]], referenc
     axes.set_title("Latency against error, per target, runtime and device")
     axes.grid(alpha=0.3, which="both")
     return _save(figure, path, dpi=110)
+
+
+def divergence_plot(localisation, divergences, path: str | Path, title: str,
+                    criteria_line: tuple[float, str] | None = None) -> Path:
+    """Each matched intermediate tensor's relative error (max abs diff over the reference's max) in TensorFlow's
+    graph order, on a log scale: dots within the target's criteria, crosses outside, NaN/Inf at the top edge,
+    exact zeros at the bottom; the criteria's relative bound as a line (criteria_line: level, label), the first
+    divergent op marked."""
+    import numpy as np
+
+    figure, axes = plt.subplots(figsize=(8, 4.2))
+    values = [d.relative_error for d in divergences]
+    finite = [v for v in values if v is not None and np.isfinite(v) and v > 0]
+    low, high = (min(finite) / 10, max(finite) * 10) if finite else (1e-12, 1.0)
+    if criteria_line is not None and criteria_line[0] > 0:
+        low, high = min(low, criteria_line[0] / 10), max(high, criteria_line[0] * 10)
+        axes.axhline(criteria_line[0], color="#c44e52", linestyle=":", linewidth=1, label=criteria_line[1])
+    for passed, marker, color, label in ((True, "o", "#4c72b0", "within the criteria"),
+                                         (False, "x", "#c44e52", "outside the criteria")):
+        chosen = [d for d in divergences if d.passed == passed]
+        if chosen:
+            xs = [d.position for d in chosen]
+            ys = [high if not np.isfinite(d.relative_error) else max(d.relative_error, low) for d in chosen]
+            axes.scatter(xs, ys, marker=marker, color=color, s=14, label=label, zorder=3)
+    first = localisation.first
+    if first is not None:
+        axes.axvline(first.position, color="#dd8452", linestyle="--", linewidth=1,
+                     label=f"first divergence: {first.op_type} {first.tensorflow_name.rsplit('/', 2)[-2]}"[:70])
+    axes.set_yscale("log")
+    axes.set_ylim(low / 2, high * 2)
+    axes.set_xlabel("position in TensorFlow's graph order (0: nearest the inputs)")
+    axes.set_ylabel("relative error (log; NaN/Inf at the top)")
+    axes.set_title(f"{title}\nverdict: {localisation.verdict}", fontsize=9)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8, loc="upper left")
+    return _save(figure, path, dpi=100)

@@ -80,3 +80,37 @@ def load(artifact: str, device: str, intra_op_threads: int, inter_op_threads: in
     """The converted file holds one signature: `signature` is not needed."""
     # LiteRT runs one op at a time: it has no inter-op threads to set.
     return LiteRtRunner(artifact, intra_op_threads if intra_op_threads > 0 else None).activate()
+
+
+def trace(artifact: str, feeds: dict[str, np.ndarray], max_bytes: int):
+    """Every float tensor an op of the file computes, kept by the interpreter (experimental_preserve_all_tensors),
+    in the file's op order. LiteRT names a tensor after the TensorFlow ops fused into it, joined by ";": each is
+    a candidate name. Read with LiteRT's builtin kernels, without the XNNPACK delegate, whose partitions need not
+    write the tensors inside them back (the comparison's outputs ran through it)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from modelgate.numerics.divergence import TargetTensor, Trace, kept_within, split_candidates
+
+    interpreter = Interpreter(model_path=artifact, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.get_signature_runner()(**{name: np.asarray(value, order="C") for name, value in feeds.items()})
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    names: dict[int, str] = {}
+    seen: set[str] = set()
+    for index, detail in details.items():  # names are not unique in a .tflite file: a second one gets its index
+        name = detail["name"] or f"tensor_{index}"
+        names[index] = name if name not in seen else f"{name}#{index}"
+        seen.add(name)
+    tensors, values = [], []
+    nodes = interpreter._get_ops_details()  # noqa: SLF001 - the only view of the nodes ai-edge-litert gives
+    for node in sorted(nodes, key=lambda n: n["index"]):
+        for index in (int(i) for i in node["outputs"] if i >= 0):
+            if np.dtype(details[index]["dtype"]).kind != "f":
+                continue
+            name = names[index]
+            tensors.append(TargetTensor(name, name, node["op_name"],
+                                        tuple(names[int(i)] for i in node["inputs"] if i >= 0 and int(i) in names),
+                                        split_candidates(details[index]["name"])))
+            values.append((name, np.array(interpreter.get_tensor(index))))
+    kept, left_out = kept_within(values, max_bytes)
+    return Trace(tensors=tensors, values=kept, left_out=left_out)

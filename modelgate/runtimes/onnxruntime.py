@@ -70,3 +70,53 @@ def load(artifact: str, device: str, intra_op_threads: int, inter_op_threads: in
         # ONNX Runtime falls back to CPU silently; a CPU figure labelled GPU would be a lie.
         raise DeviceUnavailable(f"ONNX Runtime fell back from {wanted} to {', '.join(runner.providers)}")
     return runner
+
+
+# ONNX's float element types (TensorProto.DataType): FLOAT, FLOAT16, DOUBLE, BFLOAT16.
+FLOAT_TYPES = {1, 10, 11, 16}
+# A model larger than this goes to ONNX Runtime through a file with external data: a protobuf ends at 2 GiB.
+INLINE_TRACE_BYTES = 1536 * 2**20
+
+
+def trace(artifact: str, feeds: dict[str, np.ndarray], max_bytes: int):
+    """Every float tensor a node of the graph computes, read back by marking each a graph output (types from
+    ONNX shape inference), in the graph's node order (topological, as ONNX requires), until max_bytes.
+
+    A tensor read back is in the type the file declares: in a float16 file, float16. ONNX Runtime's CPU computes
+    ops it has no float16 kernel for (MatMul, Conv, Add...) in float32 between casts, and drops a cast pair where
+    two such ops meet, so a value between them may never be rounded to float16 in a plain run; read back, it is,
+    as any float16 consumer (a Reshape, another runtime) would take it."""
+    import onnx
+    import onnxruntime as ort
+
+    from modelgate.numerics.divergence import TargetTensor, Trace, kept_within
+
+    model = onnx.load(artifact)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - without inference, the types the file declares itself
+        inferred = model
+    graph = inferred.graph
+    types = {info.name: info.type.tensor_type.elem_type for info in [*graph.value_info, *graph.output, *graph.input]}
+    declared = {output.name for output in model.graph.output}
+    tensors = []
+    for node in model.graph.node:
+        for name in node.output:
+            if not name or types.get(name) not in FLOAT_TYPES:
+                continue
+            tensors.append(TargetTensor(name, node.name or name, node.op_type, tuple(i for i in node.input if i),
+                                        (name,)))
+            if name not in declared:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+    if model.ByteSize() > INLINE_TRACE_BYTES:
+        path = str(Path(artifact).with_name("trace_model.onnx"))
+        onnx.save_model(model, path, save_as_external_data=True, location="trace_model.onnx.data")
+        source = path
+    else:
+        source = model.SerializeToString()
+    del model, inferred
+    session = ort.InferenceSession(source, providers=PROVIDERS[CPU])
+    wanted = {i.name for i in session.get_inputs()}
+    values = session.run([t.name for t in tensors], {n: decoded(v, n) for n, v in feeds.items() if n in wanted})
+    kept, left_out = kept_within(zip((t.name for t in tensors), values), max_bytes)
+    return Trace(tensors=tensors, values=kept, left_out=left_out)

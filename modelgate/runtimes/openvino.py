@@ -74,3 +74,49 @@ def load(artifact: str, device: str, intra_op_threads: int, inter_op_threads: in
         found = ", ".join(core.available_devices) or "none"
         raise DeviceUnavailable(f"OpenVINO finds no {device_name} device (its devices: {found})")
     return OpenVinoRunner(artifact, device_name, intra_op_threads, core).activate()
+
+
+def _port_name(port) -> str:
+    names = sorted(port.get_names())
+    return names[0] if names else f"{port.get_node().get_friendly_name()}:{port.get_index()}"
+
+
+def trace(artifact: str, feeds: dict[str, np.ndarray], max_bytes: int):
+    """Every real-valued output of every op of the IR (but constants and their conversions), added as model
+    outputs and compiled for the CPU at f32, in the model's topological order. Candidate names: the op's
+    friendly name and its output's tensor names. OpenVINO's TensorFlow frontend renames most ops of a
+    SavedModel as its transformations fuse and move them (a transpose sunk past an op renames it), so few
+    match TensorFlow's names: the report says how few, and lists the rest."""
+    openvino = import_openvino()
+    import openvino.properties.hint as hints
+
+    from modelgate.numerics.divergence import TargetTensor, Trace, kept_within
+
+    core = openvino.Core()
+    model = core.read_model(artifact)
+    skipped = {"Constant", "Parameter", "Result"}
+    constant = set()
+    ports, tensors = [], []
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        sources = [i.get_source_output().get_node() for i in op.inputs()]
+        if kind == "Constant" or (sources and all(s.get_friendly_name() in constant for s in sources)):
+            constant.add(op.get_friendly_name())
+        if kind in skipped or op.get_friendly_name() in constant:
+            continue
+        for port in op.outputs():
+            if not port.get_element_type().is_real():
+                continue
+            ports.append(port)
+            tensors.append(TargetTensor(
+                _port_name(port), op.get_friendly_name(), kind,
+                tuple(_port_name(i.get_source_output()) for i in op.inputs()),
+                (op.get_friendly_name(), *sorted(port.get_names())),
+            ))
+    added = model.add_outputs(ports) if ports else []
+    compiled = core.compile_model(model, DEVICES[CPU], {hints.inference_precision(): openvino.Type.f32})
+    results = compiled(feeds)
+    by_port = {id_: results[compiled.outputs[len(compiled.outputs) - len(added) + k]] for k, id_ in enumerate(
+        t.name for t in tensors)}
+    kept, left_out = kept_within(((name, np.asarray(value)) for name, value in by_port.items()), max_bytes)
+    return Trace(tensors=tensors, values=kept, left_out=left_out)

@@ -175,6 +175,9 @@ def test_a_channels_first_tensor_is_compared_in_tensorflow_s_layout():
     nhwc = RNG.standard_normal((2, 5, 6, 3)).astype(np.float32)
     assert np.array_equal(aligned(nhwc, np.transpose(nhwc, (0, 3, 1, 2))), nhwc)
     assert aligned(nhwc, nhwc.reshape(2, 3, 5, 6)).shape == nhwc.shape  # same size and axes: a permutation
+    square = RNG.standard_normal((1, 4, 4, 4)).astype(np.float32)  # as many channels as rows: both layouts fit
+    assert np.array_equal(aligned(square, square), square)
+    assert np.array_equal(aligned(square, np.transpose(square, (0, 3, 1, 2))), square)
     assert aligned(nhwc, np.zeros((2, 7))) is None
     reference = Trace([ReferenceTensor("conv/Conv2D:0", "Conv2D", ("x",))], {"conv/Conv2D:0": nhwc})
     target = Trace([TargetTensor("conv/Conv2D:0", "conv/Conv2D", "Conv", ("x",), ("conv/Conv2D:0",))],
