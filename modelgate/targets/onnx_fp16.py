@@ -125,9 +125,27 @@ def to_float16(parent_artifact: str, output_path: str, op_block_list: list[str],
     measured = out_of_range_nodes(model, list(out_of_range_inputs)) if out_of_range_inputs else []
     nodes = with_readers(model, [*node_block_list, *measured])
     kept = sum(node.op_type in op_block_list or node.name in nodes for node in model.graph.node)
-    onnx.save(float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=op_block_list,
-                                               node_block_list=nodes), output_path)
+    converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=op_block_list,
+                                                 node_block_list=nodes)
+    _float32_outputs(converted, {o.name for o in model.graph.output if o.type.tensor_type.elem_type == FLOAT})
+    onnx.save(converted, output_path)
     return kept
+
+
+FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto's element types
+
+
+def _float32_outputs(model, names: set[str]) -> None:
+    """keep_io_types, where onnxconverter-common 1.16 misses it: a float32 output whose node is kept float32 gets
+    a Cast to float16 after it (as if a float16 node read it), and the file's output turns float16."""
+    for node in model.graph.node:
+        if node.op_type == "Cast" and names & set(node.output):
+            for attribute in node.attribute:
+                if attribute.name == "to" and attribute.i == FLOAT16:
+                    attribute.i = FLOAT
+    for output in model.graph.output:
+        if output.name in names:
+            output.type.tensor_type.elem_type = FLOAT
 
 
 def convert(source: ConversionSource) -> ConversionRecord:

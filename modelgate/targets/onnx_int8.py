@@ -185,7 +185,7 @@ def quantize(parent_artifact: str, output_path: str, calibration_inputs: list[st
                                                       if outputs & set(node.output))}),
             )
             details.update(quantization="static", calibration_batches=len(calibration_inputs), per_channel=per_channel,
-                           nodes_excluded=len(excluded))
+                           nodes_excluded=len(excluded), excluded_nodes=", ".join(excluded))
         else:
             quantize_dynamic(prepared, output_path, weight_type=QuantType.QInt8)
     return details

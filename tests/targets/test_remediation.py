@@ -124,12 +124,9 @@ def test_an_int8_file_failing_on_one_outlier_layer_passes_with_that_layer_kept_f
     assert report.status == "failed" and section.status == "failed" and not remediation.applied
     assert next(c for c in report.checks if c.name == "onnx_int8_parity").status == "failed"
     assert "logits" in remediation.original_message and "reported only" in remediation.summary
-    # The localisation's diverging nodes (the outlier Conv and its reader), else the activations measured lossy.
-    assert passed.conversion.details["nodes_excluded"] >= 1
-    if section.localisation is not None and section.localisation.first is not None:
-        assert passed == remediation.variants[0] and "outlier" in " ".join(passed.settings["nodes_to_exclude"])
-    else:
-        assert passed.settings == {"exclude_lossy": True}
+    # The localisation's diverging nodes or the activations measured lossy: the outlier Conv and its reader.
+    assert {"outlier_1/BiasAdd", "head_1/convolution"} <= {
+        name.rsplit("functional_1/", 1)[-1] for name in passed.conversion.details["excluded_nodes"].split(", ")}
     assert passed.comparisons["onnxruntime/cpu"].outputs["logits"].cosine_similarity > 0.98
 
 
