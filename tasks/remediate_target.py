@@ -2,9 +2,9 @@
 
 Each variant is a conversion with other options (its module's `variants`, see modelgate.targets), run as the
 export runs it (a bounded, sandboxed child) into <target>/variants/<n>-<slug>/ with its own reproduce.sh,
-convert.log and conversion.json; compared on the CPU runtimes of its format against TensorFlow on the
-validation's comparison batches, judged by the target's own criteria (never loosened); and timed at the
-comparison batch's size. The search stops at the first that passes, and at the budget
+convert.log and conversion.json; compared against TensorFlow on the validation's comparison batches on every
+runtime and device the default conversion was compared on, judged by the target's own criteria (never
+loosened); and timed on CPU at the comparison batch's size. The search stops at the first that passes, and at the budget
 (checks.remediation_budget_s): a variant it cannot start is reported untried. Whether a passing variant stands as
 the target is the request's (targets.<name>.remediation, ValidationRequest.applies_remediation)."""
 
@@ -155,6 +155,7 @@ class VariantTrial:
     batches: ComparisonBatches
     request: ValidationRequest
     workdir: str
+    compared: tuple[str, ...] = ()  # 'runtime/device' of the default conversion's comparisons
 
     def limits(self, left: float) -> Limits:
         limits = limits_of(self.request)
@@ -198,7 +199,7 @@ class VariantTrial:
                       for run in result.comparisons.values() for path in run.histograms.values()})
         failing = _failure_message(result.comparisons)
         result.status = "failed" if failing or not result.comparisons else "passed"
-        result.message = failing or ("no CPU runtime could run it" if not result.comparisons else
+        result.message = failing or ("no runtime could run it" if not result.comparisons else
                                      f"every output within the criteria on {len(self.batches.batches)} batches")
         if remaining() > LATENCY_BUDGET_S:
             self.time(result, conversion.path, folder, remaining())
@@ -226,24 +227,27 @@ class VariantTrial:
         ).value
 
     def compare(self, artifact: str, folder: Path, left: float) -> dict[str, RuntimeComparison]:
-        """The CPU runtimes of the format, as compare_target runs them; a GPU is left to the default's comparison."""
+        """Every runtime and device the default conversion was compared on (a GPU's mismatch is judged on the GPU),
+        as compare_target runs them; on CPU where it was compared on none."""
         chosen = target(self.name)
         criteria = resolved_criteria(chosen, self.request, self.choice)
+        keys = list(self.compared) or [f"{r.name}/{CPU}" for r in chosen.runtimes() if not r.missing_packages()]
+        pools = {runtime.name: runtime.pool for runtime in chosen.runtimes()}
         comparisons = {}
-        for runtime in chosen.runtimes():
-            if CPU not in runtime.devices or runtime.missing_packages():
-                continue
-            key = f"{runtime.name}/{CPU}"
+        for key in keys:
+            runtime, device = key.split("/")
             comparisons[key] = run_isolated(
-                comparison_job, runtime.name, artifact, CPU, self.batches.batches, criteria, str(folder),
-                f"{runtime.name}_{CPU}", limits=self.limits(left), label=f"remediate-{self.name} ({key})",
-                log_path=folder / "compare.log", pool=runtime.pool,
+                comparison_job, runtime, artifact, device, self.batches.batches, criteria, str(folder),
+                f"{runtime}_{device}", limits=self.limits(left), label=f"remediate-{self.name} ({key})",
+                log_path=folder / "compare.log", pool=pools[runtime],
             ).value
         return comparisons
 
     def time(self, result: VariantResult, artifact: str, folder: Path, left: float) -> None:
         """p50 on the first CPU runtime at the comparison batch's size; a variant that cannot be timed keeps none."""
-        runtime = next(r for r in target(self.name).runtimes() if f"{r.name}/{CPU}" in result.comparisons)
+        runtime = next((r for r in target(self.name).runtimes() if f"{r.name}/{CPU}" in result.comparisons), None)
+        if runtime is None:
+            return
         inputs = self.batches.batches[0][0]
         unbatched = bool(no_batch_dimension(self.choice.signature))
         rows = 1 if unbatched else min(len(value) for value in read_npz(inputs).values() if value.ndim)
@@ -274,7 +278,7 @@ def remediate_target(
     defaults = request.options_of(chosen)
     found = localisation.localisation if isinstance(localisation, TargetLocalisation) else None
     budget = request.checks.remediation_budget_s
-    trial = VariantTrial(name, choice, parent, inputs, batches, request, workdir)
+    trial = VariantTrial(name, choice, parent, inputs, batches, request, workdir, tuple(comparison.comparisons))
     attempts, spent = search(chosen.variants(defaults, found), trial.attempt, budget,
                              lambda variant: variant.settings(defaults))
     passed = next((a for a in attempts if a.result.status == "passed"), None)
