@@ -111,6 +111,8 @@ def summary_of(name: str, results: list[VariantResult], chosen: VariantResult | 
         stands = ("it stands as the target" if applied else
                   f"reported only, the default conversion's failure stands (targets.{name}.remediation: apply)")
         return f"{name} passes as {name} ({chosen.label}): {_figures(chosen)}; {count}; {stands}{left}"
+    if not tried:
+        return f"no variant tried: the remediation budget of {budget_s:g} s left too little to start one ({', '.join(spent)})"
     failures = "; ".join(f"{r.label}: {_figures(r, latency=False) or r.message}" for r in tried)
     return f"no variant passed ({count}){': ' + failures if failures else ''}{left}"
 

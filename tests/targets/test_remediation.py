@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from modelgate.criteria import Criteria
 from modelgate.report import Localisation, TensorDivergence, VariantResult
+from modelgate.request import ValidationRequest
+from modelgate.stages import TargetComparison
 from modelgate.targets import Variant, target
 from modelgate.targets.onnx_fp16 import OVERFLOW_PRONE_OPS
-from tasks.remediate_target import Attempt, search, summary_of
+from tasks.remediate_target import Attempt, remediate_target, search, summary_of
 from tests.divergence_models import float16_overflow
 from tests.flows import run_flow
 from tests.remediation_models import int8_outlier
@@ -94,6 +97,16 @@ def test_the_search_stops_at_the_first_that_passes_and_leaves_to_the_budget_what
     assert summary_of("onnx-int8", [a.result for a in attempts], attempts[0].result, True, 60) == (
         "onnx-int8 passes as onnx-int8 (first): p50 0.41 ms at batch 4; 1 variant tried; it stands as the target")
 
+
+
+def test_a_budget_too_small_to_start_a_variant_leaves_every_one_untried_and_says_so():
+    request = ValidationRequest(source="model", checks={"remediation_budget_s": 1}, targets={"onnx-int8": {}})
+    failed = TargetComparison(target="onnx-int8", criteria=Criteria())
+    remedy = remediate_target.fn("onnx-int8", None, None, None, None, failed, None, request, "unused")
+    assert [v.status for v in remedy.remediation.variants] == ["untried"] * 3 and remedy.artifact is None
+    assert remedy.remediation.summary == (
+        "no variant tried: the remediation budget of 1 s left too little to start one (lossy activations kept float, "
+        "per-channel weights, calibrated on every batch)")
 
 _run = partial(run_flow, baseline=None, checks={"comparison_batches": 3}, benchmark={"enabled": False})
 
