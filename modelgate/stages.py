@@ -270,9 +270,15 @@ class TargetRemediation(StageResult):
         if not (self.remediation.applied and chosen and self.artifact):
             return
         self.remediation.original_message = section.message
+        # The default conversion's plots stay, under a name that says whose they are.
+        for run in section.comparisons.values():
+            for path in run.histograms.values():
+                old = f"{self.target}/{Path(path).name}"
+                if report.artifacts.get(old) == path:
+                    report.artifacts[f"{self.target}/as-converted-by-default/{Path(path).name}"] = report.artifacts.pop(old)
         section.conversion, section.comparisons = self.artifact.conversion, chosen.comparisons
         section.status = "passed"
-        section.message = f"passed as {chosen.label}; as converted by default it failed: {section.message}"
+        section.message = f"the variant '{chosen.label}' stands; as converted by default it failed: {section.message}"
         report.artifacts.update(self.artifact.conversion.artifacts)
         parity = target_check(self.target, "parity")
         for check in report.checks:

@@ -20,7 +20,7 @@ h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:1.6rem} h3{font-size:1rem;ma
 table{border-collapse:collapse;margin:.4rem 0;font-size:.9rem} td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}
 .passed,.ok{color:#17702e}.failed,.error{color:#b3261e;font-weight:bold}.warning,.skipped{color:#8a6100}
 .verdict{font-size:1.6rem;font-weight:bold} img{max-width:100%;border:1px solid #eee;margin:.4rem 0}
-code{background:#f4f4f4;padding:0 .2rem}
+code{background:#f4f4f4;padding:0 .2rem} td code{word-break:break-all}
 </style></head><body>
 <h1>modelgate validation of <code>{{ r.source }}</code></h1>
 <p class="verdict {{ r.status }}">{{ r.status | upper }}</p>
@@ -90,7 +90,8 @@ MLflow run <code>{{ r.mlflow.run_id }}</code>{% endif %}.</p>
 {% set path = ([l.first] if l.first else []) + l.downstream %}{% if l.upstream or path %}
 <table><tr><th></th><th>TensorFlow tensor</th><th>op</th><th>converted model's tensor</th><th>max abs diff</th>
 <th>relative error</th><th>cosine</th><th>within criteria</th></tr>
-{% for role, rows in (("upstream", l.upstream), ("first", [l.first] if l.first else []), ("downstream", l.downstream)) %}{% for d in rows %}
+{% set after = l.downstream | rejectattr("tensorflow_name", "equalto", l.first.tensorflow_name if l.first else "") | list %}
+{% for role, rows in (("upstream", l.upstream), ("first", [l.first] if l.first else []), ("downstream", after)) %}{% for d in rows %}
 <tr><td>{{ role }}</td><td><code>{{ d.tensorflow_name }}</code></td><td>{{ d.op_type }}</td><td><code>{{ d.target_name or "" }}</code></td>
 <td>{{ d.max_abs_diff | figure }}</td><td>{{ d.relative_error | figure }}</td><td>{{ d.cosine_similarity | figure }}</td>
 <td class="{{ 'passed' if d.passed else 'failed' }}">{{ 'yes' if d.passed else 'no' }}

@@ -63,7 +63,7 @@ def test_a_variant_that_passes_stands_as_the_target_only_where_remediation_appli
     TargetRemediation(target="onnx-int8", remediation=applied, artifact=artifact).apply_to(report)
     assert section.status == "passed" and not report.failed_checks()
     assert section.conversion.path.endswith("variants/1/model.onnx")
-    assert section.message.startswith("passed as 1 node left in float; as converted by default it failed: ")
+    assert section.message.startswith("the variant '1 node left in float' stands; as converted by default it failed: ")
     assert applied.original_message == "outputs logits, embedding miss the criteria"
     # The matrix shows the variant that stands, and a recommendation of it names it.
     report.benchmarks = [bench("savedmodel", "tensorflow", "cpu", 1, 2.0), bench("onnx-int8", "onnxruntime", "cpu", 1, 0.5)]

@@ -56,9 +56,9 @@ def test_int8_variants_exclude_the_diverging_then_the_lossy_nodes_then_go_per_ch
     found = int8.variants(int8.options(), located)
     assert [v.settings(int8.options()) for v in found] == [
         {"nodes_to_exclude": ["head/convolution", "outlier/BiasAdd"]}, {"exclude_lossy": True}, {"per_channel": True},
-        {"calibration_batches": 0}]
+        {"extra_calibration_batches": 8}]
     assert [v.label for v in int8.variants(int8.options(), None)] == [
-        "lossy activations kept float", "per-channel weights", "calibrated on every batch"]
+        "lossy activations kept float", "per-channel weights", "calibrated on the comparison batches too"]
 
 
 def test_each_target_declares_only_variants_that_change_its_numerics():
@@ -106,7 +106,7 @@ def test_a_budget_too_small_to_start_a_variant_leaves_every_one_untried_and_says
     assert [v.status for v in remedy.remediation.variants] == ["untried"] * 3 and remedy.artifact is None
     assert remedy.remediation.summary == (
         "no variant tried: the remediation budget of 1 s left too little to start one (lossy activations kept float, "
-        "per-channel weights, calibrated on every batch)")
+        "per-channel weights, calibrated on the comparison batches too)")
 
 _run = partial(run_flow, baseline=None, checks={"comparison_batches": 3}, benchmark={"enabled": False})
 
@@ -158,7 +158,7 @@ def test_a_float16_file_overflowing_in_one_layer_passes_with_that_layer_kept_flo
         assert passed.settings == {"keep_out_of_range": True}
     assert passed.conversion.details["nodes_kept_float32"] >= 7  # amplify's 3 ops to shrink's MatMul
     assert section.status == "passed" and section.conversion.path == passed.conversion.path
-    assert section.message.startswith(f"passed as {passed.label}")
+    assert section.message.startswith(f"the variant '{passed.label}' stands; as converted by default it failed: ")
     assert next(c for c in report.checks if c.name == "onnx_fp16_parity").status == "passed"
     assert "scores" in remediation.original_message  # the default conversion's failure is kept
     assert "; it stands as the target" in remediation.summary
