@@ -1,6 +1,7 @@
 """The ONNX stages on real SavedModels: tf2onnx in its child, the checks after it, ONNX Runtime against TF."""
 
 import json
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from modelgate.execution.jobs import inspection_job
 from modelgate.numerics.compare import UnknownOutputTolerance, tolerance_for
 from modelgate.report import TargetSection, ValidationReport
 from modelgate.request import ValidationRequest
-from modelgate.stages import TargetArtifact
+from modelgate.stages import ComparisonBatches, TargetArtifact
 from modelgate.targets.onnx.conversion import (
     EXTERNAL_DATA_FILE,
     EXTERNAL_DATA_MIN_BYTES,
@@ -47,10 +48,15 @@ class Stages:
     def export(self) -> TargetArtifact:
         return export_target.fn("onnx", self.choice, None, self.inputs, self.request, self.workdir)
 
-    def compare(self, exported: TargetArtifact):
+    @cached_property
+    def batches(self) -> ComparisonBatches:
+        """The comparison batches and TensorFlow's outputs on them: computed once, as the flow computes them once
+        for every target it compares."""
         reference = run_checks.fn(self.choice, self.inputs, self.request, self.workdir)
-        batches = reference_batches.fn(self.choice, self.inputs, reference, self.request, self.workdir)
-        return compare_target.fn("onnx", self.choice, exported, batches, self.request, self.workdir)
+        return reference_batches.fn(self.choice, self.inputs, reference, self.request, self.workdir)
+
+    def compare(self, exported: TargetArtifact):
+        return compare_target.fn("onnx", self.choice, exported, self.batches, self.request, self.workdir)
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +209,9 @@ def test_unsupported_op_is_a_structured_failure_of_the_onnx_stage_only(onnx_mode
 
 
 def test_a_tolerance_for_an_output_the_model_lacks_is_refused(onnx_models, mixed, tmp_path):
-    _, exported, _ = mixed
+    converted, exported, _ = mixed
     stages = Stages(onnx_models["mixed_inputs"], tmp_path, atol={"logit": 1e-2})
+    stages.batches = converted.batches  # the same model's on the same inputs: a tolerance changes none of them
     with pytest.raises(UnknownOutputTolerance, match="atol names logit, which the signature lacks"):
         stages.compare(exported)
 
