@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.states import Failed, State
 
-from modelgate.execution.pools import begin_target_stages, validation_pools
+from modelgate.execution.pools import begin_target_stages, end_target_stages, validation_pools
 from modelgate.execution.sandbox import shared_processes
 from modelgate.report import ValidationReport
 from modelgate.reporting.recorder import Missing, ValidationRun, known, run_logger
@@ -175,6 +175,7 @@ def validate_savedmodel(request: ValidationRequest) -> ValidationReport | State:
                                           known(localised), request, workdir, after=())
                 artifacts[name] = served_artifact(remedy, artifacts[name])
             run_target_stage(run, "benchmark", name, choice, artifacts[name], inputs, request, workdir, after=())
+        end_target_stages(request)
         run.stage(benchmark_report, run.report, workdir)
         run.conclude()
         run.stage(render_report, run.report, workdir, flow_run_url)

@@ -15,18 +15,25 @@ TensorFlow's kind.
 
 TensorFlow's child and the warm converters' start with the flow, so that their imports overlap the inspection.
 At begin_target_stages() TensorFlow's, which holds the loaded model, closes (or serves the first conversion,
-above), and the runtimes' start, warming up while the first conversion runs.
+above), and the runtimes' start, warming up while the first conversion runs. At end_target_stages() the
+runtimes' close, and the child that logs the targets' MLflow models starts warming up while the report is drawn.
 """
 
 from __future__ import annotations
 
-from modelgate.execution.sandbox import SharedProcess, release_shared_process, start_deferred_processes
+from modelgate.execution.sandbox import (
+    SharedProcess,
+    release_shared_process,
+    start_deferred_processes,
+    start_shared_process,
+)
 from modelgate.model.op_allowlist import op_library_environment
 from modelgate.numerics.benchmark_plan import thread_environment
 from modelgate.request import ValidationRequest
 from modelgate.runtimes import SAVEDMODEL, runtimes_for
 from modelgate.runtimes.tensorflow import RUNTIME as TENSORFLOW_RUNTIME
 from modelgate.targets import Target, in_conversion_order
+from modelgate.tracking.mlflow_store import LOGGING_POOL, logging_pool
 
 # TensorFlow's pool: the runtimes that run the SavedModel itself share it, and the model it loaded.
 TENSORFLOW = TENSORFLOW_RUNTIME.pool
@@ -67,6 +74,8 @@ def validation_pools(request: ValidationRequest) -> dict[str, SharedProcess]:
                 pools[runtime.pool] = SharedProcess(
                     warm_up=runtime.implementation().warm_up, sandboxed=runtime.sandboxed, deferred=True,
                 )
+    if any(target.logs_model for target in convertible):
+        pools[LOGGING_POOL] = logging_pool(request)
     return pools
 
 
@@ -75,3 +84,13 @@ def begin_target_stages() -> None:
     converts in the reference process, its conversion); the targets' begin."""
     release_shared_process(TENSORFLOW)
     start_deferred_processes()
+
+
+def end_target_stages(request: ValidationRequest) -> None:
+    """The targets' stages are done: the runtimes' children close (each holds a loaded artifact), and the child
+    that logs the targets' models to MLflow starts importing MLflow and opening the store while the report is
+    drawn (seconds that log-mlflow would otherwise wait)."""
+    for target in asked_targets(request):
+        for runtime in target.runtimes():
+            release_shared_process(runtime.pool)
+    start_shared_process(LOGGING_POOL)

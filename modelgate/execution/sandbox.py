@@ -300,13 +300,15 @@ class SharedProcess:
     or at start_deferred_processes() for a `deferred` pool. A single-use pool's child serves one job that
     leaves global state behind: closed after it. A pool whose child `serves_one_more_job` when released
     (release_shared_process) becomes single-use then instead of closing: its last job may leave global state
-    behind. A pool that runs no TensorFlow model code may stay outside the OS sandbox (`sandboxed=False`)."""
+    behind. A pool that runs no TensorFlow model code may stay outside the OS sandbox (`sandboxed=False`). An
+    `on_demand` pool's warm-up starts only when start_shared_process() asks for it."""
     environment: dict[str, str] = field(default_factory=dict)
     warm_up: Callable[[], object] | None = None
     single_use: bool = False
     sandboxed: bool = True
     deferred: bool = False
     serves_one_more_job: bool = False
+    on_demand: bool = False
 
 
 SpareKey = tuple[str, tuple[tuple[str, str], ...], bool]
@@ -600,13 +602,26 @@ def shared_processes(pools: dict[str, SharedProcess], sandbox: OsSandbox | None 
 def _start_warm_ups(deferred: bool) -> None:
     for process in _shared.get().values():
         spec = process._spec
-        if spec.warm_up is not None and spec.deferred == deferred and process.pid is None and not process.refusal:
+        if (spec.warm_up is not None and spec.deferred == deferred and not spec.on_demand and process.pid is None
+                and not process.refusal):
             process.start()
 
 
 def start_deferred_processes() -> None:
     """Start the warm-ups of the deferred pools (see SharedProcess), so that they overlap what comes next."""
     _start_warm_ups(deferred=True)
+
+
+def shared_process(pool: str) -> ModelProcess | None:
+    """The pool's process within shared_processes(), if such a pool is open."""
+    return _shared.get().get(pool)
+
+
+def start_shared_process(pool: str) -> None:
+    """Start the warm-up of the pool's child now (an `on_demand` pool's), so that it overlaps what comes next."""
+    process = shared_process(pool)
+    if process is not None and process.pid is None and process._spec.warm_up is not None and not process.refusal:
+        process.start()
 
 
 def release_shared_process(pool: str) -> None:

@@ -7,10 +7,13 @@ modelgate.targets) has its artifact logged as an MLflow logged model, by that ho
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import tempfile
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from mlflow.entities import Metric, Param, RunTag
@@ -18,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
 from modelgate.errors import ModelgateError
-from modelgate.execution.sandbox import ModelProcess, SharedProcess, limits_of
+from modelgate.execution.sandbox import ModelProcess, SharedProcess, limits_of, shared_process
 from modelgate.report import MlflowSection, OutputComparison, TargetSection, ValidationReport
 from modelgate.reporting import matrix
 from modelgate.request import ValidationRequest
@@ -169,9 +172,10 @@ def log_results(report: ValidationReport) -> dict[str, str]:
 def _log_results(report: ValidationReport) -> dict[str, str]:
     """Returns the URIs of the logged models, by target."""
     models = _models_to_log(report)
-    child = ModelProcess(LOGGING_PROCESS)
+    # A validation's logging child started warming up as its targets' stages ended (modelgate.execution.pools).
+    child = shared_process(LOGGING_POOL) or ModelProcess(LOGGING_PROCESS)
     try:
-        if models:
+        if models and child.pid is None:
             child.start()  # it imports MLflow while this process uploads the rest
         _log_run(report)
         return {name: child.run(log_model_job, (name, source), limits_of(report.request), f"log-mlflow ({name} model)",
@@ -282,14 +286,31 @@ def _models_to_log(report: ValidationReport) -> dict[str, LoggedModelSource]:
 
 
 def import_mlflow() -> None:
-    """The logging child's warm-up."""
+    """The logging child's warm-up: MLflow; the tracking store the validation logs to (MLFLOW_TRACKING_URI, the
+    store's module and its schema check, seconds of imports); and the installed packages, which MLflow reads
+    to check a logged model's requirements against them (seconds too). Each is cached for the process."""
     import mlflow  # noqa: F401
+
+    with contextlib.suppress(Exception):  # what fails here fails again in the job, which says why
+        from mlflow.utils import requirements_utils
+
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+        requirements_utils._init_modules_to_packages_map()
 
 
 # The child that runs the targets' log_model: MLflow writes to the tracking store, which may lie outside the
 # workdir or over the network, so it stays outside the OS sandbox; it runs no TensorFlow model code, only the
 # converted file (MLflow checks the input example), as the runtimes outside the sandbox do.
 LOGGING_PROCESS = SharedProcess(warm_up=import_mlflow, sandboxed=False)
+# Within a validation it is a pool, warmed up as the targets' stages end (modelgate.execution.pools).
+LOGGING_POOL = "mlflow-logging"
+
+
+def logging_pool(request: ValidationRequest) -> SharedProcess:
+    """The logging child of a validation, started on demand (modelgate.execution.pools.end_target_stages)."""
+    return replace(LOGGING_PROCESS, environment={"MLFLOW_TRACKING_URI": request.resolved_tracking_uri()},
+                   on_demand=True)
 
 
 def log_model_job(target_name: str, source: LoggedModelSource) -> str:

@@ -7,12 +7,19 @@ import pytest
 
 from modelgate.execution import os_sandbox
 from modelgate.execution.jobs import inspection_job
-from modelgate.execution.pools import TENSORFLOW, begin_target_stages, conversion_pool, validation_pools
+from modelgate.execution.pools import (
+    TENSORFLOW,
+    begin_target_stages,
+    conversion_pool,
+    end_target_stages,
+    validation_pools,
+)
 from modelgate.execution.sandbox import Limits, run_isolated, shared_processes, shares_process
 from modelgate.execution.target_jobs import conversion_job
 from modelgate.request import ValidationRequest
 from modelgate.runtimes import tensorflow as tensorflow_runtime
 from modelgate.targets import ConversionSource, target
+from modelgate.tracking.mlflow_store import LOGGING_POOL
 
 LIMITS = Limits(timeout_s=600, memory_limit_mb=8000)
 
@@ -23,6 +30,17 @@ def test_the_default_target_converts_in_tensorflows_child_and_no_converter_warms
     assert conversion_pool(target("onnx")) == TENSORFLOW
     assert not [name for name in pools if name.startswith("convert-")]
     assert pools["onnxruntime"].deferred
+    assert pools[LOGGING_POOL].on_demand and not pools[LOGGING_POOL].sandboxed
+
+
+def test_as_the_targets_stages_end_the_runtimes_close_and_the_logging_child_warms_up(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    request = ValidationRequest(source="model")
+    with shared_processes(validation_pools(request)) as processes:
+        begin_target_stages()
+        assert processes["onnxruntime"].pid is not None and processes[LOGGING_POOL].pid is None
+        end_target_stages(request)
+        assert processes["onnxruntime"].pid is None and processes[LOGGING_POOL].pid is not None
 
 
 def test_tensorflows_child_closes_at_the_targets_stages_when_the_first_target_converts_elsewhere():

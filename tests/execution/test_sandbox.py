@@ -14,6 +14,7 @@ from modelgate.execution.sandbox import (
     shared_processes,
     shares_process,
     start_deferred_processes,
+    start_shared_process,
 )
 from modelgate.execution.spare_keeper import keep_spares
 
@@ -168,6 +169,16 @@ def test_a_released_pool_whose_last_job_needs_its_own_environment_closes_before_
                              pool="a", environment={"JOB_VARIABLE": "on"})
         assert value.value == ["yes", "on"]
         assert processes["a"].pid is None and _gone(kept)
+
+
+def test_an_on_demand_pool_starts_only_when_asked():
+    with shared_processes({"a": SharedProcess(warm_up=_mark_warm, on_demand=True)}) as processes:
+        start_deferred_processes()
+        assert processes["a"].pid is None
+        start_shared_process("a")
+        started = processes["a"].pid
+        assert started is not None
+        assert run_isolated(_pid, limits=Limits(timeout_s=60), label="job").value == started
 
 
 def _environment(*names):
