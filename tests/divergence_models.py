@@ -105,11 +105,11 @@ def _root_layer():
 
 def nan_op(directory: Path) -> Path:
     """A NaN made by TensorFlow itself, in one named op: layer "root" takes the square root of (x - 0.5) for
-    every element, NaN wherever x < 0.5, and selects 0 there, so the outputs are finite and every runtime
-    agrees on them. The intermediate NaN is what breaks the gradient of such a model in training (the classic
-    where-of-sqrt trap), and what a runtime that computes the select differently would let through. The
-    first-divergence report (with --localise, the comparison passing) names root's Sqrt as the first op to
-    make a NaN from finite inputs, on TensorFlow's side."""
+    every element, NaN wherever x < 0.5, and selects 0 there, so TensorFlow's outputs are finite (the classic
+    where-of-sqrt trap: the NaN is still there, and breaks the gradient in training). tf2onnx converts the
+    select into arithmetic (cond * sqrt + (1 - cond) * 0), where NaN * 0 is NaN: the onnx target's outputs are
+    NaN. The first-divergence report names root's Sqrt as the first op to make a NaN from finite inputs, on
+    TensorFlow's side, and root's SelectV2 as where the target lets it through."""
     import keras
 
     keras.utils.set_random_seed(2)

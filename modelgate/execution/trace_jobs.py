@@ -7,9 +7,10 @@ tf2onnx's own freezing (tf2onnx.tf_loader.from_saved_model: the signature's func
 constants, inlined and constant-folded by grappler) for ONNX files, whose tensors tf2onnx names after that
 graph's; for the other formats the same graph without constant folding (LiteRT and OpenVINO read the
 SavedModel's function, whose ops keep their own names, a batch norm unfolded, say). It takes the first rows of
-the first comparison batch (TRACE_ROWS), fetches every float tensor of every op but constants, placeholders and
-identities (a graph output's identity is kept, under its signature name too), and writes them to an .npz in
-the target's folder until MAX_TRACE_BYTES; what it leaves out is said.
+the first comparison batch (TRACE_ROWS), fetches every float tensor of every op that depends on the inputs but
+placeholders and identities (a graph output's identity is kept, under its signature name too; what only
+constants feed, a batch norm's scale, is left to the converters' folding), and writes them to an .npz in the
+target's folder until MAX_TRACE_BYTES; what it leaves out is said.
 """
 
 from __future__ import annotations
@@ -152,7 +153,13 @@ def tensorflow_trace_job(
         tf.import_graph_def(graph_def, name="")
     output_names = set(outputs)
     fetched, tensors = [], []
+    fed_ops = {name.split(":")[0] for name in inputs}
+    live: set[str] = set()  # ops that depend on the graph's inputs: the others are constants (a batch norm's scale)
     for op in graph_order(tf_graph.get_operations()):
+        if op.name in fed_ops or any(i.op.name in live for i in op.inputs):
+            live.add(op.name)
+        else:
+            continue
         for output in op.outputs:
             if not output.dtype.is_floating:
                 continue

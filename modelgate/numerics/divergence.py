@@ -15,7 +15,8 @@ in graph order (`localise`):
 - spread: the first failing tensor is only a small step over what it reads: the error accumulates, no
   single op is first; the largest step is named;
 - nonfinite: an op made NaN or infinity from finite inputs, in the target where TensorFlow's is finite, or
-  in TensorFlow itself (then only where no divergence is found);
+  in TensorFlow itself where the divergence is NaN or infinity too, or no divergence is found (an infinity
+  TensorFlow makes on purpose, a mask's, leaves a finite divergence its verdict);
 - agrees: every matched tensor is within the criteria;
 - unmatched: too few tensors matched to say.
 
@@ -39,7 +40,8 @@ JUMP = 10.0
 # Inputs more exact than this (graph inputs are exact: both sides are fed the same values) count as this: a
 # float32 error near its machine epsilon is no signal, and an exact zero would make any error a jump.
 RELATIVE_FLOOR = 1e-6
-# Fewer matched tensors than this share of TensorFlow's compared (and at least one) is too few to say.
+# Fewer matched tensors than this share of the target's (and at least one) is too few to say: a converter fuses
+# ops, so the target has fewer tensors than TensorFlow's graph, never more names of it.
 MIN_MATCHED_SHARE = 0.1
 REL_EPSILON = 1e-12  # as modelgate.numerics.compare: a zero in the reference cannot blow up a relative error
 LISTED = 50  # unmatched and left-out names kept in the report
@@ -76,6 +78,7 @@ class Trace:
     tensors: list
     values: Mapping[str, np.ndarray]
     left_out: list[str] = field(default_factory=list)  # tensors not read back (a byte cap), said so
+    note: str = ""  # what the runtime says of its names, where too few match (why they do not)
 
 
 def normalised(name: str) -> str:
@@ -355,10 +358,11 @@ def localised_with_figures(reference: Trace, target: Trace, criteria: Criteria, 
     )
     origin = _nonfinite_origin(reference, target, matching, positions)
     found.nonfinite_origin = origin
-    if not divergences or len(divergences) < MIN_MATCHED_SHARE * len(reference.tensors):
+    if not divergences or len(divergences) < MIN_MATCHED_SHARE * len(target.tensors):
         found.verdict = "unmatched"
-        found.summary = (f"only {len(divergences)} of {len(reference.tensors)} TensorFlow tensors matched a "
-                         f"{runtime} tensor by name: too few to say where the error starts")
+        found.summary = (f"only {len(divergences)} of the {len(target.tensors)} {runtime} tensors matched a "
+                         f"TensorFlow tensor by name: too few to say where the error starts"
+                         + (f" ({target.note})" if target.note else ""))
         return found, list(divergences.values())
     ordered = [divergences[n] for n in sorted(divergences, key=positions.__getitem__)]
     first = next((d for d in ordered if not d.passed), None)
@@ -372,7 +376,10 @@ def localised_with_figures(reference: Trace, target: Trace, criteria: Criteria, 
     after = ""
     if origin is not None:
         after = f"; {_origin_words(origin)}"
-    if origin is not None and origin.side == "target":
+    if origin is not None and (origin.side == "target" or first.nonfinite in ("target", "both")):
+        # NaN or infinity is what goes wrong (made by the target, or made by TensorFlow and let through by the
+        # target where TensorFlow's graph hides it); an infinity TensorFlow makes on purpose (an attention
+        # mask) leaves a finite divergence its own verdict.
         found.verdict = "nonfinite"
         found.summary = (f"{_origin_words(origin)[0].upper()}{_origin_words(origin)[1:]}; the first tensor to "
                          f"miss the criteria is {_describe(first)}, {_relative_words(first, upstream)}")

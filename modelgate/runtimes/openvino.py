@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -12,6 +13,8 @@ RUNTIME = Runtime(
     name="openvino", artifact_format="openvino", devices=(CPU, GPU), packages=("openvino",), module=__name__,
 )
 DEVICES = {CPU: "CPU", GPU: "GPU"}
+# A friendly name OpenVINO made up (its op type and a counter), not one the model gave.
+GENERATED_NAME = re.compile(r"[A-Z][A-Za-z]*_\d+")
 
 
 def import_openvino():
@@ -119,4 +122,8 @@ def trace(artifact: str, feeds: dict[str, np.ndarray], max_bytes: int):
     by_port = {id_: results[compiled.outputs[len(compiled.outputs) - len(added) + k]] for k, id_ in enumerate(
         t.name for t in tensors)}
     kept, left_out = kept_within(((name, np.asarray(value)) for name, value in by_port.items()), max_bytes)
-    return Trace(tensors=tensors, values=kept, left_out=left_out)
+    generated = [t.node for t in tensors if GENERATED_NAME.fullmatch(t.node)]
+    note = (f"OpenVINO's transformations rename the ops they fuse or move (a transposed layout sunk past an op "
+            f"renames it): {len(generated)} of its {len(tensors)} ops carry a generated name such as {generated[0]}"
+            if generated else "")
+    return Trace(tensors=tensors, values=kept, left_out=left_out, note=note)

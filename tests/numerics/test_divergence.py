@@ -155,8 +155,8 @@ def test_names_that_match_nothing_are_listed_and_too_few_matches_say_so():
     found = localise(reference, target, FLOAT32, "openvino")
     assert found.verdict == "unmatched" and found.matched == 0
     assert len(found.unmatched) == 8 and found.unmatched[0].startswith("onnx::Node_")
-    assert found.summary == ("only 0 of 8 TensorFlow tensors matched a openvino tensor by name: too few to say "
-                             "where the error starts")
+    assert found.summary == ("only 0 of the 8 openvino tensors matched a TensorFlow tensor by name: too few to "
+                             "say where the error starts")
 
 
 def test_a_fused_litert_tensor_stands_for_the_last_op_of_its_fusion():
@@ -235,3 +235,32 @@ def test_figures_of_a_tensor():
     assert figures["cosine_similarity"] is None
     figures = judge_tensor(np.zeros(3), np.zeros(3), Judge.of(FLOAT32))
     assert figures["relative_error"] == 0.0 and figures["cosine_similarity"] == 1.0 and figures["passed"]
+
+
+def test_a_nan_tensorflow_hides_and_the_target_lets_through_is_nonfinite_with_both_named():
+    reference = reference_trace(chain(5))
+    target = target_trace(reference, [1e-7] * 5)
+    made = reference.tensors[1].name
+    reference.values[made] = reference.values[made].copy()
+    reference.values[made][0, 0] = np.nan  # TensorFlow makes it, and its next op (a select) drops it
+    target.values[normalised(made) + ":0"][0, 0] = np.nan
+    target.values[normalised(reference.tensors[2].name) + ":0"][0, 0] = np.nan  # the target's does not
+    found = localise(reference, target, FLOAT32, "onnxruntime")
+    assert found.verdict == "nonfinite"
+    assert found.nonfinite_origin.side == "tensorflow" and found.nonfinite_origin.name == made
+    assert found.first.position == 2 and found.first.nonfinite == "target"
+    assert "the first tensor to miss the criteria is model/layer_0/Relu_2 (Relu)" in found.summary
+
+
+def test_an_infinity_tensorflow_makes_on_purpose_leaves_a_finite_divergence_its_verdict():
+    reference = reference_trace(chain(6))
+    target = target_trace(reference, [1e-7, 1e-7, 1e-7, 0.2, 0.2, 0.2])
+    mask = reference.tensors[1].name
+    reference.values[mask] = reference.values[mask].copy()
+    reference.values[mask][0, 0] = -np.inf  # an attention mask's -inf, carried alike by both sides
+    target.values[normalised(mask) + ":0"][0, 0] = -np.inf
+    found = localise(reference, target, FLOAT32, "onnxruntime")
+    assert found.verdict == "localised" and found.first.position == 3
+    assert found.nonfinite_origin.side == "tensorflow"
+    assert found.summary.endswith("TensorFlow itself makes NaN or infinity from finite inputs at "
+                                  "model/layer_0/BiasAdd_1 (BiasAdd)")

@@ -38,19 +38,20 @@ def test_a_float16_overflow_is_traced_to_the_layer_that_overflows(tmp_path, trac
     assert [normalised(u.tensorflow_name).rsplit("/", 2)[-2] for u in found.upstream] == ["entry_1"]
     assert all(u.passed for u in found.upstream)
     assert found.downstream[0] == found.first and found.downstream[-1].target_name == "scores"
-    assert any("/shrink" in d.tensorflow_name for d in found.downstream)
+    assert len(found.downstream) >= 4 and not any(d.passed for d in found.downstream)
     assert "amplify" in found.summary and "(MatMul)" in found.summary
     assert Path(found.plot).is_file() and Path(found.plot).parent == Path(report.workdir) / "onnx-fp16"
     assert f"onnx-fp16/{Path(found.plot).name}" in report.artifacts
     stage = next(s for s in report.stages if s.name == "localise-onnx-fp16")
-    assert stage.status == "passed"
+    assert stage.status == "ok"
 
 
 def test_an_error_spread_over_a_deep_chain_has_no_single_first_op(tmp_path, tracking_uri, workdir):
     model = divergence_models.spread_drift(tmp_path / "drift")
     # Float16 keeps cosine 1 - 1e-7 after the first layers and 1 - 3.4e-6 at the output: a bound between the two.
     criteria = {"elementwise": False, "min_cosine_similarity": 0.999999}
-    report = _run(model, tracking_uri, workdir, targets={"onnx-fp16": {"criteria": criteria}}, checks=checks(True))
+    report = _run(model, tracking_uri, workdir, targets={"onnx-fp16": {"criteria": criteria}}, checks=checks(False))
+    assert report.targets["onnx-fp16"].status == "failed"  # its outputs miss the bound: localised unasked
     found = report.targets["onnx-fp16"].localisation
     assert found.verdict == "spread", found.summary
     assert found.summary.startswith("No single first op: the error accumulates")
@@ -63,14 +64,17 @@ def test_an_error_spread_over_a_deep_chain_has_no_single_first_op(tmp_path, trac
 
 def test_a_nan_made_by_one_op_of_tensorflow_is_named(tmp_path, tracking_uri, workdir):
     model = divergence_models.nan_op(tmp_path / "nan_op")
-    report = _run(model, tracking_uri, workdir, targets={"onnx": {}}, checks=checks(True))
-    assert report.targets["onnx"].status == "passed"  # the select hides the NaN from the outputs
+    report = _run(model, tracking_uri, workdir, targets={"onnx": {}}, checks=checks(False))
+    assert report.targets["onnx"].status == "failed"  # tf2onnx's select lets the NaN through
     found = report.targets["onnx"].localisation
     assert found.verdict == "nonfinite", found.summary
     origin = found.nonfinite_origin
     assert origin.side == "tensorflow" and origin.op_type == "Sqrt" and "/root" in origin.name
-    assert "TensorFlow itself makes NaN or infinity from finite inputs at" in found.summary
-    assert "root_1/Sqrt (Sqrt)" in found.summary and found.first is None
+    assert found.first.op_type == "SelectV2" and found.first.nonfinite == "target"
+    assert any(u.op_type == "Sqrt" and u.passed and u.nonfinite == "both" for u in found.upstream)
+    assert found.summary.startswith("TensorFlow itself makes NaN or infinity from finite inputs at "
+                                    "nan_op_1/root_1/Sqrt (Sqrt); the first tensor to miss the criteria is "
+                                    "nan_op_1/root_1/SelectV2 (SelectV2)"), found.summary
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +85,28 @@ def mobilenet_report(tmp_path_factory, tracking_uri, prefect_server):
                 checks=checks(True))
 
 
-@pytest.mark.parametrize("name, runtime", [("onnx", "onnxruntime"), ("litert", "litert"), ("openvino", "openvino")])
-def test_mobilenet_v2_is_localised_end_to_end_in_every_format(mobilenet_report, name, runtime):
+@pytest.mark.parametrize("name, runtime", [("onnx", "onnxruntime"), ("litert", "litert")])
+def test_mobilenet_v2_is_localised_end_to_end(mobilenet_report, name, runtime):
     section = mobilenet_report.targets[name]
     assert section.status == "passed", section.message
     found = section.localisation
     assert found is not None and found.runtime == runtime, found
-    print(f"{name}: {found.matched} of {found.target_tensors} tensors matched ({found.reference_tensors} TensorFlow's):"
-          f" {found.summary}")
+    print(f"{name}: {found.matched} of {found.target_tensors} tensors matched ({found.reference_tensors} "
+          f"TensorFlow's): {found.summary}")
     assert found.matched >= 0.5 * found.target_tensors, (found.matched, found.target_tensors, found.unmatched[:10])
     assert found.verdict == "agrees", found.summary
     assert found.summary.startswith(f"All {found.matched} matched tensors are within the criteria")
     assert Path(found.plot).is_file()
+
+
+def test_openvino_says_its_names_are_lost_instead_of_guessing(mobilenet_report):
+    """OpenVINO's TensorFlow frontend sinks MobileNetV2's NHWC transposes through the graph and renames every op
+    it moves (Transpose_1160): its IR keeps TensorFlow's name on the input and output only."""
+    section = mobilenet_report.targets["openvino"]
+    assert section.status == "passed", section.message
+    found = section.localisation
+    print(f"openvino: {found.matched} of {found.target_tensors} tensors matched: {found.summary}")
+    assert found.runtime == "openvino" and found.verdict == "unmatched" and found.first is None
+    assert found.target_tensors > 50 and found.matched < 0.1 * found.target_tensors
+    assert "OpenVINO's transformations rename the ops they fuse or move" in found.summary
+    assert len(found.unmatched) == 50 and any(u.startswith("Transpose_") for u in found.unmatched)
