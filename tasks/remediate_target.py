@@ -216,9 +216,9 @@ class VariantTrial:
             model_dir=str(Path(self.choice.model_dir).resolve()), tags=self.choice.tags,
             signature=self.choice.signature, model_format=self.choice.model_format, output_dir=str(folder),
             log_path=str(folder / "convert.log"), parent_artifact=self.parent.path if self.parent else None,
-            # More calibration for a variant that asks for it (onnx-int8's calibration_batches): the comparison
-            # batches' inputs after the validation's own.
-            calibration_inputs=[*calibration, *(inputs for inputs, _ in self.batches.batches)],
+            calibration_inputs=calibration,
+            # For a variant that calibrates on more (onnx-int8's extra_calibration_batches).
+            extra_calibration_inputs=[inputs for inputs, _ in self.batches.batches],
             options=variant.options,
         )
         environment = getattr(chosen.implementation(), "process_environment", None)

@@ -80,6 +80,9 @@ class ConversionSource:
     log_path: str  # the child's stdout and stderr go here; converters may read it back
     parent_artifact: str | None = None  # the parent target's artifact, for targets with a parent
     calibration_inputs: list[str] = field(default_factory=list)  # .npz files of the validation's inputs
+    # More input batches (.npz), the comparison batches' inputs, which the remediation search hands over for a
+    # variant that calibrates on more (onnx-int8's extra_calibration_batches); a validation's own conversion has none.
+    extra_calibration_inputs: list[str] = field(default_factory=list)
     options: TargetOptions | None = None  # the request's settings for this target; None: the target's defaults
 
 

@@ -9,9 +9,9 @@ Gemm, attention: what dynamic quantization is made for) dynamically, weights int
 Its remediation variants, in the order the issue names them: the diverging nodes (a localisation's first op and
 the ops it reads) excluded from quantization, so that one layer's wide, outlier-heavy range no longer sets a
 scale that rounds its small values away; without a localisation, or after it, the activations measured lossy as
-it converts (exclude_lossy) excluded the same way; weights quantized per channel; calibration on every input
-batch the search hands over (the validation's inputs and the comparison batches' inputs: calibrating on the
-batches the file is then judged on favours it, which the variant's reason says).
+it converts (exclude_lossy) excluded the same way; weights quantized per channel; calibration on the comparison
+batches' inputs beside the validation's (the search hands them over: calibrating on the batches the file is
+then judged on favours it, which the variant's reason says).
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ class Int8Options(TargetOptions):
         "cannot hold: where the scale its widest values set on the calibration inputs rounds away most of some "
         "channel (an outlier-heavy range).",
     )
-    calibration_batches: int = Field(
-        default=1, ge=0, title="Calibration batches",
-        description="How many of the input batches the conversion is handed calibrate static quantization: the "
-        "validation's inputs first (the remediation search hands the comparison batches' inputs over too). 0: all.",
+    extra_calibration_batches: int = Field(
+        default=0, ge=0, title="Extra calibration batches",
+        description="How many of the comparison batches' inputs calibrate static quantization beside the "
+        "validation's inputs, where the remediation search hands them over (a validation's own conversion has "
+        "none): the batches the file is then judged on.",
     )
 
 
@@ -118,6 +119,8 @@ def excluded_nodes(model, names: list[str]) -> list[str]:
     return sorted(chosen)
 
 
+# The comparison batches' inputs the calibration variant adds: checks.comparison_batches' default.
+MORE_CALIBRATION = 8
 # A channel whose values lose more than this share of their magnitude (root mean square) in int8 is lost.
 LOSSY_CHANNEL = 0.5
 
@@ -184,8 +187,11 @@ def quantize(parent_artifact: str, output_path: str, calibration_inputs: list[st
                 nodes_to_exclude=sorted({*excluded, *(node.name for node in model.graph.node
                                                       if outputs & set(node.output))}),
             )
-            details.update(quantization="static", calibration_batches=len(calibration_inputs), per_channel=per_channel,
-                           nodes_excluded=len(excluded), excluded_nodes=", ".join(excluded))
+            details.update(quantization="static", calibration_batches=len(calibration_inputs))
+            if per_channel:
+                details["per_channel"] = True
+            if excluded:  # beside the nodes that make the outputs
+                details.update(nodes_excluded=len(excluded), excluded_nodes=", ".join(excluded))
         else:
             quantize_dynamic(prepared, output_path, weight_type=QuantType.QInt8)
     return details
@@ -195,7 +201,7 @@ def convert(source: ConversionSource) -> ConversionRecord:
     started = time.monotonic()
     output = Path(source.output_dir) / MODEL_FILE
     options = TARGET.options_for(source)
-    calibration = list(source.calibration_inputs)[:options.calibration_batches or None]
+    calibration = [*source.calibration_inputs, *source.extra_calibration_inputs[:options.extra_calibration_batches]]
     arguments = (source.parent_artifact, str(output), calibration, list(options.nodes_to_exclude), options.per_channel,
                  options.exclude_lossy)
     command = reproduce(f"from modelgate.targets.onnx_int8 import quantize; quantize{arguments!r}")
@@ -211,7 +217,7 @@ def convert(source: ConversionSource) -> ConversionRecord:
 
 def variants(options: Int8Options, localisation: Localisation | None) -> list[Variant]:
     """Nodes kept float (the localisation's diverging ones, then those measured lossy), then per-channel weights,
-    then calibration on every batch at hand."""
+    then calibration on the comparison batches too."""
     found = []
     if localisation is not None and localisation.first is not None:
         diverging = [t.target_node for t in (localisation.first, *localisation.upstream) if t.target_node]
@@ -228,7 +234,10 @@ def variants(options: Int8Options, localisation: Localisation | None) -> list[Va
     if not options.per_channel:
         found.append(Variant("per-channel weights", options.model_copy(update={"per_channel": True}),
                              "each output channel of a weight gets its own scale"))
-    if options.calibration_batches:
-        found.append(Variant("calibrated on every batch", options.model_copy(update={"calibration_batches": 0}),
-                             "calibration sees the comparison batches' inputs too (the batches it is judged on)"))
+    if not options.extra_calibration_batches:
+        found.append(Variant(
+            "calibrated on the comparison batches too",
+            options.model_copy(update={"extra_calibration_batches": MORE_CALIBRATION}),
+            "calibration sees the comparison batches' inputs too (as many as there are, up to "
+            f"{MORE_CALIBRATION}): a range the validation's inputs alone miss, on the batches it is judged on"))
     return found

@@ -138,8 +138,8 @@ def test_an_int8_file_failing_on_one_outlier_layer_passes_with_that_layer_kept_f
     assert next(c for c in report.checks if c.name == "onnx_int8_parity").status == "failed"
     assert "logits" in remediation.original_message and "reported only" in remediation.summary
     # The localisation's diverging nodes or the activations measured lossy: the outlier Conv and its reader.
-    assert {"outlier_1/BiasAdd", "head_1/convolution"} <= {
-        name.rsplit("functional_1/", 1)[-1] for name in passed.conversion.details["excluded_nodes"].split(", ")}
+    excluded = passed.conversion.details["excluded_nodes"].split(", ")
+    assert any("/outlier" in node for node in excluded) and any("/head" in node for node in excluded)
     assert passed.comparisons["onnxruntime/cpu"].outputs["logits"].cosine_similarity > 0.98
 
 
