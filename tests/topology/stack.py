@@ -1,7 +1,8 @@
 """docker/compose.yaml's topology as real processes on loopback: each service's own command and environment.
 
 Only what a container would see differently changes: addresses (service names become 127.0.0.1 and free
-ports), container paths (/mlartifacts, /app) and the executables' folder (this virtual environment's).
+ports), container paths (/mlartifacts, /app) and the executables' folder (this virtual environment's); and of
+.env's settings, the workers poll for flow runs every second (WORKER_POLL), not every 5 s.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ WORKER_SERVICES = ("worker", "worker-gpu")
 # The event path's services, started by start_relay() and register_webhook() only: with the webhook in place,
 # every registered version also starts a validation of its own.
 EVENT_SERVICES = ("relay", "webhook-setup")
+# .env's PREFECT_WORKER_QUERY_SECONDS as an operator may set it: each flow run a test starts is picked up within
+# a second instead of 5 s (about 2 s less on average, on each of a dozen flow runs).
+WORKER_POLL = {"PREFECT_WORKER_QUERY_SECONDS": "1"}
 
 
 def _clean_environment() -> dict[str, str]:
@@ -47,7 +51,7 @@ class Topology(contextlib.ExitStack):
     def __init__(self, root: Path, settings: dict[str, str] | None = None):
         super().__init__()
         self.root = root
-        self.model = compose.load(settings)
+        self.model = compose.load({**WORKER_POLL, **(settings or {})})
         self.commands_run: list[list[str]] = []
         self.services: dict[str, Service] = {}
         self.postgres: PostgresCluster | None = None
