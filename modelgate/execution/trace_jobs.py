@@ -214,7 +214,9 @@ def target_trace_job(
 
 
 def criteria_line(judge: Judge) -> tuple[float, str] | None:
-    """The criteria's bound on a relative error, where they have one, for the plot."""
-    if judge.elementwise or judge.max_p99_rel is None:
+    """The criteria's bound on a relative error, where they have one, for the plot (cosine has none)."""
+    if judge.elementwise or (judge.min_cosine is None and judge.max_p99_rel is None):
         return (judge.rtol, f"rtol {judge.rtol:g} (plus atol {judge.atol:g} per element)") if judge.rtol > 0 else None
-    return judge.max_p99_rel, f"p99 relative error bound {judge.max_p99_rel:g}"
+    if judge.min_cosine is None:
+        return judge.max_p99_rel, f"p99 relative error bound {judge.max_p99_rel:g}"
+    return None

@@ -140,6 +140,11 @@ class Judge:
     min_cosine: float | None
     max_p99_rel: float | None
 
+    # Reduced-precision criteria (elementwise False) judge an intermediate tensor by cosine where they set one, and
+    # by the 99th percentile of relative errors only where they do not: after a ReLU most activations sit near
+    # zero, where an int8 step or a float16 rounding is a large relative error whatever the conversion's quality
+    # (MobileNetV2's first int8 Relu6: cosine 0.99993, p99 relative error above 0.1), so every first op would fail.
+
     @classmethod
     def of(cls, criteria: Criteria, precision: str = "float32") -> Judge:
         default_atol, default_rtol = DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["float32"])
@@ -156,7 +161,7 @@ class Judge:
         parts = []
         if self.min_cosine is not None:
             parts.append(f"cosine >= {self.min_cosine:g}")
-        if self.max_p99_rel is not None:
+        elif self.max_p99_rel is not None:
             parts.append(f"p99 relative error <= {self.max_p99_rel:g}")
         return ", ".join(parts)
 
@@ -189,7 +194,7 @@ def judge_tensor(reference: np.ndarray, candidate: np.ndarray, judge: Judge) -> 
         passed = bool(np.all(both_finite | alike))
         if judge.min_cosine is not None and cosine is not None:
             passed = passed and cosine >= judge.min_cosine
-        if judge.max_p99_rel is not None and abs_err.size:
+        if judge.max_p99_rel is not None and judge.min_cosine is None and abs_err.size:
             rel = abs_err / (np.where(np.isfinite(ref), np.abs(ref), 0.0) + REL_EPSILON)
             passed = passed and float(np.percentile(rel, 99)) <= judge.max_p99_rel
     return {

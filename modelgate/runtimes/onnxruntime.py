@@ -78,14 +78,33 @@ FLOAT_TYPES = {1, 10, 11, 16}
 INLINE_TRACE_BYTES = 1536 * 2**20
 
 
+def quantized_copies(nodes) -> dict[str, str]:
+    """Each tensor a QuantizeLinear -> DequantizeLinear pair follows (a QDQ int8 file), with the pair's output:
+    what its consumers read, the tensor as int8 holds it. ONNX Runtime's quantizer may also fold an activation
+    into the quantization (a Conv's Relu: the range starts at 0), so the tensor itself can be the value before it."""
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    copies = {}
+    for node in nodes:
+        if node.op_type == "QuantizeLinear":
+            dequantized = [r for r in readers.get(node.output[0], []) if r.op_type == "DequantizeLinear"]
+            if dequantized:
+                copies[node.input[0]] = dequantized[0].output[0]
+    return copies
+
+
 def trace(artifact: str, feeds: dict[str, np.ndarray], max_bytes: int):
-    """Every float tensor a node of the graph computes, read back by marking each a graph output (types from
-    ONNX shape inference), in the graph's node order (topological, as ONNX requires), until max_bytes.
+    """Every float tensor a node computes from the graph's inputs (what only initializers feed is left out: a
+    weight's dequantization), read back by marking each a graph output (types from ONNX shape inference), in
+    the graph's node order (topological, as ONNX requires), until max_bytes.
 
     A tensor read back is in the type the file declares: in a float16 file, float16. ONNX Runtime's CPU computes
     ops it has no float16 kernel for (MatMul, Conv, Add...) in float32 between casts, and drops a cast pair where
     two such ops meet, so a value between them may never be rounded to float16 in a plain run; read back, it is,
-    as any float16 consumer (a Reshape, another runtime) would take it."""
+    as any float16 consumer (a Reshape, another runtime) would take it. In a QDQ int8 file a quantized tensor is
+    read as its dequantized copy (quantized_copies), the value the next op reads."""
     import onnx
     import onnxruntime as ort
 
@@ -99,13 +118,21 @@ def trace(artifact: str, feeds: dict[str, np.ndarray], max_bytes: int):
     graph = inferred.graph
     types = {info.name: info.type.tensor_type.elem_type for info in [*graph.value_info, *graph.output, *graph.input]}
     declared = {output.name for output in model.graph.output}
-    tensors = []
+    live = {i.name for i in model.graph.input} - {init.name for init in model.graph.initializer}
+    copies = quantized_copies(model.graph.node)
+    copy_outputs = {copy: tensor for tensor, copy in copies.items()}
+    tensors, read = [], []
     for node in model.graph.node:
+        if not any(name in live for name in node.input):
+            continue
+        live.update(name for name in node.output if name)
         for name in node.output:
             if not name or types.get(name) not in FLOAT_TYPES:
                 continue
-            tensors.append(TargetTensor(name, node.name or name, node.op_type, tuple(i for i in node.input if i),
-                                        (name,)))
+            read.append(name)
+            if name not in copy_outputs:
+                tensors.append(TargetTensor(name, node.name or name, node.op_type,
+                                            tuple(copy_outputs.get(i, i) for i in node.input if i), (name,)))
             if name not in declared:
                 model.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
     if model.ByteSize() > INLINE_TRACE_BYTES:
@@ -117,6 +144,7 @@ def trace(artifact: str, feeds: dict[str, np.ndarray], max_bytes: int):
     del model, inferred
     session = ort.InferenceSession(source, providers=PROVIDERS[CPU])
     wanted = {i.name for i in session.get_inputs()}
-    values = session.run([t.name for t in tensors], {n: decoded(v, n) for n, v in feeds.items() if n in wanted})
-    kept, left_out = kept_within(zip((t.name for t in tensors), values), max_bytes)
+    values = dict(zip(read, session.run(read, {n: decoded(v, n) for n, v in feeds.items() if n in wanted})))
+    ordered = ((t.name, values[copies[t.name]] if copies.get(t.name) in values else values[t.name]) for t in tensors)
+    kept, left_out = kept_within(ordered, max_bytes)
     return Trace(tensors=tensors, values=kept, left_out=left_out)
