@@ -142,7 +142,10 @@ def test_an_int8_file_failing_on_one_outlier_layer_passes_with_that_layer_kept_f
     assert report.status == "failed" and section.status == "failed" and not remediation.applied
     assert next(c for c in report.checks if c.name == "onnx_int8_parity").status == "failed"
     assert "logits" in remediation.original_message and "reported only" in remediation.summary
-    # The localisation's diverging nodes or the activations measured lossy: the outlier Conv and its reader.
+    # The localisation's first diverging node (the head Conv, which reads the outlier tensor) and the node it
+    # reads (the outlier Conv) kept float: the first variant, and it passes.
+    assert passed == remediation.variants[0] and passed.label == "2 diverging ops kept float"
+    assert section.localisation.first.target_node in passed.settings["nodes_to_exclude"]
     excluded = passed.conversion.details["excluded_nodes"].split(", ")
     assert any("/outlier" in node for node in excluded) and any("/head" in node for node in excluded)
     assert passed.comparisons["onnxruntime/cpu"].outputs["logits"].cosine_similarity > 0.98
@@ -157,10 +160,9 @@ def test_a_float16_file_overflowing_in_one_layer_passes_with_that_layer_kept_flo
                                           tracking_uri, workdir)
     remediation = section.remediation
     assert remediation.applied  # optional, remediation auto: it stands
-    if section.localisation is not None and section.localisation.first is not None:
-        assert any("amplify" in node for node in passed.settings["node_block_list"])
-    else:
-        assert passed.settings == {"keep_out_of_range": True}
+    # The nodes whose TensorFlow values pass 65504 (the localisation's), amplify's first: the first variant.
+    assert passed == remediation.variants[0] and passed.label.endswith("overflowing ops and readers kept in float32")
+    assert any("amplify" in node for node in passed.settings["node_block_list"])
     assert passed.conversion.details["nodes_kept_float32"] >= 7  # amplify's 3 ops to shrink's MatMul
     assert section.status == "passed" and section.conversion.path == passed.conversion.path
     assert section.message.startswith(f"the variant '{passed.label}' stands; as converted by default it failed: ")
