@@ -234,6 +234,16 @@ def test_the_flow_process_never_imports_a_framework_at_module_level():
     assert not chains, "the flow's process would import a framework:\n" + "\n".join(f"  {chain}" for chain in chains)
 
 
+def test_the_model_processes_never_import_the_flow_s_services_at_module_level():
+    """The jobs run in model processes: Prefect and MLflow there would cost each child seconds of imports, and
+    Prefect's plugin start-up, refused its certificate file by the OS sandbox, prints a traceback in the run."""
+    sources = read_sources()
+    jobs = [name for name in sources if name.startswith("modelgate.execution.") and name.endswith("jobs")]
+    assert {"modelgate.execution.jobs", "modelgate.execution.target_jobs"} <= set(jobs)
+    chains = framework_chains(sources, jobs, frameworks=frozenset({"prefect", "mlflow"}))
+    assert not chains, "a model process would import the flow's services:\n" + "\n".join(f"  {c}" for c in chains)
+
+
 # --- The checks themselves catch what they are for, on a small package written here ---
 
 def _package(root: Path, files: dict[str, str]) -> dict[str, Source]:

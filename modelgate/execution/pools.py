@@ -33,7 +33,6 @@ from modelgate.request import ValidationRequest
 from modelgate.runtimes import SAVEDMODEL, runtimes_for
 from modelgate.runtimes.tensorflow import RUNTIME as TENSORFLOW_RUNTIME
 from modelgate.targets import Target, in_conversion_order
-from modelgate.tracking.mlflow_store import LOGGING_POOL, logging_pool
 
 # TensorFlow's pool: the runtimes that run the SavedModel itself share it, and the model it loaded.
 TENSORFLOW = TENSORFLOW_RUNTIME.pool
@@ -75,6 +74,10 @@ def validation_pools(request: ValidationRequest) -> dict[str, SharedProcess]:
                     warm_up=runtime.implementation().warm_up, sandboxed=runtime.sandboxed, deferred=True,
                 )
     if any(target.logs_model for target in convertible):
+        # Imported here: the model processes import this module (for TENSORFLOW), and MLflow and Prefect with it
+        # would cost each of them seconds and, inside the OS sandbox, Prefect's plugin start-up fails loudly.
+        from modelgate.tracking.mlflow_store import LOGGING_POOL, logging_pool
+
         pools[LOGGING_POOL] = logging_pool(request)
     return pools
 
@@ -93,4 +96,6 @@ def end_target_stages(request: ValidationRequest) -> None:
     for target in asked_targets(request):
         for runtime in target.runtimes():
             release_shared_process(runtime.pool)
+    from modelgate.tracking.mlflow_store import LOGGING_POOL
+
     start_shared_process(LOGGING_POOL)
