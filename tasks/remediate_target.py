@@ -19,7 +19,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelgate.errors import ModelRejected, ModelRunError
+from modelgate.errors import ModelRunError
 from modelgate.execution.pools import conversion_pool
 from modelgate.execution.sandbox import Limits, limits_of, run_isolated
 from modelgate.execution.target_jobs import benchmark_job, comparison_job, conversion_job
@@ -176,7 +176,7 @@ class VariantTrial:
 
         try:
             conversion = self.convert(variant, folder, remaining())
-        except (ModelRunError, ModelRejected) as exc:
+        except ModelRunError as exc:  # a crash or a limit; a rejection (the OS sandbox's) is the validation's verdict
             result.status, result.message = "error", f"its conversion did not complete: {exc}"
             result.duration_s = time.monotonic() - started
             return Attempt(result)
@@ -191,7 +191,7 @@ class VariantTrial:
             return Attempt(result, files=files)
         try:
             result.comparisons = self.compare(conversion.path, folder, remaining())
-        except (ModelRunError, ModelRejected) as exc:
+        except ModelRunError as exc:
             result.status, result.message = "error", f"its comparison did not complete: {exc}"
             result.duration_s = time.monotonic() - started
             return Attempt(result, files=files)
