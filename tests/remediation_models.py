@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 OUTLIER = 1000.0  # the outlier channel's level: int8's per-tensor scale over it (about 4) rounds O(1) values away
 
 
@@ -35,7 +33,3 @@ def int8_outlier(directory: Path) -> Path:
     head.set_weights([kernel, bias])
     model.export(str(directory), format="tf_saved_model", verbose=False)
     return directory
-
-
-def sample_images(rows: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((rows, 16, 16, 3)).astype("float32")
