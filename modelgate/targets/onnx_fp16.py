@@ -1,11 +1,11 @@
 """ONNX in float16: the float32 ONNX target's file with weights and activations in half precision
 (onnxconverter-common), inputs and outputs kept float32 so that callers feed and read it as before.
 
-Its remediation variants (tried when the file misses its criteria) keep parts of the graph in float32, fewest
-first: the nodes whose TensorFlow tensors pass float16's range (the localisation's reference_max_abs), then the
-first diverging node, then it and its path to the outputs; without a localisation, the op types that overflow
-float16 in common models (Exp, Pow, reductions). Each keeps more of the graph in float32, so each is expected
-slower than the one before."""
+Its remediation variants (tried when the file misses its criteria) keep parts of the graph in float32, with the
+nodes between and reading them, fewest first: the nodes whose TensorFlow tensors pass float16's range (the
+localisation's reference_max_abs), then the first diverging node, then it and its path to the outputs; then,
+localisation or not, the nodes whose float32 outputs pass float16's range on the validation's inputs (measured as
+it converts), and the op types that overflow float16 in common models (Exp, Pow, reductions)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def _outputs_read_inside(model) -> None:
                 model.graph.node.append(helper.make_node("Identity", [f"{name}__inner"], [name], name=f"{name}__output"))
 
 
-def with_readers(model, names: list[str]) -> list[str]:
+def blocked_nodes(model, names: list[str]) -> list[str]:
     """The named nodes, every node on a path between two of them (a localisation lists matched tensors only,
     and thins a long path), and the nodes that read what they write: by name. A name no node has is left out."""
     nodes = model.graph.node
@@ -123,7 +123,7 @@ def to_float16(parent_artifact: str, output_path: str, op_block_list: list[str],
     model = onnx.load(parent_artifact)
     _outputs_read_inside(model)
     measured = out_of_range_nodes(model, list(out_of_range_inputs)) if out_of_range_inputs else []
-    nodes = with_readers(model, [*node_block_list, *measured])
+    nodes = blocked_nodes(model, [*node_block_list, *measured])
     kept = sum(node.op_type in op_block_list or node.name in nodes for node in model.graph.node)
     converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=op_block_list,
                                                  node_block_list=nodes)
@@ -171,6 +171,7 @@ def convert(source: ConversionSource) -> ConversionRecord:
         return failed(f"onnxconverter-common cannot convert the model to float16: {type(exc).__name__}: {exc}",
                       started, details, command)
     return checked(output, source, started, details, command)
+
 
 # ONNX ops whose float16 results overflow in common models (a softmax's or a norm's exponent or sum of squares),
 # kept float32 when no localisation says where the error starts.
