@@ -12,7 +12,13 @@ from prefect.cache_policies import NO_CACHE
 
 from modelgate.execution.pools import TENSORFLOW
 from modelgate.execution.sandbox import limits_of, run_isolated
-from modelgate.execution.trace_jobs import INLINED_GRAPH, TF2ONNX_GRAPH, target_trace_job, tensorflow_trace_job
+from modelgate.execution.trace_jobs import (
+    INLINED_GRAPH,
+    TF2ONNX_GRAPH,
+    ReferenceTrace,
+    target_trace_job,
+    tensorflow_trace_job,
+)
 from modelgate.report import Localisation
 from modelgate.request import ValidationRequest
 from modelgate.runtimes import CPU, Runtime
@@ -21,6 +27,10 @@ from modelgate.targets import Target, target
 
 # The formats whose converter names tensors after tf2onnx's frozen graph; the others read the SavedModel's function.
 TF2ONNX_FORMATS = {"onnx"}
+# TensorFlow's traces of this process's validations, by model, signature, batch and graph: the targets of one
+# validation that read the same graph (onnx and its children) share one (in the folder of the first that asked).
+_traced: dict[tuple, ReferenceTrace] = {}
+TRACES_KEPT = 4
 
 
 def localisation_wanted(comparison: TargetComparison, request: ValidationRequest) -> bool:
@@ -61,11 +71,16 @@ def localise_target(
     log_path = folder / "localise.log"
     graph = TF2ONNX_GRAPH if chosen.artifact_format in TF2ONNX_FORMATS else INLINED_GRAPH
     inputs_path = batches.batches[0][0]
-    reference = run_isolated(
-        tensorflow_trace_job, str(Path(choice.model_dir).resolve()), choice.tags, choice.signature.key, inputs_path,
-        str(folder / "localise"), graph, limits=limits_of(request), label=f"localise-{name} (TensorFlow's tensors)",
-        log_path=log_path, pool=TENSORFLOW,
-    ).value
+    key = (str(Path(choice.model_dir).resolve()), tuple(choice.tags), choice.signature.key, inputs_path, graph)
+    reference = _traced.get(key)
+    if reference is None or not Path(reference.values_path).is_file():
+        while len(_traced) >= TRACES_KEPT:  # a long-lived worker runs validation after validation
+            _traced.pop(next(iter(_traced)))
+        reference = _traced[key] = run_isolated(
+            tensorflow_trace_job, key[0], choice.tags, choice.signature.key, inputs_path, str(folder / "localise"),
+            graph, limits=limits_of(request), label=f"localise-{name} (TensorFlow's tensors)", log_path=log_path,
+            pool=TENSORFLOW,
+        ).value
     localisation = run_isolated(
         target_trace_job, runtime.name, artifact.path, reference, comparison.criteria,
         choice.meta_graph.float_precision, str(folder), f"{name}_{runtime.name}", limits=limits_of(request),
