@@ -127,13 +127,17 @@ def divergence_plot(localisation, divergences, path: str | Path, title: str,
     if criteria_line is not None and criteria_line[0] > 0:
         low, high = min(low, criteria_line[0] / 10), max(high, criteria_line[0] * 10)
         axes.axhline(criteria_line[0], color="#c44e52", linestyle=":", linewidth=1, label=criteria_line[1])
+    if any(not np.isfinite(d.relative_error) for d in divergences):
+        high = max(high, 10.0)  # NaN or Inf sits above every finite error, a relative error of 1 being all wrong
     for passed, marker, color, label in ((True, "o", "#4c72b0", "within the criteria"),
                                          (False, "x", "#c44e52", "outside the criteria")):
-        chosen = [d for d in divergences if d.passed == passed]
+        chosen = [d for d in divergences if d.passed == passed and np.isfinite(d.relative_error)]
         if chosen:
-            xs = [d.position for d in chosen]
-            ys = [high if not np.isfinite(d.relative_error) else max(d.relative_error, low) for d in chosen]
-            axes.scatter(xs, ys, marker=marker, color=color, s=14, label=label, zorder=3)
+            axes.scatter([d.position for d in chosen], [max(d.relative_error, low) for d in chosen], marker=marker,
+                         color=color, s=14, label=label, zorder=3)
+    broken = [d.position for d in divergences if not np.isfinite(d.relative_error)]
+    if broken:
+        axes.scatter(broken, [high] * len(broken), marker="^", color="#c44e52", s=22, label="NaN or Inf", zorder=3)
     first = localisation.first
     if first is not None:
         axes.axvline(first.position, color="#dd8452", linestyle="--", linewidth=1,

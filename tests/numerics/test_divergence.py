@@ -271,3 +271,18 @@ def test_an_infinity_tensorflow_makes_on_purpose_leaves_a_finite_divergence_its_
     assert found.nonfinite_origin.side == "tensorflow"
     assert found.summary.endswith("TensorFlow itself makes NaN or infinity from finite inputs at "
                                   "model/layer_0/BiasAdd_1 (BiasAdd)")
+
+
+def test_the_plot_shows_every_matched_tensor_and_marks_the_first_divergence(tmp_path):
+    from modelgate.execution.trace_jobs import criteria_line
+    from modelgate.numerics.divergence import localised_with_figures
+    from modelgate.reporting.plots import divergence_plot
+
+    reference = reference_trace(chain())
+    target = target_trace(reference, [1e-7, 1e-7, 1e-7, 0.05, 0.05, 0.06, 0.08, 0.1])
+    target.values[target.tensors[7].name][0, 0] = np.inf
+    found, figures = localised_with_figures(reference, target, FLOAT32, "onnxruntime")
+    assert [f.position for f in figures] == list(range(8))
+    path = divergence_plot(found, figures, tmp_path / "divergence.png", "test", criteria_line(Judge.of(FLOAT32)))
+    assert path.stat().st_size > 10_000
+    assert criteria_line(Judge.of(Criteria(elementwise=False, min_cosine_similarity=0.99))) is None
