@@ -188,12 +188,17 @@ def quantize(parent_artifact: str, output_path: str, calibration_inputs: list[st
                                                       if outputs & set(node.output))}),
             )
             details.update(quantization="static", calibration_batches=len(calibration_inputs))
-            if per_channel:
-                details["per_channel"] = True
-            if excluded:  # beside the nodes that make the outputs
-                details.update(nodes_excluded=len(excluded), excluded_nodes=", ".join(excluded))
-        else:
-            quantize_dynamic(prepared, output_path, weight_type=QuantType.QInt8)
+        else:  # activations are quantized as it runs: nothing calibrated to measure as lossy
+            excluded = excluded_nodes(model, list(nodes_to_exclude))
+            quantize_dynamic(prepared, output_path, weight_type=QuantType.QInt8, per_channel=per_channel,
+                             nodes_to_exclude=excluded)
+        if per_channel:
+            details["per_channel"] = True
+        if excluded:  # beside, in static quantization, the nodes that make the outputs
+            details.update(nodes_excluded=len(excluded), excluded_nodes=", ".join(excluded))
+        if missing := [name for name in nodes_to_exclude if not excluded_nodes(model, [name])]:
+            # ORT's optimizations rename what they fuse (MatMul and Add into Gemm, say)
+            details["nodes_not_found"] = ", ".join(missing)
     return details
 
 
