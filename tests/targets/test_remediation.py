@@ -109,6 +109,7 @@ def test_a_budget_too_small_to_start_a_variant_leaves_every_one_untried_and_says
         "no variant tried: the remediation budget of 1 s left too little to start one (lossy activations kept float, "
         "per-channel weights, calibrated on the comparison batches too)")
 
+
 _run = partial(run_flow, baseline=None, checks={"comparison_batches": 3}, benchmark={"enabled": False})
 
 
