@@ -15,7 +15,7 @@ from modelgate.execution.sandbox import shared_processes
 from modelgate.report import ValidationReport
 from modelgate.reporting.recorder import Missing, ValidationRun, known, run_logger
 from modelgate.request import ValidationRequest
-from modelgate.targets import target, target_stage
+from modelgate.targets import DIAGNOSTIC_STAGE_KINDS, target, target_stage
 from modelgate.tracking.registry import MODELS_URI, is_registry_uri
 from tasks.benchmark import benchmark
 from tasks.benchmark_report import benchmark_report
@@ -117,7 +117,8 @@ TARGET_TASKS = {"export": export_target, "compare": compare_target, "localise": 
 def run_target_stage(run: ValidationRun, kind: str, name: str, *args, after: tuple):
     """One stage of one target, as a Prefect task run named after it (export-onnx, compare-litert, ...)."""
     stage = target_stage(kind, name)
-    on_error = record_target_error(name, rejections_only=kind == "benchmark")
+    # A diagnostic stage that could not run is said in its own record: the target's outcome stands as it was.
+    on_error = None if kind in DIAGNOSTIC_STAGE_KINDS else record_target_error(name, rejections_only=kind == "benchmark")
     return run.stage(TARGET_TASKS[kind].with_options(name=stage), name, *args, on_error=on_error, after=after)
 
 

@@ -265,11 +265,11 @@ class TargetRemediation(StageResult):
     def apply_to(self, report: ValidationReport) -> None:
         section = report.targets[self.target]
         section.remediation = self.remediation
+        self.remediation.original_message = self.remediation.original_message or section.message
         report.artifacts.update(self.artifacts)
         chosen = next((v for v in self.remediation.variants if v.label == self.remediation.chosen), None)
         if not (self.remediation.applied and chosen and self.artifact):
             return
-        self.remediation.original_message = section.message
         # The default conversion's plots stay, under a name that says whose they are.
         for run in section.comparisons.values():
             for path in run.histograms.values():
