@@ -93,7 +93,10 @@ def trace(artifact: str, feeds: dict[str, np.ndarray], max_bytes: int):
 
     interpreter = Interpreter(model_path=artifact, experimental_preserve_all_tensors=True,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.get_signature_runner()(**{name: np.asarray(value, order="C") for name, value in feeds.items()})
+    signature = interpreter.get_signature_runner()
+    signature(**{name: np.asarray(value, order="C") for name, value in feeds.items()})
+    # A signature's output tensor is named after the function call (StatefulPartitionedCall:0): its key names it.
+    output_keys = {detail["index"]: key for key, detail in signature.get_output_details().items()}
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     names: dict[int, str] = {}
     seen: set[str] = set()
@@ -110,7 +113,8 @@ def trace(artifact: str, feeds: dict[str, np.ndarray], max_bytes: int):
             name = names[index]
             tensors.append(TargetTensor(name, name, node["op_name"],
                                         tuple(names[int(i)] for i in node["inputs"] if i >= 0 and int(i) in names),
-                                        split_candidates(details[index]["name"])))
+                                        (*split_candidates(details[index]["name"]),
+                                         *([output_keys[index]] if index in output_keys else []))))
             values.append((name, np.array(interpreter.get_tensor(index))))
     kept, left_out = kept_within(values, max_bytes)
     return Trace(tensors=tensors, values=kept, left_out=left_out)
