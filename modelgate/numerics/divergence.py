@@ -44,6 +44,7 @@ RELATIVE_FLOOR = 1e-6
 # ops, so the target has fewer tensors than TensorFlow's graph, never more names of it.
 MIN_MATCHED_SHARE = 0.1
 REL_EPSILON = 1e-12  # as modelgate.numerics.compare: a zero in the reference cannot blow up a relative error
+FLOAT16_MAX = 65504.0  # a reference value past it overflows any float16 tensor: said where the first op holds one
 LISTED = 50  # unmatched and left-out names kept in the report
 DOWNSTREAM_KEPT = 40  # tensors of the downstream path kept: evenly spaced, the last (the output's) always
 
@@ -410,8 +411,9 @@ def _ratio(error: float, upstream: float) -> float:
 
 
 def _relative_words(first: TensorDivergence, upstream: list[TensorDivergence]) -> str:
+    beyond = f", past float16's largest, {FLOAT16_MAX:g}" if first.reference_max_abs > FLOAT16_MAX else ""
     words = (f"relative error {_fmt(first.relative_error)} (max abs {_fmt(first.max_abs_diff)} on values up to "
-             f"{_fmt(first.reference_max_abs)})")
+             f"{_fmt(first.reference_max_abs)}{beyond})")
     if upstream:
         worst = max(upstream, key=lambda u: u.relative_error)
         return f"{words} where its inputs' is at most {_fmt(worst.relative_error)}"

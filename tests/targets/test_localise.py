@@ -39,7 +39,7 @@ def test_a_float16_overflow_is_traced_to_the_layer_that_overflows(tmp_path, trac
     assert all(u.passed for u in found.upstream)
     assert found.downstream[0] == found.first and found.downstream[-1].target_name == "scores"
     assert len(found.downstream) >= 4 and not any(d.passed for d in found.downstream)
-    assert "amplify" in found.summary and "(MatMul)" in found.summary
+    assert "amplify" in found.summary and "(MatMul)" in found.summary and "past float16's largest, 65504" in found.summary
     assert Path(found.plot).is_file() and Path(found.plot).parent == Path(report.workdir) / "onnx-fp16"
     assert f"onnx-fp16/{Path(found.plot).name}" in report.artifacts
     stage = next(s for s in report.stages if s.name == "localise-onnx-fp16")
