@@ -135,16 +135,21 @@ def trace(artifact: str, feeds: dict[str, np.ndarray], max_bytes: int):
                                             tuple(copy_outputs.get(i, i) for i in node.input if i), (name,)))
             if name not in declared:
                 model.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+    written = []
     if model.ByteSize() > INLINE_TRACE_BYTES:
-        path = str(Path(artifact).with_name("trace_model.onnx"))
-        onnx.save_model(model, path, save_as_external_data=True, location="trace_model.onnx.data")
-        source = path
+        written = [Path(artifact).with_name("trace_model.onnx"), Path(artifact).with_name("trace_model.onnx.data")]
+        onnx.save_model(model, str(written[0]), save_as_external_data=True, location=written[1].name)
+        source = str(written[0])
     else:
         source = model.SerializeToString()
     del model, inferred
-    session = ort.InferenceSession(source, providers=PROVIDERS[CPU])
-    wanted = {i.name for i in session.get_inputs()}
-    values = dict(zip(read, session.run(read, {n: decoded(v, n) for n, v in feeds.items() if n in wanted})))
+    try:
+        session = ort.InferenceSession(source, providers=PROVIDERS[CPU])
+        wanted = {i.name for i in session.get_inputs()}
+        values = dict(zip(read, session.run(read, {n: decoded(v, n) for n, v in feeds.items() if n in wanted})))
+    finally:
+        for path in written:  # a copy of the weights: not left beside the artifact
+            path.unlink(missing_ok=True)
     ordered = ((t.name, values[copies[t.name]] if copies.get(t.name) in values else values[t.name]) for t in tensors)
     kept, left_out = kept_within(ordered, max_bytes)
     return Trace(tensors=tensors, values=kept, left_out=left_out)
