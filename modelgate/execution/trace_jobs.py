@@ -38,7 +38,7 @@ from modelgate.report import Localisation
 from modelgate.runtimes import runtime
 
 TRACE_ROWS = 4
-MAX_TRACE_BYTES = 512 * 2**20  # per side
+MAX_TRACE_BYTES = 256 * 2**20  # per side: TensorFlow's stay on disk in the target's folder
 FETCHED_TOGETHER = 256  # tensors per Session.run: the graph runs again for each group, memory stays bounded
 SKIPPED_OPS = frozenset({"Const", "Placeholder", "PlaceholderWithDefault", "NoOp", "Identity", "IdentityN"})
 TF2ONNX_GRAPH, INLINED_GRAPH = "tf2onnx", "inlined"
