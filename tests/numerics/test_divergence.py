@@ -286,3 +286,19 @@ def test_the_plot_shows_every_matched_tensor_and_marks_the_first_divergence(tmp_
     path = divergence_plot(found, figures, tmp_path / "divergence.png", "test", criteria_line(Judge.of(FLOAT32)))
     assert path.stat().st_size > 10_000
     assert criteria_line(Judge.of(Criteria(elementwise=False, min_cosine_similarity=0.99))) is None
+
+
+def test_tensors_past_the_byte_cap_are_left_out_and_said_so():
+    from modelgate.numerics.divergence import kept_within
+
+    values = [(f"t{i}", np.zeros(10, np.float32)) for i in range(5)]  # 40 bytes each
+    kept, left_out = kept_within(values, max_bytes=100)
+    assert list(kept) == ["t0", "t1"] and left_out == ["t2", "t3", "t4"]
+    reference = reference_trace(chain(4))
+    target = target_trace(reference, [0.0] * 4)
+    dropped = reference.tensors[3].name
+    del reference.values[dropped]
+    reference.left_out = [dropped]
+    found = localise(reference, target, FLOAT32, "onnxruntime")
+    assert found.left_out == [dropped] and found.matched == 3
+    assert found.unmatched == [normalised(dropped) + ":0"]  # nothing of TensorFlow's to hold it against
