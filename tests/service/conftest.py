@@ -15,9 +15,10 @@ from tests.topology.processes import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def served(prefect_server, tracking_uri, tmp_path_factory):
-    """`modelgate serve` as users start it, pointed at the test's Prefect server and MLflow store; yields its log."""
+    """`modelgate serve` as users start it, pointed at the test's Prefect server and MLflow store; yields its log.
+    Started once for the modules here that use it (test_run_logs, test_schedule), stopped with this package."""
     logs = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
            "MLFLOW_TRACKING_URI": tracking_uri}
