@@ -37,6 +37,10 @@ class StageResult(BaseModel):
         completed)."""
         raise NotImplementedError
 
+    def finding(self) -> str | None:
+        """What the stage found that people should read in the run's log beside its outcome, if anything."""
+        return None
+
 
 class Inspection(StageResult):
     model_dir: str = Field(description="The directory model code loads: the resolved SavedModel, or its loadable copy.")
@@ -251,6 +255,9 @@ class TargetLocalisation(StageResult):
         if self.localisation.plot:
             report.artifacts[f"{self.target}/{Path(self.localisation.plot).name}"] = self.localisation.plot
 
+    def finding(self) -> str | None:
+        return self.localisation.summary or None
+
 
 class TargetRemediation(StageResult):
     """The remediation search of a failed target. A variant that passed stands as the target only where the
@@ -284,6 +291,9 @@ class TargetRemediation(StageResult):
         for check in report.checks:
             if check.name == parity and check.status != "passed":
                 check.status, check.message = "passed", f"{self.target}: {section.message}"
+
+    def finding(self) -> str | None:
+        return self.remediation.summary or None
 
     def served(self, default: TargetArtifact) -> TargetArtifact:
         """The artifact the target's benchmark, its children and MLflow take: the variant's where it stands."""

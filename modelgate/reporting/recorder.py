@@ -255,6 +255,8 @@ class ValidationRun:
         record.duration_s = round(time.perf_counter() - started, 3)
         self.save()
         log_stage(record)
+        if isinstance(result, StageResult) and (finding := result.finding()):
+            run_logger().info("%s: %s", name, one_line(finding))
         for listener in _listeners:
             listener.stage_finished(record)
         return result

@@ -2,6 +2,8 @@
 them, the console's lines, report.html, the format matrix's label of a variant that stands, and MLflow's tags.
 Reports filled by hand (tests/target_reports.py); the stages that find these are tested in tests/targets/."""
 
+import logging
+
 import pytest
 
 from modelgate.report import Check, ConversionRecord, Localisation, Remediation, TensorDivergence, VariantResult
@@ -93,3 +95,28 @@ def test_console_html_and_mlflow_say_where_the_error_starts_and_which_variant_pa
     metrics = _metrics(report)
     assert metrics["onnx-int8.localisation.matched_tensors"] == 38
     assert metrics["onnx-int8.remediation.variants_tried"] == 1 and metrics["onnx-int8.remediation.passed"] == 1
+
+
+def test_the_run_s_log_says_where_the_error_starts_beside_the_stage_s_outcome(tmp_path, caplog):
+    from modelgate.reporting.recorder import ValidationRun
+    from modelgate.request import ValidationRequest
+
+    class Localise:  # what the recorder reads of a stage's task: its name, and a call
+        name = "localise-onnx-int8"
+
+        def __call__(self) -> TargetLocalisation:
+            return TargetLocalisation(target="onnx-int8", localisation=localisation())
+
+    request = ValidationRequest(source=str(tmp_path), output={"output_dir": str(tmp_path / "out"),
+                                                              "report_path": str(tmp_path / "report.json")})
+    run = ValidationRun(request)
+    run.report.targets = targets_report(tmp_path).targets
+    logger = logging.getLogger("modelgate")  # it may not propagate (modelgate.execution.quiet): caplog's handler on it
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="modelgate"):
+            run.stage(Localise())
+    finally:
+        logger.removeHandler(caplog.handler)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[-2].startswith("localise-onnx-int8 ok in ") and lines[-1] == f"localise-onnx-int8: {SUMMARY}"
