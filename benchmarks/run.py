@@ -283,8 +283,9 @@ def gpu_section() -> dict:
 
 
 def markdown(results: dict) -> str:
-    rerun = "".join(f" The {section} section was rerun alone at {results[f'{section}_run_at']}."
-                    for section in SECTIONS if f"{section}_run_at" in results)
+    rerun = "".join(f" The {section} section was rerun alone at {results[f'{section}_run_at']}"
+                    + (f" on {results[f'{section}_environment']['cpu']}" if f"{section}_environment" in results else "")
+                    + "." for section in SECTIONS if f"{section}_run_at" in results)
     lines = ["# modelgate performance suite", "", f"Run at {results['started_at']}; "
              f"quick: {results['quick']}.{rerun}", "", "## Fidelity: engine p50 against a bare perf_counter_ns loop", "",
              f"Medians over {REPEATS} pairs of runs, alternating which goes first.", "",
@@ -356,8 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown := set(chosen) - set(SECTIONS):
             parser.error(f"unknown section {', '.join(sorted(unknown))}")
         results = json.loads((out / "results.json").read_text())
-        results.update({f"{section}_run_at": now for section in chosen})
-        results["environment_of_reruns"] = gather_environment()
+        environment = gather_environment()  # a rerun may land on another host: each section keeps its own
+        results.update({key: value for section in chosen
+                        for key, value in ((f"{section}_run_at", now), (f"{section}_environment", environment))})
     else:
         # EfficientNetB0 takes minutes: the full suite only, never --quick (tests/test_benchmarks_suite.py runs that)
         chosen = [section for section in SECTIONS if not (args.quick and section == "efficientnet")]
