@@ -11,6 +11,7 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.new_versions import VALIDATE_DEPLOYMENT
 from tests.topology.processes import wait_until
+from tests.topology.stack import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,3 +43,14 @@ def served(prefect_server, tracking_uri, tmp_path_factory):
     yield logs
     process.terminate()
     process.wait(30)
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory):
+    """docker/compose.yaml's base services on loopback (PostgreSQL, MLflow's and Prefect's servers, prefect-setup),
+    started once for test_events and test_topology, which add their own workers (and the event path) on top; each
+    starts again whatever the other's faults left stopped (a killed worker, MLflow's server), and test_events
+    takes its event path down as it ends."""
+    with Topology(tmp_path_factory.mktemp("topology")) as running:  # entered first: a failed start stops all
+        running.start()
+        yield running

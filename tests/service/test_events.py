@@ -29,7 +29,6 @@ from tests.topology.processes import wait_until
 from tests.topology.stack import (
     EVENT_SERVICES,
     VALIDATE_DEPLOYMENT,
-    Topology,
     run_parameters,
 )
 from tests.tracking.test_registry import _register
@@ -59,16 +58,30 @@ def _watch_quietly(topology, output):
         client.update_deployment_schedule(deployment_id, schedule.id, active=False)
 
 
+def _take_the_event_path_down(topology):
+    """As this module found the stack: the schedule paused (its runs yet to start deleted with it), the relay
+    stopped and MLflow's webhook to it deleted."""
+    deployment_id = _deployment_id(topology, SCHEDULED_DEPLOYMENT)
+    with topology.client() as client:
+        [schedule] = client.read_deployment_schedules(deployment_id)
+        client.update_deployment_schedule(deployment_id, schedule.id, active=False)
+    topology.services["relay"].stop()
+    client = MlflowClient(topology.tracking_uri)
+    for webhook in client.list_webhooks():
+        if webhook.name == WEBHOOK_NAME:
+            client.delete_webhook(webhook.webhook_id)
+
+
 @pytest.fixture(scope="module")
-def topology(tmp_path_factory):
-    root = tmp_path_factory.mktemp("events")
-    with Topology(root) as running:
-        running.start()
-        _watch_quietly(running, root / "validations")
-        running.start_worker("worker")
-        running.start_relay()
-        running.register_webhook()
-        yield running
+def topology(stack, tmp_path_factory):
+    stack.restore("worker")
+    _watch_quietly(stack, tmp_path_factory.mktemp("events") / "validations")
+    try:
+        stack.start_relay()
+        stack.register_webhook()
+        yield stack
+    finally:
+        _take_the_event_path_down(stack)
 
 
 def _flow_runs(topology, deployment_name, key, value):
@@ -209,8 +222,10 @@ def test_with_the_relay_down_the_next_schedule_tick_validates_the_version(topolo
                120, "MLflow giving up on the delivery", diagnose=topology.logs)
     assert _validations(topology, source) == []  # the event is lost
 
+    earlier = {run.id for run in _relayed_launches(topology, None)}  # ticks before this test's, if any
     _tick_soon_and_every_minute(topology)
-    wait_until(lambda: _relayed_launches(topology, None), 150, "a flow run of the schedule (it has no version)",
+    wait_until(lambda: [run for run in _relayed_launches(topology, None) if run.id not in earlier], 150,
+               "a flow run of the schedule (it has no version)",
                diagnose=lambda: topology.services["prefect-server"].tail())
     judged = _verdict(topology, version)
     delay = timedelta(seconds=round(time.monotonic() - registered_at))

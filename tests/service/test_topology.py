@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.topology import compose
 from tests.topology.processes import postgres_bindir, wait_until
-from tests.topology.stack import EVENT_SERVICES, Topology, run_parameters
+from tests.topology.stack import EVENT_SERVICES, run_parameters
 from tests.tracking.test_registry import _register
 
 needs_postgres = pytest.mark.skipif(
@@ -25,12 +25,9 @@ needs_postgres = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def topology(tmp_path_factory):
-    with Topology(tmp_path_factory.mktemp("topology")) as running:  # entered first: a failed start stops all
-        running.start()
-        running.start_worker("worker")
-        running.start_worker("worker-gpu")
-        yield running
+def topology(stack):
+    stack.restore("worker", "worker-gpu")
+    return stack
 
 
 def _report(parameters) -> dict:

@@ -108,6 +108,14 @@ class Topology(contextlib.ExitStack):
         self.services["mlflow"].wait_healthy(f"{self.tracking_uri}/health")
         self._run_once("prefect-setup", {"MODELGATE_HOME": str(compose.ROOT)})
 
+    def restore(self, *workers: str) -> None:
+        """MLflow's server and the given workers running, after a test stopped or killed them."""
+        if not self.services["mlflow"].running():
+            self.start_mlflow().wait_healthy(f"{self.tracking_uri}/health")
+        for worker in workers:
+            if not (worker in self.services and self.services[worker].running()):
+                self.start_worker(worker)
+
     def start_mlflow(self) -> Service:
         return self._start("mlflow", "mlflow", {
             "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(self.mlflow_port),
