@@ -122,6 +122,8 @@ def drop_loaded_models() -> None:
     import gc
     import sys
 
+    if not _loaded:  # a fresh child: nothing to drop, and a full collection there costs a fraction of a second
+        return
     for runner in _loaded.values():
         runner.deactivate()
     _loaded.clear()
