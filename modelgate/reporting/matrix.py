@@ -41,12 +41,12 @@ class MatrixRow(BaseModel):
     """One target on one runtime and device; the SavedModel's own runtimes are the reference rows."""
 
     target: str = Field(description=f"'{REFERENCE}' for the reference rows.")
-    variant: str | None = Field(default=None, description="The remediation variant that stands as the target, if one "
-                                "does: '3 ops kept in float32'.")
     runtime: str | None = Field(default=None, description="None: a target none of whose runtimes ran (failed conversion).")
     device: str | None = None
     requirement: Literal["required", "optional"] | None = None
     status: str = Field(description="The target's status; 'reference' for the SavedModel's rows.")
+    variant: str | None = Field(default=None, description="The remediation variant that stands as the target, if one "
+                                "does: '3 ops kept in float32'.")
     conversion_s: float | None = None
     size_bytes: int | None = None
     parity: bool | None = Field(default=None, description="Every output passed; None: not compared here.")
