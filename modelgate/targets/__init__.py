@@ -206,4 +206,18 @@ def in_conversion_order(names: list[str]) -> list[Target]:
 
     for name in names:
         add(name)
-    return ordered
+    # A target that converts in TensorFlow's child goes first (its children after it): only the first conversion
+    # can be that child's last job.
+    first = next((chosen for chosen in ordered if chosen.converts_in_reference_process), None)
+    if first is None:
+        return ordered
+    lineage = [chosen for chosen in ordered if _descends_from(chosen, first.name, known)]
+    return lineage + [chosen for chosen in ordered if chosen not in lineage]
+
+
+def _descends_from(chosen: Target, ancestor: str, known: dict[str, Target]) -> bool:
+    while chosen is not None:
+        if chosen.name == ancestor:
+            return True
+        chosen = known.get(chosen.parent) if chosen.parent else None
+    return False

@@ -34,6 +34,14 @@ def test_a_target_comes_after_its_parent_which_is_added_when_not_asked():
         assert [t.name for t in in_conversion_order(["onnx-fp16"])] == ["onnx", "onnx-fp16"]
 
 
+def test_the_target_that_converts_in_tensorflow_s_child_converts_first_with_its_children():
+    # Only the first conversion can be the last job of TensorFlow's child (modelgate.execution.pools).
+    assert [t.name for t in in_conversion_order(["litert", "onnx-fp16"])] == ["onnx", "onnx-fp16", "litert"]
+    names = [t.name for t in in_conversion_order(["all"])]
+    assert targets.target(names[0]).converts_in_reference_process
+    assert [t.name for t in in_conversion_order(["openvino", "litert"])] == ["openvino", "litert"]
+
+
 def test_an_unknown_target_is_a_usage_error_naming_the_known_ones():
     with pytest.raises(ValidationError, match="targets: unknown target tensorrt; the targets are .*onnx"):
         ValidationRequest(source="m", targets=["tensorrt"])
