@@ -12,21 +12,13 @@ from prefect.cache_policies import NO_CACHE
 
 from modelgate.execution.pools import TENSORFLOW
 from modelgate.execution.sandbox import limits_of, run_isolated
-from modelgate.execution.trace_jobs import (
-    INLINED_GRAPH,
-    TF2ONNX_GRAPH,
-    ReferenceTrace,
-    target_trace_job,
-    tensorflow_trace_job,
-)
+from modelgate.execution.trace_jobs import ReferenceTrace, target_trace_job, tensorflow_trace_job
 from modelgate.report import Localisation
 from modelgate.request import ValidationRequest
 from modelgate.runtimes import CPU, Runtime
 from modelgate.stages import ComparisonBatches, SignatureChoice, TargetArtifact, TargetComparison, TargetLocalisation
 from modelgate.targets import Target, target
 
-# The formats whose converter names tensors after tf2onnx's frozen graph; the others read the SavedModel's function.
-TF2ONNX_FORMATS = {"onnx"}
 # TensorFlow's traces of this process's validations, by model, signature, batch and graph: the targets of one
 # validation that read the same graph (onnx and its children) share one (in the folder of the first that asked).
 _traced: dict[tuple, ReferenceTrace] = {}
@@ -69,7 +61,7 @@ def localise_target(
             runtime="", verdict="unmatched", summary=f"not localised: {why_not}"))
     folder = Path(workdir) / name
     log_path = folder / "localise.log"
-    graph = TF2ONNX_GRAPH if chosen.artifact_format in TF2ONNX_FORMATS else INLINED_GRAPH
+    graph = chosen.traced_graph_of()
     inputs_path = batches.batches[0][0]
     key = (str(Path(choice.model_dir).resolve()), tuple(choice.tags), choice.signature.key, inputs_path, graph)
     reference = _traced.get(key)

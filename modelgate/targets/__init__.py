@@ -127,6 +127,16 @@ class Target:
     # Its converter needs what TensorFlow's child imported (tf2onnx): the first such conversion is that child's last
     # job, after it dropped the loaded model (modelgate.execution.pools); its `warm_up` is then not used.
     converts_in_reference_process: bool = False
+    # How localisation freezes TensorFlow's graph so that its tensor names are the ones the converter kept:
+    # "tf2onnx" (tf2onnx's own freezing, constant folding included) or "inlined" (functions inlined, nothing folded,
+    # as TFLite's and OpenVINO's converters keep names). A target with a parent reads its parent's file: its parent's.
+    traced_graph: str = "inlined"
+
+    def traced_graph_of(self) -> str:
+        chosen = self
+        while chosen.parent:
+            chosen = registry()[chosen.parent]
+        return chosen.traced_graph
 
     def options_for(self, source: ConversionSource) -> TargetOptions:
         """The options a conversion runs with: the request's, else this target's defaults."""

@@ -37,7 +37,7 @@ class OnnxOptions(TargetOptions):
 
 TARGET = Target(
     name="onnx", artifact_format="onnx", packages=("tf2onnx", "onnx", "onnxruntime"), module=__name__,
-    options=OnnxOptions, asked_by_default=True, converts_in_reference_process=True,
+    options=OnnxOptions, asked_by_default=True, converts_in_reference_process=True, traced_graph="tf2onnx",
     description="float32 ONNX from tf2onnx, run with ONNX Runtime",
     file_checks=("onnx_ops_converted", *FILE_CHECKS),
 )
