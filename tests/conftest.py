@@ -7,6 +7,17 @@ import pytest
 from tests import models
 from tests.signing_keys import key_pair
 
+# Tests sharing one of tests/service's package-scoped services (a compose stack, `modelgate serve`) run on one
+# pytest-xdist worker, so that each service starts once per run rather than once per worker.
+SHARED_SERVICES = ("stack", "served")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        shared = [name for name in SHARED_SERVICES if name in getattr(item, "fixturenames", ())]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+
 
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory) -> dict[str, Path]:
