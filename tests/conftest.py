@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from modelgate.execution.spare_keeper import keep_spares
 from tests import models
 from tests.signing_keys import key_pair
 
@@ -17,6 +18,15 @@ def pytest_collection_modifyitems(items):
         shared = [name for name in SHARED_SERVICES if name in getattr(item, "fixturenames", ())]
         if shared:
             item.add_marker(pytest.mark.xdist_group(shared[0]))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def spare_keeper():
+    """One spare keeper per test process, as `modelgate serve` keeps one: each pool a validation opens here or in a
+    CLI it starts gets a copy of a warm spare instead of importing TensorFlow's stack afresh (seconds, on every
+    validation the suite runs). benchmarks/run.py leaves it out, so that its cold figures stay cold."""
+    with keep_spares() as keeper:
+        yield keeper
 
 
 @pytest.fixture(scope="session")

@@ -21,13 +21,16 @@ entered before its warm-up; where the sandbox stops the model, the job's failure
 
 A pool's child may also be a spare from the spare keeper (modelgate.execution.spare_keeper): warmed up before its validation was
 known, and so before that validation's sandbox, while importing in a way that leaves it single-threaded; it enters
-the sandbox when a pool adopts it, and only if it still has one thread. A spare serves one pool, never a second.
+the sandbox when a pool adopts it, and only if it still has one thread. A warm spare with one thread goes to no pool
+itself: it forks a copy of itself for each (in a fraction of a second, where its warm-up took seconds), and the copy
+is what the pool adopts. A spare or copy serves one pool, never a second, and none has run model code before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
 import importlib
 import logging
 import multiprocessing
@@ -59,6 +62,10 @@ TREE_REFRESH_S = 1.0
 SHARES_PROCESS = "__modelgate_process_pool__"
 READY = ("ready",)
 WARM, UNFIT = "warm", "unfit"  # a spare's word after its warm-up, and at a hand-over it cannot take
+# The keeper's request to a warm spare for a copy of itself, and the spare's answers.
+FORK, FORKED, UNFORKABLE = "fork", "forked", "unforkable"
+SPARE_NAME = "modelgate-spare"  # a warm spare's process name, as ps shows it; a copy takes back the one it had
+PR_SET_NAME = 15
 # What a spare's warm-up would otherwise start before the sandbox could bind it, each found on this stack (the
 # docs/benchmarks.md lists the threads): OpenBLAS starts a thread per core as NumPy loads, Arrow's jemalloc
 # its purging thread (Keras imports pandas, which imports pyarrow), ONNX Runtime its telemetry thread at import.
@@ -171,8 +178,10 @@ def _blas_threads() -> int:
 
 
 def _spare_main(conn, environment: dict[str, str], warm_up: str, confinable: bool) -> None:
-    """A spare: warms up at once, then waits for the pool that adopts it, whose sandbox and environment it takes.
-    A confinable one imports single-threaded (SINGLE_THREADED_IMPORT) and is refused where it is not at hand-over."""
+    """A spare: warms up at once, then forks a copy of itself for each pool the keeper hands one to (a fraction of a
+    second, where a warm-up takes seconds), or goes itself to a pool that takes it, whose sandbox and environment
+    it takes. A confinable one imports single-threaded (SINGLE_THREADED_IMPORT) and is refused where it is not at
+    hand-over."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(environment)
     if confinable:
@@ -182,11 +191,70 @@ def _spare_main(conn, environment: dict[str, str], warm_up: str, confinable: boo
         # leaves nothing behind a spare killed while it warms up.
         os.environ["KERAS_HOME"] = os.path.join(os.devnull, "keras")
     _warm_up(warm_up)
-    conn.send((WARM, _unconfinable() if confinable else None))
+    name = _process_name()
+    _set_process_name(SPARE_NAME)
+    conn.send((WARM, _unconfinable() if confinable else None, _unforkable()))
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request != FORK:
+            _set_process_name(name)
+            _adopted(conn, confinable, request)
+            return
+        copy = _fork_a_copy(conn)
+        if copy is not None:
+            _copy_main(copy, confinable, name)
+
+
+def _fork_a_copy(conn) -> Connection | None:
+    """Fork this warm spare for the keeper; in the copy, its pipe to the adopter, None here. The fork's own child
+    forks the copy and exits at once, so that the copy becomes the keeper's child (a subreaper), which reaps it and
+    passes its exit code on. The copy's end of a new pipe reaches the keeper over `conn`, and its pid over that."""
+    if why := _unforkable():
+        conn.send((UNFORKABLE, why))
+        return None
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    intermediate = os.fork()
+    if intermediate == 0:
+        try:
+            copy = os.fork()
+        except BaseException:  # noqa: BLE001 - the keeper reads no pid on the pipe: no copy
+            os._exit(1)
+        if copy:
+            os._exit(0)
+        conn.close()
+        ours.close()
+        return theirs
+    os.waitpid(intermediate, 0)
+    theirs.close()
+    conn.send((FORKED,))
+    reduction.send_handle(conn, ours.fileno(), 0)
+    ours.close()
+    return None
+
+
+def _copy_main(conn: Connection, confinable: bool, name: str) -> None:
+    """A copy of a warm spare: tells the keeper its pid, then goes to its adopter. It never returns into the loop of
+    the spare it was forked from, nor unwinds that process's stack."""
+    code = 0
     try:
-        hand_over = conn.recv()
+        _set_process_name(name)
+        conn.send(os.getpid())
+        _adopted(conn, confinable, conn.recv())
     except EOFError:
-        return
+        pass
+    except BaseException:  # noqa: BLE001 - reported by its exit code and on stderr
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _adopted(conn, confinable: bool, hand_over) -> None:
     if hand_over is None:
         return
     sandbox, adopter_environment = hand_over
@@ -204,6 +272,24 @@ def _spare_main(conn, environment: dict[str, str], warm_up: str, confinable: boo
         threadpoolctl.threadpool_limits(_blas_threads(), user_api="blas")
     conn.send(READY)
     _serve_jobs(conn, sandbox, unconfined)
+
+
+def _unforkable() -> str | None:
+    """Why a copy forked from this process would not be what it is: fork copies only the calling thread."""
+    threads = len(os.listdir("/proc/self/task"))
+    return f"it has {threads} threads" if threads > 1 else None
+
+
+def _process_name() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/self/comm").read_text().strip()
+    return "python"
+
+
+def _set_process_name(name: str) -> None:
+    """What ps and psutil show for this process (Linux's 15 bytes), so that a warm spare can be told from a copy."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def _serve_jobs(conn, sandbox: OsSandbox | None, unconfined: str | None) -> None:

@@ -7,6 +7,7 @@ imported inside the tests that need it.
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -18,7 +19,9 @@ from modelgate.errors import ModelRejected, ModelRunError
 from modelgate.execution import os_sandbox
 from modelgate.execution.sandbox import Limits, SharedProcess, run_isolated, shared_processes
 from modelgate.execution.spare_keeper import keep_spares
+from tests.execution.spares import is_copy_of_a_spare, new_spare
 
+LATER_S = 2
 needs_landlock = pytest.mark.skipif(os_sandbox.landlock_abi()[0] < 4, reason="needs Landlock ABI 4 (TCP rules)")
 
 
@@ -54,8 +57,10 @@ def _start_a_thread(after_s: float = 0.0):
     threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
 
 
-def _start_a_thread_late():
-    _start_a_thread(after_s=5)  # long after the pool took it
+def _start_a_thread_later():
+    """Once the warm-up has ended (and the keeper has found the spare single-threaded), as a library's timer might."""
+    signal.signal(signal.SIGALRM, lambda *_: _start_a_thread())
+    signal.alarm(LATER_S)
 
 
 @contextlib.contextmanager
@@ -73,21 +78,12 @@ def _captured(name: str, caplog):
         logger.setLevel(level)
 
 
-def _new_spare(keeper: int, known: set[int]) -> int:
-    """The spare the keeper starts once a pool's lease ends, a moment after the pool closed its child."""
-    deadline = time.monotonic() + 30
-    while not (new := {child.pid for child in psutil.Process(keeper).children()} - known):
-        assert time.monotonic() < deadline, "the keeper started no spare"
-        time.sleep(0.1)
-    return new.pop()
-
-
-def _own_spare(keeper: int, spec: SharedProcess, sandbox) -> int:
-    """A pool of this spec, which the keeper has no spare for yet, and then the keeper's spare of it."""
+def _own_spare(keeper: int, spec: SharedProcess, sandbox, warm: bool = True) -> int:
+    """A pool of this spec, which the keeper has no spare for yet, and then the keeper's spare of it (once warm)."""
     known = {child.pid for child in psutil.Process(keeper).children()}
     with shared_processes({"a": spec}, sandbox):
         run_isolated(os.getpid, limits=Limits(timeout_s=60), label="pid", pool="a")
-    return _new_spare(keeper, known)
+    return new_spare(keeper, known, warm=warm)
 
 
 @needs_landlock
@@ -98,25 +94,26 @@ def test_a_spare_takes_the_sandbox_of_the_pool_that_adopts_it_or_is_refused(tmp_
     limits = Limits(timeout_s=60)
     with keep_spares() as keeper:
         spec = SharedProcess(warm_up=_import_numpy)
-        spare = _own_spare(keeper, spec, sandbox)
+        _own_spare(keeper, spec, sandbox)
         with shared_processes({"a": spec}, sandbox):
-            assert run_isolated(os.getpid, limits=limits, label="pid", pool="a").value == spare
+            assert is_copy_of_a_spare(run_isolated(os.getpid, limits=limits, label="pid", pool="a").value, keeper)
             with pytest.raises(ModelRejected, match="the OS sandbox stopped the model"):
                 run_isolated(_connect, listener.getsockname()[1], limits=limits, label="connect", pool="a")
-        _new_spare(keeper, {spare})  # the keeper replaces the spare the pool took; it is not the spare wanted next
 
-        # One that has a second thread when its pool takes it (here: started after its warm-up) is refused there.
-        late = SharedProcess(warm_up=_start_a_thread_late)
-        refused = _own_spare(keeper, late, sandbox)
-        with _captured("modelgate.sandbox", caplog), shared_processes({"a": late}, sandbox):
+        # One that has a second thread when its pool takes it (here: started after its warm-up) is copied no more,
+        # and goes itself, to be refused there.
+        later = SharedProcess(warm_up=_start_a_thread_later)
+        refused = _own_spare(keeper, later, sandbox)
+        time.sleep(LATER_S + 1)
+        with _captured("modelgate.sandbox", caplog), shared_processes({"a": later}, sandbox):
             assert run_isolated(os.getpid, limits=limits, label="pid", pool="a").value != refused
         assert f"spare process {refused} cannot enter the sandbox exactly (it has 2 threads" in caplog.text
-        _new_spare(keeper, {refused})  # its replacement, refused by the keeper itself in a moment
+        new_spare(keeper, {refused})  # its replacement, which will go itself too
 
         # One with a second thread as its warm-up ends never leaves the keeper, nor does any other of its spec.
         threaded = SharedProcess(warm_up=_start_a_thread)
         with contextlib.suppress(psutil.NoSuchProcess):
-            psutil.Process(_own_spare(keeper, threaded, sandbox)).wait(30)
+            psutil.Process(_own_spare(keeper, threaded, sandbox, warm=False)).wait(30)
         with shared_processes({"a": threaded}, sandbox):
             pid = run_isolated(os.getpid, limits=limits, label="pid", pool="a").value
             assert psutil.Process(pid).ppid() == os.getpid()
@@ -136,10 +133,10 @@ def test_a_model_let_past_the_scan_cannot_write_outside_its_workdir(tmp_path_fac
         fresh = run_flow(model, tracking_uri, workdir, allow_ops=["WriteFile"], export_onnx=False, benchmark=False)
         assert "adopted spare process" not in caplog.text
         _assert_refused(fresh, model, target)
-        spare = _new_spare(keeper, set())
+        new_spare(keeper, set(), within_s=120)
         later = tmp_path_factory.mktemp("later")
         report = run_flow(model, tracking_uri, later, allow_ops=["WriteFile"], export_onnx=False, benchmark=False)
-    assert f"adopted spare process {spare} (warmed up with modelgate.execution.pools:import_tensorflow_stack)" in caplog.text
+    assert "(warmed up with modelgate.execution.pools:import_tensorflow_stack)" in caplog.text
     _assert_refused(report, model, target)
 
 

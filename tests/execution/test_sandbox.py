@@ -17,6 +17,7 @@ from modelgate.execution.sandbox import (
     start_shared_process,
 )
 from modelgate.execution.spare_keeper import keep_spares
+from tests.execution.spares import is_copy_of_a_spare, new_spare
 
 
 def _double(x):
@@ -215,13 +216,6 @@ def _pid_and_blas_threads():
     return os.getpid(), [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
 
 
-def _wait_for_spare(keeper: int) -> None:
-    """The keeper starts the next spare once a lease ends, a moment after the pool closed its child."""
-    deadline = time.monotonic() + 30
-    while not psutil.Process(keeper).children() and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
 def test_the_spare_keeper_hands_each_spare_over_once_as_a_fresh_child_would_be():
     spec = SharedProcess(warm_up=_import_numpy)
     limits = Limits(timeout_s=60)
@@ -230,14 +224,14 @@ def test_the_spare_keeper_hands_each_spare_over_once_as_a_fresh_child_would_be()
             first, fresh_blas = run_isolated(_pid_and_blas_threads, limits=limits, label="first").value
             assert psutil.Process(first).ppid() == os.getpid()
         spares = []
+        new_spare(keeper, set())  # the keeper warms one up once the pool's lease ends
         for _ in range(2):
-            _wait_for_spare(keeper)
             with shared_processes({"a": spec}):
                 pid, blas = run_isolated(_pid_and_blas_threads, limits=limits, label="spare").value
                 spares.append(pid)
-                assert psutil.Process(pid).ppid() == keeper
+                assert is_copy_of_a_spare(pid, keeper)
                 assert blas == fresh_blas  # imported with one OpenBLAS thread, given back what a fresh child has
-                # Its exit code comes through the keeper, its parent.
+                # Its exit code comes through the keeper, which reaps the copies it hands over.
                 with pytest.raises(ModelRunError, match="killed by signal SIGSEGV"):
                     run_isolated(_crash, limits=limits, label="crash", pool="a")
         assert spares[0] != spares[1] and first not in spares  # never a child that ran a job

@@ -1,6 +1,7 @@
 """The spare keeper warms no spare up while a validation runs under it: a spare's imports would take the cores a
 validation's conversions and measurements use (issue 22: a spare warmed up as a running validation's export-onnx
-began, and the stage took three times as long)."""
+began, and the stage took three times as long). Once one has warmed up, every later pool of its spec gets a copy
+forked from it, and nothing imports again (issue 24)."""
 
 import os
 import time
@@ -16,6 +17,7 @@ from modelgate.execution.sandbox import (
     shared_processes,
 )
 from modelgate.execution.spare_keeper import keep_spares
+from tests.execution.spares import is_copy_of_a_spare, new_spare, warm_spares
 
 QUIET_S = 3  # how long the keeper is watched for a spare it should not start
 
@@ -35,12 +37,9 @@ def _none_within(keeper: int, seconds: float) -> None:
         time.sleep(0.1)
 
 
-def _one_within(keeper: int, seconds: float) -> int:
-    deadline = time.monotonic() + seconds
-    while not (spares := _spares(keeper)):
-        assert time.monotonic() < deadline, "the keeper started no spare once no validation ran"
-        time.sleep(0.1)
-    return spares.pop()
+def _count_warm_up() -> None:
+    with open(os.environ["WARM_UPS"], "a") as warm_ups:
+        warm_ups.write(f"{os.getpid()}\n")
 
 
 def test_a_spare_waits_until_no_validation_runs_under_the_keeper():
@@ -55,6 +54,26 @@ def test_a_spare_waits_until_no_validation_runs_under_the_keeper():
             _none_within(keeper, QUIET_S)
         _none_within(keeper, QUIET_S)  # this validation is done; the other still runs
         other.close()
-        spare = _one_within(keeper, 30)
-        with shared_processes({"a": spec}):  # and the next validation of that spec adopts it
-            assert run_isolated(os.getpid, limits=limits, label="pid", pool="a").value == spare
+        spare = new_spare(keeper, set())
+        with shared_processes({"a": spec}):  # and the next validation of that spec adopts a copy of it
+            assert is_copy_of_a_spare(run_isolated(os.getpid, limits=limits, label="pid", pool="a").value, keeper)
+        assert warm_spares(keeper) == {spare}
+
+
+def test_every_later_pool_of_a_spec_gets_a_copy_of_one_warm_spare_that_warmed_up_once(tmp_path):
+    warm_ups = tmp_path / "warm-ups"
+    spec = SharedProcess(environment={"WARM_UPS": str(warm_ups)}, warm_up=_count_warm_up)
+    limits = Limits(timeout_s=60)
+    with keep_spares() as keeper:
+        with shared_processes({"a": spec}):  # no spare yet: the pool's own child warms up, and the keeper learns of it
+            first = run_isolated(os.getpid, limits=limits, label="pid", pool="a").value
+        spare = new_spare(keeper, set())
+        copies = []
+        for _ in range(3):
+            with shared_processes({"a": spec}):
+                copies.append(run_isolated(os.getpid, limits=limits, label="pid", pool="a").value)
+                assert is_copy_of_a_spare(copies[-1], keeper)
+                assert run_isolated(os.getenv, "WARM_UPS", limits=limits, label="env", pool="a").value == str(warm_ups)
+        assert len(set(copies)) == 3 and not {first, spare} & set(copies)
+        assert warm_ups.read_text().split() == [str(first), str(spare)]  # each copy started warm, importing nothing
+        assert warm_spares(keeper) == {spare}
