@@ -257,11 +257,13 @@ def _copy_main(conn: Connection, confinable: bool, name: str) -> None:
 def _adopted(conn, confinable: bool, hand_over) -> None:
     if hand_over is None:
         return
-    sandbox, adopter_environment = hand_over
+    sandbox, adopter_environment, adopter_folder = hand_over
     if sandbox is not None and (why := _unconfinable()):
         conn.send((UNFIT, why))
         return
-    # What a child started by the adopter would have found; the sandbox then adds its folders.
+    # What a child started by the adopter would have found (relative paths in a request are the adopter's); the
+    # sandbox then adds its folders.
+    os.chdir(adopter_folder)
     os.environ.clear()
     os.environ.update(adopter_environment)
     tempfile.tempdir = None  # Python keeps the temporary folder it found first; the sandbox's is another
@@ -556,8 +558,8 @@ class ModelProcess:
         self._child, self._conn, self._lease = _take_spare(key) if key is not None else (None, None, None)
         if self._child is not None:
             try:
-                # What a child started here would have found: this process's environment and the pool's.
-                self._conn.send((self._sandbox, {**os.environ, **self._spec.environment}))
+                # What a child started here would have found: this process's environment and the pool's, and folder.
+                self._conn.send((self._sandbox, {**os.environ, **self._spec.environment}, os.getcwd()))
                 self._watched = _WatchedTree(self._child.pid)
                 logger.info("adopted spare process %s (warmed up with %s)", self._child.pid, key[0])
                 return

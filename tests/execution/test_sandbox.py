@@ -210,27 +210,31 @@ def _import_numpy():
 
 
 @shares_process("a")
-def _pid_and_blas_threads():
+def _pid_blas_threads_and_folder():
     import threadpoolctl
 
-    return os.getpid(), [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+    blas = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+    return os.getpid(), blas, os.getcwd()
 
 
-def test_the_spare_keeper_hands_each_spare_over_once_as_a_fresh_child_would_be():
+def test_the_spare_keeper_hands_each_spare_over_once_as_a_fresh_child_would_be(tmp_path, monkeypatch):
     spec = SharedProcess(warm_up=_import_numpy)
     limits = Limits(timeout_s=60)
     with keep_spares() as keeper:
+        monkeypatch.chdir(tmp_path)  # the adopter's folder, not the one its spares started in
         with shared_processes({"a": spec}):  # none yet: the keeper learns that this spec is wanted
-            first, fresh_blas = run_isolated(_pid_and_blas_threads, limits=limits, label="first").value
-            assert psutil.Process(first).ppid() == os.getpid()
+            first, fresh_blas, fresh_folder = run_isolated(_pid_blas_threads_and_folder, limits=limits,
+                                                           label="first").value
+            assert psutil.Process(first).ppid() == os.getpid() and fresh_folder == str(tmp_path)
         spares = []
         new_spare(keeper, set())  # the keeper warms one up once the pool's lease ends
         for _ in range(2):
             with shared_processes({"a": spec}):
-                pid, blas = run_isolated(_pid_and_blas_threads, limits=limits, label="spare").value
+                pid, blas, folder = run_isolated(_pid_blas_threads_and_folder, limits=limits, label="spare").value
                 spares.append(pid)
                 assert is_copy_of_a_spare(pid, keeper)
                 assert blas == fresh_blas  # imported with one OpenBLAS thread, given back what a fresh child has
+                assert folder == fresh_folder  # a request's relative paths mean what they mean to the adopter
                 # Its exit code comes through the keeper, which reaps the copies it hands over.
                 with pytest.raises(ModelRunError, match="killed by signal SIGSEGV"):
                     run_isolated(_crash, limits=limits, label="crash", pool="a")
