@@ -214,29 +214,43 @@ class _Keeper:
             return None, None
         if process is None or (key in self.warming and self.forks and key not in self.unforkable):
             return None, None
-        if key in self.forkable and (copy := self._copy(key)) is not None:
-            return copy
+        if key in self.forkable:
+            copy = self._copy(key)
+            if copy is not None or key not in self.waiting:
+                return copy or (None, None)
         self._forget(key, close=False)
         return process, conn
 
     def _copy(self, key: SpareKey) -> tuple[_Copy, Connection] | None:
+        """A copy forked from this spec's warm spare, with its pipe; or None. A spare that says it can no longer be
+        copied is left waiting, to go itself; one that did not answer in time, or died, is killed, since a late
+        answer would reach whichever pool it went to."""
         process, conn = self.waiting[key]
+        copy = None
         try:
             conn.send(FORK)
             if not conn.poll(STOP_S):
                 raise TimeoutError(f"no answer within {STOP_S} s")
             reply = conn.recv()
-            if reply[0] == FORKED:
-                copy = Connection(reduction.recv_handle(conn))
-                if not copy.poll(STOP_S):
-                    raise TimeoutError(f"the copy did not start within {STOP_S} s")
-                return _Copy(copy.recv()), copy
-            logger.warning("spare %s (%s) can no longer be copied (%s): it goes itself", process.pid, key[0], reply[1])
-            self.unforkable.add(key)
+            if reply[0] != FORKED:
+                logger.warning("spare %s (%s) can no longer be copied (%s): it goes itself", process.pid, key[0],
+                               reply[1])
+                self.unforkable.add(key)
+                self.forkable.discard(key)
+                return None
+            copy = Connection(reduction.recv_handle(conn))
+            if not copy.poll(STOP_S):
+                raise TimeoutError(f"the copy did not start within {STOP_S} s")
+            return _Copy(copy.recv()), copy
         except (EOFError, OSError) as exc:
-            logger.warning("spare %s (%s) made no copy (%s)", process.pid, key[0], exc)
-        self.forkable.discard(key)
-        return None
+            logger.warning("spare %s (%s) made no copy (%s): it goes, and another warms up later", process.pid,
+                           key[0], exc)
+            if copy is not None:
+                copy.close()  # a copy that starts late finds no one and ends
+            process.kill()
+            process.join()
+            self._forget(key)
+            return None
 
     def _forget(self, key: SpareKey, close: bool = True) -> None:
         _, conn = self.waiting.pop(key)
