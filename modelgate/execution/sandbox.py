@@ -193,7 +193,7 @@ def _spare_main(conn, environment: dict[str, str], warm_up: str, confinable: boo
     _warm_up(warm_up)
     name = _process_name()
     _set_process_name(SPARE_NAME)
-    conn.send((WARM, _unconfinable() if confinable else None, _unforkable()))
+    conn.send((WARM, _unconfinable() if confinable else None, _unforkable(confinable)))
     while True:
         try:
             request = conn.recv()
@@ -203,22 +203,26 @@ def _spare_main(conn, environment: dict[str, str], warm_up: str, confinable: boo
             _set_process_name(name)
             _adopted(conn, confinable, request)
             return
-        copy = _fork_a_copy(conn)
+        copy = _fork_a_copy(conn, confinable, name)
         if copy is not None:
-            _copy_main(copy, confinable, name)
+            _copy_main(copy, confinable)
 
 
-def _fork_a_copy(conn) -> Connection | None:
+def _fork_a_copy(conn, confinable: bool, name: str) -> Connection | None:
     """Fork this warm spare for the keeper; in the copy, its pipe to the adopter, None here. The fork's own child
     forks the copy and exits at once, so that the copy becomes the keeper's child (a subreaper), which reaps it and
-    passes its exit code on. The copy's end of a new pipe reaches the keeper over `conn`, and its pid over that."""
-    if why := _unforkable():
+    passes its exit code on. The copy's end of a new pipe reaches the keeper over `conn`, and its pid over that. The
+    copy has the spare's first name (`name`) before the keeper can see it, so that it is never taken for a spare."""
+    if why := _unforkable(confinable):
         conn.send((UNFORKABLE, why))
         return None
     ours, theirs = multiprocessing.Pipe(duplex=True)
+    sys.stdout.flush()  # or every copy would write what is buffered again
+    sys.stderr.flush()
     intermediate = os.fork()
     if intermediate == 0:
         try:
+            _set_process_name(name)
             copy = os.fork()
         except BaseException:  # noqa: BLE001 - the keeper reads no pid on the pipe: no copy
             os._exit(1)
@@ -227,20 +231,23 @@ def _fork_a_copy(conn) -> Connection | None:
         conn.close()
         ours.close()
         return theirs
-    os.waitpid(intermediate, 0)
+    _, status = os.waitpid(intermediate, 0)
     theirs.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        ours.close()
+        conn.send((UNFORKABLE, "its fork failed"))
+        return None
     conn.send((FORKED,))
     reduction.send_handle(conn, ours.fileno(), 0)
     ours.close()
     return None
 
 
-def _copy_main(conn: Connection, confinable: bool, name: str) -> None:
+def _copy_main(conn: Connection, confinable: bool) -> None:
     """A copy of a warm spare: tells the keeper its pid, then goes to its adopter. It never returns into the loop of
     the spare it was forked from, nor unwinds that process's stack."""
     code = 0
     try:
-        _set_process_name(name)
         conn.send(os.getpid())
         _adopted(conn, confinable, conn.recv())
     except EOFError:
@@ -276,8 +283,12 @@ def _adopted(conn, confinable: bool, hand_over) -> None:
     _serve_jobs(conn, sandbox, unconfined)
 
 
-def _unforkable() -> str | None:
-    """Why a copy forked from this process would not be what it is: fork copies only the calling thread."""
+def _unforkable(confinable: bool) -> str | None:
+    """Why a copy forked from this process would not be what it is: fork copies only the calling thread. Nor is
+    one outside the sandbox copied: its warm-up may have opened connections (the logging child's tracking store)
+    that copies must not share."""
+    if not confinable:
+        return "it runs outside the OS sandbox"
     threads = len(os.listdir("/proc/self/task"))
     return f"it has {threads} threads" if threads > 1 else None
 
@@ -438,10 +449,18 @@ class _KeptChild:
 
     def _ended_within(self, timeout: float | None) -> bool:
         if not self._ended and self._lease.poll(timeout):
-            with contextlib.suppress(EOFError, OSError):
+            try:
                 self.exitcode = self._lease.recv()[1]
-            self._ended = True  # or the keeper is gone, and its spares with it
+                self._ended = True
+            except (EOFError, OSError):  # the keeper is gone; what it handed over may not be, until killed here
+                self._ended = not self._running()
         return self._ended
+
+    def _running(self) -> bool:
+        try:
+            return self._process.is_running() and self._process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     def is_alive(self) -> bool:
         return not self._ended_within(0)

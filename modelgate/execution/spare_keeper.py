@@ -89,7 +89,11 @@ def _keeper_main(address: str, listens: Connection) -> None:
     server.listen()
     listens.send(address)
     listens.close()
-    _Keeper(server, forks=_become_subreaper()).run(multiprocessing.parent_process().sentinel)
+    keeper = _Keeper(server, forks=_become_subreaper())
+    try:
+        keeper.run(multiprocessing.parent_process().sentinel)
+    finally:
+        keeper.stop_copies()  # multiprocessing ends the spares at exit; the copies are none of its children
 
 
 def _become_subreaper() -> bool:
@@ -180,9 +184,16 @@ class _Keeper:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(child.pid, os.WNOHANG)
 
+    def stop_copies(self) -> None:
+        for _, spare in self.leases.values():
+            if isinstance(spare, _Copy):
+                spare.kill()
+                spare.join(STOP_S)
+
     def _accept(self) -> None:
         client, _ = self.server.accept()
         lease = Connection(client.detach())
+        process = conn = None
         try:
             key = lease.recv()  # sent at once by modelgate.execution.sandbox
             if key == VALIDATION_RUNNING:
@@ -199,6 +210,10 @@ class _Keeper:
         except (EOFError, OSError) as exc:
             logger.warning("a request for a spare broke off: %s", exc)
             lease.close()
+            if process is not None:  # no longer waiting, and never to be handed over again
+                process.kill()
+                process.join()
+                conn.close()
             return
         conn.close()  # the adopter's alone now
         self.leases[lease] = (key, process)
@@ -212,12 +227,16 @@ class _Keeper:
         if process is not None and not process.is_alive():  # died a moment ago, before its EOF was read
             self._forget(key)
             return None, None
-        if process is None or (key in self.warming and self.forks and key not in self.unforkable):
+        _, _, confinable = key  # only a confinable spare is ever copied (modelgate.execution.sandbox._unforkable)
+        if process is None or (key in self.warming and self.forks and confinable and key not in self.unforkable):
             return None, None
         if key in self.forkable:
             copy = self._copy(key)
-            if copy is not None or key not in self.waiting:
-                return copy or (None, None)
+            if copy is not None:
+                self.waiting[key] = self.waiting.pop(key)  # asked for last, so evicted last
+                return copy
+            if key not in self.waiting:
+                return None, None
         self._forget(key, close=False)
         return process, conn
 

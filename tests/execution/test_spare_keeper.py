@@ -77,3 +77,30 @@ def test_every_later_pool_of_a_spec_gets_a_copy_of_one_warm_spare_that_warmed_up
         assert len(set(copies)) == 3 and not {first, spare} & set(copies)
         assert warm_ups.read_text().split() == [str(first), str(spare)]  # each copy started warm, importing nothing
         assert warm_spares(keeper) == {spare}
+
+
+def test_a_spare_outside_the_sandbox_goes_to_its_pool_itself_never_copied():
+    """Its warm-up may have opened connections (the logging child's tracking store) that copies must not share."""
+    spec = SharedProcess(warm_up=_warm_up, sandboxed=False)
+    limits = Limits(timeout_s=60)
+    with keep_spares() as keeper:
+        with shared_processes({"a": spec}):
+            run_isolated(os.getpid, limits=limits, label="pid", pool="a")
+        spare = new_spare(keeper, set())
+        with shared_processes({"a": spec}):
+            assert run_isolated(os.getpid, limits=limits, label="pid", pool="a").value == spare
+
+
+def test_a_copy_ends_with_its_keeper_as_its_spare_does():
+    """A copy is no child of the keeper's multiprocessing, which ends the spares at exit."""
+    spec = SharedProcess(warm_up=_warm_up)
+    limits = Limits(timeout_s=60)
+    with keep_spares() as keeper:
+        with shared_processes({"a": spec}):
+            run_isolated(os.getpid, limits=limits, label="pid", pool="a")
+        new_spare(keeper, set())
+        with shared_processes({"a": spec}):
+            copy = psutil.Process(run_isolated(os.getpid, limits=limits, label="pid", pool="a").value)
+            assert is_copy_of_a_spare(copy.pid, keeper)
+            psutil.Process(keeper).terminate()  # as a stopped `modelgate worker` ends it
+            copy.wait(30)  # psutil.TimeoutExpired if it outlived the keeper
