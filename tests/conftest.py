@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,20 @@ def spare_keeper():
     validation the suite runs). benchmarks/run.py leaves it out, so that its cold figures stay cold."""
     with keep_spares() as keeper:
         yield keeper
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_home(tmp_path_factory):
+    """A Prefect home of this pytest process's own for the commands its tests start: the ephemeral servers of two
+    pytest-xdist workers' commands on one SQLite database (~/.prefect's) lock each other out on a busy machine."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    outer = os.environ.get("PREFECT_HOME")
+    os.environ["PREFECT_HOME"] = str(home)
+    yield home
+    if outer is None:
+        os.environ.pop("PREFECT_HOME", None)
+    else:
+        os.environ["PREFECT_HOME"] = outer
 
 
 @pytest.fixture(scope="session")

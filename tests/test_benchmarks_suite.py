@@ -35,7 +35,7 @@ def test_quick_suite_measures_and_writes_every_figure(tmp_path):
     assert results["whole_validation"]["validation_statuses"] == ["passed"]
     assert results["whole_validation"]["prefect_start_up_s"] > 0
     cold = results["cold_cli"]
-    assert cold["statuses"] == ["passed"] and cold["import_tensorflow_s"] > 0
+    assert cold["statuses"] == ["passed"] and cold["import_tensorflow_s"] > 0, cold["stopped_by"]
     assert {"imports", "prefect_server_wait", "stage:inspect", "stage:open-mlflow-run", "shutdown"} <= set(cold["breakdown_s"])
     assert "## Cold CLI" in (tmp_path / "results.md").read_text()
     assert [round(row["variables_mb"]) for row in results["memory"]] == [4]
