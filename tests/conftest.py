@@ -10,15 +10,19 @@ from tests import models
 from tests.signing_keys import key_pair
 
 # Tests sharing one of tests/service's package-scoped services (a compose stack, `modelgate serve`) run on one
-# pytest-xdist worker, so that each service starts once per run rather than once per worker.
+# pytest-xdist worker, so that each service starts once per run rather than once per worker; so do the tests of a
+# module sharing a module-scoped fixture (a model built, a validation run), which each worker would build again.
 SHARED_SERVICES = ("stack", "served")
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        shared = [name for name in SHARED_SERVICES if name in getattr(item, "fixturenames", ())]
-        if shared:
+        names = getattr(item, "fixturenames", ())
+        if shared := [name for name in SHARED_SERVICES if name in names]:
             item.add_marker(pytest.mark.xdist_group(shared[0]))
+        elif any(definition.scope == "module" for name in names
+                 for definition in item._fixtureinfo.name2fixturedefs.get(name, ())):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session", autouse=True)
