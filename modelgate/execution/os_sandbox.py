@@ -33,6 +33,7 @@ RULE_PATH_BENEATH = 1
 NET_BIND_TCP, NET_CONNECT_TCP = 1, 2
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1, 2
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_NAME, PR_SET_CHILD_SUBREAPER = 15, 36
 CLONE_NEWNET = 0x40000000
 CAP_SYS_ADMIN = 21
 
@@ -65,6 +66,14 @@ class _PathBeneathAttr(ctypes.Structure):
 @functools.cache
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, argument: int | bytes) -> bool:
+    """prctl(2) with its one argument: whether it took effect (not where the call is missing: not Linux)."""
+    try:
+        return _libc().prctl(option, argument, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _syscall(*args) -> int:

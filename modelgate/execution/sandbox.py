@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import ctypes
 import importlib
 import logging
 import multiprocessing
@@ -65,7 +64,6 @@ WARM, UNFIT = "warm", "unfit"  # a spare's word after its warm-up, and at a hand
 # The keeper's request to a warm spare for a copy of itself, and the spare's answers.
 FORK, FORKED, UNFORKABLE = "fork", "forked", "unforkable"
 SPARE_NAME = "modelgate-spare"  # a warm spare's process name, as ps shows it; a copy takes back the one it had
-PR_SET_NAME = 15
 # What a spare's warm-up would otherwise start before the sandbox could bind it, each found on this stack (the
 # docs/benchmarks.md lists the threads): OpenBLAS starts a thread per core as NumPy loads, Arrow's jemalloc
 # its purging thread (Keras imports pandas, which imports pyarrow), ONNX Runtime its telemetry thread at import.
@@ -301,8 +299,9 @@ def _process_name() -> str:
 
 def _set_process_name(name: str) -> None:
     """What ps and psutil show for this process (Linux's 15 bytes), so that a warm spare can be told from a copy."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    from modelgate.execution.os_sandbox import PR_SET_NAME, prctl  # the spare imports it to enter the sandbox
+
+    prctl(PR_SET_NAME, name.encode()[:15])
 
 
 def _serve_jobs(conn, sandbox: OsSandbox | None, unconfined: str | None) -> None:

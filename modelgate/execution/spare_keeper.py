@@ -20,7 +20,6 @@ spare that will be copied once warm is not handed over while it warms up (its po
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -36,6 +35,7 @@ from multiprocessing.connection import Connection, wait
 
 import psutil
 
+from modelgate.execution.os_sandbox import PR_SET_CHILD_SUBREAPER, prctl
 from modelgate.execution.sandbox import (
     FORK,
     FORKED,
@@ -48,7 +48,6 @@ from modelgate.execution.sandbox import (
 # Each spare holds its frameworks in memory (TensorFlow's child, about 0.5 GiB): a few specs, the latest asked.
 MAX_SPARES = 4
 STOP_S = 10
-PR_SET_CHILD_SUBREAPER = 36
 
 logger = logging.getLogger("modelgate.spare_keeper")
 
@@ -100,12 +99,7 @@ def _become_subreaper() -> bool:
     """Whether this process now reaps the copies forked from its spares: each becomes its child once the fork that
     made it exits, so that its exit code reaches the pool that adopted it. Where it cannot (not Linux, no pidfd),
     each spare goes to a pool itself, and the next warms up afresh."""
-    if not hasattr(os, "pidfd_open"):
-        return False
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return hasattr(os, "pidfd_open") and prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 class _Copy:

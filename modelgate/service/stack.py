@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from modelgate.execution.os_sandbox import PR_SET_CHILD_SUBREAPER, prctl
 from modelgate.service.prefect_server import _own_session_dying_with_parent
 from modelgate.tracking.store_template import prepare_store
 
@@ -54,7 +55,6 @@ RUNNER_STOP_S = 20  # `modelgate serve` bounds its own stop at about 10 s (flows
 SERVER_STOP_S = 10
 POLL_S = 0.2
 CLOCK_SKEW = timedelta(seconds=30)  # between this machine and a Prefect server elsewhere
-PR_SET_CHILD_SUBREAPER = 36
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # MLflow tracking URIs that name a server with a UI of its own: nothing to start for them.
 SERVER_SCHEMES = ("http", "https", "databricks", "databricks-uc")
@@ -222,11 +222,6 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
         os.killpg(process.pid, signum)  # each started its own session: its group's id is its pid
 
 
-def _become_subreaper() -> None:
-    with contextlib.suppress(AttributeError, OSError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
 # Addresses.
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -305,7 +300,7 @@ def up(args: argparse.Namespace, console) -> int:
     if not isinstance(request_fields, dict):
         console.error("--settings is a JSON object of validation request fields")
         return EXIT_ERROR
-    _become_subreaper()
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     stack = Stack(console, debug=getattr(args, "debug", False))
     stack.install_signal_handlers()
     try:
